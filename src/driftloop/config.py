@@ -1,0 +1,349 @@
+"""driftloop.toml -> typed settings; the one place settings are read.
+
+>>> s = Settings.from_dict({
+...     "project": {"name": "loan", "target": "approved", "classes": ["no", "yes"]},
+...     "features": {"income": {"type": "numeric", "min": 0}},
+...     "data": {"train": "train.csv"},
+...     "trainer": {"entrypoint": "trainer:train"},
+... }, root="/tmp/p")
+>>> s.project.name, s.monitor.window.rows, s.store.url
+('loan', 1000, 'sqlite:////tmp/p/.driftloop/driftloop.db')
+>>> parse_duration("90s"), parse_duration("5m"), parse_duration("1h")
+(90.0, 300.0, 3600.0)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from driftloop.exceptions import ConfigError
+
+__all__ = [
+    "AlertRuleSettings",
+    "FeatureSettings",
+    "GateSettings",
+    "MonitorSettings",
+    "RetrainSettings",
+    "Settings",
+    "Window",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in a duration such as ``"30s"``, ``"5m"``, ``"1.5h"`` or ``"2d"``.
+
+    >>> parse_duration("250ms")
+    0.25
+    """
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        if text <= 0:
+            raise ValueError(f"must be a positive duration. Got {text!r} instead")
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(
+            f"must be a positive duration such as '30s', '5m', '1h' or '2d'. Got {text!r} instead"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Window(_Model):
+    """A monitoring window: a fixed number of predictions or a fixed span of time."""
+
+    rows: int | None = None
+    seconds: float | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> Window:
+        """``500``, ``"500 rows"``, ``"1h"`` -> a window.
+
+        >>> Window.parse("250 rows").rows, Window.parse("10m").seconds
+        (250, 600.0)
+        """
+        if isinstance(value, Window):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value <= 0:
+                raise ValueError(f"must be a positive number of rows. Got {value!r} instead")
+            return cls(rows=value)
+        text = str(value).strip()
+        match = re.match(r"^(\d+)\s*rows?$", text)
+        if match:
+            return cls.parse(int(match.group(1)))
+        try:
+            return cls(seconds=parse_duration(text))
+        except ValueError:
+            raise ValueError(
+                "must be a number of rows such as '1000 rows' or a positive duration such as "
+                f"'1h'. Got {value!r} instead"
+            ) from None
+
+    def __str__(self) -> str:
+        return f"{self.rows} rows" if self.rows else f"{self.seconds:g}s"
+
+
+class FeatureSettings(_Model):
+    """One input feature: its type and optional constraints."""
+
+    type: Literal["numeric", "categorical", "text"]
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+    max_length: int | None = None
+    pii: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureSettings:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' must not exceed 'max'. Got min={self.min}, max={self.max}")
+        if self.allowed is not None and self.type != "categorical":
+            raise ValueError(f"'allowed' applies to categorical features only. Got type {self.type!r}")
+        if (self.min is not None or self.max is not None) and self.type != "numeric":
+            raise ValueError(f"'min' and 'max' apply to numeric features only. Got type {self.type!r}")
+        return self
+
+
+class ProjectSettings(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    task: Literal["classification"] = "classification"
+    target: str
+    classes: list[str] = Field(min_length=2)
+
+
+class DataSettings(_Model):
+    train: str
+
+    @field_validator("train")
+    @classmethod
+    def _suffix(cls, value: str) -> str:
+        if not value.lower().endswith((".csv", ".parquet")):
+            raise ValueError(f"must name a .csv or .parquet file. Got {value!r} instead")
+        return value
+
+
+class TrainerSettings(_Model):
+    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StoreSettings(_Model):
+    url: str = "sqlite:///.driftloop/driftloop.db"
+
+
+class RegistrySettings(_Model):
+    uri: str = "sqlite:///.driftloop/mlflow.db"
+    artifacts: str = ".driftloop/artifacts"
+    experiment: str | None = None
+
+
+class ServingSettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    reload_interval: float = 2.0
+    max_batch: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    log_mode: Literal["durable", "fast"] = "durable"
+    log_queue_size: int = Field(default=100_000, ge=1)
+
+    @field_validator("reload_interval", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class MonitorSettings(_Model):
+    window: Window = Window(rows=1000)
+    schedule: float = 60.0
+    bins: int = Field(default=50, ge=2, le=1000)
+    sample_size: int = Field(default=2000, ge=0)
+    relabel_windows: int = Field(default=5, ge=0)
+    fdr: float = Field(default=0.05, gt=0, lt=1)
+    min_ks: float = Field(default=0.025, gt=0, lt=1)
+    min_linf: float = Field(default=0.02, gt=0, lt=1)
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> Window:
+        return Window.parse(value)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class AlertRuleSettings(_Model):
+    """``metric op threshold`` for ``for_windows`` consecutive windows, then quiet for ``cooldown``."""
+
+    name: str
+    metric: str
+    op: Literal["<", "<=", ">", ">="]
+    threshold: float
+    for_windows: int = Field(default=1, ge=1, alias="for")
+    cooldown: float = 0.0
+    min_samples: int = Field(default=1, ge=1)
+    retrain: bool = False
+
+    @field_validator("cooldown", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return 0.0 if value in (0, "0") else parse_duration(value)
+
+
+class SinkSettings(_Model):
+    type: Literal["log", "webhook", "slack"]
+    url: str | None = None
+    url_env: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SinkSettings:
+        if self.type != "log" and not (self.url or self.url_env):
+            raise ValueError(f"a {self.type} sink needs 'url' or 'url_env' (the environment variable)")
+        return self
+
+
+class RetrainSettings(_Model):
+    schedule: str | None = None
+    min_new_labels: int = Field(default=0, ge=0)
+    lookback: int = Field(default=5000, ge=1)
+    replay_fraction: float = Field(default=0.25, ge=0, le=1)
+    holdout_fraction: float = Field(default=0.3, gt=0, lt=1)
+    seed: int = 0
+
+
+class GateSettings(_Model):
+    primary_metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    min_improvement: float = 0.0
+    max_regression: dict[Literal["accuracy", "f1_macro"], float] = Field(default_factory=dict)
+    min_value: dict[Literal["accuracy", "f1_macro"], float] = Field(default_factory=dict)
+    min_eval_rows: int = Field(default=50, ge=1)
+
+
+class Settings(_Model):
+    """Everything in one driftloop.toml, with paths resolved against the file's folder."""
+
+    root: Path
+    project: ProjectSettings
+    features: dict[str, FeatureSettings] = Field(min_length=1)
+    data: DataSettings
+    trainer: TrainerSettings
+    store: StoreSettings = StoreSettings()
+    registry: RegistrySettings = RegistrySettings()
+    serving: ServingSettings = ServingSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    alerts: list[AlertRuleSettings] = Field(default_factory=list)
+    sinks: list[SinkSettings] = Field(default_factory=lambda: [SinkSettings(type="log")])
+    retrain: RetrainSettings = RetrainSettings()
+    gate: GateSettings = GateSettings()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        if self.project.target in self.features:
+            raise ValueError(
+                f"the target {self.project.target!r} must not also be listed under [features]"
+            )
+        names = [rule.name for rule in self.alerts]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"alert rule names must be unique. Got {duplicates} more than once")
+        return self
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], root: str | Path = ".", source: str = "config") -> Settings:
+        """Validate a parsed config; raise one :class:`ConfigError` listing every problem."""
+        raw = dict(data)
+        raw["root"] = Path(root).resolve()
+        try:
+            settings = cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = [_sentence(error, source) for error in exc.errors()]
+            message = "\n".join(problems)
+            raise ConfigError(message, problems) from None
+        return settings._resolved()
+
+    @classmethod
+    def load(cls, path: str | Path = "driftloop.toml") -> Settings:
+        """Read and validate a driftloop.toml file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"The config file '{path}' must exist. Run 'driftloop init' to create one, "
+                "or pass --config PATH."
+            )
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"The config file '{path}' must be valid TOML. {exc}.") from None
+        return cls.from_dict(data, root=path.resolve().parent, source=path.name)
+
+    def _resolved(self) -> Settings:
+        def url(value: str) -> str:
+            prefix = "sqlite:///"
+            if value.startswith(prefix) and not value.startswith(prefix + "/"):
+                return prefix + str(self.root / value[len(prefix) :])
+            return value
+
+        return self.model_copy(
+            update={
+                "store": StoreSettings(url=url(self.store.url)),
+                "registry": self.registry.model_copy(
+                    update={"uri": url(self.registry.uri), "artifacts": str(self.path(self.registry.artifacts))}
+                ),
+            }
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+    def path(self, relative: str) -> Path:
+        """A path from the config resolved against the config file's folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def state_dir(self) -> Path:
+        """``.driftloop/`` beside the config: databases, snapshots, artifacts."""
+        return self.root / ".driftloop"
+
+    @property
+    def workflow_db_url(self) -> str:
+        """The DBOS system database: beside the store (SQLite) or the same server (PostgreSQL)."""
+        if self.store.url.startswith("sqlite"):
+            return "sqlite:///" + str(self.state_dir / "workflows.sqlite")
+        return self.store.url
+
+    def sink_url(self, sink: SinkSettings) -> str | None:
+        """The sink's URL: from the config, or from the named environment variable (secrets)."""
+        if sink.url_env:
+            return os.environ.get(sink.url_env)
+        return sink.url
+
+
+def _sentence(error: Any, source: str) -> str:
+    """One pydantic error -> one sentence naming the key, the rule and the value seen."""
+    loc = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "(top level)"
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "missing":
+        return f"The '{loc}' setting in {source} is required but missing."
+    if kind == "extra_forbidden":
+        return f"The '{loc}' setting in {source} is not a known setting. Check its spelling."
+    if " Got " in msg:
+        return f"The '{loc}' setting in {source} {msg}."
+    shown = value if not isinstance(value, dict) else "a table"
+    return f"The '{loc}' setting in {source} is invalid: {msg[0].lower() + msg[1:]}. Got {shown!r} instead."

@@ -1,0 +1,125 @@
+"""Feature schema -> request model, validation and column types.
+
+>>> from driftloop.config import FeatureSettings
+>>> schema = FeatureSchema({
+...     "income": FeatureSettings(type="numeric", min=0),
+...     "purpose": FeatureSettings(type="categorical", allowed=["car", "home"]),
+... })
+>>> records, errors = schema.validate([{"income": 10, "purpose": "car"}, {"income": -1, "purpose": "boat"}])
+>>> records, [e["loc"] for e in errors]
+([{'income': 10.0, 'purpose': 'car'}], [['records', 1, 'income'], ['records', 1, 'purpose']])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from driftloop.config import FeatureSettings
+from driftloop.exceptions import SchemaError
+
+__all__ = ["FeatureSchema"]
+
+DEFAULT_MAX_TEXT = 10_000
+
+
+class FeatureSchema:
+    """The model's inputs: names, types and constraints, and the pydantic model built from them."""
+
+    def __init__(self, features: dict[str, FeatureSettings]) -> None:
+        self.features = dict(features)
+        self.record_model = self._build_model()
+
+    @property
+    def numeric(self) -> list[str]:
+        return [n for n, f in self.features.items() if f.type == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [n for n, f in self.features.items() if f.type == "categorical"]
+
+    @property
+    def text(self) -> list[str]:
+        return [n for n, f in self.features.items() if f.type == "text"]
+
+    def _build_model(self) -> type[BaseModel]:
+        fields: dict[str, Any] = {}
+        for name, feature in self.features.items():
+            annotation: Any
+            if feature.type == "numeric":
+                annotation = float
+                constraint = Field(ge=feature.min, le=feature.max, allow_inf_nan=False)
+            elif feature.type == "categorical" and feature.allowed:
+                annotation = Literal[tuple(feature.allowed)]
+                constraint = Field()
+            else:
+                annotation = str
+                constraint = Field(max_length=feature.max_length or DEFAULT_MAX_TEXT)
+            if feature.required:
+                fields[name] = (annotation, constraint)
+            else:
+                constraint.default = None
+                fields[name] = (annotation | None, constraint)
+        config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+        return create_model("Record", __config__=config, **fields)
+
+    def validate(self, rows: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Split rows into clean records and errors (FastAPI's 422 shape, one per bad field)."""
+        records: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        model = self.record_model
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                errors.append(
+                    {
+                        "loc": ["records", index],
+                        "msg": f"Record {index} must be a JSON object of feature values. "
+                        f"Got {type(row).__name__} instead.",
+                        "type": "model_type",
+                    }
+                )
+                continue
+            try:
+                records.append(model.model_validate(row).model_dump())
+            except ValidationError as exc:
+                for err in exc.errors(include_url=False):
+                    field = ".".join(str(p) for p in err["loc"])
+                    errors.append(
+                        {
+                            "loc": ["records", index, *err["loc"]],
+                            "msg": f"Feature '{field}' of record {index}: {err['msg']}. "
+                            f"Got {err.get('input')!r} instead."
+                            if err["type"] != "missing"
+                            else f"Feature '{field}' of record {index} is required but missing.",
+                            "type": err["type"],
+                        }
+                    )
+        return records, errors
+
+    def frame(self, records: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+        """Records -> a DataFrame with the schema's columns, in order, with stable dtypes."""
+        df = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records
+        missing = [name for name in self.features if name not in df.columns]
+        required_missing = [n for n in missing if self.features[n].required]
+        if required_missing:
+            raise SchemaError(
+                f"The data must have a column for every required feature. "
+                f"Missing {sorted(required_missing)}; got columns {sorted(map(str, df.columns))}."
+            )
+        out = pd.DataFrame(index=df.index)
+        for name, feature in self.features.items():
+            column = df[name] if name in df.columns else pd.Series(None, index=df.index)
+            if feature.type == "numeric":
+                out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+            else:
+                out[name] = column.astype("object").where(column.notna(), None)
+        return out
+
+    def profile_frame(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The columns monitoring profiles: numeric and categorical as-is, text as its length."""
+        out = df[[*self.numeric, *self.categorical]].copy()
+        for name in self.text:
+            out[f"{name}.length"] = df[name].astype("string").str.len().astype("float64")
+        return out

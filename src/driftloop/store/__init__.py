@@ -1,0 +1,359 @@
+"""The store: one SQLAlchemy Core code path for SQLite (WAL) and PostgreSQL.
+
+>>> import tempfile, os
+>>> store = Store(f"sqlite:///{tempfile.mkdtemp()}/db.sqlite")
+>>> store.count_predictions("loan")
+0
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from driftloop.exceptions import ConfigError
+from driftloop.store import tables as t
+
+__all__ = ["Store", "tables"]
+tables = t
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the pragmas driftloop needs: WAL, a busy timeout, full sync on commit."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    if url.startswith(("postgresql", "postgres")):
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    raise ConfigError(
+        f"The 'store.url' setting must be a sqlite:/// or postgresql:// URL. Got {url!r} instead."
+    )
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (safe to call on every start)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """Small repositories over the tables. Every write is one transaction."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        if create:
+            migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    # -- predictions -----------------------------------------------------------------------
+    def insert_predictions(self, rows: Sequence[dict[str, Any]], connection: Connection | None = None) -> None:
+        if not rows:
+            return
+        if connection is not None:
+            connection.execute(insert(t.predictions), list(rows))
+            return
+        with self.begin() as conn:
+            conn.execute(insert(t.predictions), list(rows))
+
+    def count_predictions(self, model: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).where(t.predictions.c.model == model)) or 0)
+
+    def prediction(self, prediction_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.predictions).where(t.predictions.c.prediction_id == prediction_id)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def existing_prediction_ids(self, ids: Iterable[str]) -> set[str]:
+        ids = list(ids)
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                found.update(
+                    conn.scalars(
+                        select(t.predictions.c.prediction_id).where(t.predictions.c.prediction_id.in_(chunk))
+                    )
+                )
+        return found
+
+    def predictions_after(self, model: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        query = (
+            select(t.predictions)
+            .where(and_(t.predictions.c.model == model, t.predictions.c.seq > after_seq))
+            .order_by(t.predictions.c.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def record_invalid(self, model: str, path: str, status: int, errors: list[Any]) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                insert(t.invalid_requests).values(
+                    model=model, ts=time.time(), path=path, status=status, errors=errors[:50]
+                )
+            )
+
+    def count_invalid(self, model: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.scalar(select(func.count()).where(t.invalid_requests.c.model == model)) or 0
+            )
+
+    # -- feedback --------------------------------------------------------------------------
+    def add_feedback(self, items: Sequence[dict[str, Any]]) -> None:
+        now = time.time()
+        with self.begin() as conn:
+            conn.execute(insert(t.feedback), [{"ts": now, **item} for item in items])
+
+    def labelled(
+        self, model: str, *, start_seq: int = 0, end_seq: int | None = None, max_feedback_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Predictions with their latest label (one row per prediction), oldest first."""
+        latest = (
+            select(t.feedback.c.prediction_id, func.max(t.feedback.c.id).label("fid"))
+            .group_by(t.feedback.c.prediction_id)
+        )
+        if max_feedback_id is not None:
+            latest = latest.where(t.feedback.c.id <= max_feedback_id)
+        sub = latest.subquery()
+        p, f = t.predictions, t.feedback
+        query = (
+            select(p.c.seq, p.c.prediction_id, p.c.inputs, p.c.prediction, p.c.model_version, p.c.ts,
+                   f.c.label, f.c.id.label("feedback_id"))
+            .join(sub, sub.c.prediction_id == p.c.prediction_id)
+            .join(f, f.c.id == sub.c.fid)
+            .where(p.c.model == model, p.c.seq >= start_seq)
+            .order_by(p.c.seq)
+        )
+        if end_seq is not None:
+            query = query.where(p.c.seq <= end_seq)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def max_feedback_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.max(t.feedback.c.id))) or 0)
+
+    # -- references ------------------------------------------------------------------------
+    def reference(self, model: str, model_version: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.references).where(
+                    t.references.c.model == model, t.references.c.model_version == model_version
+                )
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def add_reference(self, model: str, model_version: str, dataset_id: str, profile: dict[str, Any]) -> dict[str, Any]:
+        """Insert once per (model, version); a second call returns the first row."""
+        try:
+            with self.begin() as conn:
+                conn.execute(
+                    insert(t.references).values(
+                        model=model, model_version=model_version, dataset_id=dataset_id,
+                        profile=profile, created_at=time.time(),
+                    )
+                )
+        except IntegrityError:
+            pass
+        row = self.reference(model, model_version)
+        assert row is not None
+        return row
+
+    # -- windows and metrics ---------------------------------------------------------------
+    def last_window(self, model: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.windows).where(t.windows.c.model == model).order_by(t.windows.c.end_seq.desc()).limit(1)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def add_window(self, window: dict[str, Any], window_metrics: list[dict[str, Any]]) -> int:
+        """A closed window and its metrics, in one transaction."""
+        with self.begin() as conn:
+            window_id = int(conn.execute(insert(t.windows).values(**window)).inserted_primary_key[0])
+            now = time.time()
+            if window_metrics:
+                conn.execute(
+                    insert(t.metrics),
+                    [{"window_id": window_id, "updated_at": now, **m} for m in window_metrics],
+                )
+        return window_id
+
+    def upsert_metrics(self, window_id: int, window_metrics: list[dict[str, Any]]) -> None:
+        now = time.time()
+        with self.begin() as conn:
+            for m in window_metrics:
+                changed = conn.execute(
+                    update(t.metrics)
+                    .where(t.metrics.c.window_id == window_id, t.metrics.c.name == m["name"])
+                    .values(updated_at=now, **m)
+                ).rowcount
+                if not changed:
+                    conn.execute(insert(t.metrics).values(window_id=window_id, updated_at=now, **m))
+
+    def windows(self, model: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` windows, oldest first, each with a ``metrics`` dict by name."""
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    select(t.windows.c.id, t.windows.c.start_seq, t.windows.c.end_seq, t.windows.c.start_ts,
+                           t.windows.c.end_ts, t.windows.c.n, t.windows.c.model_versions,
+                           t.windows.c.reference_id)
+                    .where(t.windows.c.model == model)
+                    .order_by(t.windows.c.end_seq.desc())
+                    .limit(limit)
+                ).mappings()
+            ][::-1]
+            ids = [r["id"] for r in rows]
+            by_window: dict[int, dict[str, dict[str, Any]]] = {i: {} for i in ids}
+            if ids:
+                for m in conn.execute(select(t.metrics).where(t.metrics.c.window_id.in_(ids))).mappings():
+                    by_window[m["window_id"]][m["name"]] = dict(m)
+        for r in rows:
+            r["metrics"] = by_window[r["id"]]
+        return rows
+
+    # -- alerts ----------------------------------------------------------------------------
+    def add_alert(self, **values: Any) -> int:
+        with self.begin() as conn:
+            return int(conn.execute(insert(t.alerts).values(ts=time.time(), **values)).inserted_primary_key[0])
+
+    def alerts(self, model: str, limit: int = 20, rule: str | None = None) -> list[dict[str, Any]]:
+        query = select(t.alerts).where(t.alerts.c.model == model)
+        if rule is not None:
+            query = query.where(t.alerts.c.rule == rule)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.alerts.c.id.desc()).limit(limit)).mappings()
+            return [dict(r) for r in rows][::-1]
+
+    def set_alert_run(self, alert_id: int, run_id: str) -> None:
+        with self.begin() as conn:
+            conn.execute(update(t.alerts).where(t.alerts.c.id == alert_id).values(run_id=run_id))
+
+    # -- datasets --------------------------------------------------------------------------
+    def add_dataset(self, **values: Any) -> None:
+        try:
+            with self.begin() as conn:
+                conn.execute(insert(t.datasets).values(created_at=time.time(), **values))
+        except IntegrityError:  # content-addressed: the same content is already recorded
+            pass
+
+    def dataset(self, dataset_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.datasets).where(t.datasets.c.id == dataset_id)).mappings().first()
+        return dict(row) if row else None
+
+    def datasets(self, model: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.datasets).where(t.datasets.c.model == model).order_by(t.datasets.c.created_at)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    # -- retrain runs, decisions, promotions -----------------------------------------------
+    def add_run(self, run_id: str, model: str, trigger: str, options: dict[str, Any]) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                insert(t.retrain_runs).values(
+                    id=run_id, model=model, trigger=trigger, status="queued", options=options,
+                    started_at=time.time(),
+                )
+            )
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        with self.begin() as conn:
+            conn.execute(update(t.retrain_runs).where(t.retrain_runs.c.id == run_id).values(**values))
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.retrain_runs).where(t.retrain_runs.c.id == run_id)).mappings().first()
+        return dict(row) if row else None
+
+    def runs(self, model: str, limit: int = 20, active_only: bool = False) -> list[dict[str, Any]]:
+        query = select(t.retrain_runs).where(t.retrain_runs.c.model == model)
+        if active_only:
+            query = query.where(t.retrain_runs.c.status.in_(["queued", "running"]))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.retrain_runs.c.started_at.desc()).limit(limit)).mappings()
+            return [dict(r) for r in rows][::-1]
+
+    def add_decision(self, **values: Any) -> dict[str, Any]:
+        """Insert once per run; a replayed step gets the first decision back."""
+        try:
+            with self.begin() as conn:
+                conn.execute(insert(t.decisions).values(ts=time.time(), **values))
+        except IntegrityError:
+            pass
+        decision = self.decision(values["run_id"])
+        assert decision is not None
+        return decision
+
+    def decision(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.decisions).where(t.decisions.c.run_id == run_id)).mappings().first()
+        return dict(row) if row else None
+
+    def decisions(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.decisions).where(t.decisions.c.model == model).order_by(t.decisions.c.id.desc()).limit(limit)
+            ).mappings()
+            return [dict(r) for r in rows][::-1]
+
+    def add_promotion(self, **values: Any) -> bool:
+        """Record an alias move; False when this run's move is already recorded."""
+        try:
+            with self.begin() as conn:
+                conn.execute(insert(t.promotions).values(ts=time.time(), **values))
+        except IntegrityError:
+            return False
+        return True
+
+    def promotions(self, model: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.promotions).where(t.promotions.c.model == model).order_by(t.promotions.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]

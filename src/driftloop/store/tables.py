@@ -1,0 +1,180 @@
+"""The store's tables. Every arrow of the loop is a row here, so any step can be audited.
+
+Times are UNIX seconds (float, UTC) so SQLite and PostgreSQL sort and subtract them alike.
+Schema changes go through an Alembic revision in ``store/migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("prediction_id", String(32), nullable=False, unique=True),
+    Column("model", String(64), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("prediction", String(256), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("probabilities", JSON, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("meta", JSON, nullable=True),
+    Index("ix_predictions_model_seq", "model", "seq"),
+)
+
+invalid_requests = Table(
+    "invalid_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("path", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("errors", JSON, nullable=False),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("prediction_id", String(32), nullable=False, index=True),
+    Column("label", String(256), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+)
+
+references = Table(
+    "references",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("dataset_id", String(64), nullable=False),
+    Column("profile", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("model", "model_version", name="uq_references_model_version"),
+)
+
+windows = Table(
+    "windows",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("reference_id", Integer, nullable=False),
+    Column("start_seq", Integer, nullable=False),
+    Column("end_seq", Integer, nullable=False),
+    Column("start_ts", Float, nullable=False),
+    Column("end_ts", Float, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("model_versions", JSON, nullable=False),
+    Column("profile", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("model", "start_seq", name="uq_windows_model_start"),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("window_id", Integer, nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("n", Integer, nullable=False),
+    Column("p_value", Float, nullable=True),
+    Column("threshold", Float, nullable=True),
+    Column("flagged", Boolean, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("window_id", "name", name="uq_metrics_window_name"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("metric", String(128), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("threshold", Float, nullable=True),
+    Column("window_id", Integer, nullable=True),
+    Column("message", Text, nullable=False),
+    Column("run_id", String(64), nullable=True),
+    Column("ts", Float, nullable=False),
+    Index("ix_alerts_model_rule_ts", "model", "rule", "ts"),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("model", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("manifest", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+retrain_runs = Table(
+    "retrain_runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("model", String(64), nullable=False),
+    Column("trigger", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("step", String(32), nullable=True),
+    Column("options", JSON, nullable=False),
+    Column("challenger_version", String(32), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Index("ix_runs_model_started", "model", "started_at"),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False, unique=True),
+    Column("model", String(64), nullable=False),
+    Column("champion_version", String(32), nullable=False),
+    Column("challenger_version", String(32), nullable=False),
+    Column("accepted", Boolean, nullable=False),
+    Column("rules", JSON, nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("eval_rows", Integer, nullable=False),
+    Column("eval_dataset", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+)
+
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("from_version", String(32), nullable=True),
+    Column("to_version", String(32), nullable=False),
+    Column("run_id", String(64), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("ts", Float, nullable=False),
+    UniqueConstraint("run_id", "action", name="uq_promotions_run_action"),
+)
