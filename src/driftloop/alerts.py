@@ -1,0 +1,133 @@
+"""Alert rules (threshold, for N windows, cooldown) and sinks (log, webhook, Slack).
+
+A rule fires once per breaching streak: when the last ``for`` windows with at least
+``min_samples`` observations all breach, unless it already fired within this streak or
+within ``cooldown``. That keeps one bad stretch from paging anyone twice.
+
+>>> from driftloop.config import AlertRuleSettings
+>>> rule = AlertRuleSettings.model_validate({"name": "acc", "metric": "accuracy", "op": "<",
+...                                          "threshold": 0.8, "for": 2})
+>>> series = [(1, 0.9, 100), (2, 0.7, 100), (3, 0.75, 100)]
+>>> should_fire(rule, series, last_alert=None, now=0.0)
+(True, 2)
+>>> should_fire(rule, series, last_alert={"window_id": 3, "ts": 0.0}, now=10.0)
+(False, 2)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import operator
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httpx
+
+from driftloop.config import AlertRuleSettings, Settings, SinkSettings
+
+__all__ = ["LogSink", "Sink", "SlackSink", "WebhookSink", "dispatch", "make_sinks", "should_fire"]
+
+log = logging.getLogger("driftloop.alerts")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+def should_fire(
+    rule: AlertRuleSettings, series: list[tuple[int, float, int]], last_alert: dict[str, Any] | None, now: float
+) -> tuple[bool, int]:
+    """``series`` is ``(window_id, value, n)`` oldest first. Returns (fire?, streak length)."""
+    breach = _OPS[rule.op]
+    usable = [(w, v, n) for w, v, n in series if n >= rule.min_samples and v == v]
+    streak: list[int] = []
+    for window_id, value, _ in reversed(usable):
+        if not breach(value, rule.threshold):
+            break
+        streak.append(window_id)
+    if len(streak) < rule.for_windows:
+        return False, len(streak)
+    if last_alert is not None:
+        if last_alert.get("window_id") in streak:
+            return False, len(streak)
+        if now - float(last_alert["ts"]) < rule.cooldown:
+            return False, len(streak)
+    return True, len(streak)
+
+
+class Sink(Protocol):
+    name: str
+
+    def send(self, alert: dict[str, Any]) -> None: ...
+
+
+class LogSink:
+    name = "log"
+
+    def send(self, alert: dict[str, Any]) -> None:
+        log.warning("ALERT %s: %s", alert.get("rule"), alert.get("message"))
+
+
+class WebhookSink:
+    """POST the alert as JSON; three tries with a short backoff."""
+
+    name = "webhook"
+
+    def __init__(self, url: str, timeout: float = 5.0, tries: int = 3) -> None:
+        self.url, self.timeout, self.tries = url, timeout, tries
+
+    def payload(self, alert: dict[str, Any]) -> dict[str, Any]:
+        return alert
+
+    def send(self, alert: dict[str, Any]) -> None:
+        body = json.loads(json.dumps(self.payload(alert), default=str))
+        error: Exception | None = None
+        for attempt in range(self.tries):
+            try:
+                response = httpx.post(self.url, json=body, timeout=self.timeout)
+                response.raise_for_status()
+                return
+            except httpx.HTTPError as exc:
+                error = exc
+                time.sleep(0.2 * 2**attempt)
+        raise RuntimeError(f"{self.name} sink could not deliver to {self.url}: {error}")
+
+
+class SlackSink(WebhookSink):
+    """Slack incoming webhook: the alert as one readable message."""
+
+    name = "slack"
+
+    def payload(self, alert: dict[str, Any]) -> dict[str, Any]:
+        return {"text": f":rotating_light: *{alert.get('model')}* — {alert.get('rule')}: {alert.get('message')}"}
+
+
+def make_sinks(settings: Settings) -> list[Sink]:
+    sinks: list[Sink] = []
+    for sink in settings.sinks:
+        sinks.append(_make(sink, settings))
+    return sinks
+
+
+def _make(sink: SinkSettings, settings: Settings) -> Sink:
+    if sink.type == "log":
+        return LogSink()
+    url = settings.sink_url(sink)
+    if not url:
+        log.warning("The %s sink has no URL: environment variable %r is not set; alerts go to the log.",
+                    sink.type, sink.url_env)
+        return LogSink()
+    return SlackSink(url) if sink.type == "slack" else WebhookSink(url)
+
+
+def dispatch(sinks: list[Sink], alert: dict[str, Any]) -> list[str]:
+    """Send to every sink; a failing sink is logged and never stops the others. Returns failures."""
+    failures = []
+    for sink in sinks:
+        try:
+            sink.send(alert)
+        except Exception as exc:
+            log.error("Alert sink %s failed: %s", sink.name, exc)
+            failures.append(f"{sink.name}: {exc}")
+    return failures

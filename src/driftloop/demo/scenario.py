@@ -1,0 +1,230 @@
+"""``driftloop demo``: the whole loop on embedded defaults, over real HTTP, offline.
+
+1. Train a loan-approval classifier on concept A; it becomes the champion.
+2. Start the real server on 127.0.0.1 and send traffic window by window.
+3. Simulated reviewers label ~20 % of predictions, one window late.
+4. Mid-stream the concept changes (A -> B). Monitoring shows feature drift and, once labels
+   arrive, the accuracy drop; the alert rule queues the durable retraining workflow.
+5. The gate compares challenger and champion on the same held-out rows and promotes; the
+   server swaps to the new champion without a restart; accuracy recovers.
+6. A deliberately careless candidate is trained by hand; the gate rejects it; the champion stays.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from driftloop import workflow
+from driftloop.demo.data import applicants
+from driftloop.demo.project import write_example
+from driftloop.monitor import Monitor
+from driftloop.project import Project
+from driftloop.serving import create_app
+from driftloop.training import train
+
+__all__ = ["DemoResult", "free_port", "run_demo", "serve_in_thread"]
+
+
+@dataclass
+class DemoResult:
+    folder: Path
+    before: float
+    after_drift: float
+    after_promotion: float
+    promoted: int
+    rejected: int
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        return (
+            f"accuracy before drift {self.before:.3f} | after drift {self.after_drift:.3f} | "
+            f"after promotion {self.after_promotion:.3f} | retrains promoted {self.promoted}, "
+            f"rejected {self.rejected} | artifacts in {self.folder}"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class serve_in_thread:
+    """Run uvicorn with the app on 127.0.0.1 in a thread: ``with serve_in_thread(app) as url:``."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, name="driftloop-demo-server", daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("The demo server did not start.")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def run_demo(
+    folder: Path, *, seed: int = 7, windows: int = 14, drift_at: int = 5, window_rows: int = 3000,
+    label_share: float = 0.2, batch: int = 250, console: Console | None = None,
+) -> DemoResult:
+    console = console or Console()
+    folder = folder.resolve()
+    if (folder / ".driftloop").exists():
+        raise FileExistsError(f"The demo folder '{folder}' already holds a run; choose another --out or remove it.")
+    config = write_example(folder, seed=seed, rows=5000, window=f"{window_rows} rows", replay_fraction=0.1,
+                           reload_interval="250ms")
+    project = Project.load(config)
+    rng = np.random.default_rng(seed + 1)
+    console.rule("[bold]driftloop demo")
+    console.print(f"Project written to [cyan]{folder}[/]; training the first champion on concept A…")
+    first = train(project)
+    console.print(f"Champion: version {first.version} (validation accuracy {first.metrics['validation_accuracy']:.3f})")
+    workflow.launch(project)
+    monitor = Monitor(project)
+    truth: dict[str, tuple[str, int, str]] = {}  # prediction id -> (true label, window, served version)
+    events: dict[int, list[str]] = {}
+    pending_labels: list[tuple[str, str]] = []
+    promoted = rejected = 0
+    try:
+        with serve_in_thread(create_app(project, background=True, monitor=False)) as url, \
+                httpx.Client(base_url=url, timeout=60) as client, Progress(console=console, transient=True) as bar:
+            task = bar.add_task("streaming traffic", total=windows)
+            for w in range(windows):
+                concept = "A" if w < drift_at else "B"
+                if w == drift_at:
+                    events.setdefault(w, []).append("concept changes A→B")
+                df = applicants(window_rows, concept, seed=rng)
+                records = df.drop(columns="approved").to_dict(orient="records")
+                ids: list[str] = []
+                for start in range(0, window_rows, batch):
+                    response = client.post("/predict", json={"records": records[start : start + batch]})
+                    response.raise_for_status()
+                    body = response.json()
+                    for j, p in enumerate(body["predictions"]):
+                        truth[p["prediction_id"]] = (df["approved"].iloc[start + j], w, body["model_version"])
+                        ids.append(p["prediction_id"])
+                # reviewers label last window's sample now (one window late), and sample this one
+                _send_labels(client, pending_labels)
+                chosen = rng.random(len(ids)) < label_share
+                pending_labels = [(pid, truth[pid][0]) for pid, keep in zip(ids, chosen, strict=True) if keep]
+                result = workflow.monitor_and_trigger(project, monitor)
+                for alert in result.alerts:
+                    events.setdefault(w, []).append(f"alert {alert['rule']}")
+                for run in project.store.runs(project.name, active_only=True):
+                    outcome = workflow.wait(run["id"])
+                    decision = project.store.decision(run["id"])
+                    events.setdefault(w, []).append(f"retrain {outcome['status']} (v{outcome['challenger_version']})")
+                    console.print(f"[bold]window {w}[/]: retrain {run['id']} ({run['trigger']}) → "
+                                  f"[{'green' if outcome['status'] == 'promoted' else 'red'}]{outcome['status']}[/]")
+                    for reason in (decision or {}).get("reasons", []):
+                        console.print(f"    • {reason}")
+                    promoted += outcome["status"] == "promoted"
+                    rejected += outcome["status"] == "rejected"
+                    _wait_for_swap(client, project)
+                if w == windows - 2:  # a careless candidate, by hand: the gate must say no
+                    run_id = workflow.start_retrain(project, "manual:careless-candidate", trainer="trainer:careless")
+                    outcome = workflow.wait(run_id)
+                    decision = project.store.decision(run_id) or {}
+                    events.setdefault(w, []).append(f"careless candidate {outcome['status']}")
+                    console.print(f"[bold]window {w}[/]: careless candidate → [red]{outcome['status']}[/]")
+                    for reason in decision.get("reasons", []):
+                        console.print(f"    • {reason}")
+                    rejected += outcome["status"] == "rejected"
+                bar.advance(task)
+            _send_labels(client, pending_labels)
+        workflow.monitor_and_trigger(project, monitor)
+    finally:
+        workflow.shutdown()
+    timeline = _timeline(project, truth, events, windows)
+    _print_timeline(console, timeline)
+    first_version = first.version
+    acc = {row["window"]: row for row in timeline}
+    before = _mean([acc[w]["accuracy"] for w in range(drift_at)])
+    after_drift = _mean([acc[w]["accuracy"] for w in range(drift_at, windows) if acc[w]["served"] == [first_version]])
+    after_promo = _mean([acc[w]["accuracy"] for w in range(drift_at, windows)
+                         if first_version not in acc[w]["served"]])
+    result = DemoResult(folder, before, after_drift, after_promo, promoted, rejected, timeline)
+    (folder / "summary.txt").write_text(result.summary + "\n")
+    console.print(f"[bold]summary:[/] {result.summary}")
+    project.close()
+    return result
+
+
+def _send_labels(client: httpx.Client, labels: list[tuple[str, str]]) -> None:
+    for start in range(0, len(labels), 500):
+        chunk = [{"prediction_id": pid, "label": label, "source": "reviewer"} for pid, label in labels[start : start + 500]]
+        client.post("/feedback", json={"feedback": chunk}).raise_for_status()
+
+
+def _wait_for_swap(client: httpx.Client, project: Project, timeout: float = 30.0) -> None:
+    champion = project.champion()
+    deadline = time.time() + timeout
+    while time.time() < deadline and client.get("/health").json()["champion"] != champion:
+        time.sleep(0.05)
+
+
+def _timeline(project: Project, truth: dict[str, tuple[str, int, str]], events: dict[int, list[str]],
+              windows: int) -> list[dict[str, Any]]:
+    per_window: dict[int, list[tuple[bool, str]]] = {}
+    labels = {}
+    for row in project.store.predictions_after(project.name, 0, 10_000_000):
+        labels[row["prediction_id"]] = row["prediction"]
+    for pid, (label, w, version) in truth.items():
+        per_window.setdefault(w, []).append((labels.get(pid) == label, version))
+    monitored = project.store.windows(project.name, limit=windows + 5)
+    timeline = []
+    for w in range(windows):
+        rows = per_window.get(w, [])
+        metrics = monitored[w]["metrics"] if w < len(monitored) else {}
+        timeline.append({
+            "window": w,
+            "accuracy": float(np.mean([ok for ok, _ in rows])) if rows else float("nan"),
+            "monitored_accuracy": (metrics.get("accuracy") or {}).get("value"),
+            "labelled": (metrics.get("labelled") or {}).get("n", 0),
+            "drift_share": (metrics.get("drift_share") or {}).get("value"),
+            "prediction_drift": (metrics.get("prediction_drift") or {}).get("value"),
+            "served": sorted({v for _, v in rows}),
+            "events": events.get(w, []),
+        })
+    return timeline
+
+
+def _print_timeline(console: Console, timeline: list[dict[str, Any]]) -> None:
+    table = Table(title="timeline (one row per monitoring window)")
+    for column in ("window", "served by", "accuracy (truth)", "accuracy (feedback)", "labels", "drifted features",
+                   "prediction drift", "events"):
+        table.add_column(column)
+    for row in timeline:
+        table.add_row(
+            str(row["window"]), ",".join(f"v{v}" for v in row["served"]), f"{row['accuracy']:.3f}",
+            "-" if row["monitored_accuracy"] is None else f"{row['monitored_accuracy']:.3f}", str(row["labelled"]),
+            "-" if row["drift_share"] is None else f"{row['drift_share']:.0%}",
+            "-" if row["prediction_drift"] is None else f"{row['prediction_drift']:.3f}", "; ".join(row["events"]),
+        )
+    console.print(table)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")

@@ -1,0 +1,95 @@
+"""Policy -> decision with human-readable reasons.
+
+>>> from driftloop.config import GateSettings
+>>> policy = GateSettings(min_improvement=0.01, max_regression={"f1_macro": 0.02}, min_eval_rows=10)
+>>> d = decide(policy, {"accuracy": 0.80, "f1_macro": 0.78}, {"accuracy": 0.85, "f1_macro": 0.84}, n=200)
+>>> d.accepted
+True
+>>> d = decide(policy, {"accuracy": 0.80, "f1_macro": 0.78}, {"accuracy": 0.80, "f1_macro": 0.70}, n=200)
+>>> d.accepted, len(d.reasons)
+(False, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from driftloop.config import GateSettings
+
+__all__ = ["Decision", "RuleResult", "decide"]
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: str
+    metric: str
+    champion: float | None
+    challenger: float | None
+    limit: float
+    passed: bool
+    sentence: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    accepted: bool
+    rules: list[RuleResult] = field(default_factory=list)
+    n: int = 0
+
+    @property
+    def reasons(self) -> list[str]:
+        """One sentence per failed rule (or, when accepted, per rule)."""
+        failed = [r.sentence for r in self.rules if not r.passed]
+        return failed if failed else [r.sentence for r in self.rules]
+
+    def rules_as_dicts(self) -> list[dict[str, object]]:
+        return [asdict(r) for r in self.rules]
+
+
+def decide(
+    policy: GateSettings, champion: dict[str, float], challenger: dict[str, float], n: int,
+    p_value: float | None = None,
+) -> Decision:
+    """Apply every rule of ``policy`` to metrics of both models on the same ``n`` rows."""
+    rules: list[RuleResult] = []
+    enough = n >= policy.min_eval_rows
+    rules.append(RuleResult(
+        "min_eval_rows", "rows", None, float(n), float(policy.min_eval_rows), enough,
+        f"The evaluation set has {n} rows; the gate needs at least {policy.min_eval_rows} to decide."
+        if not enough else f"The evaluation set has {n} rows (at least {policy.min_eval_rows} needed).",
+    ))
+    if not enough:
+        return Decision(False, rules, n)
+    m = policy.primary_metric
+    a, b = champion[m], challenger[m]
+    change = b - a
+    ok = _finite(a, b) and change >= policy.min_improvement
+    p_text = f" (McNemar p = {p_value:.3g})" if p_value is not None and m == "accuracy" else ""
+    rules.append(RuleResult(
+        "min_improvement", m, a, b, policy.min_improvement, ok,
+        f"{m} changed by {change:+.4f} ({a:.4f} -> {b:.4f}){p_text}; "
+        f"{'at least' if ok else 'below the required'} {policy.min_improvement:+.4f}.",
+    ))
+    for metric, tolerance in sorted(policy.max_regression.items()):
+        a, b = champion[metric], challenger[metric]
+        drop = a - b
+        ok = _finite(a, b) and drop <= tolerance
+        rules.append(RuleResult(
+            "max_regression", metric, a, b, tolerance, ok,
+            f"{metric} fell by {drop:.4f} ({a:.4f} -> {b:.4f}), more than the tolerated {tolerance:.4f}."
+            if not ok else f"{metric} regression {max(drop, 0):.4f} is within the tolerated {tolerance:.4f}.",
+        ))
+    for metric, floor in sorted(policy.min_value.items()):
+        b = challenger[metric]
+        ok = _finite(b) and b >= floor
+        rules.append(RuleResult(
+            "min_value", metric, champion.get(metric), b, floor, ok,
+            f"The challenger's {metric} {b:.4f} is below the floor {floor:.4f}."
+            if not ok else f"The challenger's {metric} {b:.4f} meets the floor {floor:.4f}.",
+        ))
+    return Decision(all(r.passed for r in rules), rules, n)
+
+
+def _finite(*values: float) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)

@@ -1,0 +1,331 @@
+"""The HTTP API: validate, predict, log durably, take feedback, report.
+
+Routes: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /models``,
+``POST /models/reload``, ``GET /metrics`` (Prometheus text).
+
+API keys come from the environment variable ``DRIFTLOOP_API_KEYS`` as
+``key=scope+scope;key2=scope`` with scopes ``predict``, ``feedback`` and ``admin`` (admin
+implies the others). When it is unset the API is open, for a laptop; ``/health`` is always open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from driftloop.evaluation import predict
+from driftloop.project import Project
+from driftloop.serving.slots import ModelSlot
+from driftloop.serving.writer import LogWriter, QueueFull
+
+__all__ = ["Scope", "create_app", "parse_api_keys"]
+
+log = logging.getLogger("driftloop.serving")
+Scope = str
+SCOPES = ("predict", "feedback", "admin")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def parse_api_keys(text: str | None) -> dict[str, set[str]]:
+    """``"k1=predict+feedback;k2=admin"`` -> ``{"k1": {...}, "k2": {...}}``.
+
+    >>> parse_api_keys("abc=predict+feedback;xyz=admin")["xyz"]
+    {'admin'}
+    """
+    keys: dict[str, set[str]] = {}
+    for part in (text or "").split(";"):
+        if not part.strip():
+            continue
+        key, _, scopes = part.strip().partition("=")
+        wanted = {s for s in scopes.split("+") if s}
+        unknown = wanted - set(SCOPES)
+        if not key or not wanted or unknown:
+            raise ValueError(
+                f"Each entry of DRIFTLOOP_API_KEYS must be 'key=scope+scope' with scopes from {list(SCOPES)}. "
+                f"Got {part.strip()[:4] + '…'!r} with scopes {sorted(wanted)}."
+            )
+        keys[key] = wanted
+    return keys
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.predictions: Counter[str] = Counter()
+        self.invalid = 0
+        self.latency: dict[str, list[int]] = {}
+        self.latency_sum: Counter[str] = Counter()
+
+    def observe(self, version: str, seconds: float, rows: int) -> None:
+        with self.lock:
+            self.predictions[version] += rows
+            buckets = self.latency.setdefault(version, [0] * (len(LATENCY_BUCKETS) + 1))
+            for i, edge in enumerate(LATENCY_BUCKETS):
+                if seconds <= edge:
+                    buckets[i] += 1
+            buckets[-1] += 1
+            self.latency_sum[version] += seconds
+
+
+def create_app(project: Project, *, background: bool = True, monitor: bool = False) -> FastAPI:
+    """The FastAPI app for a project. ``background`` starts the champion poller; ``monitor`` the
+    scheduled monitoring pass (which can also queue retrains)."""
+    settings = project.settings.serving
+    keys = parse_api_keys(os.environ.get("DRIFTLOOP_API_KEYS"))
+    slot = ModelSlot(project)
+    writer = LogWriter(project.store, mode=settings.log_mode, max_queue=settings.log_queue_size)
+    stats = _Metrics()
+    stop = threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        writer.start()
+        try:
+            await run_in_threadpool(slot.refresh)
+        except Exception as exc:
+            log.error("No champion could be loaded at start: %s", exc)
+        monitor_thread = None
+        if background:
+            slot.start(settings.reload_interval)
+        if monitor:
+            monitor_thread = threading.Thread(target=_monitor_loop, args=(project, stop), daemon=True,
+                                              name="driftloop-monitor")
+            monitor_thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            slot.stop()
+            writer.stop()
+            if monitor_thread is not None:
+                monitor_thread.join(timeout=30)
+
+    app = FastAPI(title=f"driftloop — {project.name}", version="0.1.0", lifespan=lifespan)
+    app.state.project, app.state.slot, app.state.writer, app.state.stats = project, slot, writer, stats
+    classes = project.classes
+
+    def require(scope: Scope) -> Callable[[Request], Awaitable[None]]:
+        async def check(request: Request) -> None:
+            if not keys:
+                return
+            header = request.headers.get("authorization", "")
+            given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else (
+                request.headers.get("x-api-key", ""))
+            if not given:
+                raise HTTPException(401, "This route needs an API key: send 'Authorization: Bearer <key>'.",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            granted: set[str] | None = None
+            for key, scopes in keys.items():
+                if hmac.compare_digest(key.encode(), given.encode()):
+                    granted = scopes
+            if granted is None:
+                raise HTTPException(401, "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
+            if scope not in granted and "admin" not in granted:
+                raise HTTPException(403, f"This route needs the '{scope}' scope; the key has {sorted(granted)}.")
+
+        return check
+
+    async def read_json(request: Request) -> Any:
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"The request body is {declared} bytes; the limit is {limit} bytes.")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise HTTPException(413, f"The request body exceeds the limit of {limit} bytes.")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPException(422, [{"loc": ["body"], "msg": f"The body must be valid JSON: {exc}.",
+                                       "type": "json_invalid"}]) from None
+
+    async def invalid(path: str, status: int, errors: list[Any]) -> JSONResponse:
+        with stats.lock:
+            stats.invalid += 1
+            stats.requests[(path, status)] += 1
+        await run_in_threadpool(project.store.record_invalid, project.name, path, status, errors)
+        return JSONResponse({"detail": errors}, status_code=status)
+
+    record_schema = project.schema.record_model.model_json_schema()
+    predict_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "oneOf": [record_schema, {"type": "object", "required": ["records"], "properties": {
+            "records": {"type": "array", "items": record_schema, "maxItems": settings.max_batch}}}],
+    }}}}}
+
+    @app.post("/predict", dependencies=[Depends(require("predict"))], openapi_extra=predict_body)
+    async def predict_route(request: Request) -> Any:
+        """Predict one record (a JSON object) or a batch (``{"records": [...]}``); log every record."""
+        started = time.perf_counter()
+        body = await read_json(request)
+        rows = body["records"] if isinstance(body, dict) and "records" in body else body
+        rows = [rows] if isinstance(rows, dict) else rows
+        if not isinstance(rows, list) or not rows:
+            return await invalid("/predict", 422, [{"loc": ["body"], "type": "value_error",
+                                                    "msg": "The body must be a record object or {\"records\": [...]} "
+                                                           "with at least one record."}])
+        if len(rows) > settings.max_batch:
+            return await invalid("/predict", 413, [{"loc": ["body", "records"], "type": "too_long",
+                                                    "msg": f"A batch may hold at most {settings.max_batch} records. "
+                                                           f"Got {len(rows)}."}])
+        records, errors = project.schema.validate(rows)
+        if errors:
+            return await invalid("/predict", 422, errors)
+        loaded = slot.current
+        if loaded is None:
+            raise HTTPException(503, f"Model '{project.name}' has no champion to serve yet; run 'driftloop train'.")
+        X = project.schema.frame(records)
+        labels, confidence, probs = await run_in_threadpool(predict, loaded.model, X, classes)
+        now = time.time()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        latency_ms = (time.perf_counter() - started) * 1000
+        meta = {k: request.headers[h] for k, h in (("tenant", "x-tenant"), ("client", "x-client-id"))
+                if h in request.headers} or None
+        out, log_rows = [], []
+        for i, record in enumerate(records):
+            pid = uuid.uuid4().hex
+            p = {c: round(float(probs[i, j]), 6) for j, c in enumerate(classes)}
+            out.append({"prediction_id": pid, "label": str(labels[i]), "confidence": float(confidence[i]),
+                        "probabilities": p})
+            log_rows.append({"prediction_id": pid, "model": project.name, "model_version": loaded.version,
+                             "request_id": request_id[:64], "ts": now, "inputs": record, "prediction": str(labels[i]),
+                             "confidence": float(confidence[i]), "probabilities": p, "latency_ms": latency_ms,
+                             "meta": meta})
+        try:
+            await writer.write(log_rows)
+        except QueueFull as exc:
+            raise HTTPException(503, f"The prediction log is full ({exc}); retry shortly.",
+                                headers={"Retry-After": "1"}) from None
+        stats.observe(loaded.version, time.perf_counter() - started, len(records))
+        with stats.lock:
+            stats.requests[("/predict", 200)] += 1
+        return {"model": project.name, "model_version": loaded.version, "request_id": request_id,
+                "predictions": out}
+
+    feedback_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {
+            "prediction_id": {"type": "string"}, "label": {"type": "string", "enum": classes},
+            "source": {"type": "string"},
+            "feedback": {"type": "array", "items": {"type": "object"}}}}}}}}
+
+    @app.post("/feedback", dependencies=[Depends(require("feedback"))], openapi_extra=feedback_body)
+    async def feedback_route(request: Request) -> Any:
+        """Attach labels to logged predictions: one ``{prediction_id, label}`` or ``{"feedback": [...]}``."""
+        body = await read_json(request)
+        items = body.get("feedback", [body]) if isinstance(body, dict) else body
+        if not isinstance(items, list) or not items or len(items) > settings.max_batch:
+            return await invalid("/feedback", 422, [{"loc": ["body"], "type": "value_error",
+                                                     "msg": f"The body must be one feedback object or "
+                                                            f"{{\"feedback\": [...]}} with 1 to {settings.max_batch} items."}])
+        errors, clean = [], []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                errors.append({"loc": ["feedback", i], "type": "model_type", "msg": "Each item must be an object."})
+                continue
+            pid, label = item.get("prediction_id"), item.get("label")
+            source = str(item.get("source") or "api")[:64]
+            if not isinstance(pid, str) or not pid:
+                errors.append({"loc": ["feedback", i, "prediction_id"], "type": "missing",
+                               "msg": "'prediction_id' is required (the id /predict returned)."})
+            if label is None or str(label) not in classes:
+                errors.append({"loc": ["feedback", i, "label"], "type": "enum",
+                               "msg": f"'label' must be one of {classes}. Got {label!r} instead."})
+            if not errors:
+                clean.append({"prediction_id": pid, "label": str(label), "source": source})
+        if errors:
+            return await invalid("/feedback", 422, errors)
+        found = await run_in_threadpool(project.store.existing_prediction_ids, [c["prediction_id"] for c in clean])
+        unknown = sorted({c["prediction_id"] for c in clean} - found)
+        if unknown:
+            return await invalid("/feedback", 404, [{"loc": ["feedback", "prediction_id"], "type": "not_found",
+                                                     "msg": f"Unknown prediction id(s): {unknown[:10]}."}])
+        await run_in_threadpool(project.store.add_feedback, clean)
+        with stats.lock:
+            stats.requests[("/feedback", 200)] += 1
+        return {"accepted": len(clean)}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        loaded = slot.current
+        return {"status": "ok" if loaded else "no-model", "model": project.name,
+                "champion": loaded.version if loaded else None, "log_mode": settings.log_mode,
+                "log_queue_depth": writer.depth}
+
+    @app.get("/models", dependencies=[Depends(require("predict"))])
+    async def models() -> dict[str, Any]:
+        versions = await run_in_threadpool(project.registry.versions, project.name)
+        loaded = slot.current
+        return {"model": project.name, "serving": loaded.version if loaded else None,
+                "versions": [{k: v for k, v in mv.items() if k != "tags"} | {
+                    "gate": mv["tags"].get("driftloop.gate"), "dataset": mv["tags"].get("driftloop.dataset")}
+                    for mv in versions]}
+
+    @app.post("/models/reload", dependencies=[Depends(require("admin"))])
+    async def reload() -> dict[str, Any]:
+        swapped = await run_in_threadpool(slot.refresh)
+        loaded = slot.current
+        return {"swapped": swapped, "serving": loaded.version if loaded else None}
+
+    @app.get("/metrics", dependencies=[Depends(require("admin"))], response_class=PlainTextResponse)
+    async def prometheus() -> str:
+        return _prometheus(project, slot, writer, stats)
+
+    return app
+
+
+def _prometheus(project: Project, slot: ModelSlot, writer: LogWriter, stats: _Metrics) -> str:
+    name = project.name
+    lines = ["# TYPE driftloop_requests_total counter"]
+    with stats.lock:
+        for (route, status), n in sorted(stats.requests.items()):
+            lines.append(f'driftloop_requests_total{{model="{name}",route="{route}",status="{status}"}} {n}')
+        lines.append("# TYPE driftloop_predictions_total counter")
+        for version, n in sorted(stats.predictions.items()):
+            lines.append(f'driftloop_predictions_total{{model="{name}",version="{version}"}} {n}')
+        lines += ["# TYPE driftloop_invalid_requests_total counter",
+                  f'driftloop_invalid_requests_total{{model="{name}"}} {stats.invalid}',
+                  "# TYPE driftloop_request_seconds histogram"]
+        for version, buckets in sorted(stats.latency.items()):
+            for edge, n in zip((*LATENCY_BUCKETS, "+Inf"), buckets, strict=True):
+                lines.append(f'driftloop_request_seconds_bucket{{model="{name}",version="{version}",le="{edge}"}} {n}')
+            lines.append(f'driftloop_request_seconds_sum{{model="{name}",version="{version}"}} '
+                         f'{stats.latency_sum[version]:.6f}')
+            lines.append(f'driftloop_request_seconds_count{{model="{name}",version="{version}"}} {buckets[-1]}')
+    loaded = slot.current
+    lines += ["# TYPE driftloop_log_queue_depth gauge", f'driftloop_log_queue_depth{{model="{name}"}} {writer.depth}',
+              "# TYPE driftloop_champion_info gauge",
+              f'driftloop_champion_info{{model="{name}",version="{loaded.version if loaded else ""}"}} 1']
+    return "\n".join(lines) + "\n"
+
+
+def _monitor_loop(project: Project, stop: threading.Event) -> None:
+    from driftloop import workflow
+    from driftloop.monitor import Monitor
+
+    monitor = Monitor(project)
+    needs_workflow = any(rule.retrain for rule in project.settings.alerts) or project.settings.retrain.schedule
+    if needs_workflow:
+        workflow.launch(project)
+    while not stop.wait(project.settings.monitor.schedule):
+        try:
+            if needs_workflow:
+                workflow.monitor_and_trigger(project, monitor)
+            else:
+                monitor.run()
+        except Exception as exc:
+            log.error("Scheduled monitoring failed: %s", exc)

@@ -1,0 +1,79 @@
+"""Model slots: the champion is loaded and warmed beside the old one, then swapped atomically.
+
+A request reads ``slot.current`` once and keeps that object, so in-flight requests finish on
+the model they started with while new ones get the new champion.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from driftloop.evaluation import predict
+from driftloop.project import Project
+
+__all__ = ["LoadedModel", "ModelSlot"]
+
+log = logging.getLogger("driftloop.serving")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    model: Any
+
+
+class ModelSlot:
+    def __init__(self, project: Project, alias: str = "champion") -> None:
+        self.project, self.alias = project, alias
+        self.current: LoadedModel | None = None
+        self.swaps = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> bool:
+        """Load the version the alias points to, if it changed. True when a swap happened."""
+        with self._lock:
+            version = self.project.registry.alias(self.project.name, self.alias)
+            if version is None or (self.current is not None and self.current.version == version):
+                return False
+            model = self.project.registry.load(self.project.name, version)
+            predict(model, self._warmup_frame(), self.project.classes)  # fail here, not on a request
+            old = self.current
+            self.current = LoadedModel(version, model)
+            self.swaps += 1
+            log.info("Serving %s version %s (was %s)", self.project.name, version, old.version if old else None)
+            return True
+
+    def _warmup_frame(self) -> pd.DataFrame:
+        row: dict[str, Any] = {}
+        for name, f in self.project.settings.features.items():
+            if f.type == "numeric":
+                row[name] = f.min if f.min is not None else 0.0
+            elif f.type == "categorical":
+                row[name] = f.allowed[0] if f.allowed else ""
+            else:
+                row[name] = ""
+        return self.project.schema.frame([row])
+
+    def start(self, interval: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.refresh()
+                except Exception as exc:  # keep serving the current model
+                    log.error("Loading the new %s failed; still serving %s: %s", self.alias,
+                              self.current.version if self.current else None, exc)
+
+        self._thread = threading.Thread(target=loop, name="driftloop-model-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

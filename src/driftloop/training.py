@@ -1,0 +1,231 @@
+"""The Trainer protocol; runs the user's trainer; logs and registers the result.
+
+A trainer is any function ``train(X: pandas.DataFrame, y: pandas.Series, **params)`` that
+returns a fitted classifier with ``predict_proba`` and ``classes_`` (a scikit-learn
+estimator or pipeline, or anything shaped like one). It is named in driftloop.toml as
+``module:function``, imported relative to the project folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from driftloop.datasets import Dataset, file_sha256, read_table, stable_fraction, write_snapshot
+from driftloop.evaluation import metrics, predict
+from driftloop.exceptions import ConfigError, SchemaError
+from driftloop.profiles import Profile, ProfileSpec
+from driftloop.project import Project
+
+__all__ = [
+    "TrainResult",
+    "Trainer",
+    "build_reference",
+    "fit_and_register",
+    "load_trainer",
+    "snapshot_training_data",
+    "train",
+]
+
+VALIDATION_SHARE = 0.2
+OUTPUT_COLUMNS = ("__prediction__", "__confidence__")
+
+
+class Trainer(Protocol):
+    def __call__(self, X: pd.DataFrame, y: pd.Series, **params: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    version: str
+    dataset: Dataset
+    metrics: dict[str, float]
+    champion: bool
+
+
+def load_trainer(entrypoint: str, project: Project) -> Callable[..., Any]:
+    """Import ``module:function``, with the project folder first on ``sys.path``."""
+    module_name, _, func_name = entrypoint.partition(":")
+    root = str(project.settings.root)
+    if root in sys.path:
+        sys.path.remove(root)
+    sys.path.insert(0, root)  # this project's modules win over another project's of the same name
+    importlib.invalidate_caches()
+    try:
+        module = sys.modules.get(module_name)
+        origin = getattr(module, "__file__", None) or ""
+        local = project.settings.root / (module_name.replace(".", "/") + ".py")
+        if module is not None and local.is_file() and Path(origin).resolve() != local.resolve():
+            del sys.modules[module_name]  # another project's module of the same name
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"The 'trainer.entrypoint' setting must name an importable module. "
+            f"Got {entrypoint!r}; importing {module_name!r} failed: {exc}."
+        ) from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ConfigError(
+            f"The 'trainer.entrypoint' setting must name a function in {module_name!r}. "
+            f"Got {entrypoint!r}, and {func_name!r} is not a function there."
+        )
+    return func  # type: ignore[no-any-return]
+
+
+def labelled_frame(project: Project, df: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Schema columns plus the target as strings; rows with unknown labels are an error."""
+    target = project.settings.project.target
+    if target not in df.columns:
+        raise SchemaError(f"The {what} must have the target column '{target}'. Got columns {sorted(map(str, df.columns))}.")
+    X = project.schema.frame(df)
+    y = df[target].astype(str)
+    unknown = sorted(set(y) - set(project.classes))
+    if unknown:
+        raise SchemaError(
+            f"Every label in the {what} must be one of the classes {project.classes}. Got {unknown[:5]} instead."
+        )
+    X[target] = y.to_numpy()
+    return X
+
+
+def snapshot_training_data(project: Project) -> Dataset:
+    """Snapshot the configured training file as a content-addressed dataset."""
+    path = project.settings.path(project.settings.data.train)
+    df = labelled_frame(project, read_table(path), f"training data '{path.name}'")
+    df["__key__"] = [f"train:{i}" for i in range(len(df))]
+    target = project.settings.project.target
+    manifest = {
+        "kind": "train",
+        "sources": [{"type": "file", "path": str(path), "sha256": file_sha256(path), "rows": len(df)}],
+        "class_counts": df[target].value_counts().sort_index().to_dict(),
+    }
+    dataset = write_snapshot(project.settings.state_dir / "datasets", df, manifest)
+    project.store.add_dataset(id=dataset.id, model=project.name, kind="train", path=str(dataset.path),
+                              rows=dataset.rows, manifest=dataset.manifest)
+    return dataset
+
+
+def split_validation(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stable split by row key: the same rows are always held out."""
+    mask = df["__key__"].map(lambda k: stable_fraction(str(k)) < VALIDATION_SHARE).to_numpy(bool)
+    return df[~mask], df[mask]
+
+
+def _git_revision(project: Project) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project.settings.root, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def fit_and_register(
+    project: Project,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame,
+    *,
+    dataset_id: str,
+    run_key: str,
+    trainer: str | None = None,
+) -> tuple[str, dict[str, float]]:
+    """Fit the trainer and register a version, once per ``run_key`` (a replay finds it)."""
+    registry, name = project.registry, project.name
+    existing = registry.find(name, "driftloop.run_key", run_key)
+    if existing is not None:
+        return existing, registry.metrics(name, existing)
+    entrypoint = trainer or project.settings.trainer.entrypoint
+    fit = load_trainer(entrypoint, project)
+    target = project.settings.project.target
+    # the trainer sees exactly the dtypes serving will pass to predict_proba
+    model = fit(project.schema.frame(train_df), train_df[target].astype(str), **project.settings.trainer.params)
+    for attribute in ("predict_proba", "classes_"):
+        if not hasattr(model, attribute):
+            raise ConfigError(
+                f"The trainer {entrypoint!r} must return a fitted classifier with '{attribute}'. "
+                f"Got a {type(model).__name__} without it."
+            )
+    scores: dict[str, float] = {}
+    if len(valid_df):
+        labels, _, _ = predict(model, project.schema.frame(valid_df), project.classes)
+        scores = {f"validation_{k}": v for k, v in metrics(valid_df[target].to_numpy(), labels, project.classes).items()}
+    tags = {
+        "driftloop.run_key": run_key,
+        "driftloop.dataset": dataset_id,
+        "driftloop.trainer": entrypoint,
+        "driftloop.git_revision": _git_revision(project),
+        "driftloop.run_name": f"{name}-{run_key}",
+    }
+    params = {**project.settings.trainer.params, "train_rows": len(train_df), "validation_rows": len(valid_df)}
+    version = registry.register(name, model, params=params, metrics=scores, tags=tags)
+    return version, scores
+
+
+def train(project: Project, *, force_champion: bool = False) -> TrainResult:
+    """``driftloop train``: snapshot, fit, register; alias ``champion`` if none exists."""
+    dataset = snapshot_training_data(project)
+    df = dataset.load()
+    train_df, valid_df = split_validation(df)
+    import uuid
+
+    version, scores = fit_and_register(
+        project, train_df, valid_df, dataset_id=dataset.id, run_key=f"train-{uuid.uuid4().hex[:12]}"
+    )
+    champion = force_champion or project.champion() is None
+    if champion:
+        previous = project.champion()
+        project.registry.set_alias(project.name, "champion", version)
+        project.store.add_promotion(model=project.name, action="initial", from_version=previous,
+                                    to_version=version, run_id=None, reason="first trained version")
+        build_reference(project, version)
+    return TrainResult(version, dataset, scores, champion)
+
+
+def reference_profiles(project: Project, df: pd.DataFrame, model: Any) -> tuple[Profile, Profile]:
+    """Feature profile of all rows; output profile (prediction, confidence) of the validation rows."""
+    settings = project.settings.monitor
+    features = project.schema.profile_frame(project.schema.frame(df))
+    spec = ProfileSpec.fit(features, numeric=[c for c in features if features[c].dtype.kind == "f"],
+                           categorical=[c for c in features if features[c].dtype.kind != "f"],
+                           bins=settings.bins, sample_size=settings.sample_size)
+    feature_profile = Profile.from_frame(spec, features)
+    _, valid = split_validation(df) if "__key__" in df else (df, df)
+    if not len(valid):
+        valid = df
+    outputs = output_frame(project, model, valid)
+    out_spec = ProfileSpec(
+        numeric={"__confidence__": ProfileSpec.fit(outputs, ["__confidence__"], [], bins=settings.bins).numeric["__confidence__"]},
+        categorical={"__prediction__": list(project.classes)},
+        sample_size=0,
+    )
+    return feature_profile, Profile.from_frame(out_spec, outputs)
+
+
+def output_frame(project: Project, model: Any, df: pd.DataFrame) -> pd.DataFrame:
+    labels, confidence, _ = predict(model, project.schema.frame(df), project.classes)
+    return pd.DataFrame({"__prediction__": labels, "__confidence__": confidence})
+
+
+def build_reference(project: Project, version: str) -> dict[str, Any]:
+    """The monitoring reference for a version: built once from its training snapshot."""
+    existing = project.store.reference(project.name, version)
+    if existing is not None:
+        return existing
+    dataset_id = project.registry.tags(project.name, version).get("driftloop.dataset", "")
+    row = project.store.dataset(dataset_id)
+    if row is None:
+        raise ConfigError(f"Version {version} of '{project.name}' names dataset {dataset_id!r}, which the store does not have.")
+    df = pd.read_parquet(row["path"])
+    model = project.registry.load(project.name, version)
+    features, outputs = reference_profiles(project, df, model)
+    return project.store.add_reference(
+        project.name, version, dataset_id, {"features": features.to_dict(), "outputs": outputs.to_dict()}
+    )

@@ -1,0 +1,353 @@
+"""The retraining workflow and its triggers, durable on DBOS.
+
+``retrain`` is a DBOS workflow of checkpointed steps::
+
+    plan -> snapshot -> train -> evaluate -> gate -> promote | reject -> finish
+
+A process that dies mid-run resumes at the step it was in when DBOS next launches with the
+same application version; every step is idempotent (content-addressed snapshots, versions
+found by run key, one decision and one promotion row per run), so a replayed step never
+registers a second version or moves an alias twice. Runs go through a queue with a
+concurrency of one: one retrain per model at a time, later ones wait their turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from dbos import DBOS, DBOSConfig, SetWorkflowID
+
+from driftloop import __version__
+from driftloop.alerts import dispatch, make_sinks
+from driftloop.datasets import stable_fraction, write_snapshot
+from driftloop.evaluation import mcnemar, metrics, predict
+from driftloop.exceptions import NotFoundError, WorkflowError
+from driftloop.gate import decide
+from driftloop.monitor import Monitor, MonitorRun
+from driftloop.project import Project
+from driftloop.training import build_reference, fit_and_register, labelled_frame, split_validation
+
+__all__ = ["launch", "monitor_and_trigger", "rollback", "shutdown", "start_retrain", "wait"]
+
+log = logging.getLogger("driftloop.workflow")
+QUEUE = "driftloop_retrain"
+_state: dict[str, Any] = {"project": None, "launched": False}
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+def launch(project: Project, *, schedules: bool = True) -> None:
+    """Start DBOS for this project (recovering interrupted runs) and register its schedule."""
+    if _state["launched"]:
+        if _state["project"] is not project:
+            raise WorkflowError("DBOS is already launched for another project in this process; call shutdown() first.")
+        return
+    _state["project"] = project
+    project.settings.state_dir.mkdir(parents=True, exist_ok=True)
+    config: DBOSConfig = {
+        "name": "driftloop",
+        "system_database_url": project.settings.workflow_db_url,
+        "application_version": f"driftloop-{__version__}",
+        "scheduler_polling_interval_sec": 1.0,
+        "run_admin_server": False,
+        "log_level": os.environ.get("DRIFTLOOP_DBOS_LOG_LEVEL", "WARNING"),
+    }
+    DBOS(config=config)
+    DBOS.launch()
+    DBOS.register_queue(QUEUE, global_concurrency=1, polling_interval_sec=0.2, on_conflict="always_update")
+    _state["launched"] = True
+    cron = project.settings.retrain.schedule
+    schedule_name = f"retrain-{project.name}"
+    existing = {s["schedule_name"] for s in DBOS.list_schedules()} if schedules else set()
+    if schedules and cron:
+        if schedule_name in existing:
+            DBOS.delete_schedule(schedule_name)
+        DBOS.create_schedule(schedule_name=schedule_name, workflow_fn=scheduled_retrain, schedule=cron,
+                             context=project.name)
+    elif schedule_name in existing:
+        DBOS.delete_schedule(schedule_name)
+
+
+def shutdown() -> None:
+    if _state["launched"]:
+        DBOS.destroy(destroy_registry=False)
+    _state.update(project=None, launched=False)
+
+
+def _project() -> Project:
+    project = _state["project"]
+    if project is None:
+        raise WorkflowError("The retraining workflow needs launch(project) first.")
+    return project  # type: ignore[no-any-return]
+
+
+def _crashpoint(name: str) -> None:
+    """Fault injection for crash tests: exit hard at a named point, once per marker file."""
+    points = os.environ.get("DRIFTLOOP_CRASH_AT", "")
+    marker = os.environ.get("DRIFTLOOP_CRASH_MARKER")
+    if name in points.split(",") and marker and not Path(marker).exists():
+        Path(marker).write_text(name)
+        os._exit(137)
+
+
+# -- triggers ------------------------------------------------------------------------------------
+def start_retrain(
+    project: Project, trigger: str = "manual", *, trainer: str | None = None, since_seq: int | None = None,
+) -> str:
+    """Queue a retraining run; returns its id. Needs :func:`launch` first."""
+    launch(project)
+    run_id = f"retrain-{project.name}-{uuid.uuid4().hex[:10]}"
+    options = {"trainer": trainer, "since_seq": since_seq}
+    project.store.add_run(run_id, project.name, trigger, options)
+    queue = DBOS.retrieve_queue(QUEUE)
+    assert queue is not None
+    with SetWorkflowID(run_id):
+        queue.enqueue(retrain, run_id)
+    return run_id
+
+
+def wait(run_id: str, timeout: float = 600.0) -> dict[str, Any]:
+    """Block until a run ends; returns its row."""
+    handle = DBOS.retrieve_workflow(run_id)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = handle.get_status().status
+        if status in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+            break
+        time.sleep(0.1)
+    row = _project().store.run(run_id)
+    if row is None:
+        raise NotFoundError(f"Retrain run {run_id!r} does not exist.")
+    return row
+
+
+def monitor_and_trigger(project: Project, monitor: Monitor | None = None, *, flush: bool = False) -> MonitorRun:
+    """One monitoring pass; alert rules marked ``retrain = true`` queue a run (one at a time)."""
+    monitor = monitor or Monitor(project)
+    result = monitor.run(flush=flush)
+    for request in result.retrain_requests:
+        active = project.store.runs(project.name, active_only=True)
+        if active:
+            log.info("Alert %s: a retrain is already queued or running (%s)", request["trigger"], active[-1]["id"])
+            project.store.set_alert_run(request["alert_id"], active[-1]["id"])
+            continue
+        if not _enough_new_labels(project):
+            log.info("Alert %s: fewer than retrain.min_new_labels new labels; not retraining", request["trigger"])
+            continue
+        run_id = start_retrain(project, request["trigger"], since_seq=request["since_seq"])
+        project.store.set_alert_run(request["alert_id"], run_id)
+    return result
+
+
+def _enough_new_labels(project: Project) -> bool:
+    needed = project.settings.retrain.min_new_labels
+    if needed <= 0:
+        return True
+    finished = [r for r in project.store.runs(project.name) if r["status"] in ("promoted", "rejected")]
+    since = finished[-1]["options"].get("cutoff_seq", 0) if finished else 0
+    return len(project.store.labelled(project.name, start_seq=since + 1)) >= needed
+
+
+@DBOS.workflow()
+def scheduled_retrain(scheduled_at: Any, context: Any) -> None:
+    project = _project()
+    if project.store.runs(project.name, active_only=True) or not _enough_new_labels(project):
+        return
+    start_retrain(project, f"schedule:{project.settings.retrain.schedule}")
+
+
+# -- the workflow --------------------------------------------------------------------------------
+@DBOS.workflow()
+def retrain(run_id: str) -> str:
+    store = _project().store
+    try:
+        plan = plan_step(run_id)
+        data = snapshot_step(run_id, plan)
+        version = train_step(run_id, data)
+        scores = evaluate_step(run_id, data, version, plan["champion"])
+        accepted = gate_step(run_id, scores, version, plan["champion"], data["eval_id"])
+        outcome = promote_step(run_id, version, plan["champion"]) if accepted else reject_step(run_id, version)
+    except Exception as exc:
+        store.update_run(run_id, status="failed", error=str(exc)[:2000], finished_at=time.time())
+        _alert(run_id, "retrain-failed", f"Retrain run {run_id} failed: {exc}")
+        raise
+    store.update_run(run_id, status=outcome, step="done", finished_at=time.time())
+    return outcome
+
+
+def _step(run_id: str, step: str) -> Project:
+    project = _project()
+    project.store.update_run(run_id, status="running", step=step)
+    return project
+
+
+@DBOS.step()
+def plan_step(run_id: str) -> dict[str, Any]:
+    """Fix what the run will read: the champion and the newest feedback row."""
+    project = _step(run_id, "plan")
+    champion = project.champion()
+    if champion is None:
+        raise WorkflowError(f"Model '{project.name}' has no champion; run 'driftloop train' first.")
+    row = project.store.run(run_id) or {}
+    return {"champion": champion, "cutoff_feedback": project.store.max_feedback_id(), **row.get("options", {})}
+
+
+@DBOS.step()
+def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """Targeted training set and held-out evaluation set, both content-addressed."""
+    project = _step(run_id, "snapshot")
+    settings, store = project.settings, project.store
+    rt = settings.retrain
+    target = settings.project.target
+    rows = store.labelled(project.name, start_seq=plan.get("since_seq") or 0, max_feedback_id=plan["cutoff_feedback"])
+    rows = rows[-rt.lookback :]
+    base = store.dataset(project.registry.tags(project.name, plan["champion"]).get("driftloop.dataset", ""))
+    if base is None:
+        raise WorkflowError("The champion's training snapshot is missing from the store; retrain needs it.")
+    original = pd.read_parquet(base["path"])
+    original = original[original["__key__"].astype(str).str.startswith("train:")] if "__key__" in original else original
+    prod = pd.DataFrame([{**r["inputs"], target: r["label"], "__key__": f"pred:{r['prediction_id']}"} for r in rows])
+    if len(prod):
+        prod = labelled_frame(project, prod, "labelled production rows").assign(
+            __key__=prod["__key__"].to_numpy())
+        holdout = prod["__key__"].map(lambda k: stable_fraction(k) < rt.holdout_fraction).to_numpy(bool)
+        prod_train, evaluation = prod[~holdout], prod[holdout]
+    else:
+        prod_train, evaluation = prod, pd.DataFrame()
+    if len(evaluation) == 0:  # no production labels yet: hold out the original validation rows
+        original, evaluation = split_validation(original)
+    share = rt.replay_fraction
+    replay_n = len(original) if not len(prod_train) else min(
+        len(original), round(share / (1 - share) * len(prod_train)) if share < 1 else len(original))
+    replay = original.sample(n=replay_n, random_state=rt.seed) if replay_n else original.iloc[:0]
+    training = pd.concat([prod_train, replay], ignore_index=True)
+    cutoff_seq = rows[-1]["seq"] if rows else 0
+    store.update_run(run_id, options={**plan, "cutoff_seq": cutoff_seq})
+    folder = settings.state_dir / "datasets"
+    common = {"model": project.name, "run_id": run_id, "champion": plan["champion"],
+              "feedback_window": {"since_seq": plan.get("since_seq") or 0, "max_feedback_id": plan["cutoff_feedback"]}}
+    train_ds = write_snapshot(folder, training, {
+        **common, "kind": "train",
+        "sources": [{"type": "dataset", "id": base["id"], "rows": replay_n},
+                    {"type": "feedback", "rows": len(prod_train)}],
+        "sampling": {"replay_fraction": share, "lookback": rt.lookback, "holdout_fraction": rt.holdout_fraction,
+                     "seed": rt.seed},
+        "class_counts": training[target].value_counts().sort_index().to_dict() if len(training) else {},
+    })
+    eval_ds = write_snapshot(folder, evaluation, {
+        **common, "kind": "eval",
+        "split": f"stable hash of prediction id < {rt.holdout_fraction}",
+        "class_counts": evaluation[target].value_counts().sort_index().to_dict() if len(evaluation) else {},
+    })
+    for ds, kind in ((train_ds, "train"), (eval_ds, "eval")):
+        store.add_dataset(id=ds.id, model=project.name, kind=kind, path=str(ds.path), rows=ds.rows,
+                          manifest=ds.manifest)
+    return {"train_id": train_ds.id, "train_path": str(train_ds.path), "eval_id": eval_ds.id,
+            "eval_path": str(eval_ds.path), "trainer": plan.get("trainer")}
+
+
+@DBOS.step()
+def train_step(run_id: str, data: dict[str, Any]) -> str:
+    project = _step(run_id, "train")
+    _crashpoint("train:before-register")
+    df = pd.read_parquet(data["train_path"])
+    version, _ = fit_and_register(project, df, df.iloc[:0], dataset_id=data["train_id"], run_key=run_id,
+                                  trainer=data.get("trainer"))
+    _crashpoint("train:after-register")
+    project.registry.set_alias(project.name, "challenger", version)
+    project.store.update_run(run_id, challenger_version=version)
+    return version
+
+
+@DBOS.step()
+def evaluate_step(run_id: str, data: dict[str, Any], challenger: str, champion: str) -> dict[str, Any]:
+    """Both models on exactly the same held-out rows."""
+    project = _step(run_id, "evaluate")
+    df = pd.read_parquet(data["eval_path"])
+    target = project.settings.project.target
+    X, y = project.schema.frame(df), df[target].to_numpy().astype(str)
+    out: dict[str, Any] = {"n": len(df)}
+    correct = {}
+    for role, version in (("champion", champion), ("challenger", challenger)):
+        labels, _, _ = predict(project.registry.load(project.name, version), X, project.classes)
+        out[role] = metrics(y, labels, project.classes)
+        correct[role] = labels.astype(str) == y
+    out["mcnemar_p"] = mcnemar(correct["champion"], correct["challenger"]) if len(df) else None
+    _crashpoint("evaluate:end")
+    return out
+
+
+@DBOS.step()
+def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: str, eval_id: str) -> bool:
+    project = _step(run_id, "gate")
+    decision = decide(project.settings.gate, scores["champion"], scores["challenger"], scores["n"],
+                      scores.get("mcnemar_p"))
+    row = project.store.add_decision(
+        run_id=run_id, model=project.name, champion_version=champion, challenger_version=challenger,
+        accepted=decision.accepted, rules=decision.rules_as_dicts(), reasons=decision.reasons,
+        eval_rows=scores["n"], eval_dataset=eval_id,
+    )
+    project.registry.set_tag(project.name, challenger, "driftloop.gate",
+                             "accepted" if row["accepted"] else "rejected")
+    project.registry.set_tag(project.name, challenger, "driftloop.gate_reasons", " | ".join(row["reasons"])[:4900])
+    _crashpoint("gate:end")
+    return bool(row["accepted"])
+
+
+@DBOS.step()
+def promote_step(run_id: str, challenger: str, champion: str) -> str:
+    project = _step(run_id, "promote")
+    registry, name = project.registry, project.name
+    if registry.alias(name, "champion") != challenger:
+        registry.set_alias(name, "previous", champion)
+        registry.set_alias(name, "champion", challenger)
+    _crashpoint("promote:after-alias")
+    registry.delete_alias(name, "challenger")
+    decision = project.store.decision(run_id) or {}
+    project.store.add_promotion(model=name, action="promote", from_version=champion, to_version=challenger,
+                                run_id=run_id, reason=" ".join(decision.get("reasons", [])))
+    build_reference(project, challenger)  # monitoring now compares with the new champion's data
+    _alert(run_id, "promoted", f"Version {challenger} replaced {champion} as champion: "
+           + " ".join(decision.get("reasons", [])))
+    return "promoted"
+
+
+@DBOS.step()
+def reject_step(run_id: str, challenger: str) -> str:
+    project = _step(run_id, "reject")
+    project.registry.set_tag(project.name, challenger, "driftloop.status", "rejected")
+    project.registry.delete_alias(project.name, "challenger")
+    decision = project.store.decision(run_id) or {}
+    _alert(run_id, "retrain-rejected", f"Challenger version {challenger} was rejected; the champion stays. "
+           + " ".join(decision.get("reasons", [])))
+    return "rejected"
+
+
+def _alert(run_id: str, rule: str, message: str) -> None:
+    project = _project()
+    if any(a["run_id"] == run_id and a["rule"] == rule for a in project.store.alerts(project.name, limit=50, rule=rule)):
+        return  # a replayed step does not alert twice
+    alert = dict(model=project.name, rule=rule, metric="retrain", value=None, threshold=None, window_id=None,
+                 message=message, run_id=run_id)
+    alert["id"] = project.store.add_alert(**alert)
+    dispatch(make_sinks(project.settings), alert)
+
+
+def rollback(project: Project, reason: str = "manual rollback") -> str:
+    """Move ``champion`` back to ``previous`` at once; recorded in the promotions history."""
+    registry, name = project.registry, project.name
+    previous, current = registry.alias(name, "previous"), registry.alias(name, "champion")
+    if previous is None or current is None:
+        raise NotFoundError(f"Model '{name}' has no previous champion to roll back to.")
+    registry.set_alias(name, "champion", previous)
+    registry.set_alias(name, "previous", current)
+    project.store.add_promotion(model=name, action="rollback", from_version=current, to_version=previous,
+                                run_id=f"rollback-{uuid.uuid4().hex[:10]}", reason=reason)
+    build_reference(project, previous)
+    return previous
+
