@@ -61,6 +61,15 @@ def parse_api_keys(text: str | None) -> dict[str, set[str]]:
     return keys
 
 
+class _BadRequest(Exception):
+    """A body that cannot be read: counted and stored like every invalid request."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+        self.kind = "too_large" if status == 413 else "json_invalid"
+
+
 class _Metrics:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -143,17 +152,16 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         limit = settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise HTTPException(413, f"The request body is {declared} bytes; the limit is {limit} bytes.")
+            raise _BadRequest(413, f"The request body is {declared} bytes; the limit is {limit} bytes.")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise HTTPException(413, f"The request body exceeds the limit of {limit} bytes.")
+                raise _BadRequest(413, f"The request body exceeds the limit of {limit} bytes.")
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise HTTPException(422, [{"loc": ["body"], "msg": f"The body must be valid JSON: {exc}.",
-                                       "type": "json_invalid"}]) from None
+            raise _BadRequest(422, f"The body must be valid JSON: {exc}.") from None
 
     async def invalid(path: str, status: int, errors: list[Any]) -> JSONResponse:
         with stats.lock:
@@ -161,6 +169,10 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             stats.requests[(path, status)] += 1
         await run_in_threadpool(project.store.record_invalid, project.name, path, status, errors)
         return JSONResponse({"detail": errors}, status_code=status)
+
+    @app.exception_handler(_BadRequest)
+    async def bad_request(request: Request, exc: _BadRequest) -> JSONResponse:
+        return await invalid(request.url.path, exc.status, [{"loc": ["body"], "msg": exc.message, "type": exc.kind}])
 
     record_schema = project.schema.record_model.model_json_schema()
     predict_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {

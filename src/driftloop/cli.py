@@ -1,0 +1,256 @@
+"""``driftloop ...`` commands: init, train, serve, monitor, retrain, rollback, status, runs, demo."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from driftloop.exceptions import DriftloopError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Keep a deployed model accurate while the world drifts.")
+console = Console(width=None if sys.stdout.isatty() else 140)
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to driftloop.toml.")]
+DEFAULT_CONFIG = Path("driftloop.toml")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+    for noisy in ("mlflow", "alembic", "dbos", "httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("driftloop").setLevel(logging.INFO)
+
+
+def _project(config: Path) -> Any:
+    from driftloop.project import Project
+
+    return Project.load(config)
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Where to write the example project.")] = Path("."),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing driftloop.toml.")] = False,
+) -> None:
+    """Scaffold a working example project: a tabular loan classifier with a scikit-learn trainer."""
+    from driftloop.demo.project import write_example
+
+    if (folder / "driftloop.toml").exists() and not force:
+        raise DriftloopError(f"'{folder / 'driftloop.toml'}' already exists; pass --force to overwrite it.")
+    config = write_example(folder)
+    console.print(f"Wrote [cyan]{config}[/], trainer.py and data/train.csv.\n"
+                  f"Next: [bold]cd {folder} && driftloop train && driftloop serve[/]")
+
+
+@app.command()
+def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Snapshot the training data, run the trainer, register a version (champion if none yet)."""
+    from driftloop.training import train as run_train
+
+    project = _project(config)
+    with console.status("training…"):
+        result = run_train(project)
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    console.print(f"Registered [bold]{project.name}[/] version [bold]{result.version}[/] "
+                  f"(dataset {result.dataset.id[:12]}, {result.dataset.rows} rows; {scores})"
+                  + (" — now the [green]champion[/]." if result.champion else "."))
+
+
+@app.command()
+def serve(
+    config: ConfigOption = DEFAULT_CONFIG,
+    host: Annotated[str | None, typer.Option(help="Overrides serving.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides serving.port.")] = None,
+    monitor: Annotated[bool, typer.Option(help="Run monitoring (and triggered retrains) on its schedule.")] = True,
+) -> None:
+    """Serve the champion over HTTP; log every prediction; pick up new champions without restart."""
+    import uvicorn
+
+    from driftloop.serving import create_app
+
+    project = _project(config)
+    settings = project.settings.serving
+    uvicorn.run(create_app(project, monitor=monitor), host=host or settings.host, port=port or settings.port,
+                log_level="warning")
+
+
+@app.command("monitor")
+def monitor_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    flush: Annotated[bool, typer.Option(help="Also close the last, incomplete window.")] = False,
+) -> None:
+    """Profile new log rows into windows, compare with the reference, evaluate alert rules."""
+    from driftloop import workflow
+    from driftloop.monitor import Monitor
+
+    project = _project(config)
+    needs_workflow = any(rule.retrain for rule in project.settings.alerts)
+    try:
+        if needs_workflow:
+            workflow.launch(project, schedules=False)
+            result = workflow.monitor_and_trigger(project, flush=flush)
+            for run in project.store.runs(project.name, active_only=True):
+                console.print(f"Retrain {run['id']} queued by {run['trigger']}; waiting for it…")
+                outcome = workflow.wait(run["id"])
+                console.print(f"Retrain {run['id']}: [bold]{outcome['status']}[/]")
+        else:
+            result = Monitor(project).run(flush=flush)
+    finally:
+        workflow.shutdown()
+    console.print(f"Closed {len(result.windows)} window(s); {len(result.alerts)} alert(s).")
+    _print_windows(project, limit=max(5, len(result.windows)))
+
+
+@app.command()
+def retrain(
+    config: ConfigOption = DEFAULT_CONFIG,
+    trainer: Annotated[str | None, typer.Option(help="Use another trainer (module:function) for this run.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the run to finish.")] = True,
+) -> None:
+    """Retrain now: snapshot, train a challenger, evaluate, gate, promote or reject.
+
+    An interrupted run of this model is resumed (and waited for) instead of starting another.
+    """
+    from driftloop import workflow
+
+    project = _project(config)
+    try:
+        workflow.launch(project, schedules=False)
+        active = project.store.runs(project.name, active_only=True)
+        if active:
+            run_id = active[-1]["id"]
+            console.print(f"Resuming retrain run {run_id} (was at step {active[-1]['step'] or 'start'}).")
+        else:
+            run_id = workflow.start_retrain(project, "manual", trainer=trainer)
+            console.print(f"Started retrain run {run_id}.")
+        if wait:
+            with console.status(f"retraining ({run_id})…"):
+                row = workflow.wait(run_id)
+            _print_run(project, row)
+    finally:
+        workflow.shutdown()
+
+
+@app.command()
+def rollback(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Point the champion back at the previous version at once."""
+    from driftloop import workflow
+
+    project = _project(config)
+    version = workflow.rollback(project)
+    console.print(f"Champion of [bold]{project.name}[/] is now version [bold]{version}[/].")
+
+
+@app.command()
+def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Champion, recent windows, alerts, retrain runs and gate decisions."""
+    project = _project(config)
+    versions = project.registry.versions(project.name)
+    table = Table(title=f"model {project.name}")
+    for column in ("version", "aliases", "gate", "created", "dataset"):
+        table.add_column(column)
+    for v in versions[-10:]:
+        table.add_row(v["version"], ", ".join(v["aliases"]), v["tags"].get("driftloop.gate", "-"), _when(v["created"]),
+                      v["tags"].get("driftloop.dataset", "-")[:12])
+    console.print(table)
+    _print_windows(project, limit=10)
+    alerts = Table(title="recent alerts")
+    for column in ("when", "rule", "message", "run"):
+        alerts.add_column(column)
+    for a in project.store.alerts(project.name, limit=10):
+        alerts.add_row(_when(a["ts"]), a["rule"], a["message"], a["run_id"] or "-")
+    console.print(alerts)
+    _print_runs(project)
+
+
+@app.command()
+def runs(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Retraining runs with their steps, outcome and gate decisions."""
+    _print_runs(_project(config))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the run's project, databases and artifacts.")] = Path("demo-run"),
+    seed: Annotated[int, typer.Option(help="Seed of the data generator.")] = 7,
+) -> None:
+    """Run the whole loop offline on embedded defaults (about a minute)."""
+    from driftloop.demo.scenario import run_demo
+
+    run_demo(out, seed=seed, console=console)
+
+
+def _print_windows(project: Any, limit: int) -> None:
+    table = Table(title="recent windows")
+    for column in ("window", "rows", "versions", "accuracy", "labels", "drift share", "drifted", "pred. drift",
+                   "mean conf."):
+        table.add_column(column)
+    for w in project.store.windows(project.name, limit=limit):
+        m = w["metrics"]
+
+        def val(name: str, fmt: str = "{:.3f}", m: dict[str, Any] = m) -> str:
+            return fmt.format(m[name]["value"]) if name in m and m[name]["value"] is not None else "-"
+
+        drifted = sorted(k.removeprefix("drift.") for k, x in m.items() if k.startswith("drift.") and x["flagged"])
+        table.add_row(str(w["id"]), str(w["n"]), ",".join(w["model_versions"]), val("accuracy"),
+                      val("labelled", "{:.0f}"), val("drift_share", "{:.0%}"), ", ".join(drifted) or "-",
+                      val("prediction_drift"), val("mean_confidence"))
+    console.print(table)
+
+
+def _print_runs(project: Any) -> None:
+    table = Table(title="retrain runs")
+    for column in ("run", "trigger", "status", "step", "challenger", "started", "finished", "gate reasons"):
+        table.add_column(column)
+    for r in project.store.runs(project.name, limit=10):
+        decision = project.store.decision(r["id"]) or {}
+        table.add_row(r["id"], r["trigger"], r["status"], r["step"] or "-", r["challenger_version"] or "-",
+                      _when(r["started_at"]), _when(r["finished_at"]), "\n".join(decision.get("reasons", [])) or "-")
+    console.print(table)
+
+
+def _print_run(project: Any, row: dict[str, Any]) -> None:
+    decision = project.store.decision(row["id"]) or {}
+    colour = {"promoted": "green", "rejected": "yellow"}.get(row["status"], "red")
+    console.print(f"Run {row['id']}: [{colour}]{row['status']}[/] (challenger version {row['challenger_version']})")
+    for reason in decision.get("reasons", []):
+        console.print(f"  • {reason}")
+    if row.get("error"):
+        console.print(f"  error: {row['error']}")
+
+
+def main() -> None:
+    _setup_logging(verbose=bool(os.environ.get("DRIFTLOOP_VERBOSE")))
+    try:
+        app(standalone_mode=False)
+    except DriftloopError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise SystemExit(2) from None
+    except (typer.Abort, KeyboardInterrupt):
+        raise SystemExit(130) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

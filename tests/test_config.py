@@ -1,0 +1,98 @@
+"""Config errors name the key, the rule and the value; many problems come back at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driftloop import ConfigError, Settings
+from driftloop.config import Window, parse_duration
+
+BASE = {
+    "project": {"name": "loan", "target": "approved", "classes": ["no", "yes"]},
+    "features": {"income": {"type": "numeric", "min": 0}},
+    "data": {"train": "train.csv"},
+    "trainer": {"entrypoint": "trainer:train"},
+}
+
+
+def with_(section: str, value: object) -> dict[str, object]:
+    return {**BASE, section: value}
+
+
+def test_defaults_resolve_paths_against_the_config_folder(tmp_path: Path) -> None:
+    s = Settings.from_dict(BASE, root=tmp_path)
+    assert s.store.url == f"sqlite:///{tmp_path}/.driftloop/driftloop.db"
+    assert s.registry.artifacts == str(tmp_path / ".driftloop" / "artifacts")
+    assert s.monitor.window.rows == 1000
+    assert s.workflow_db_url.endswith(".driftloop/workflows.sqlite")
+
+
+def test_negative_window_is_one_clear_sentence() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_dict(with_("monitor", {"window": "-5m"}))
+    message = str(info.value)
+    assert "'monitor.window'" in message and "'-5m'" in message and "Got" in message
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    bad = {
+        **BASE,
+        "features": {"income": {"type": "numbr"}},
+        "data": {"train": "train.xlsx"},
+        "alerts": [{"name": "a", "metric": "accuracy", "op": "<<", "threshold": 0.8}],
+        "surprise": 1,
+    }
+    with pytest.raises(ConfigError) as info:
+        Settings.from_dict(bad)
+    problems = info.value.problems
+    joined = "\n".join(problems)
+    assert len(problems) == 4, joined
+    assert "'features.income.type'" in joined and "'numbr'" in joined
+    assert "'data.train'" in joined and "train.xlsx" in joined
+    assert "'alerts.op'" in joined and "'<<'" in joined
+    assert "'surprise'" in joined and "not a known setting" in joined
+
+
+def test_missing_required_section() -> None:
+    data = {k: v for k, v in BASE.items() if k != "trainer"}
+    with pytest.raises(ConfigError, match="'trainer' setting in config is required but missing"):
+        Settings.from_dict(data)
+
+
+def test_constraints_and_cross_checks() -> None:
+    with pytest.raises(ConfigError, match="'min' must not exceed 'max'"):
+        Settings.from_dict(with_("features", {"x": {"type": "numeric", "min": 5, "max": 1}}))
+    with pytest.raises(ConfigError, match="target 'approved' must not also be listed"):
+        Settings.from_dict(with_("features", {"approved": {"type": "categorical"}}))
+    with pytest.raises(ConfigError, match="'trainer.entrypoint'"):
+        Settings.from_dict(with_("trainer", {"entrypoint": "no-colon"}))
+    with pytest.raises(ConfigError, match="needs 'url' or 'url_env'"):
+        Settings.from_dict(with_("sinks", [{"type": "webhook"}]))
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must exist. Run 'driftloop init'"):
+        Settings.load(tmp_path / "nope.toml")
+    broken = tmp_path / "driftloop.toml"
+    broken.write_text("[project\nname=")
+    with pytest.raises(ConfigError, match="must be valid TOML"):
+        Settings.load(broken)
+
+
+def test_durations_and_windows() -> None:
+    assert parse_duration("2d") == 172800.0
+    assert Window.parse(300).rows == 300
+    assert Window.parse("1h").seconds == 3600.0
+    for bad in ("0s", "5 parsecs", "-1h", 0):
+        with pytest.raises(ValueError, match="must be a"):
+            Window.parse(bad) if not isinstance(bad, str) or "parsec" in bad else parse_duration(bad)
+
+
+def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings.from_dict(with_("sinks", [{"type": "slack", "url_env": "SLACK_HOOK_FOR_TEST"}]))
+    monkeypatch.delenv("SLACK_HOOK_FOR_TEST", raising=False)
+    assert s.sink_url(s.sinks[0]) is None
+    monkeypatch.setenv("SLACK_HOOK_FOR_TEST", "http://127.0.0.1:9/hook")
+    assert s.sink_url(s.sinks[0]) == "http://127.0.0.1:9/hook"
