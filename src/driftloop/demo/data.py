@@ -49,9 +49,9 @@ def applicants(n: int, concept: str = "A", seed: int | np.random.Generator = 0, 
     credit_z = (credit - 680) / 60
     emp = pd.Series(employment)
     if b:
-        score = (0.5 * credit_z + 0.8 * income_z - 2.2 * debt_z
-                 + emp.map({"salaried": 0.3, "self_employed": 0.6, "contractor": 0.0, "unemployed": -1.5}).to_numpy()
-                 + pd.Series(purpose).map({"home": 0.2, "car": 0.0, "education": 0.4, "business": -1.2}).to_numpy())
+        score = (0.2 * credit_z + 0.8 * income_z - 2.5 * debt_z + 0.5
+                 + emp.map({"salaried": 0.0, "self_employed": 0.8, "contractor": 0.0, "unemployed": -1.5}).to_numpy()
+                 + pd.Series(purpose).map({"home": 0.2, "car": 0.0, "education": 0.4, "business": -1.5}).to_numpy())
     else:
         score = (1.2 * credit_z + 1.0 * income_z - 1.2 * debt_z
                  + emp.map({"salaried": 0.2, "self_employed": -0.3, "contractor": 0.0, "unemployed": -1.5}).to_numpy())

@@ -1,0 +1,118 @@
+"""The durable retraining workflow on DBOS: promote, reject, one at a time, crash and resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from driftloop import workflow
+from driftloop.project import Project
+from driftloop.training import train
+
+from .conftest import cli_env, make_project
+from .helpers import send
+
+
+def test_alert_triggers_retrain_that_is_promoted(fresh: Project) -> None:
+    send(fresh, 1500, "B", seed=21, label_share=0.5)
+    workflow.launch(fresh)
+    result = workflow.monitor_and_trigger(fresh)
+    assert "accuracy-drop" in [a["rule"] for a in result.alerts]
+    runs = fresh.store.runs(fresh.name)
+    assert len(runs) == 1 and runs[0]["trigger"] == "alert:accuracy-drop"
+    row = workflow.wait(runs[0]["id"])
+    assert row["status"] == "promoted", row
+    assert fresh.registry.alias(fresh.name, "champion") == "2"
+    assert fresh.registry.alias(fresh.name, "previous") == "1"
+    assert fresh.registry.alias(fresh.name, "challenger") is None
+    decision = fresh.store.decision(row["id"])
+    assert decision and decision["accepted"] and decision["challenger_version"] == "2"
+    assert decision["eval_rows"] >= 100 and any("accuracy changed by +" in r for r in decision["reasons"])
+    rules = {r["rule"]: r for r in decision["rules"]}
+    assert rules["min_improvement"]["challenger"] > rules["min_improvement"]["champion"]
+    assert [p["action"] for p in fresh.store.promotions(fresh.name)] == ["initial", "promote"]
+    assert fresh.store.reference(fresh.name, "2") is not None, "monitoring reference resets on promotion"
+    manifest = fresh.store.dataset(decision["eval_dataset"])["manifest"]
+    assert manifest["kind"] == "eval" and manifest["rows"] == decision["eval_rows"]
+    alerts = [a["rule"] for a in fresh.store.alerts(fresh.name)]
+    assert "promoted" in alerts and alerts.count("accuracy-drop") == 1
+
+
+def test_worse_candidate_is_rejected_and_champion_stays(fresh: Project) -> None:
+    send(fresh, 1000, "A", seed=22, label_share=0.6)
+    run_id = workflow.start_retrain(fresh, "manual", trainer="trainer:careless")
+    row = workflow.wait(run_id)
+    assert row["status"] == "rejected"
+    assert fresh.registry.alias(fresh.name, "champion") == "1"
+    decision = fresh.store.decision(run_id)
+    assert decision is not None and not decision["accepted"]
+    assert any("below the required" in r for r in decision["reasons"])
+    tags = fresh.registry.tags(fresh.name, row["challenger_version"])
+    assert tags["driftloop.status"] == "rejected" and tags["driftloop.gate"] == "rejected"
+    rejected = [a for a in fresh.store.alerts(fresh.name) if a["rule"] == "retrain-rejected"]
+    assert len(rejected) == 1 and "champion stays" in rejected[0]["message"]
+
+
+def test_gate_refuses_to_decide_on_too_few_rows(fresh: Project) -> None:
+    send(fresh, 40, "B", seed=23, label_share=1.0)
+    row = workflow.wait(workflow.start_retrain(fresh, "manual"))
+    decision = fresh.store.decision(row["id"])
+    assert row["status"] == "rejected" and decision is not None
+    assert decision["reasons"][0].startswith("The evaluation set has") and "needs at least 100" in decision["reasons"][0]
+
+
+def test_runs_queue_one_at_a_time_and_none_is_dropped(fresh: Project) -> None:
+    first = workflow.start_retrain(fresh, "manual")
+    second = workflow.start_retrain(fresh, "manual")
+    a, b = workflow.wait(first), workflow.wait(second)
+    assert {a["status"], b["status"]} <= {"promoted", "rejected"}
+    assert a["finished_at"] <= b["finished_at"]
+    assert sorted([a["challenger_version"], b["challenger_version"]]) == ["2", "3"]
+
+
+@pytest.mark.parametrize("point", ["train:before-register", "train:after-register", "gate:end"])
+def test_killed_mid_step_resumes_without_duplicates(tmp_path: Path, point: str) -> None:
+    project = make_project(tmp_path / "p")
+    train(project)
+    send(project, 900, "B", seed=24, label_share=0.6)
+    marker = tmp_path / "crashed"
+    env = cli_env(DRIFTLOOP_CRASH_AT=point, DRIFTLOOP_CRASH_MARKER=str(marker))
+    config = str(project.settings.root / "driftloop.toml")
+    crashed = subprocess.run([sys.executable, "-m", "driftloop.cli", "retrain", "-c", config], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr
+    assert marker.read_text() == point
+    runs = project.store.runs(project.name)
+    assert len(runs) == 1 and runs[0]["status"] == "running"
+    resumed = subprocess.run([sys.executable, "-m", "driftloop.cli", "retrain", "-c", config], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"Resuming retrain run {runs[0]['id']}" in resumed.stdout
+    row = project.store.run(runs[0]["id"])
+    assert row is not None and row["status"] in ("promoted", "rejected"), row
+    versions = [v["version"] for v in project.registry.versions(project.name)]
+    assert versions == ["1", "2"], "no duplicate version was registered"
+    assert len(project.store.decisions(project.name)) == 1
+    assert len(project.store.runs(project.name)) == 1
+    promotions = [p for p in project.store.promotions(project.name) if p["action"] == "promote"]
+    assert len(promotions) == (1 if row["status"] == "promoted" else 0)
+    champion = project.registry.alias(project.name, "champion")
+    assert champion == "1" or project.registry.tags(project.name, champion)["driftloop.gate"] == "accepted"
+    project.close()
+
+
+def test_rollback_restores_previous(fresh: Project) -> None:
+    send(fresh, 1000, "B", seed=25, label_share=0.6)
+    row = workflow.wait(workflow.start_retrain(fresh, "manual"))
+    assert row["status"] == "promoted"
+    assert workflow.rollback(fresh) == "1"
+    assert fresh.registry.alias(fresh.name, "champion") == "1"
+    assert fresh.store.promotions(fresh.name)[-1]["action"] == "rollback"
+
+
+def test_cli_env_keeps_the_path() -> None:
+    assert os.pathsep in cli_env()["PATH"]
