@@ -21,7 +21,13 @@ BIN = Path(sys.executable).parent
 
 
 def make_project(folder: Path, **kwargs: object) -> Project:
-    options = {"rows": 1500, "window": "300 rows", "replay_fraction": 0.1, "reload_interval": "100ms", **kwargs}
+    options = {
+        "rows": 1500,
+        "window": "300 rows",
+        "replay_fraction": 0.1,
+        "reload_interval": "100ms",
+        **kwargs,
+    }
     return Project.load(write_example(folder, **options))  # type: ignore[arg-type]
 
 

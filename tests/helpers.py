@@ -22,8 +22,11 @@ def send(project: Project, n: int, concept: str, seed: int, label_share: float =
             r = client.post("/predict", json={"records": records[start : start + 500]})
             assert r.status_code == 200, r.text
             ids += [p["prediction_id"] for p in r.json()["predictions"]]
-        chosen = [{"prediction_id": pid, "label": label}
-                  for pid, label, keep in zip(ids, df["approved"], rng.random(n) < label_share, strict=True) if keep]
+        chosen = [
+            {"prediction_id": pid, "label": label}
+            for pid, label, keep in zip(ids, df["approved"], rng.random(n) < label_share, strict=True)
+            if keep
+        ]
         for start in range(0, len(chosen), 500):
             assert client.post("/feedback", json={"feedback": chosen[start : start + 500]}).status_code == 200
     return ids

@@ -36,8 +36,11 @@ def test_undrifted_windows_stay_quiet_and_drifted_ones_flag(trained: Project) ->
     send(trained, 300, "B", seed=12)
     monitor.run()
     drifted = trained.store.windows(trained.name)[-1]
-    flagged = sorted(k.removeprefix("drift.") for k, m in drifted["metrics"].items()
-                     if k.startswith("drift.") and m["flagged"])
+    flagged = sorted(
+        k.removeprefix("drift.")
+        for k, m in drifted["metrics"].items()
+        if k.startswith("drift.") and m["flagged"]
+    )
     assert {"income", "age", "employment"} <= set(flagged), flagged
     assert "purpose" not in flagged, "purpose has the same distribution under both concepts"
     income = drifted["metrics"]["drift.income"]
@@ -91,14 +94,17 @@ def receiver() -> Iterator[str]:
     server.server_close()
 
 
-def test_alert_fires_once_per_streak_to_webhook_and_slack(tmp_path: Path, receiver: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alert_fires_once_per_streak_to_webhook_and_slack(
+    tmp_path: Path, receiver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "p"
     make_project(folder)
     config = folder / "driftloop.toml"
-    text = config.read_text().replace('[[sinks]]\ntype = "log"',
-                                      f'[[sinks]]\ntype = "webhook"\nurl = "{receiver}/hook"\n\n'
-                                      '[[sinks]]\ntype = "slack"\nurl_env = "TEST_SLACK_URL"')
+    text = config.read_text().replace(
+        '[[sinks]]\ntype = "log"',
+        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver}/hook"\n\n'
+        '[[sinks]]\ntype = "slack"\nurl_env = "TEST_SLACK_URL"',
+    )
     config.write_text(text)
     monkeypatch.setenv("TEST_SLACK_URL", f"{receiver}/slack")
     project = Project.load(config)
@@ -118,7 +124,9 @@ def test_alert_fires_once_per_streak_to_webhook_and_slack(tmp_path: Path, receiv
 
 
 def test_a_failing_sink_does_not_stop_the_others(receiver: str) -> None:
-    failures = dispatch([WebhookSink("http://127.0.0.1:9/nothing-listens", tries=1),
-                         SlackSink(f"{receiver}/slack")], {"rule": "r", "model": "m", "message": "x"})
+    failures = dispatch(
+        [WebhookSink("http://127.0.0.1:9/nothing-listens", tries=1), SlackSink(f"{receiver}/slack")],
+        {"rule": "r", "model": "m", "message": "x"},
+    )
     assert len(failures) == 1 and "webhook" in failures[0]
     assert _Receiver.received[-1]["path"] == "/slack"

@@ -14,8 +14,14 @@ from driftloop.project import Project
 from driftloop.serving import create_app, parse_api_keys
 from driftloop.training import fit_and_register, snapshot_training_data, split_validation
 
-GOOD = {"income": 52000, "debt_ratio": 0.3, "credit_score": 700, "age": 40, "employment": "salaried",
-        "purpose": "car"}
+GOOD = {
+    "income": 52000,
+    "debt_ratio": 0.3,
+    "credit_score": 700,
+    "age": 40,
+    "employment": "salaried",
+    "purpose": "car",
+}
 
 
 def test_predict_log_feedback_round_trip(served: tuple[Project, str]) -> None:
@@ -38,7 +44,9 @@ def test_predict_log_feedback_round_trip(served: tuple[Project, str]) -> None:
 
         ok = client.post("/feedback", json={"prediction_id": ids[0], "label": "yes", "source": "reviewer"})
         assert ok.status_code == 200 and ok.json() == {"accepted": 1}
-        many = client.post("/feedback", json={"feedback": [{"prediction_id": i, "label": "no"} for i in ids[1:]]})
+        many = client.post(
+            "/feedback", json={"feedback": [{"prediction_id": i, "label": "no"} for i in ids[1:]]}
+        )
         assert many.json() == {"accepted": 2}
         labelled = project.store.labelled(project.name)
         assert [r["label"] for r in labelled] == ["yes", "no", "no"]
@@ -52,18 +60,29 @@ def test_predict_log_feedback_round_trip(served: tuple[Project, str]) -> None:
 def test_invalid_requests_name_each_field_and_are_counted(served: tuple[Project, str]) -> None:
     project, url = served
     with httpx.Client(base_url=url) as client:
-        r = client.post("/predict", json={"records": [GOOD, {**GOOD, "income": -5, "purpose": "yacht",
-                                                               "colour": "red"}, {"age": 30}]})
+        r = client.post(
+            "/predict",
+            json={
+                "records": [GOOD, {**GOOD, "income": -5, "purpose": "yacht", "colour": "red"}, {"age": 30}]
+            },
+        )
         assert r.status_code == 422
         locs = [tuple(e["loc"]) for e in r.json()["detail"]]
         assert ("records", 1, "income") in locs and ("records", 1, "purpose") in locs
         assert ("records", 1, "colour") in locs and ("records", 2, "income") in locs
         assert any("greater than or equal to 0" in e["msg"] and "-5" in e["msg"] for e in r.json()["detail"])
-        assert client.post("/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+        assert (
+            client.post(
+                "/predict", content=b"{not json", headers={"content-type": "application/json"}
+            ).status_code
+            == 422
+        )
         assert client.post("/predict", json=[]).status_code == 422
         too_many = client.post("/predict", json={"records": [GOOD] * 1001})
         assert too_many.status_code == 413 and "1000" in too_many.text
-        huge = client.post("/predict", content=b"x" * (9 * 1024 * 1024), headers={"content-type": "application/json"})
+        huge = client.post(
+            "/predict", content=b"x" * (9 * 1024 * 1024), headers={"content-type": "application/json"}
+        )
         assert huge.status_code == 413 and "limit" in huge.text
         metrics = client.get("/metrics").text
     assert project.store.count_predictions(project.name) == 0, "nothing from invalid requests is logged"

@@ -62,7 +62,10 @@ def test_gate_refuses_to_decide_on_too_few_rows(fresh: Project) -> None:
     row = workflow.wait(workflow.start_retrain(fresh, "manual"))
     decision = fresh.store.decision(row["id"])
     assert row["status"] == "rejected" and decision is not None
-    assert decision["reasons"][0].startswith("The evaluation set has") and "needs at least 100" in decision["reasons"][0]
+    assert (
+        decision["reasons"][0].startswith("The evaluation set has")
+        and "needs at least 100" in decision["reasons"][0]
+    )
 
 
 def test_runs_queue_one_at_a_time_and_none_is_dropped(fresh: Project) -> None:
@@ -82,14 +85,24 @@ def test_killed_mid_step_resumes_without_duplicates(tmp_path: Path, point: str) 
     marker = tmp_path / "crashed"
     env = cli_env(DRIFTLOOP_CRASH_AT=point, DRIFTLOOP_CRASH_MARKER=str(marker))
     config = str(project.settings.root / "driftloop.toml")
-    crashed = subprocess.run([sys.executable, "-m", "driftloop.cli", "retrain", "-c", config], env=env,
-                             capture_output=True, text=True, timeout=300)
+    crashed = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", "retrain", "-c", config],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert crashed.returncode == 137, crashed.stdout + crashed.stderr
     assert marker.read_text() == point
     runs = project.store.runs(project.name)
     assert len(runs) == 1 and runs[0]["status"] == "running"
-    resumed = subprocess.run([sys.executable, "-m", "driftloop.cli", "retrain", "-c", config], env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", "retrain", "-c", config],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"Resuming retrain run {runs[0]['id']}" in resumed.stdout
     row = project.store.run(runs[0]["id"])

@@ -31,12 +31,18 @@ __all__ = ["LogSink", "Sink", "SlackSink", "WebhookSink", "dispatch", "make_sink
 
 log = logging.getLogger("driftloop.alerts")
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
 
 
 def should_fire(
-    rule: AlertRuleSettings, series: list[tuple[int, float, int]], last_alert: dict[str, Any] | None, now: float
+    rule: AlertRuleSettings,
+    series: list[tuple[int, float, int]],
+    last_alert: dict[str, Any] | None,
+    now: float,
 ) -> tuple[bool, int]:
     """``series`` is ``(window_id, value, n)`` oldest first. Returns (fire?, streak length)."""
     breach = _OPS[rule.op]
@@ -100,7 +106,9 @@ class SlackSink(WebhookSink):
     name = "slack"
 
     def payload(self, alert: dict[str, Any]) -> dict[str, Any]:
-        return {"text": f":rotating_light: *{alert.get('model')}* — {alert.get('rule')}: {alert.get('message')}"}
+        return {
+            "text": f":rotating_light: *{alert.get('model')}* — {alert.get('rule')}: {alert.get('message')}"
+        }
 
 
 def make_sinks(settings: Settings) -> list[Sink]:
@@ -115,8 +123,11 @@ def _make(sink: SinkSettings, settings: Settings) -> Sink:
         return LogSink()
     url = settings.sink_url(sink)
     if not url:
-        log.warning("The %s sink has no URL: environment variable %r is not set; alerts go to the log.",
-                    sink.type, sink.url_env)
+        log.warning(
+            "The %s sink has no URL: environment variable %r is not set; alerts go to the log.",
+            sink.type,
+            sink.url_env,
+        )
         return LogSink()
     return SlackSink(url) if sink.type == "slack" else WebhookSink(url)
 

@@ -16,15 +16,21 @@ from rich.table import Table
 
 from driftloop.exceptions import DriftloopError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Keep a deployed model accurate while the world drifts.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Keep a deployed model accurate while the world drifts."
+)
 console = Console(width=None if sys.stdout.isatty() else 140)
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to driftloop.toml.")]
 DEFAULT_CONFIG = Path("driftloop.toml")
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+        force=True,
+    )
     for noisy in ("mlflow", "alembic", "dbos", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("driftloop").setLevel(logging.INFO)
@@ -51,8 +57,10 @@ def init(
     if (folder / "driftloop.toml").exists() and not force:
         raise DriftloopError(f"'{folder / 'driftloop.toml'}' already exists; pass --force to overwrite it.")
     config = write_example(folder)
-    console.print(f"Wrote [cyan]{config}[/], trainer.py and data/train.csv.\n"
-                  f"Next: [bold]cd {folder} && driftloop train && driftloop serve[/]")
+    console.print(
+        f"Wrote [cyan]{config}[/], trainer.py and data/train.csv.\n"
+        f"Next: [bold]cd {folder} && driftloop train && driftloop serve[/]"
+    )
 
 
 @app.command()
@@ -64,9 +72,11 @@ def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
     with console.status("training…"):
         result = run_train(project)
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-    console.print(f"Registered [bold]{project.name}[/] version [bold]{result.version}[/] "
-                  f"(dataset {result.dataset.id[:12]}, {result.dataset.rows} rows; {scores})"
-                  + (" — now the [green]champion[/]." if result.champion else "."))
+    console.print(
+        f"Registered [bold]{project.name}[/] version [bold]{result.version}[/] "
+        f"(dataset {result.dataset.id[:12]}, {result.dataset.rows} rows; {scores})"
+        + (" — now the [green]champion[/]." if result.champion else ".")
+    )
 
 
 @app.command()
@@ -74,7 +84,9 @@ def serve(
     config: ConfigOption = DEFAULT_CONFIG,
     host: Annotated[str | None, typer.Option(help="Overrides serving.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Overrides serving.port.")] = None,
-    monitor: Annotated[bool, typer.Option(help="Run monitoring (and triggered retrains) on its schedule.")] = True,
+    monitor: Annotated[
+        bool, typer.Option(help="Run monitoring (and triggered retrains) on its schedule.")
+    ] = True,
 ) -> None:
     """Serve the champion over HTTP; log every prediction; pick up new champions without restart."""
     import uvicorn
@@ -83,8 +95,12 @@ def serve(
 
     project = _project(config)
     settings = project.settings.serving
-    uvicorn.run(create_app(project, monitor=monitor), host=host or settings.host, port=port or settings.port,
-                log_level="warning")
+    uvicorn.run(
+        create_app(project, monitor=monitor),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="warning",
+    )
 
 
 @app.command("monitor")
@@ -117,7 +133,9 @@ def monitor_command(
 @app.command()
 def retrain(
     config: ConfigOption = DEFAULT_CONFIG,
-    trainer: Annotated[str | None, typer.Option(help="Use another trainer (module:function) for this run.")] = None,
+    trainer: Annotated[
+        str | None, typer.Option(help="Use another trainer (module:function) for this run.")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the run to finish.")] = True,
 ) -> None:
     """Retrain now: snapshot, train a challenger, evaluate, gate, promote or reject.
@@ -163,8 +181,13 @@ def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
     for column in ("version", "aliases", "gate", "created", "dataset"):
         table.add_column(column)
     for v in versions[-10:]:
-        table.add_row(v["version"], ", ".join(v["aliases"]), v["tags"].get("driftloop.gate", "-"), _when(v["created"]),
-                      v["tags"].get("driftloop.dataset", "-")[:12])
+        table.add_row(
+            v["version"],
+            ", ".join(v["aliases"]),
+            v["tags"].get("driftloop.gate", "-"),
+            _when(v["created"]),
+            v["tags"].get("driftloop.dataset", "-")[:12],
+        )
     console.print(table)
     _print_windows(project, limit=10)
     alerts = Table(title="recent alerts")
@@ -184,7 +207,9 @@ def runs(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the run's project, databases and artifacts.")] = Path("demo-run"),
+    out: Annotated[Path, typer.Option(help="Folder for the run's project, databases and artifacts.")] = Path(
+        "demo-run"
+    ),
     seed: Annotated[int, typer.Option(help="Seed of the data generator.")] = 7,
 ) -> None:
     """Run the whole loop offline on embedded defaults (about a minute)."""
@@ -195,8 +220,17 @@ def demo(
 
 def _print_windows(project: Any, limit: int) -> None:
     table = Table(title="recent windows")
-    for column in ("window", "rows", "versions", "accuracy", "labels", "drift share", "drifted", "pred. drift",
-                   "mean conf."):
+    for column in (
+        "window",
+        "rows",
+        "versions",
+        "accuracy",
+        "labels",
+        "drift share",
+        "drifted",
+        "pred. drift",
+        "mean conf.",
+    ):
         table.add_column(column)
     for w in project.store.windows(project.name, limit=limit):
         m = w["metrics"]
@@ -204,10 +238,20 @@ def _print_windows(project: Any, limit: int) -> None:
         def val(name: str, fmt: str = "{:.3f}", m: dict[str, Any] = m) -> str:
             return fmt.format(m[name]["value"]) if name in m and m[name]["value"] is not None else "-"
 
-        drifted = sorted(k.removeprefix("drift.") for k, x in m.items() if k.startswith("drift.") and x["flagged"])
-        table.add_row(str(w["id"]), str(w["n"]), ",".join(w["model_versions"]), val("accuracy"),
-                      val("labelled", "{:.0f}"), val("drift_share", "{:.0%}"), ", ".join(drifted) or "-",
-                      val("prediction_drift"), val("mean_confidence"))
+        drifted = sorted(
+            k.removeprefix("drift.") for k, x in m.items() if k.startswith("drift.") and x["flagged"]
+        )
+        table.add_row(
+            str(w["id"]),
+            str(w["n"]),
+            ",".join(w["model_versions"]),
+            val("accuracy"),
+            val("labelled", "{:.0f}"),
+            val("drift_share", "{:.0%}"),
+            ", ".join(drifted) or "-",
+            val("prediction_drift"),
+            val("mean_confidence"),
+        )
     console.print(table)
 
 
@@ -217,15 +261,25 @@ def _print_runs(project: Any) -> None:
         table.add_column(column)
     for r in project.store.runs(project.name, limit=10):
         decision = project.store.decision(r["id"]) or {}
-        table.add_row(r["id"], r["trigger"], r["status"], r["step"] or "-", r["challenger_version"] or "-",
-                      _when(r["started_at"]), _when(r["finished_at"]), "\n".join(decision.get("reasons", [])) or "-")
+        table.add_row(
+            r["id"],
+            r["trigger"],
+            r["status"],
+            r["step"] or "-",
+            r["challenger_version"] or "-",
+            _when(r["started_at"]),
+            _when(r["finished_at"]),
+            "\n".join(decision.get("reasons", [])) or "-",
+        )
     console.print(table)
 
 
 def _print_run(project: Any, row: dict[str, Any]) -> None:
     decision = project.store.decision(row["id"]) or {}
     colour = {"promoted": "green", "rejected": "yellow"}.get(row["status"], "red")
-    console.print(f"Run {row['id']}: [{colour}]{row['status']}[/] (challenger version {row['challenger_version']})")
+    console.print(
+        f"Run {row['id']}: [{colour}]{row['status']}[/] (challenger version {row['challenger_version']})"
+    )
     for reason in decision.get("reasons", []):
         console.print(f"  • {reason}")
     if row.get("error"):

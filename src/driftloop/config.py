@@ -254,9 +254,7 @@ class Settings(_Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         if self.project.target in self.features:
-            raise ValueError(
-                f"the target {self.project.target!r} must not also be listed under [features]"
-            )
+            raise ValueError(f"the target {self.project.target!r} must not also be listed under [features]")
         names = [rule.name for rule in self.alerts]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -303,7 +301,10 @@ class Settings(_Model):
             update={
                 "store": StoreSettings(url=url(self.store.url)),
                 "registry": self.registry.model_copy(
-                    update={"uri": url(self.registry.uri), "artifacts": str(self.path(self.registry.artifacts))}
+                    update={
+                        "uri": url(self.registry.uri),
+                        "artifacts": str(self.path(self.registry.artifacts)),
+                    }
                 ),
             }
         )

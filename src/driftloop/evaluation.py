@@ -54,8 +54,13 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
 
 
 def bootstrap_diff(
-    y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, classes: list[str], metric: str,
-    n_boot: int = 500, seed: int = 0,
+    y_true: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    classes: list[str],
+    metric: str,
+    n_boot: int = 500,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """95 % bootstrap interval of ``metric(b) - metric(a)`` resampling the same rows."""
     rng = np.random.default_rng(seed)
@@ -65,6 +70,9 @@ def bootstrap_diff(
     diffs = np.empty(n_boot)
     for i in range(n_boot):
         idx = rng.integers(0, n, n)
-        diffs[i] = metrics(y_true[idx], pred_b[idx], classes)[metric] - metrics(y_true[idx], pred_a[idx], classes)[metric]
+        diffs[i] = (
+            metrics(y_true[idx], pred_b[idx], classes)[metric]
+            - metrics(y_true[idx], pred_a[idx], classes)[metric]
+        )
     lo, hi = np.quantile(diffs, [0.025, 0.975])
     return float(lo), float(hi)

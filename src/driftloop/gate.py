@@ -48,17 +48,28 @@ class Decision:
 
 
 def decide(
-    policy: GateSettings, champion: dict[str, float], challenger: dict[str, float], n: int,
+    policy: GateSettings,
+    champion: dict[str, float],
+    challenger: dict[str, float],
+    n: int,
     p_value: float | None = None,
 ) -> Decision:
     """Apply every rule of ``policy`` to metrics of both models on the same ``n`` rows."""
     rules: list[RuleResult] = []
     enough = n >= policy.min_eval_rows
-    rules.append(RuleResult(
-        "min_eval_rows", "rows", None, float(n), float(policy.min_eval_rows), enough,
-        f"The evaluation set has {n} rows; the gate needs at least {policy.min_eval_rows} to decide."
-        if not enough else f"The evaluation set has {n} rows (at least {policy.min_eval_rows} needed).",
-    ))
+    rules.append(
+        RuleResult(
+            "min_eval_rows",
+            "rows",
+            None,
+            float(n),
+            float(policy.min_eval_rows),
+            enough,
+            f"The evaluation set has {n} rows; the gate needs at least {policy.min_eval_rows} to decide."
+            if not enough
+            else f"The evaluation set has {n} rows (at least {policy.min_eval_rows} needed).",
+        )
+    )
     if not enough:
         return Decision(False, rules, n)
     m = policy.primary_metric
@@ -66,28 +77,51 @@ def decide(
     change = b - a
     ok = _finite(a, b) and change >= policy.min_improvement
     p_text = f" (McNemar p = {p_value:.3g})" if p_value is not None and m == "accuracy" else ""
-    rules.append(RuleResult(
-        "min_improvement", m, a, b, policy.min_improvement, ok,
-        f"{m} changed by {change:+.4f} ({a:.4f} -> {b:.4f}){p_text}; "
-        f"{'at least' if ok else 'below the required'} {policy.min_improvement:+.4f}.",
-    ))
+    rules.append(
+        RuleResult(
+            "min_improvement",
+            m,
+            a,
+            b,
+            policy.min_improvement,
+            ok,
+            f"{m} changed by {change:+.4f} ({a:.4f} -> {b:.4f}){p_text}; "
+            f"{'at least' if ok else 'below the required'} {policy.min_improvement:+.4f}.",
+        )
+    )
     for metric, tolerance in sorted(policy.max_regression.items()):
         a, b = champion[metric], challenger[metric]
         drop = a - b
         ok = _finite(a, b) and drop <= tolerance
-        rules.append(RuleResult(
-            "max_regression", metric, a, b, tolerance, ok,
-            f"{metric} fell by {drop:.4f} ({a:.4f} -> {b:.4f}), more than the tolerated {tolerance:.4f}."
-            if not ok else f"{metric} regression {max(drop, 0):.4f} is within the tolerated {tolerance:.4f}.",
-        ))
+        rules.append(
+            RuleResult(
+                "max_regression",
+                metric,
+                a,
+                b,
+                tolerance,
+                ok,
+                f"{metric} fell by {drop:.4f} ({a:.4f} -> {b:.4f}), more than the tolerated {tolerance:.4f}."
+                if not ok
+                else f"{metric} regression {max(drop, 0):.4f} is within the tolerated {tolerance:.4f}.",
+            )
+        )
     for metric, floor in sorted(policy.min_value.items()):
         b = challenger[metric]
         ok = _finite(b) and b >= floor
-        rules.append(RuleResult(
-            "min_value", metric, champion.get(metric), b, floor, ok,
-            f"The challenger's {metric} {b:.4f} is below the floor {floor:.4f}."
-            if not ok else f"The challenger's {metric} {b:.4f} meets the floor {floor:.4f}.",
-        ))
+        rules.append(
+            RuleResult(
+                "min_value",
+                metric,
+                champion.get(metric),
+                b,
+                floor,
+                ok,
+                f"The challenger's {metric} {b:.4f} is below the floor {floor:.4f}."
+                if not ok
+                else f"The challenger's {metric} {b:.4f} meets the floor {floor:.4f}.",
+            )
+        )
     return Decision(all(r.passed for r in rules), rules, n)
 
 

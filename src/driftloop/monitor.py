@@ -49,12 +49,16 @@ class Monitor:
         """The champion's reference (built once per champion version, then cached)."""
         version = self.project.champion()
         if version is None:
-            raise NotFoundError(f"Model '{self.project.name}' has no champion yet; run 'driftloop train' first.")
+            raise NotFoundError(
+                f"Model '{self.project.name}' has no champion yet; run 'driftloop train' first."
+            )
         if self._reference is None or self._reference[0] != version:
             row = build_reference(self.project, version)
             self._reference = (
-                version, row,
-                Profile.from_dict(row["profile"]["features"]), Profile.from_dict(row["profile"]["outputs"]),
+                version,
+                row,
+                Profile.from_dict(row["profile"]["features"]),
+                Profile.from_dict(row["profile"]["outputs"]),
             )
         return self._reference[1], self._reference[2], self._reference[3]
 
@@ -82,7 +86,9 @@ class Monitor:
         result.alerts, result.retrain_requests = self._evaluate_rules(now)
         return result
 
-    def _close_windows(self, pending: list[dict[str, Any]], *, flush: bool, now: float) -> list[list[dict[str, Any]]]:
+    def _close_windows(
+        self, pending: list[dict[str, Any]], *, flush: bool, now: float
+    ) -> list[list[dict[str, Any]]]:
         """Pop every complete window from the front of ``pending``."""
         window = self.project.settings.monitor.window
         closed: list[list[dict[str, Any]]] = []
@@ -115,41 +121,99 @@ class Monitor:
         keys = np.array([r["seq"] for r in rows], dtype="float64")
         keys = (keys * 0.6180339887498949) % 1.0  # golden-ratio hash of the sequence number
         current = Profile.from_frame(ref_features.spec, features, keys=keys)
-        outputs = pd.DataFrame({
-            "__prediction__": [r["prediction"] for r in rows],
-            "__confidence__": [r["confidence"] for r in rows],
-        })
+        outputs = pd.DataFrame(
+            {
+                "__prediction__": [r["prediction"] for r in rows],
+                "__confidence__": [r["confidence"] for r in rows],
+            }
+        )
         current_outputs = Profile.from_frame(ref_outputs.spec, outputs, keys=keys)
-        report = compare(ref_features, current, fdr=settings.fdr, min_ks=settings.min_ks, min_linf=settings.min_linf)
-        out_report = compare(ref_outputs, current_outputs, fdr=settings.fdr, min_ks=settings.min_ks,
-                             min_linf=settings.min_linf)
+        report = compare(
+            ref_features, current, fdr=settings.fdr, min_ks=settings.min_ks, min_linf=settings.min_linf
+        )
+        out_report = compare(
+            ref_outputs, current_outputs, fdr=settings.fdr, min_ks=settings.min_ks, min_linf=settings.min_linf
+        )
         n = len(rows)
         window_metrics: list[dict[str, Any]] = []
         for col in report.columns:
-            window_metrics.append(dict(name=f"drift.{col.column}", value=col.effect, n=col.n_current,
-                                       p_value=col.p_value, threshold=col.effect_threshold, flagged=col.drifted))
-            window_metrics.append(dict(name=f"psi.{col.column}", value=col.psi, n=col.n_current,
-                                       p_value=None, threshold=None, flagged=False))
+            window_metrics.append(
+                dict(
+                    name=f"drift.{col.column}",
+                    value=col.effect,
+                    n=col.n_current,
+                    p_value=col.p_value,
+                    threshold=col.effect_threshold,
+                    flagged=col.drifted,
+                )
+            )
+            window_metrics.append(
+                dict(
+                    name=f"psi.{col.column}",
+                    value=col.psi,
+                    n=col.n_current,
+                    p_value=None,
+                    threshold=None,
+                    flagged=False,
+                )
+            )
         pred, conf = out_report["__prediction__"], out_report["__confidence__"]
         window_metrics += [
             dict(name="rows", value=float(n), n=n, p_value=None, threshold=None, flagged=False),
-            dict(name="drift_share", value=report.share, n=n, p_value=None, threshold=None,
-                 flagged=bool(report.drifted)),
-            dict(name="drift_score", value=max((c.js for c in report.columns), default=0.0), n=n,
-                 p_value=None, threshold=None, flagged=bool(report.drifted)),
-            dict(name="prediction_drift", value=pred.js, n=n, p_value=pred.p_value,
-                 threshold=pred.effect_threshold, flagged=pred.drifted),
-            dict(name="confidence_drift", value=conf.effect, n=n, p_value=conf.p_value,
-                 threshold=conf.effect_threshold, flagged=conf.drifted),
-            dict(name="mean_confidence", value=float(outputs["__confidence__"].mean()), n=n,
-                 p_value=None, threshold=None, flagged=False),
+            dict(
+                name="drift_share",
+                value=report.share,
+                n=n,
+                p_value=None,
+                threshold=None,
+                flagged=bool(report.drifted),
+            ),
+            dict(
+                name="drift_score",
+                value=max((c.js for c in report.columns), default=0.0),
+                n=n,
+                p_value=None,
+                threshold=None,
+                flagged=bool(report.drifted),
+            ),
+            dict(
+                name="prediction_drift",
+                value=pred.js,
+                n=n,
+                p_value=pred.p_value,
+                threshold=pred.effect_threshold,
+                flagged=pred.drifted,
+            ),
+            dict(
+                name="confidence_drift",
+                value=conf.effect,
+                n=n,
+                p_value=conf.p_value,
+                threshold=conf.effect_threshold,
+                flagged=conf.drifted,
+            ),
+            dict(
+                name="mean_confidence",
+                value=float(outputs["__confidence__"].mean()),
+                n=n,
+                p_value=None,
+                threshold=None,
+                flagged=False,
+            ),
         ]
         window = dict(
-            model=self.project.name, reference_id=ref_row["id"], start_seq=rows[0]["seq"], end_seq=rows[-1]["seq"],
-            start_ts=rows[0]["ts"], end_ts=rows[-1]["ts"], n=n,
+            model=self.project.name,
+            reference_id=ref_row["id"],
+            start_seq=rows[0]["seq"],
+            end_seq=rows[-1]["seq"],
+            start_ts=rows[0]["ts"],
+            end_ts=rows[-1]["ts"],
+            n=n,
             model_versions=sorted({r["model_version"] for r in rows}),
-            profile={"features": current.to_dict(include_spec=False),
-                     "outputs": current_outputs.to_dict(include_spec=False)},
+            profile={
+                "features": current.to_dict(include_spec=False),
+                "outputs": current_outputs.to_dict(include_spec=False),
+            },
             created_at=time.time(),
         )
         return self.project.store.add_window(window, window_metrics)
@@ -170,11 +234,23 @@ class Monitor:
             if part.empty:
                 continue
             scores = metrics(part["label"].to_numpy(), part["prediction"].to_numpy(), classes)
-            store.upsert_metrics(w["id"], [
-                dict(name=k, value=v, n=len(part), p_value=None, threshold=None, flagged=False)
-                for k, v in scores.items()
-            ] + [dict(name="labelled", value=float(len(part)), n=len(part), p_value=None, threshold=None,
-                      flagged=False)])
+            store.upsert_metrics(
+                w["id"],
+                [
+                    dict(name=k, value=v, n=len(part), p_value=None, threshold=None, flagged=False)
+                    for k, v in scores.items()
+                ]
+                + [
+                    dict(
+                        name="labelled",
+                        value=float(len(part)),
+                        n=len(part),
+                        p_value=None,
+                        threshold=None,
+                        flagged=False,
+                    )
+                ],
+            )
 
     def _evaluate_rules(self, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         rules = self.project.settings.alerts
@@ -185,8 +261,11 @@ class Monitor:
         fired: list[dict[str, Any]] = []
         retrain: list[dict[str, Any]] = []
         for rule in rules:
-            series = [(w["id"], float(m["value"]), int(m["n"]))
-                      for w in history if (m := w["metrics"].get(rule.metric)) and m["value"] is not None]
+            series = [
+                (w["id"], float(m["value"]), int(m["n"]))
+                for w in history
+                if (m := w["metrics"].get(rule.metric)) and m["value"] is not None
+            ]
             last = store.alerts(name, limit=1, rule=rule.name)
             fire, streak = should_fire(rule, series, last[-1] if last else None, now)
             if not fire:
@@ -194,15 +273,28 @@ class Monitor:
             window_id, value, n = series[-1]
             first_window = next(w for w in history if w["id"] == series[-streak][0])
             message = (
-                f"{rule.metric} = {value:.4g} {rule.op} {rule.threshold:g} for {streak} consecutive window(s) "
+                f"{rule.metric} = {value:.4g} {rule.op} {rule.threshold:g} "
+                f"for {streak} consecutive window(s) "
                 f"(latest window {window_id}, n = {n})."
             )
-            alert = dict(model=name, rule=rule.name, metric=rule.metric, value=value, threshold=rule.threshold,
-                         window_id=window_id, message=message)
+            alert = dict(
+                model=name,
+                rule=rule.name,
+                metric=rule.metric,
+                value=value,
+                threshold=rule.threshold,
+                window_id=window_id,
+                message=message,
+            )
             alert["id"] = store.add_alert(**alert)
             dispatch(self.sinks, alert)
             fired.append(alert)
             if rule.retrain:
-                retrain.append({"alert_id": alert["id"], "trigger": f"alert:{rule.name}",
-                                "since_seq": int(first_window["start_seq"])})
+                retrain.append(
+                    {
+                        "alert_id": alert["id"],
+                        "trigger": f"alert:{rule.name}",
+                        "since_seq": int(first_window["start_seq"]),
+                    }
+                )
         return fired, retrain

@@ -83,13 +83,16 @@ def labelled_frame(project: Project, df: pd.DataFrame, what: str) -> pd.DataFram
     """Schema columns plus the target as strings; rows with unknown labels are an error."""
     target = project.settings.project.target
     if target not in df.columns:
-        raise SchemaError(f"The {what} must have the target column '{target}'. Got columns {sorted(map(str, df.columns))}.")
+        raise SchemaError(
+            f"The {what} must have the target column '{target}'. Got columns {sorted(map(str, df.columns))}."
+        )
     X = project.schema.frame(df)
     y = df[target].astype(str)
     unknown = sorted(set(y) - set(project.classes))
     if unknown:
         raise SchemaError(
-            f"Every label in the {what} must be one of the classes {project.classes}. Got {unknown[:5]} instead."
+            f"Every label in the {what} must be one of the classes {project.classes}. "
+            f"Got {unknown[:5]} instead."
         )
     X[target] = y.to_numpy()
     return X
@@ -107,8 +110,14 @@ def snapshot_training_data(project: Project) -> Dataset:
         "class_counts": df[target].value_counts().sort_index().to_dict(),
     }
     dataset = write_snapshot(project.settings.state_dir / "datasets", df, manifest)
-    project.store.add_dataset(id=dataset.id, model=project.name, kind="train", path=str(dataset.path),
-                              rows=dataset.rows, manifest=dataset.manifest)
+    project.store.add_dataset(
+        id=dataset.id,
+        model=project.name,
+        kind="train",
+        path=str(dataset.path),
+        rows=dataset.rows,
+        manifest=dataset.manifest,
+    )
     return dataset
 
 
@@ -146,7 +155,9 @@ def fit_and_register(
     fit = load_trainer(entrypoint, project)
     target = project.settings.project.target
     # the trainer sees exactly the dtypes serving will pass to predict_proba
-    model = fit(project.schema.frame(train_df), train_df[target].astype(str), **project.settings.trainer.params)
+    model = fit(
+        project.schema.frame(train_df), train_df[target].astype(str), **project.settings.trainer.params
+    )
     for attribute in ("predict_proba", "classes_"):
         if not hasattr(model, attribute):
             raise ConfigError(
@@ -156,7 +167,10 @@ def fit_and_register(
     scores: dict[str, float] = {}
     if len(valid_df):
         labels, _, _ = predict(model, project.schema.frame(valid_df), project.classes)
-        scores = {f"validation_{k}": v for k, v in metrics(valid_df[target].to_numpy(), labels, project.classes).items()}
+        scores = {
+            f"validation_{k}": v
+            for k, v in metrics(valid_df[target].to_numpy(), labels, project.classes).items()
+        }
     tags = {
         "driftloop.run_key": run_key,
         "driftloop.dataset": dataset_id,
@@ -164,7 +178,11 @@ def fit_and_register(
         "driftloop.git_revision": _git_revision(project),
         "driftloop.run_name": f"{name}-{run_key}",
     }
-    params = {**project.settings.trainer.params, "train_rows": len(train_df), "validation_rows": len(valid_df)}
+    params = {
+        **project.settings.trainer.params,
+        "train_rows": len(train_df),
+        "validation_rows": len(valid_df),
+    }
     version = registry.register(name, model, params=params, metrics=scores, tags=tags)
     return version, scores
 
@@ -183,8 +201,14 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
     if champion:
         previous = project.champion()
         project.registry.set_alias(project.name, "champion", version)
-        project.store.add_promotion(model=project.name, action="initial", from_version=previous,
-                                    to_version=version, run_id=None, reason="first trained version")
+        project.store.add_promotion(
+            model=project.name,
+            action="initial",
+            from_version=previous,
+            to_version=version,
+            run_id=None,
+            reason="first trained version",
+        )
         build_reference(project, version)
     return TrainResult(version, dataset, scores, champion)
 
@@ -193,16 +217,24 @@ def reference_profiles(project: Project, df: pd.DataFrame, model: Any) -> tuple[
     """Feature profile of all rows; output profile (prediction, confidence) of the validation rows."""
     settings = project.settings.monitor
     features = project.schema.profile_frame(project.schema.frame(df))
-    spec = ProfileSpec.fit(features, numeric=[c for c in features if features[c].dtype.kind == "f"],
-                           categorical=[c for c in features if features[c].dtype.kind != "f"],
-                           bins=settings.bins, sample_size=settings.sample_size)
+    spec = ProfileSpec.fit(
+        features,
+        numeric=[c for c in features if features[c].dtype.kind == "f"],
+        categorical=[c for c in features if features[c].dtype.kind != "f"],
+        bins=settings.bins,
+        sample_size=settings.sample_size,
+    )
     feature_profile = Profile.from_frame(spec, features)
     _, valid = split_validation(df) if "__key__" in df else (df, df)
     if not len(valid):
         valid = df
     outputs = output_frame(project, model, valid)
     out_spec = ProfileSpec(
-        numeric={"__confidence__": ProfileSpec.fit(outputs, ["__confidence__"], [], bins=settings.bins).numeric["__confidence__"]},
+        numeric={
+            "__confidence__": ProfileSpec.fit(outputs, ["__confidence__"], [], bins=settings.bins).numeric[
+                "__confidence__"
+            ]
+        },
         categorical={"__prediction__": list(project.classes)},
         sample_size=0,
     )
@@ -222,7 +254,10 @@ def build_reference(project: Project, version: str) -> dict[str, Any]:
     dataset_id = project.registry.tags(project.name, version).get("driftloop.dataset", "")
     row = project.store.dataset(dataset_id)
     if row is None:
-        raise ConfigError(f"Version {version} of '{project.name}' names dataset {dataset_id!r}, which the store does not have.")
+        raise ConfigError(
+            f"Version {version} of '{project.name}' names dataset {dataset_id!r}, "
+            "which the store does not have."
+        )
     df = pd.read_parquet(row["path"])
     model = project.registry.load(project.name, version)
     features, outputs = reference_profiles(project, df, model)

@@ -45,7 +45,9 @@ def launch(project: Project, *, schedules: bool = True) -> None:
     """Start DBOS for this project (recovering interrupted runs) and register its schedule."""
     if _state["launched"]:
         if _state["project"] is not project:
-            raise WorkflowError("DBOS is already launched for another project in this process; call shutdown() first.")
+            raise WorkflowError(
+                "DBOS is already launched for another project in this process; call shutdown() first."
+            )
         return
     _state["project"] = project
     project.settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +56,6 @@ def launch(project: Project, *, schedules: bool = True) -> None:
         "system_database_url": project.settings.workflow_db_url,
         "application_version": f"driftloop-{__version__}",
         "scheduler_polling_interval_sec": 1.0,
-        "run_admin_server": False,
         "log_level": os.environ.get("DRIFTLOOP_DBOS_LOG_LEVEL", "WARNING"),
     }
     DBOS(config=config)
@@ -67,8 +68,9 @@ def launch(project: Project, *, schedules: bool = True) -> None:
     if schedules and cron:
         if schedule_name in existing:
             DBOS.delete_schedule(schedule_name)
-        DBOS.create_schedule(schedule_name=schedule_name, workflow_fn=scheduled_retrain, schedule=cron,
-                             context=project.name)
+        DBOS.create_schedule(
+            schedule_name=schedule_name, workflow_fn=scheduled_retrain, schedule=cron, context=project.name
+        )
     elif schedule_name in existing:
         DBOS.delete_schedule(schedule_name)
 
@@ -97,7 +99,11 @@ def _crashpoint(name: str) -> None:
 
 # -- triggers ------------------------------------------------------------------------------------
 def start_retrain(
-    project: Project, trigger: str = "manual", *, trainer: str | None = None, since_seq: int | None = None,
+    project: Project,
+    trigger: str = "manual",
+    *,
+    trainer: str | None = None,
+    since_seq: int | None = None,
 ) -> str:
     """Queue a retraining run; returns its id. Needs :func:`launch` first."""
     launch(project)
@@ -113,7 +119,7 @@ def start_retrain(
 
 def wait(run_id: str, timeout: float = 600.0) -> dict[str, Any]:
     """Block until a run ends; returns its row."""
-    handle = DBOS.retrieve_workflow(run_id)
+    handle: Any = DBOS.retrieve_workflow(run_id)
     deadline = time.time() + timeout
     while time.time() < deadline:
         status = handle.get_status().status
@@ -126,18 +132,24 @@ def wait(run_id: str, timeout: float = 600.0) -> dict[str, Any]:
     return row
 
 
-def monitor_and_trigger(project: Project, monitor: Monitor | None = None, *, flush: bool = False) -> MonitorRun:
+def monitor_and_trigger(
+    project: Project, monitor: Monitor | None = None, *, flush: bool = False
+) -> MonitorRun:
     """One monitoring pass; alert rules marked ``retrain = true`` queue a run (one at a time)."""
     monitor = monitor or Monitor(project)
     result = monitor.run(flush=flush)
     for request in result.retrain_requests:
         active = project.store.runs(project.name, active_only=True)
         if active:
-            log.info("Alert %s: a retrain is already queued or running (%s)", request["trigger"], active[-1]["id"])
+            log.info(
+                "Alert %s: a retrain is already queued or running (%s)", request["trigger"], active[-1]["id"]
+            )
             project.store.set_alert_run(request["alert_id"], active[-1]["id"])
             continue
         if not _enough_new_labels(project):
-            log.info("Alert %s: fewer than retrain.min_new_labels new labels; not retraining", request["trigger"])
+            log.info(
+                "Alert %s: fewer than retrain.min_new_labels new labels; not retraining", request["trigger"]
+            )
             continue
         run_id = start_retrain(project, request["trigger"], since_seq=request["since_seq"])
         project.store.set_alert_run(request["alert_id"], run_id)
@@ -171,7 +183,9 @@ def retrain(run_id: str) -> str:
         version = train_step(run_id, data)
         scores = evaluate_step(run_id, data, version, plan["champion"])
         accepted = gate_step(run_id, scores, version, plan["champion"], data["eval_id"])
-        outcome = promote_step(run_id, version, plan["champion"]) if accepted else reject_step(run_id, version)
+        outcome = (
+            promote_step(run_id, version, plan["champion"]) if accepted else reject_step(run_id, version)
+        )
     except Exception as exc:
         store.update_run(run_id, status="failed", error=str(exc)[:2000], finished_at=time.time())
         _alert(run_id, "retrain-failed", f"Retrain run {run_id} failed: {exc}")
@@ -194,7 +208,11 @@ def plan_step(run_id: str) -> dict[str, Any]:
     if champion is None:
         raise WorkflowError(f"Model '{project.name}' has no champion; run 'driftloop train' first.")
     row = project.store.run(run_id) or {}
-    return {"champion": champion, "cutoff_feedback": project.store.max_feedback_id(), **row.get("options", {})}
+    return {
+        "champion": champion,
+        "cutoff_feedback": project.store.max_feedback_id(),
+        **row.get("options", {}),
+    }
 
 
 @DBOS.step()
@@ -204,17 +222,26 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     settings, store = project.settings, project.store
     rt = settings.retrain
     target = settings.project.target
-    rows = store.labelled(project.name, start_seq=plan.get("since_seq") or 0, max_feedback_id=plan["cutoff_feedback"])
+    rows = store.labelled(
+        project.name, start_seq=plan.get("since_seq") or 0, max_feedback_id=plan["cutoff_feedback"]
+    )
     rows = rows[-rt.lookback :]
     base = store.dataset(project.registry.tags(project.name, plan["champion"]).get("driftloop.dataset", ""))
     if base is None:
         raise WorkflowError("The champion's training snapshot is missing from the store; retrain needs it.")
     original = pd.read_parquet(base["path"])
-    original = original[original["__key__"].astype(str).str.startswith("train:")] if "__key__" in original else original
-    prod = pd.DataFrame([{**r["inputs"], target: r["label"], "__key__": f"pred:{r['prediction_id']}"} for r in rows])
+    original = (
+        original[original["__key__"].astype(str).str.startswith("train:")]
+        if "__key__" in original
+        else original
+    )
+    prod = pd.DataFrame(
+        [{**r["inputs"], target: r["label"], "__key__": f"pred:{r['prediction_id']}"} for r in rows]
+    )
     if len(prod):
         prod = labelled_frame(project, prod, "labelled production rows").assign(
-            __key__=prod["__key__"].to_numpy())
+            __key__=prod["__key__"].to_numpy()
+        )
         holdout = prod["__key__"].map(lambda k: stable_fraction(k) < rt.holdout_fraction).to_numpy(bool)
         prod_train, evaluation = prod[~holdout], prod[holdout]
     else:
@@ -222,33 +249,67 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     if len(evaluation) == 0:  # no production labels yet: hold out the original validation rows
         original, evaluation = split_validation(original)
     share = rt.replay_fraction
-    replay_n = len(original) if not len(prod_train) else min(
-        len(original), round(share / (1 - share) * len(prod_train)) if share < 1 else len(original))
+    replay_n = (
+        len(original)
+        if not len(prod_train)
+        else min(len(original), round(share / (1 - share) * len(prod_train)) if share < 1 else len(original))
+    )
     replay = original.sample(n=replay_n, random_state=rt.seed) if replay_n else original.iloc[:0]
     training = pd.concat([prod_train, replay], ignore_index=True)
     cutoff_seq = rows[-1]["seq"] if rows else 0
     store.update_run(run_id, options={**plan, "cutoff_seq": cutoff_seq})
     folder = settings.state_dir / "datasets"
-    common = {"model": project.name, "run_id": run_id, "champion": plan["champion"],
-              "feedback_window": {"since_seq": plan.get("since_seq") or 0, "max_feedback_id": plan["cutoff_feedback"]}}
-    train_ds = write_snapshot(folder, training, {
-        **common, "kind": "train",
-        "sources": [{"type": "dataset", "id": base["id"], "rows": replay_n},
-                    {"type": "feedback", "rows": len(prod_train)}],
-        "sampling": {"replay_fraction": share, "lookback": rt.lookback, "holdout_fraction": rt.holdout_fraction,
-                     "seed": rt.seed},
-        "class_counts": training[target].value_counts().sort_index().to_dict() if len(training) else {},
-    })
-    eval_ds = write_snapshot(folder, evaluation, {
-        **common, "kind": "eval",
-        "split": f"stable hash of prediction id < {rt.holdout_fraction}",
-        "class_counts": evaluation[target].value_counts().sort_index().to_dict() if len(evaluation) else {},
-    })
+    common = {
+        "model": project.name,
+        "run_id": run_id,
+        "champion": plan["champion"],
+        "feedback_window": {
+            "since_seq": plan.get("since_seq") or 0,
+            "max_feedback_id": plan["cutoff_feedback"],
+        },
+    }
+    train_ds = write_snapshot(
+        folder,
+        training,
+        {
+            **common,
+            "kind": "train",
+            "sources": [
+                {"type": "dataset", "id": base["id"], "rows": replay_n},
+                {"type": "feedback", "rows": len(prod_train)},
+            ],
+            "sampling": {
+                "replay_fraction": share,
+                "lookback": rt.lookback,
+                "holdout_fraction": rt.holdout_fraction,
+                "seed": rt.seed,
+            },
+            "class_counts": training[target].value_counts().sort_index().to_dict() if len(training) else {},
+        },
+    )
+    eval_ds = write_snapshot(
+        folder,
+        evaluation,
+        {
+            **common,
+            "kind": "eval",
+            "split": f"stable hash of prediction id < {rt.holdout_fraction}",
+            "class_counts": evaluation[target].value_counts().sort_index().to_dict()
+            if len(evaluation)
+            else {},
+        },
+    )
     for ds, kind in ((train_ds, "train"), (eval_ds, "eval")):
-        store.add_dataset(id=ds.id, model=project.name, kind=kind, path=str(ds.path), rows=ds.rows,
-                          manifest=ds.manifest)
-    return {"train_id": train_ds.id, "train_path": str(train_ds.path), "eval_id": eval_ds.id,
-            "eval_path": str(eval_ds.path), "trainer": plan.get("trainer")}
+        store.add_dataset(
+            id=ds.id, model=project.name, kind=kind, path=str(ds.path), rows=ds.rows, manifest=ds.manifest
+        )
+    return {
+        "train_id": train_ds.id,
+        "train_path": str(train_ds.path),
+        "eval_id": eval_ds.id,
+        "eval_path": str(eval_ds.path),
+        "trainer": plan.get("trainer"),
+    }
 
 
 @DBOS.step()
@@ -256,8 +317,9 @@ def train_step(run_id: str, data: dict[str, Any]) -> str:
     project = _step(run_id, "train")
     _crashpoint("train:before-register")
     df = pd.read_parquet(data["train_path"])
-    version, _ = fit_and_register(project, df, df.iloc[:0], dataset_id=data["train_id"], run_key=run_id,
-                                  trainer=data.get("trainer"))
+    version, _ = fit_and_register(
+        project, df, df.iloc[:0], dataset_id=data["train_id"], run_key=run_id, trainer=data.get("trainer")
+    )
     _crashpoint("train:after-register")
     project.registry.set_alias(project.name, "challenger", version)
     project.store.update_run(run_id, challenger_version=version)
@@ -285,16 +347,26 @@ def evaluate_step(run_id: str, data: dict[str, Any], challenger: str, champion: 
 @DBOS.step()
 def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: str, eval_id: str) -> bool:
     project = _step(run_id, "gate")
-    decision = decide(project.settings.gate, scores["champion"], scores["challenger"], scores["n"],
-                      scores.get("mcnemar_p"))
-    row = project.store.add_decision(
-        run_id=run_id, model=project.name, champion_version=champion, challenger_version=challenger,
-        accepted=decision.accepted, rules=decision.rules_as_dicts(), reasons=decision.reasons,
-        eval_rows=scores["n"], eval_dataset=eval_id,
+    decision = decide(
+        project.settings.gate, scores["champion"], scores["challenger"], scores["n"], scores.get("mcnemar_p")
     )
-    project.registry.set_tag(project.name, challenger, "driftloop.gate",
-                             "accepted" if row["accepted"] else "rejected")
-    project.registry.set_tag(project.name, challenger, "driftloop.gate_reasons", " | ".join(row["reasons"])[:4900])
+    row = project.store.add_decision(
+        run_id=run_id,
+        model=project.name,
+        champion_version=champion,
+        challenger_version=challenger,
+        accepted=decision.accepted,
+        rules=decision.rules_as_dicts(),
+        reasons=decision.reasons,
+        eval_rows=scores["n"],
+        eval_dataset=eval_id,
+    )
+    project.registry.set_tag(
+        project.name, challenger, "driftloop.gate", "accepted" if row["accepted"] else "rejected"
+    )
+    project.registry.set_tag(
+        project.name, challenger, "driftloop.gate_reasons", " | ".join(row["reasons"])[:4900]
+    )
     _crashpoint("gate:end")
     return bool(row["accepted"])
 
@@ -309,11 +381,20 @@ def promote_step(run_id: str, challenger: str, champion: str) -> str:
     _crashpoint("promote:after-alias")
     registry.delete_alias(name, "challenger")
     decision = project.store.decision(run_id) or {}
-    project.store.add_promotion(model=name, action="promote", from_version=champion, to_version=challenger,
-                                run_id=run_id, reason=" ".join(decision.get("reasons", [])))
+    project.store.add_promotion(
+        model=name,
+        action="promote",
+        from_version=champion,
+        to_version=challenger,
+        run_id=run_id,
+        reason=" ".join(decision.get("reasons", [])),
+    )
     build_reference(project, challenger)  # monitoring now compares with the new champion's data
-    _alert(run_id, "promoted", f"Version {challenger} replaced {champion} as champion: "
-           + " ".join(decision.get("reasons", [])))
+    _alert(
+        run_id,
+        "promoted",
+        f"Version {challenger} replaced {champion} as champion: " + " ".join(decision.get("reasons", [])),
+    )
     return "promoted"
 
 
@@ -323,17 +404,32 @@ def reject_step(run_id: str, challenger: str) -> str:
     project.registry.set_tag(project.name, challenger, "driftloop.status", "rejected")
     project.registry.delete_alias(project.name, "challenger")
     decision = project.store.decision(run_id) or {}
-    _alert(run_id, "retrain-rejected", f"Challenger version {challenger} was rejected; the champion stays. "
-           + " ".join(decision.get("reasons", [])))
+    _alert(
+        run_id,
+        "retrain-rejected",
+        f"Challenger version {challenger} was rejected; the champion stays. "
+        + " ".join(decision.get("reasons", [])),
+    )
     return "rejected"
 
 
 def _alert(run_id: str, rule: str, message: str) -> None:
     project = _project()
-    if any(a["run_id"] == run_id and a["rule"] == rule for a in project.store.alerts(project.name, limit=50, rule=rule)):
+    if any(
+        a["run_id"] == run_id and a["rule"] == rule
+        for a in project.store.alerts(project.name, limit=50, rule=rule)
+    ):
         return  # a replayed step does not alert twice
-    alert = dict(model=project.name, rule=rule, metric="retrain", value=None, threshold=None, window_id=None,
-                 message=message, run_id=run_id)
+    alert: dict[str, Any] = dict(
+        model=project.name,
+        rule=rule,
+        metric="retrain",
+        value=None,
+        threshold=None,
+        window_id=None,
+        message=message,
+        run_id=run_id,
+    )
     alert["id"] = project.store.add_alert(**alert)
     dispatch(make_sinks(project.settings), alert)
 
@@ -346,8 +442,13 @@ def rollback(project: Project, reason: str = "manual rollback") -> str:
         raise NotFoundError(f"Model '{name}' has no previous champion to roll back to.")
     registry.set_alias(name, "champion", previous)
     registry.set_alias(name, "previous", current)
-    project.store.add_promotion(model=name, action="rollback", from_version=current, to_version=previous,
-                                run_id=f"rollback-{uuid.uuid4().hex[:10]}", reason=reason)
+    project.store.add_promotion(
+        model=name,
+        action="rollback",
+        from_version=current,
+        to_version=previous,
+        run_id=f"rollback-{uuid.uuid4().hex[:10]}",
+        reason=reason,
+    )
     build_reference(project, previous)
     return previous
-

@@ -32,10 +32,14 @@ EMPLOYMENT = ["salaried", "self_employed", "contractor", "unemployed"]
 PURPOSE = ["home", "car", "education", "business"]
 
 
-def applicants(n: int, concept: str = "A", seed: int | np.random.Generator = 0, noise: float = 0.02) -> pd.DataFrame:
+def applicants(
+    n: int, concept: str = "A", seed: int | np.random.Generator = 0, noise: float = 0.02
+) -> pd.DataFrame:
     """``n`` applicants under concept ``"A"`` or ``"B"``, with the ``approved`` label."""
     if concept not in ("A", "B"):
-        raise ValueError(f"The 'concept' parameter of applicants must be 'A' or 'B'. Got {concept!r} instead.")
+        raise ValueError(
+            f"The 'concept' parameter of applicants must be 'A' or 'B'. Got {concept!r} instead."
+        )
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     b = concept == "B"
     income = rng.lognormal(np.log(42_000 if b else 50_000), 0.5 if b else 0.4, n)
@@ -49,17 +53,36 @@ def applicants(n: int, concept: str = "A", seed: int | np.random.Generator = 0, 
     credit_z = (credit - 680) / 60
     emp = pd.Series(employment)
     if b:
-        score = (0.2 * credit_z + 0.8 * income_z - 2.5 * debt_z + 0.5
-                 + emp.map({"salaried": 0.0, "self_employed": 0.8, "contractor": 0.0, "unemployed": -1.5}).to_numpy()
-                 + pd.Series(purpose).map({"home": 0.2, "car": 0.0, "education": 0.4, "business": -1.5}).to_numpy())
+        score = (
+            0.2 * credit_z
+            + 0.8 * income_z
+            - 2.5 * debt_z
+            + 0.5
+            + emp.map(
+                {"salaried": 0.0, "self_employed": 0.8, "contractor": 0.0, "unemployed": -1.5}
+            ).to_numpy()
+            + pd.Series(purpose).map({"home": 0.2, "car": 0.0, "education": 0.4, "business": -1.5}).to_numpy()
+        )
     else:
-        score = (1.2 * credit_z + 1.0 * income_z - 1.2 * debt_z
-                 + emp.map({"salaried": 0.2, "self_employed": -0.3, "contractor": 0.0, "unemployed": -1.5}).to_numpy())
+        score = (
+            1.2 * credit_z
+            + 1.0 * income_z
+            - 1.2 * debt_z
+            + emp.map(
+                {"salaried": 0.2, "self_employed": -0.3, "contractor": 0.0, "unemployed": -1.5}
+            ).to_numpy()
+        )
     approved = score > 0
     flip = rng.random(n) < noise
     approved = np.where(flip, ~approved, approved)
-    return pd.DataFrame({
-        "income": income.round(0), "debt_ratio": debt.round(4), "credit_score": credit.round(0),
-        "age": age.round(0), "employment": employment, "purpose": purpose,
-        "approved": np.where(approved, "yes", "no"),
-    })
+    return pd.DataFrame(
+        {
+            "income": income.round(0),
+            "debt_ratio": debt.round(4),
+            "credit_score": credit.round(0),
+            "age": age.round(0),
+            "employment": employment,
+            "purpose": purpose,
+            "approved": np.where(approved, "yes", "no"),
+        }
+    )

@@ -128,14 +128,23 @@ def careless(X, y, **params):
 
 
 def write_example(
-    folder: Path, *, seed: int = 7, rows: int = 5000, port: int = 8000, window: str = "1000 rows",
-    replay_fraction: float = 0.25, reload_interval: str = "2s",
+    folder: Path,
+    *,
+    seed: int = 7,
+    rows: int = 5000,
+    port: int = 8000,
+    window: str = "1000 rows",
+    replay_fraction: float = 0.25,
+    reload_interval: str = "2s",
 ) -> Path:
     """Write driftloop.toml, trainer.py and data/train.csv (concept A) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "driftloop.toml"
-    config.write_text(CONFIG.format(port=port, window=window, replay_fraction=replay_fraction,
-                                    reload_interval=reload_interval))
+    config.write_text(
+        CONFIG.format(
+            port=port, window=window, replay_fraction=replay_fraction, reload_interval=reload_interval
+        )
+    )
     (folder / "trainer.py").write_text(TRAINER)
     (folder / "data").mkdir(exist_ok=True)
     applicants(rows, "A", seed=seed).to_csv(folder / "data" / "train.csv", index=False)

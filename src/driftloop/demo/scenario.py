@@ -67,8 +67,9 @@ class serve_in_thread:
 
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, name="driftloop-demo-server", daemon=True)
 
     def __enter__(self) -> str:
@@ -86,21 +87,38 @@ class serve_in_thread:
 
 
 def run_demo(
-    folder: Path, *, seed: int = 7, windows: int = 14, drift_at: int = 5, window_rows: int = 3000,
-    label_share: float = 0.2, batch: int = 250, console: Console | None = None,
+    folder: Path,
+    *,
+    seed: int = 7,
+    windows: int = 14,
+    drift_at: int = 5,
+    window_rows: int = 3000,
+    label_share: float = 0.2,
+    batch: int = 250,
+    console: Console | None = None,
 ) -> DemoResult:
     console = console or Console()
     folder = folder.resolve()
     if (folder / ".driftloop").exists():
-        raise FileExistsError(f"The demo folder '{folder}' already holds a run; choose another --out or remove it.")
-    config = write_example(folder, seed=seed, rows=5000, window=f"{window_rows} rows", replay_fraction=0.1,
-                           reload_interval="250ms")
+        raise FileExistsError(
+            f"The demo folder '{folder}' already holds a run; choose another --out or remove it."
+        )
+    config = write_example(
+        folder,
+        seed=seed,
+        rows=5000,
+        window=f"{window_rows} rows",
+        replay_fraction=0.1,
+        reload_interval="250ms",
+    )
     project = Project.load(config)
     rng = np.random.default_rng(seed + 1)
     console.rule("[bold]driftloop demo")
     console.print(f"Project written to [cyan]{folder}[/]; training the first champion on concept A…")
     first = train(project)
-    console.print(f"Champion: version {first.version} (validation accuracy {first.metrics['validation_accuracy']:.3f})")
+    console.print(
+        f"Champion: version {first.version} (validation accuracy {first.metrics['validation_accuracy']:.3f})"
+    )
     workflow.launch(project)
     monitor = Monitor(project)
     truth: dict[str, tuple[str, int, str]] = {}  # prediction id -> (true label, window, served version)
@@ -108,8 +126,11 @@ def run_demo(
     pending_labels: list[tuple[str, str]] = []
     promoted = rejected = 0
     try:
-        with serve_in_thread(create_app(project, background=True, monitor=False)) as url, \
-                httpx.Client(base_url=url, timeout=60) as client, Progress(console=console, transient=True) as bar:
+        with (
+            serve_in_thread(create_app(project, background=True, monitor=False)) as url,
+            httpx.Client(base_url=url, timeout=60) as client,
+            Progress(console=console, transient=True) as bar,
+        ):
             task = bar.add_task("streaming traffic", total=windows)
             for w in range(windows):
                 concept = "A" if w < drift_at else "B"
@@ -129,22 +150,28 @@ def run_demo(
                 _send_labels(client, pending_labels)
                 chosen = rng.random(len(ids)) < label_share
                 pending_labels = [(pid, truth[pid][0]) for pid, keep in zip(ids, chosen, strict=True) if keep]
-                result = workflow.monitor_and_trigger(project, monitor)
-                for alert in result.alerts:
+                monitored = workflow.monitor_and_trigger(project, monitor)
+                for alert in monitored.alerts:
                     events.setdefault(w, []).append(f"alert {alert['rule']}")
                 for run in project.store.runs(project.name, active_only=True):
                     outcome = workflow.wait(run["id"])
                     decision = project.store.decision(run["id"])
-                    events.setdefault(w, []).append(f"retrain {outcome['status']} (v{outcome['challenger_version']})")
-                    console.print(f"[bold]window {w}[/]: retrain {run['id']} ({run['trigger']}) → "
-                                  f"[{'green' if outcome['status'] == 'promoted' else 'red'}]{outcome['status']}[/]")
+                    events.setdefault(w, []).append(
+                        f"retrain {outcome['status']} (v{outcome['challenger_version']})"
+                    )
+                    console.print(
+                        f"[bold]window {w}[/]: retrain {run['id']} ({run['trigger']}) → "
+                        f"[{'green' if outcome['status'] == 'promoted' else 'red'}]{outcome['status']}[/]"
+                    )
                     for reason in (decision or {}).get("reasons", []):
                         console.print(f"    • {reason}")
                     promoted += outcome["status"] == "promoted"
                     rejected += outcome["status"] == "rejected"
                     _wait_for_swap(client, project)
                 if w == windows - 2:  # a careless candidate, by hand: the gate must say no
-                    run_id = workflow.start_retrain(project, "manual:careless-candidate", trainer="trainer:careless")
+                    run_id = workflow.start_retrain(
+                        project, "manual:careless-candidate", trainer="trainer:careless"
+                    )
                     outcome = workflow.wait(run_id)
                     decision = project.store.decision(run_id) or {}
                     events.setdefault(w, []).append(f"careless candidate {outcome['status']}")
@@ -162,9 +189,12 @@ def run_demo(
     first_version = first.version
     acc = {row["window"]: row for row in timeline}
     before = _mean([acc[w]["accuracy"] for w in range(drift_at)])
-    after_drift = _mean([acc[w]["accuracy"] for w in range(drift_at, windows) if acc[w]["served"] == [first_version]])
-    after_promo = _mean([acc[w]["accuracy"] for w in range(drift_at, windows)
-                         if first_version not in acc[w]["served"]])
+    after_drift = _mean(
+        [acc[w]["accuracy"] for w in range(drift_at, windows) if acc[w]["served"] == [first_version]]
+    )
+    after_promo = _mean(
+        [acc[w]["accuracy"] for w in range(drift_at, windows) if first_version not in acc[w]["served"]]
+    )
     result = DemoResult(folder, before, after_drift, after_promo, promoted, rejected, timeline)
     (folder / "summary.txt").write_text(result.summary + "\n")
     console.print(f"[bold]summary:[/] {result.summary}")
@@ -174,7 +204,10 @@ def run_demo(
 
 def _send_labels(client: httpx.Client, labels: list[tuple[str, str]]) -> None:
     for start in range(0, len(labels), 500):
-        chunk = [{"prediction_id": pid, "label": label, "source": "reviewer"} for pid, label in labels[start : start + 500]]
+        chunk = [
+            {"prediction_id": pid, "label": label, "source": "reviewer"}
+            for pid, label in labels[start : start + 500]
+        ]
         client.post("/feedback", json={"feedback": chunk}).raise_for_status()
 
 
@@ -185,8 +218,9 @@ def _wait_for_swap(client: httpx.Client, project: Project, timeout: float = 30.0
         time.sleep(0.05)
 
 
-def _timeline(project: Project, truth: dict[str, tuple[str, int, str]], events: dict[int, list[str]],
-              windows: int) -> list[dict[str, Any]]:
+def _timeline(
+    project: Project, truth: dict[str, tuple[str, int, str]], events: dict[int, list[str]], windows: int
+) -> list[dict[str, Any]]:
     per_window: dict[int, list[tuple[bool, str]]] = {}
     labels = {}
     for row in project.store.predictions_after(project.name, 0, 10_000_000):
@@ -198,30 +232,44 @@ def _timeline(project: Project, truth: dict[str, tuple[str, int, str]], events: 
     for w in range(windows):
         rows = per_window.get(w, [])
         metrics = monitored[w]["metrics"] if w < len(monitored) else {}
-        timeline.append({
-            "window": w,
-            "accuracy": float(np.mean([ok for ok, _ in rows])) if rows else float("nan"),
-            "monitored_accuracy": (metrics.get("accuracy") or {}).get("value"),
-            "labelled": (metrics.get("labelled") or {}).get("n", 0),
-            "drift_share": (metrics.get("drift_share") or {}).get("value"),
-            "prediction_drift": (metrics.get("prediction_drift") or {}).get("value"),
-            "served": sorted({v for _, v in rows}),
-            "events": events.get(w, []),
-        })
+        timeline.append(
+            {
+                "window": w,
+                "accuracy": float(np.mean([ok for ok, _ in rows])) if rows else float("nan"),
+                "monitored_accuracy": (metrics.get("accuracy") or {}).get("value"),
+                "labelled": (metrics.get("labelled") or {}).get("n", 0),
+                "drift_share": (metrics.get("drift_share") or {}).get("value"),
+                "prediction_drift": (metrics.get("prediction_drift") or {}).get("value"),
+                "served": sorted({v for _, v in rows}),
+                "events": events.get(w, []),
+            }
+        )
     return timeline
 
 
 def _print_timeline(console: Console, timeline: list[dict[str, Any]]) -> None:
     table = Table(title="timeline (one row per monitoring window)")
-    for column in ("window", "served by", "accuracy (truth)", "accuracy (feedback)", "labels", "drifted features",
-                   "prediction drift", "events"):
+    for column in (
+        "window",
+        "served by",
+        "accuracy (truth)",
+        "accuracy (feedback)",
+        "labels",
+        "drifted features",
+        "prediction drift",
+        "events",
+    ):
         table.add_column(column)
     for row in timeline:
         table.add_row(
-            str(row["window"]), ",".join(f"v{v}" for v in row["served"]), f"{row['accuracy']:.3f}",
-            "-" if row["monitored_accuracy"] is None else f"{row['monitored_accuracy']:.3f}", str(row["labelled"]),
+            str(row["window"]),
+            ",".join(f"v{v}" for v in row["served"]),
+            f"{row['accuracy']:.3f}",
+            "-" if row["monitored_accuracy"] is None else f"{row['monitored_accuracy']:.3f}",
+            str(row["labelled"]),
             "-" if row["drift_share"] is None else f"{row['drift_share']:.0%}",
-            "-" if row["prediction_drift"] is None else f"{row['prediction_drift']:.3f}", "; ".join(row["events"]),
+            "-" if row["prediction_drift"] is None else f"{row['prediction_drift']:.3f}",
+            "; ".join(row["events"]),
         )
     console.print(table)
 

@@ -95,29 +95,51 @@ def compare(
     """Compare every column of two profiles built from the same spec."""
     for name, value in (("fdr", fdr), ("min_ks", min_ks), ("min_linf", min_linf)):
         if not 0 < value < 1:
-            raise ConfigError(f"The '{name}' parameter of compare must be between 0 and 1. Got {value!r} instead.")
+            raise ConfigError(
+                f"The '{name}' parameter of compare must be between 0 and 1. Got {value!r} instead."
+            )
     rows: list[dict[str, object]] = []
     for name, ref in reference.numeric.items():
         cur = current.numeric[name]
         d, p = ks_binned(ref.hist, cur.hist)
         scale = float(np.sqrt(ref.variance)) or 1.0
         lo, hi = min(ref.min, cur.min), max(ref.max, cur.max)
-        rows.append(dict(
-            column=name, kind="numeric", n_reference=ref.count, n_current=cur.count,
-            psi=psi(ref.hist, cur.hist), js=jensen_shannon(ref.hist, cur.hist), effect=d,
-            effect_threshold=min_ks, p_value=p,
-            wasserstein=wasserstein_binned(ref.hist, cur.hist, reference.spec.numeric[name], lo, hi, scale),
-            missing_change=_missing_rate(cur.missing, cur.count) - _missing_rate(ref.missing, ref.count),
-        ))
+        rows.append(
+            dict(
+                column=name,
+                kind="numeric",
+                n_reference=ref.count,
+                n_current=cur.count,
+                psi=psi(ref.hist, cur.hist),
+                js=jensen_shannon(ref.hist, cur.hist),
+                effect=d,
+                effect_threshold=min_ks,
+                p_value=p,
+                wasserstein=wasserstein_binned(
+                    ref.hist, cur.hist, reference.spec.numeric[name], lo, hi, scale
+                ),
+                missing_change=_missing_rate(cur.missing, cur.count) - _missing_rate(ref.missing, ref.count),
+            )
+        )
     for name, refc in reference.categorical.items():
         curc = current.categorical[name]
         _, p = chi_square(refc.counts, curc.counts)
-        rows.append(dict(
-            column=name, kind="categorical", n_reference=refc.count, n_current=curc.count,
-            psi=psi(refc.counts, curc.counts), js=jensen_shannon(refc.counts, curc.counts),
-            effect=linf(refc.counts, curc.counts), effect_threshold=min_linf, p_value=p, wasserstein=None,
-            missing_change=_missing_rate(curc.missing, curc.count) - _missing_rate(refc.missing, refc.count),
-        ))
+        rows.append(
+            dict(
+                column=name,
+                kind="categorical",
+                n_reference=refc.count,
+                n_current=curc.count,
+                psi=psi(refc.counts, curc.counts),
+                js=jensen_shannon(refc.counts, curc.counts),
+                effect=linf(refc.counts, curc.counts),
+                effect_threshold=min_linf,
+                p_value=p,
+                wasserstein=None,
+                missing_change=_missing_rate(curc.missing, curc.count)
+                - _missing_rate(refc.missing, refc.count),
+            )
+        )
     significant = benjamini_hochberg(np.array([r["p_value"] for r in rows], dtype="float64"), fdr)
     columns = [
         ColumnDrift(**r, drifted=bool(sig and float(r["effect"]) >= float(r["effect_threshold"])))  # type: ignore[arg-type]

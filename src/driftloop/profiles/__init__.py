@@ -54,7 +54,9 @@ class ProfileSpec:
         max_categories: int = 200,
     ) -> ProfileSpec:
         if bins < 2:
-            raise ConfigError(f"The 'bins' parameter of ProfileSpec must be at least 2. Got {bins!r} instead.")
+            raise ConfigError(
+                f"The 'bins' parameter of ProfileSpec must be at least 2. Got {bins!r} instead."
+            )
         edges: dict[str, np.ndarray] = {}
         for name in numeric:
             values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype="float64")
@@ -145,8 +147,13 @@ class NumericSummary:
             mean = self.mean + delta * other.count / n
             m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / n
         return NumericSummary(
-            count=n, missing=self.missing + other.missing, mean=mean, m2=m2,
-            min=min(self.min, other.min), max=max(self.max, other.max), hist=self.hist + other.hist,
+            count=n,
+            missing=self.missing + other.missing,
+            mean=mean,
+            m2=m2,
+            min=min(self.min, other.min),
+            max=max(self.max, other.max),
+            hist=self.hist + other.hist,
         )
 
 
@@ -162,7 +169,7 @@ class CategoricalSummary:
     @classmethod
     def of(cls, values: pd.Series, categories: list[str]) -> CategoricalSummary:
         present = values.dropna().astype(str)
-        codes = pd.Categorical(present, categories=categories).codes  # -1 for unseen
+        codes = pd.Index(categories).get_indexer(present)  # -1 for values unseen in the reference
         codes = np.where(codes < 0, len(categories), codes)
         counts = np.bincount(codes, minlength=len(categories) + 1).astype("int64")
         return cls(missing=int(values.size - present.size), counts=counts)
@@ -189,9 +196,7 @@ class Profile:
             raise NotFittedError("Profile.from_frame needs a fitted ProfileSpec; call ProfileSpec.fit first.")
         missing = [c for c in spec.columns if c not in df.columns]
         if missing:
-            raise ConfigError(
-                f"The frame to profile must have every column of the spec. Missing {missing}."
-            )
+            raise ConfigError(f"The frame to profile must have every column of the spec. Missing {missing}.")
         numeric = {
             name: NumericSummary.of(pd.to_numeric(df[name], errors="coerce").to_numpy("float64"), edges)
             for name, edges in spec.numeric.items()
@@ -202,7 +207,7 @@ class Profile:
             keys = hashed.astype("float64") / _HASH_SCALE
         take = np.argsort(keys, kind="stable")[: spec.sample_size]
         sample = df[spec.columns].iloc[take].reset_index(drop=True)
-        return cls(spec, int(len(df)), numeric, categorical, np.asarray(keys)[take], sample)
+        return cls(spec, len(df), numeric, categorical, np.asarray(keys)[take], sample)
 
     def merge(self, other: Profile) -> Profile:
         if self.spec != other.spec:
@@ -224,9 +229,15 @@ class Profile:
         data: dict[str, Any] = {
             "n": self.n,
             "numeric": {
-                k: {"count": v.count, "missing": v.missing, "mean": v.mean, "m2": v.m2,
+                k: {
+                    "count": v.count,
+                    "missing": v.missing,
+                    "mean": v.mean,
+                    "m2": v.m2,
                     "min": v.min if np.isfinite(v.min) else None,
-                    "max": v.max if np.isfinite(v.max) else None, "hist": v.hist.tolist()}
+                    "max": v.max if np.isfinite(v.max) else None,
+                    "hist": v.hist.tolist(),
+                }
                 for k, v in self.numeric.items()
             },
             "categorical": {
@@ -244,7 +255,10 @@ class Profile:
         spec = spec or ProfileSpec.from_dict(data["spec"])
         numeric = {
             k: NumericSummary(
-                count=v["count"], missing=v["missing"], mean=v["mean"], m2=v["m2"],
+                count=v["count"],
+                missing=v["missing"],
+                mean=v["mean"],
+                m2=v["m2"],
                 min=float("inf") if v["min"] is None else v["min"],
                 max=float("-inf") if v["max"] is None else v["max"],
                 hist=np.asarray(v["hist"], dtype="int64"),
@@ -258,4 +272,11 @@ class Profile:
         sample = pd.DataFrame(data["sample"], columns=spec.columns)
         for name in spec.numeric:
             sample[name] = pd.to_numeric(sample[name], errors="coerce").astype("float64")
-        return cls(spec, int(data["n"]), numeric, categorical, np.asarray(data["sample_keys"], dtype="float64"), sample)
+        return cls(
+            spec,
+            int(data["n"]),
+            numeric,
+            categorical,
+            np.asarray(data["sample_keys"], dtype="float64"),
+            sample,
+        )

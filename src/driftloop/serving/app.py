@@ -54,7 +54,8 @@ def parse_api_keys(text: str | None) -> dict[str, set[str]]:
         unknown = wanted - set(SCOPES)
         if not key or not wanted or unknown:
             raise ValueError(
-                f"Each entry of DRIFTLOOP_API_KEYS must be 'key=scope+scope' with scopes from {list(SCOPES)}. "
+                f"Each entry of DRIFTLOOP_API_KEYS must be 'key=scope+scope' "
+                f"with scopes from {list(SCOPES)}. "
                 f"Got {part.strip()[:4] + '…'!r} with scopes {sorted(wanted)}."
             )
         keys[key] = wanted
@@ -77,7 +78,7 @@ class _Metrics:
         self.predictions: Counter[str] = Counter()
         self.invalid = 0
         self.latency: dict[str, list[int]] = {}
-        self.latency_sum: Counter[str] = Counter()
+        self.latency_sum: dict[str, float] = {}
 
     def observe(self, version: str, seconds: float, rows: int) -> None:
         with self.lock:
@@ -87,7 +88,7 @@ class _Metrics:
                 if seconds <= edge:
                     buckets[i] += 1
             buckets[-1] += 1
-            self.latency_sum[version] += seconds
+            self.latency_sum[version] = self.latency_sum.get(version, 0.0) + seconds
 
 
 def create_app(project: Project, *, background: bool = True, monitor: bool = False) -> FastAPI:
@@ -111,8 +112,9 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         if background:
             slot.start(settings.reload_interval)
         if monitor:
-            monitor_thread = threading.Thread(target=_monitor_loop, args=(project, stop), daemon=True,
-                                              name="driftloop-monitor")
+            monitor_thread = threading.Thread(
+                target=_monitor_loop, args=(project, stop), daemon=True, name="driftloop-monitor"
+            )
             monitor_thread.start()
         try:
             yield
@@ -132,11 +134,17 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             if not keys:
                 return
             header = request.headers.get("authorization", "")
-            given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else (
-                request.headers.get("x-api-key", ""))
+            given = (
+                header.removeprefix("Bearer ").strip()
+                if header.startswith("Bearer ")
+                else (request.headers.get("x-api-key", ""))
+            )
             if not given:
-                raise HTTPException(401, "This route needs an API key: send 'Authorization: Bearer <key>'.",
-                                    headers={"WWW-Authenticate": "Bearer"})
+                raise HTTPException(
+                    401,
+                    "This route needs an API key: send 'Authorization: Bearer <key>'.",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             granted: set[str] | None = None
             for key, scopes in keys.items():
                 if hmac.compare_digest(key.encode(), given.encode()):
@@ -144,7 +152,9 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             if granted is None:
                 raise HTTPException(401, "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
             if scope not in granted and "admin" not in granted:
-                raise HTTPException(403, f"This route needs the '{scope}' scope; the key has {sorted(granted)}.")
+                raise HTTPException(
+                    403, f"This route needs the '{scope}' scope; the key has {sorted(granted)}."
+                )
 
         return check
 
@@ -172,13 +182,36 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
 
     @app.exception_handler(_BadRequest)
     async def bad_request(request: Request, exc: _BadRequest) -> JSONResponse:
-        return await invalid(request.url.path, exc.status, [{"loc": ["body"], "msg": exc.message, "type": exc.kind}])
+        return await invalid(
+            request.url.path, exc.status, [{"loc": ["body"], "msg": exc.message, "type": exc.kind}]
+        )
 
     record_schema = project.schema.record_model.model_json_schema()
-    predict_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "oneOf": [record_schema, {"type": "object", "required": ["records"], "properties": {
-            "records": {"type": "array", "items": record_schema, "maxItems": settings.max_batch}}}],
-    }}}}}
+    predict_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            record_schema,
+                            {
+                                "type": "object",
+                                "required": ["records"],
+                                "properties": {
+                                    "records": {
+                                        "type": "array",
+                                        "items": record_schema,
+                                        "maxItems": settings.max_batch,
+                                    }
+                                },
+                            },
+                        ],
+                    }
+                }
+            },
+        }
+    }
 
     @app.post("/predict", dependencies=[Depends(require("predict"))], openapi_extra=predict_body)
     async def predict_route(request: Request) -> Any:
@@ -188,52 +221,109 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         rows = body["records"] if isinstance(body, dict) and "records" in body else body
         rows = [rows] if isinstance(rows, dict) else rows
         if not isinstance(rows, list) or not rows:
-            return await invalid("/predict", 422, [{"loc": ["body"], "type": "value_error",
-                                                    "msg": "The body must be a record object or {\"records\": [...]} "
-                                                           "with at least one record."}])
+            return await invalid(
+                "/predict",
+                422,
+                [
+                    {
+                        "loc": ["body"],
+                        "type": "value_error",
+                        "msg": 'The body must be a record object or {"records": [...]} '
+                        "with at least one record.",
+                    }
+                ],
+            )
         if len(rows) > settings.max_batch:
-            return await invalid("/predict", 413, [{"loc": ["body", "records"], "type": "too_long",
-                                                    "msg": f"A batch may hold at most {settings.max_batch} records. "
-                                                           f"Got {len(rows)}."}])
+            return await invalid(
+                "/predict",
+                413,
+                [
+                    {
+                        "loc": ["body", "records"],
+                        "type": "too_long",
+                        "msg": f"A batch may hold at most {settings.max_batch} records. Got {len(rows)}.",
+                    }
+                ],
+            )
         records, errors = project.schema.validate(rows)
         if errors:
             return await invalid("/predict", 422, errors)
         loaded = slot.current
         if loaded is None:
-            raise HTTPException(503, f"Model '{project.name}' has no champion to serve yet; run 'driftloop train'.")
+            raise HTTPException(
+                503, f"Model '{project.name}' has no champion to serve yet; run 'driftloop train'."
+            )
         X = project.schema.frame(records)
         labels, confidence, probs = await run_in_threadpool(predict, loaded.model, X, classes)
         now = time.time()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         latency_ms = (time.perf_counter() - started) * 1000
-        meta = {k: request.headers[h] for k, h in (("tenant", "x-tenant"), ("client", "x-client-id"))
-                if h in request.headers} or None
+        meta = {
+            k: request.headers[h]
+            for k, h in (("tenant", "x-tenant"), ("client", "x-client-id"))
+            if h in request.headers
+        } or None
         out, log_rows = [], []
         for i, record in enumerate(records):
             pid = uuid.uuid4().hex
             p = {c: round(float(probs[i, j]), 6) for j, c in enumerate(classes)}
-            out.append({"prediction_id": pid, "label": str(labels[i]), "confidence": float(confidence[i]),
-                        "probabilities": p})
-            log_rows.append({"prediction_id": pid, "model": project.name, "model_version": loaded.version,
-                             "request_id": request_id[:64], "ts": now, "inputs": record, "prediction": str(labels[i]),
-                             "confidence": float(confidence[i]), "probabilities": p, "latency_ms": latency_ms,
-                             "meta": meta})
+            out.append(
+                {
+                    "prediction_id": pid,
+                    "label": str(labels[i]),
+                    "confidence": float(confidence[i]),
+                    "probabilities": p,
+                }
+            )
+            log_rows.append(
+                {
+                    "prediction_id": pid,
+                    "model": project.name,
+                    "model_version": loaded.version,
+                    "request_id": request_id[:64],
+                    "ts": now,
+                    "inputs": record,
+                    "prediction": str(labels[i]),
+                    "confidence": float(confidence[i]),
+                    "probabilities": p,
+                    "latency_ms": latency_ms,
+                    "meta": meta,
+                }
+            )
         try:
             await writer.write(log_rows)
         except QueueFull as exc:
-            raise HTTPException(503, f"The prediction log is full ({exc}); retry shortly.",
-                                headers={"Retry-After": "1"}) from None
+            raise HTTPException(
+                503, f"The prediction log is full ({exc}); retry shortly.", headers={"Retry-After": "1"}
+            ) from None
         stats.observe(loaded.version, time.perf_counter() - started, len(records))
         with stats.lock:
             stats.requests[("/predict", 200)] += 1
-        return {"model": project.name, "model_version": loaded.version, "request_id": request_id,
-                "predictions": out}
+        return {
+            "model": project.name,
+            "model_version": loaded.version,
+            "request_id": request_id,
+            "predictions": out,
+        }
 
-    feedback_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {
-            "prediction_id": {"type": "string"}, "label": {"type": "string", "enum": classes},
-            "source": {"type": "string"},
-            "feedback": {"type": "array", "items": {"type": "object"}}}}}}}}
+    feedback_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "prediction_id": {"type": "string"},
+                            "label": {"type": "string", "enum": classes},
+                            "source": {"type": "string"},
+                            "feedback": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                }
+            },
+        }
+    }
 
     @app.post("/feedback", dependencies=[Depends(require("feedback"))], openapi_extra=feedback_body)
     async def feedback_route(request: Request) -> Any:
@@ -241,31 +331,64 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         body = await read_json(request)
         items = body.get("feedback", [body]) if isinstance(body, dict) else body
         if not isinstance(items, list) or not items or len(items) > settings.max_batch:
-            return await invalid("/feedback", 422, [{"loc": ["body"], "type": "value_error",
-                                                     "msg": f"The body must be one feedback object or "
-                                                            f"{{\"feedback\": [...]}} with 1 to {settings.max_batch} items."}])
-        errors, clean = [], []
+            return await invalid(
+                "/feedback",
+                422,
+                [
+                    {
+                        "loc": ["body"],
+                        "type": "value_error",
+                        "msg": f"The body must be one feedback object or "
+                        f'{{"feedback": [...]}} with 1 to {settings.max_batch} items.',
+                    }
+                ],
+            )
+        errors: list[dict[str, Any]] = []
+        clean: list[dict[str, str]] = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
-                errors.append({"loc": ["feedback", i], "type": "model_type", "msg": "Each item must be an object."})
+                errors.append(
+                    {"loc": ["feedback", i], "type": "model_type", "msg": "Each item must be an object."}
+                )
                 continue
             pid, label = item.get("prediction_id"), item.get("label")
             source = str(item.get("source") or "api")[:64]
             if not isinstance(pid, str) or not pid:
-                errors.append({"loc": ["feedback", i, "prediction_id"], "type": "missing",
-                               "msg": "'prediction_id' is required (the id /predict returned)."})
+                errors.append(
+                    {
+                        "loc": ["feedback", i, "prediction_id"],
+                        "type": "missing",
+                        "msg": "'prediction_id' is required (the id /predict returned).",
+                    }
+                )
             if label is None or str(label) not in classes:
-                errors.append({"loc": ["feedback", i, "label"], "type": "enum",
-                               "msg": f"'label' must be one of {classes}. Got {label!r} instead."})
+                errors.append(
+                    {
+                        "loc": ["feedback", i, "label"],
+                        "type": "enum",
+                        "msg": f"'label' must be one of {classes}. Got {label!r} instead.",
+                    }
+                )
             if not errors:
-                clean.append({"prediction_id": pid, "label": str(label), "source": source})
+                clean.append({"prediction_id": str(pid), "label": str(label), "source": source})
         if errors:
             return await invalid("/feedback", 422, errors)
-        found = await run_in_threadpool(project.store.existing_prediction_ids, [c["prediction_id"] for c in clean])
+        found = await run_in_threadpool(
+            project.store.existing_prediction_ids, [c["prediction_id"] for c in clean]
+        )
         unknown = sorted({c["prediction_id"] for c in clean} - found)
         if unknown:
-            return await invalid("/feedback", 404, [{"loc": ["feedback", "prediction_id"], "type": "not_found",
-                                                     "msg": f"Unknown prediction id(s): {unknown[:10]}."}])
+            return await invalid(
+                "/feedback",
+                404,
+                [
+                    {
+                        "loc": ["feedback", "prediction_id"],
+                        "type": "not_found",
+                        "msg": f"Unknown prediction id(s): {unknown[:10]}.",
+                    }
+                ],
+            )
         await run_in_threadpool(project.store.add_feedback, clean)
         with stats.lock:
             stats.requests[("/feedback", 200)] += 1
@@ -274,18 +397,27 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     @app.get("/health")
     async def health() -> dict[str, Any]:
         loaded = slot.current
-        return {"status": "ok" if loaded else "no-model", "model": project.name,
-                "champion": loaded.version if loaded else None, "log_mode": settings.log_mode,
-                "log_queue_depth": writer.depth}
+        return {
+            "status": "ok" if loaded else "no-model",
+            "model": project.name,
+            "champion": loaded.version if loaded else None,
+            "log_mode": settings.log_mode,
+            "log_queue_depth": writer.depth,
+        }
 
     @app.get("/models", dependencies=[Depends(require("predict"))])
     async def models() -> dict[str, Any]:
         versions = await run_in_threadpool(project.registry.versions, project.name)
         loaded = slot.current
-        return {"model": project.name, "serving": loaded.version if loaded else None,
-                "versions": [{k: v for k, v in mv.items() if k != "tags"} | {
-                    "gate": mv["tags"].get("driftloop.gate"), "dataset": mv["tags"].get("driftloop.dataset")}
-                    for mv in versions]}
+        return {
+            "model": project.name,
+            "serving": loaded.version if loaded else None,
+            "versions": [
+                {k: v for k, v in mv.items() if k != "tags"}
+                | {"gate": mv["tags"].get("driftloop.gate"), "dataset": mv["tags"].get("driftloop.dataset")}
+                for mv in versions
+            ],
+        }
 
     @app.post("/models/reload", dependencies=[Depends(require("admin"))])
     async def reload() -> dict[str, Any]:
@@ -309,19 +441,30 @@ def _prometheus(project: Project, slot: ModelSlot, writer: LogWriter, stats: _Me
         lines.append("# TYPE driftloop_predictions_total counter")
         for version, n in sorted(stats.predictions.items()):
             lines.append(f'driftloop_predictions_total{{model="{name}",version="{version}"}} {n}')
-        lines += ["# TYPE driftloop_invalid_requests_total counter",
-                  f'driftloop_invalid_requests_total{{model="{name}"}} {stats.invalid}',
-                  "# TYPE driftloop_request_seconds histogram"]
+        lines += [
+            "# TYPE driftloop_invalid_requests_total counter",
+            f'driftloop_invalid_requests_total{{model="{name}"}} {stats.invalid}',
+            "# TYPE driftloop_request_seconds histogram",
+        ]
         for version, buckets in sorted(stats.latency.items()):
             for edge, n in zip((*LATENCY_BUCKETS, "+Inf"), buckets, strict=True):
-                lines.append(f'driftloop_request_seconds_bucket{{model="{name}",version="{version}",le="{edge}"}} {n}')
-            lines.append(f'driftloop_request_seconds_sum{{model="{name}",version="{version}"}} '
-                         f'{stats.latency_sum[version]:.6f}')
-            lines.append(f'driftloop_request_seconds_count{{model="{name}",version="{version}"}} {buckets[-1]}')
+                lines.append(
+                    f'driftloop_request_seconds_bucket{{model="{name}",version="{version}",le="{edge}"}} {n}'
+                )
+            lines.append(
+                f'driftloop_request_seconds_sum{{model="{name}",version="{version}"}} '
+                f"{stats.latency_sum[version]:.6f}"
+            )
+            lines.append(
+                f'driftloop_request_seconds_count{{model="{name}",version="{version}"}} {buckets[-1]}'
+            )
     loaded = slot.current
-    lines += ["# TYPE driftloop_log_queue_depth gauge", f'driftloop_log_queue_depth{{model="{name}"}} {writer.depth}',
-              "# TYPE driftloop_champion_info gauge",
-              f'driftloop_champion_info{{model="{name}",version="{loaded.version if loaded else ""}"}} 1']
+    lines += [
+        "# TYPE driftloop_log_queue_depth gauge",
+        f'driftloop_log_queue_depth{{model="{name}"}} {writer.depth}',
+        "# TYPE driftloop_champion_info gauge",
+        f'driftloop_champion_info{{model="{name}",version="{loaded.version if loaded else ""}"}} 1',
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -330,7 +473,9 @@ def _monitor_loop(project: Project, stop: threading.Event) -> None:
     from driftloop.monitor import Monitor
 
     monitor = Monitor(project)
-    needs_workflow = any(rule.retrain for rule in project.settings.alerts) or project.settings.retrain.schedule
+    needs_workflow = (
+        any(rule.retrain for rule in project.settings.alerts) or project.settings.retrain.schedule
+    )
     if needs_workflow:
         workflow.launch(project)
     while not stop.wait(project.settings.monitor.schedule):

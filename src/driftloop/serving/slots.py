@@ -47,7 +47,9 @@ class ModelSlot:
             old = self.current
             self.current = LoadedModel(version, model)
             self.swaps += 1
-            log.info("Serving %s version %s (was %s)", self.project.name, version, old.version if old else None)
+            log.info(
+                "Serving %s version %s (was %s)", self.project.name, version, old.version if old else None
+            )
             return True
 
     def _warmup_frame(self) -> pd.DataFrame:
@@ -67,8 +69,12 @@ class ModelSlot:
                 try:
                     self.refresh()
                 except Exception as exc:  # keep serving the current model
-                    log.error("Loading the new %s failed; still serving %s: %s", self.alias,
-                              self.current.version if self.current else None, exc)
+                    log.error(
+                        "Loading the new %s failed; still serving %s: %s",
+                        self.alias,
+                        self.current.version if self.current else None,
+                        exc,
+                    )
 
         self._thread = threading.Thread(target=loop, name="driftloop-model-poller", daemon=True)
         self._thread.start()

@@ -28,7 +28,12 @@ class QueueFull(Exception):
 
 class LogWriter:
     def __init__(
-        self, store: Store, *, mode: str = "durable", max_queue: int = 100_000, interval: float = 0.02,
+        self,
+        store: Store,
+        *,
+        mode: str = "durable",
+        max_queue: int = 100_000,
+        interval: float = 0.02,
         max_batch_rows: int = 20_000,
     ) -> None:
         self.store, self.mode, self.interval, self.max_batch_rows = store, mode, interval, max_batch_rows
@@ -62,7 +67,9 @@ class LogWriter:
             raise RuntimeError("The log writer is not running; call start() first.")
         with self._lock:
             if self.mode == "fast" and self._pending_rows + len(rows) > self._max_queue:
-                raise QueueFull(f"The log queue holds {self._pending_rows} rows, its limit is {self._max_queue}.")
+                raise QueueFull(
+                    f"The log queue holds {self._pending_rows} rows, its limit is {self._max_queue}."
+                )
             self._pending_rows += len(rows)
         future: Future[None] | None = Future() if self.mode == "durable" else None
         self._queue.put((rows, future))

@@ -82,7 +82,9 @@ class Store:
             yield connection
 
     # -- predictions -----------------------------------------------------------------------
-    def insert_predictions(self, rows: Sequence[dict[str, Any]], connection: Connection | None = None) -> None:
+    def insert_predictions(
+        self, rows: Sequence[dict[str, Any]], connection: Connection | None = None
+    ) -> None:
         if not rows:
             return
         if connection is not None:
@@ -97,9 +99,11 @@ class Store:
 
     def prediction(self, prediction_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.predictions).where(t.predictions.c.prediction_id == prediction_id)
-            ).mappings().first()
+            row = (
+                conn.execute(select(t.predictions).where(t.predictions.c.prediction_id == prediction_id))
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def existing_prediction_ids(self, ids: Iterable[str]) -> set[str]:
@@ -135,9 +139,7 @@ class Store:
 
     def count_invalid(self, model: str) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.scalar(select(func.count()).where(t.invalid_requests.c.model == model)) or 0
-            )
+            return int(conn.scalar(select(func.count()).where(t.invalid_requests.c.model == model)) or 0)
 
     # -- feedback --------------------------------------------------------------------------
     def add_feedback(self, items: Sequence[dict[str, Any]]) -> None:
@@ -146,20 +148,32 @@ class Store:
             conn.execute(insert(t.feedback), [{"ts": now, **item} for item in items])
 
     def labelled(
-        self, model: str, *, start_seq: int = 0, end_seq: int | None = None, max_feedback_id: int | None = None
+        self,
+        model: str,
+        *,
+        start_seq: int = 0,
+        end_seq: int | None = None,
+        max_feedback_id: int | None = None,
     ) -> list[dict[str, Any]]:
         """Predictions with their latest label (one row per prediction), oldest first."""
-        latest = (
-            select(t.feedback.c.prediction_id, func.max(t.feedback.c.id).label("fid"))
-            .group_by(t.feedback.c.prediction_id)
+        latest = select(t.feedback.c.prediction_id, func.max(t.feedback.c.id).label("fid")).group_by(
+            t.feedback.c.prediction_id
         )
         if max_feedback_id is not None:
             latest = latest.where(t.feedback.c.id <= max_feedback_id)
         sub = latest.subquery()
         p, f = t.predictions, t.feedback
         query = (
-            select(p.c.seq, p.c.prediction_id, p.c.inputs, p.c.prediction, p.c.model_version, p.c.ts,
-                   f.c.label, f.c.id.label("feedback_id"))
+            select(
+                p.c.seq,
+                p.c.prediction_id,
+                p.c.inputs,
+                p.c.prediction,
+                p.c.model_version,
+                p.c.ts,
+                f.c.label,
+                f.c.id.label("feedback_id"),
+            )
             .join(sub, sub.c.prediction_id == p.c.prediction_id)
             .join(f, f.c.id == sub.c.fid)
             .where(p.c.model == model, p.c.seq >= start_seq)
@@ -177,21 +191,30 @@ class Store:
     # -- references ------------------------------------------------------------------------
     def reference(self, model: str, model_version: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.references).where(
-                    t.references.c.model == model, t.references.c.model_version == model_version
+            row = (
+                conn.execute(
+                    select(t.references).where(
+                        t.references.c.model == model, t.references.c.model_version == model_version
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
-    def add_reference(self, model: str, model_version: str, dataset_id: str, profile: dict[str, Any]) -> dict[str, Any]:
+    def add_reference(
+        self, model: str, model_version: str, dataset_id: str, profile: dict[str, Any]
+    ) -> dict[str, Any]:
         """Insert once per (model, version); a second call returns the first row."""
         try:
             with self.begin() as conn:
                 conn.execute(
                     insert(t.references).values(
-                        model=model, model_version=model_version, dataset_id=dataset_id,
-                        profile=profile, created_at=time.time(),
+                        model=model,
+                        model_version=model_version,
+                        dataset_id=dataset_id,
+                        profile=profile,
+                        created_at=time.time(),
                     )
                 )
         except IntegrityError:
@@ -203,15 +226,24 @@ class Store:
     # -- windows and metrics ---------------------------------------------------------------
     def last_window(self, model: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.windows).where(t.windows.c.model == model).order_by(t.windows.c.end_seq.desc()).limit(1)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    select(t.windows)
+                    .where(t.windows.c.model == model)
+                    .order_by(t.windows.c.end_seq.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def add_window(self, window: dict[str, Any], window_metrics: list[dict[str, Any]]) -> int:
         """A closed window and its metrics, in one transaction."""
         with self.begin() as conn:
-            window_id = int(conn.execute(insert(t.windows).values(**window)).inserted_primary_key[0])
+            key = conn.execute(insert(t.windows).values(**window)).inserted_primary_key
+            assert key is not None
+            window_id = int(key[0])
             now = time.time()
             if window_metrics:
                 conn.execute(
@@ -238,9 +270,16 @@ class Store:
             rows = [
                 dict(r)
                 for r in conn.execute(
-                    select(t.windows.c.id, t.windows.c.start_seq, t.windows.c.end_seq, t.windows.c.start_ts,
-                           t.windows.c.end_ts, t.windows.c.n, t.windows.c.model_versions,
-                           t.windows.c.reference_id)
+                    select(
+                        t.windows.c.id,
+                        t.windows.c.start_seq,
+                        t.windows.c.end_seq,
+                        t.windows.c.start_ts,
+                        t.windows.c.end_ts,
+                        t.windows.c.n,
+                        t.windows.c.model_versions,
+                        t.windows.c.reference_id,
+                    )
                     .where(t.windows.c.model == model)
                     .order_by(t.windows.c.end_seq.desc())
                     .limit(limit)
@@ -258,7 +297,9 @@ class Store:
     # -- alerts ----------------------------------------------------------------------------
     def add_alert(self, **values: Any) -> int:
         with self.begin() as conn:
-            return int(conn.execute(insert(t.alerts).values(ts=time.time(), **values)).inserted_primary_key[0])
+            key = conn.execute(insert(t.alerts).values(ts=time.time(), **values)).inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def alerts(self, model: str, limit: int = 20, rule: str | None = None) -> list[dict[str, Any]]:
         query = select(t.alerts).where(t.alerts.c.model == model)
@@ -297,7 +338,11 @@ class Store:
         with self.begin() as conn:
             conn.execute(
                 insert(t.retrain_runs).values(
-                    id=run_id, model=model, trigger=trigger, status="queued", options=options,
+                    id=run_id,
+                    model=model,
+                    trigger=trigger,
+                    status="queued",
+                    options=options,
                     started_at=time.time(),
                 )
             )
@@ -338,7 +383,10 @@ class Store:
     def decisions(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(t.decisions).where(t.decisions.c.model == model).order_by(t.decisions.c.id.desc()).limit(limit)
+                select(t.decisions)
+                .where(t.decisions.c.model == model)
+                .order_by(t.decisions.c.id.desc())
+                .limit(limit)
             ).mappings()
             return [dict(r) for r in rows][::-1]
 

@@ -1,0 +1,63 @@
+"""Every Python snippet in docs/ runs; the public surface is what __all__ says."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+import driftloop
+
+from .conftest import ROOT
+
+SNIPPETS = [
+    pytest.param(code, id=f"{path.name}:{i}")
+    for path in sorted((ROOT / "docs").glob("*.md"))
+    for i, code in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S))
+]
+
+
+@pytest.mark.parametrize("code", SNIPPETS)
+def test_docs_snippet_runs(code: str) -> None:
+    exec(compile(code, "<docs>", "exec"), {})
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "driftloop",
+        "driftloop.drift",
+        "driftloop.profiles",
+        "driftloop.serving",
+        "driftloop.config",
+        "driftloop.exceptions",
+        "driftloop.alerts",
+        "driftloop.gate",
+    ],
+)
+def test_every_public_name_exists(module: str) -> None:
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.__all__ lists {name!r}, which does not exist"
+
+
+def test_architecture_names_every_module() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    package = Path(driftloop.__file__).parent
+    for path in package.iterdir():
+        if path.name.startswith("_") or path.name in ("py.typed", "__pycache__", "ui"):
+            continue
+        name = path.stem if path.suffix == ".py" else path.name + "/"
+        assert f"`{name}" in text, f"docs/architecture.md does not mention {name}"
+
+
+def test_exception_tree() -> None:
+    assert issubclass(driftloop.ConfigError, ValueError)
+    assert issubclass(driftloop.NotFoundError, LookupError)
+    assert all(
+        issubclass(getattr(driftloop, n), driftloop.DriftloopError)
+        for n in driftloop.__all__
+        if n.endswith("Error")
+    )
