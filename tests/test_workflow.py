@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from driftloop import workflow
+from driftloop.demo.data import applicants
+from driftloop.demo.scenario import serve_in_thread
 from driftloop.project import Project
+from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
@@ -129,3 +134,46 @@ def test_rollback_restores_previous(fresh: Project) -> None:
 
 def test_cli_env_keeps_the_path() -> None:
     assert os.pathsep in cli_env()["PATH"]
+
+
+def test_cron_schedule_starts_a_retrain(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(config.read_text().replace("[retrain]\n", '[retrain]\nschedule = "*/2 * * * * *"\n'))
+    project = Project.load(config)
+    train(project)
+    try:
+        workflow.launch(project)
+        deadline = time.time() + 30
+        while not project.store.runs(project.name) and time.time() < deadline:
+            time.sleep(0.2)
+        runs = project.store.runs(project.name)
+        assert runs and runs[0]["trigger"] == "schedule:*/2 * * * * *"
+        assert workflow.wait(runs[0]["id"])["status"] in ("promoted", "rejected")
+    finally:
+        workflow.shutdown()
+    project.close()
+
+
+def test_serve_monitors_on_its_schedule(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(config.read_text().replace('schedule = "30s"', 'schedule = "200ms"'))
+    project = Project.load(config)
+    train(project)
+    records = applicants(600, "A", seed=4).drop(columns="approved").to_dict(orient="records")
+    try:
+        with (
+            serve_in_thread(create_app(project, background=True, monitor=True)) as url,
+            httpx.Client(base_url=url) as client,
+        ):
+            assert client.post("/predict", json={"records": records}).status_code == 200
+            deadline = time.time() + 30
+            while len(project.store.windows(project.name)) < 2 and time.time() < deadline:
+                time.sleep(0.1)
+    finally:
+        workflow.shutdown()
+    assert [w["n"] for w in project.store.windows(project.name)] == [300, 300]
+    project.close()

@@ -56,6 +56,8 @@ def launch(project: Project, *, schedules: bool = True) -> None:
         "system_database_url": project.settings.workflow_db_url,
         "application_version": f"driftloop-{__version__}",
         "scheduler_polling_interval_sec": 1.0,
+        # we poll run status; DBOS's LISTEN connection on PostgreSQL races its own shutdown
+        "use_listen_notify": False,
         "log_level": os.environ.get("DRIFTLOOP_DBOS_LOG_LEVEL", "WARNING"),
     }
     DBOS(config=config)

@@ -1,0 +1,112 @@
+"""The same loop on PostgreSQL: store, monitoring and the DBOS workflow state.
+
+Needs PostgreSQL at DRIFTLOOP_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test,
+trust auth). Each test creates its own database and drops it afterwards. Without a server the
+tests skip and say how to run them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from driftloop import workflow
+from driftloop.monitor import Monitor
+from driftloop.project import Project
+from driftloop.store import Store
+from driftloop.training import train
+
+from .conftest import make_project
+from .helpers import send
+
+ADMIN_URL = os.environ.get("DRIFTLOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+pytestmark = pytest.mark.postgres
+
+
+def _admin() -> object:
+    return create_engine(
+        "postgresql+psycopg://" + ADMIN_URL.split("://", 1)[1],
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 3},
+    )
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    engine = _admin()
+    name = f"driftloop_{uuid.uuid4().hex[:12]}"
+    try:
+        with engine.connect() as conn:  # type: ignore[attr-defined]
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.skip(
+            f"PostgreSQL is not reachable at {ADMIN_URL} ({type(exc).__name__}). Start a server with trust "
+            "auth there, or set DRIFTLOOP_TEST_POSTGRES=postgresql://user@host:port/db, to run these tests."
+        )
+    base = ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_store_round_trip_on_postgres(pg_url: str) -> None:
+    store = Store(pg_url)
+    rows = [
+        {
+            "prediction_id": f"{i:032x}",
+            "model": "m",
+            "model_version": "1",
+            "request_id": "r",
+            "ts": float(i),
+            "inputs": {"x": i},
+            "prediction": "yes",
+            "confidence": 0.9,
+            "probabilities": {"yes": 0.9, "no": 0.1},
+            "latency_ms": 1.0,
+            "meta": None,
+        }
+        for i in range(1, 6)
+    ]
+    store.insert_predictions(rows)
+    store.add_feedback([{"prediction_id": f"{1:032x}", "label": "no", "source": "a"}])
+    store.add_feedback([{"prediction_id": f"{1:032x}", "label": "yes", "source": "b"}])
+    labelled = store.labelled("m")
+    assert [(r["seq"], r["label"]) for r in labelled] == [(1, "yes")], "the latest label wins"
+    assert store.existing_prediction_ids([f"{2:032x}", "nope"]) == {f"{2:032x}"}
+    assert store.add_promotion(
+        model="m", action="promote", from_version="1", to_version="2", run_id="r1", reason=""
+    )
+    assert not store.add_promotion(
+        model="m", action="promote", from_version="1", to_version="2", run_id="r1", reason=""
+    )
+    Store(pg_url).close()  # migrating again is a no-op
+    store.close()
+
+
+def test_whole_loop_on_postgres(tmp_path: Path, pg_url: str) -> None:
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(
+        config.read_text().replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{pg_url}"')
+    )
+    project = Project.load(config)
+    assert project.settings.workflow_db_url == pg_url
+    train(project)
+    send(project, 1200, "B", seed=31, label_share=0.6)
+    try:
+        workflow.launch(project)
+        result = workflow.monitor_and_trigger(project, Monitor(project))
+        assert "accuracy-drop" in [a["rule"] for a in result.alerts]
+        run = project.store.runs(project.name)[-1]
+        assert workflow.wait(run["id"])["status"] == "promoted"
+    finally:
+        workflow.shutdown()
+    assert project.registry.alias(project.name, "champion") == "2"
+    project.close()
