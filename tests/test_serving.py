@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from driftloop import ConfigError
 from driftloop.demo.data import applicants
-from driftloop.demo.scenario import serve_in_thread
+from driftloop.demo.scenario import free_port, serve_in_thread
+from driftloop.monitor import Monitor
 from driftloop.project import Project
 from driftloop.serving import create_app, parse_api_keys
-from driftloop.training import fit_and_register, snapshot_training_data, split_validation
+from driftloop.training import fit_and_register, snapshot_training_data, split_validation, train
+
+from .conftest import cli_env, make_project
 
 GOOD = {
     "income": 52000,
@@ -145,11 +153,11 @@ def test_hot_swap_while_requests_are_in_flight(served: tuple[Project, str]) -> N
     for t in threads:
         t.start()
     time.sleep(0.5)
-    for _ in range(3):  # promote and roll back while traffic flows
+    for _ in range(10):  # promote and roll back ten times while traffic flows
         project.registry.set_alias(project.name, "champion", v2)
-        time.sleep(0.4)
+        time.sleep(0.25)
         project.registry.set_alias(project.name, "champion", "1")
-        time.sleep(0.4)
+        time.sleep(0.25)
     project.registry.set_alias(project.name, "champion", v2)
     time.sleep(0.5)
     stop.set()
@@ -164,3 +172,99 @@ def test_hot_swap_while_requests_are_in_flight(served: tuple[Project, str]) -> N
         assert client.post("/predict", json=GOOD).json()["model_version"] == v2
     logged = project.store.predictions_after(project.name, 0, 1_000_000)
     assert len(logged) == 50 * len(versions) + 1, "every answered record is in the log"
+
+
+def test_pii_fields_are_hashed_or_dropped_before_they_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    text = config.read_text()
+    text = text.replace('[features.age]\ntype = "numeric"', '[features.age]\ntype = "numeric"\npii = "drop"')
+    text = text.replace(
+        '[features.purpose]\ntype = "categorical"', '[features.purpose]\ntype = "categorical"\npii = "hash"'
+    )
+    config.write_text(text)
+    project = Project.load(config)
+    train(project)
+    monkeypatch.delenv("DRIFTLOOP_PII_KEY", raising=False)
+    with pytest.raises(ConfigError, match="DRIFTLOOP_PII_KEY"):
+        create_app(project)
+    monkeypatch.setenv("DRIFTLOOP_PII_KEY", "test-secret")
+    with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as client:
+        body = client.post("/predict", json=GOOD, headers={"x-tenant": "acme"}).json()
+        records = applicants(300, "A", seed=8).drop(columns="approved").to_dict(orient="records")
+        assert client.post("/predict", json={"records": records}).status_code == 200
+    stored = project.store.prediction(body["predictions"][0]["prediction_id"])
+    assert stored is not None
+    assert "age" not in stored["inputs"], "dropped fields never reach the store"
+    assert stored["inputs"]["purpose"].startswith("h:") and "car" not in stored["inputs"]["purpose"]
+    assert stored["inputs"]["income"] == 52000
+    assert stored["meta"] == {"tenant": "acme"}
+    Monitor(project).run()  # monitoring works on redacted rows and skips pii columns
+    metrics = project.store.windows(project.name)[-1]["metrics"]
+    assert "drift.age" not in metrics and "drift.purpose" not in metrics and "drift.income" in metrics
+    project.close()
+
+
+def test_durable_log_survives_sigkill_under_load(tmp_path: Path) -> None:
+    """Kill the server with SIGKILL mid-load, three times: every id a client got is in the store."""
+    project = make_project(tmp_path / "p")
+    train(project)
+    config = str(project.settings.root / "driftloop.toml")
+    records = applicants(20, "A", seed=9).drop(columns="approved").to_dict(orient="records")
+    acknowledged: list[str] = []
+    for trial in range(3):
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "driftloop.cli",
+                "serve",
+                "-c",
+                config,
+                "--port",
+                str(port),
+                "--no-monitor",
+            ],
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).json()["champion"]:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        stop = threading.Event()
+
+        def load(url: str = url, stop: threading.Event = stop) -> None:
+            with httpx.Client(base_url=url, timeout=10) as client:
+                while not stop.is_set():
+                    try:
+                        r = client.post("/predict", json={"records": records})
+                    except httpx.HTTPError:
+                        return  # the server died mid-request: nothing was acknowledged
+                    if r.status_code == 200:
+                        acknowledged.extend(p["prediction_id"] for p in r.json()["predictions"])
+
+        threads = [threading.Thread(target=load) for _ in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0 + 0.3 * trial)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert len(acknowledged) > 300, "the load was real"
+    found = project.store.existing_prediction_ids(acknowledged)
+    assert len(found) == len(set(acknowledged)), (
+        f"{len(set(acknowledged)) - len(found)} acknowledged rows lost"
+    )
+    project.close()

@@ -105,7 +105,7 @@ class FeatureSettings(_Model):
     max: float | None = None
     allowed: list[str] | None = None
     max_length: int | None = None
-    pii: bool = False
+    pii: Literal["hash", "drop"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSettings:

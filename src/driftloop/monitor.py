@@ -116,7 +116,7 @@ class Monitor:
     ) -> int:
         settings = self.project.settings.monitor
         schema = self.project.schema
-        inputs = schema.frame(pd.DataFrame([r["inputs"] for r in rows]))
+        inputs = schema.frame(pd.DataFrame([r["inputs"] for r in rows]), strict=False)
         features = schema.profile_frame(inputs)
         keys = np.array([r["seq"] for r in rows], dtype="float64")
         keys = (keys * 0.6180339887498949) % 1.0  # golden-ratio hash of the sequence number

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any, Literal
 
 import pandas as pd
@@ -98,11 +100,45 @@ class FeatureSchema:
                     )
         return records, errors
 
-    def frame(self, records: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
-        """Records -> a DataFrame with the schema's columns, in order, with stable dtypes."""
+    @property
+    def pii(self) -> dict[str, str]:
+        """Features marked ``pii``: name -> ``"hash"`` or ``"drop"``."""
+        return {n: f.pii for n, f in self.features.items() if f.pii}
+
+    def redact(self, record: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+        """The record as it may be written: ``pii = "hash"`` fields keyed-hashed, ``"drop"`` removed.
+
+        >>> from driftloop.config import FeatureSettings
+        >>> s = FeatureSchema({"email": FeatureSettings(type="text", pii="hash"),
+        ...                    "ssn": FeatureSettings(type="text", pii="drop")})
+        >>> sorted(s.redact({"email": "a@b.c", "ssn": "1"}, b"k"))
+        ['email']
+        """
+        marked = self.pii
+        if not marked:
+            return record
+        out = {}
+        for name, value in record.items():
+            rule = marked.get(name)
+            if rule == "drop":
+                continue
+            if rule == "hash" and value is not None:
+                if key is None:
+                    raise SchemaError(
+                        f"Feature '{name}' is marked pii = \"hash\" but DRIFTLOOP_PII_KEY is not set."
+                    )
+                value = "h:" + hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()[:32]
+            out[name] = value
+        return out
+
+    def frame(self, records: list[dict[str, Any]] | pd.DataFrame, strict: bool = True) -> pd.DataFrame:
+        """Records -> a DataFrame with the schema's columns, in order, with stable dtypes.
+
+        ``strict=False`` fills missing columns with nulls (logged rows whose pii fields were dropped).
+        """
         df = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records
         missing = [name for name in self.features if name not in df.columns]
-        required_missing = [n for n in missing if self.features[n].required]
+        required_missing = [n for n in missing if self.features[n].required] if strict else []
         if required_missing:
             raise SchemaError(
                 f"The data must have a column for every required feature. "
@@ -118,8 +154,12 @@ class FeatureSchema:
         return out
 
     def profile_frame(self, df: pd.DataFrame) -> pd.DataFrame:
-        """The columns monitoring profiles: numeric and categorical as-is, text as its length."""
-        out = df[[*self.numeric, *self.categorical]].copy()
-        for name in self.text:
+        """The columns monitoring profiles: numeric and categorical as-is, text as its length.
+
+        Features marked ``pii`` are not profiled: what is logged of them is hashed or absent.
+        """
+        marked = self.pii
+        out = df[[c for c in (*self.numeric, *self.categorical) if c not in marked]].copy()
+        for name in (n for n in self.text if n not in marked):
             out[f"{name}.length"] = df[name].astype("string").str.len().astype("float64")
         return out

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from driftloop.evaluation import predict
+from driftloop.exceptions import ConfigError
 from driftloop.project import Project
 from driftloop.serving.slots import ModelSlot
 from driftloop.serving.writer import LogWriter, QueueFull
@@ -96,6 +97,11 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     scheduled monitoring pass (which can also queue retrains)."""
     settings = project.settings.serving
     keys = parse_api_keys(os.environ.get("DRIFTLOOP_API_KEYS"))
+    pii_key = os.environ.get("DRIFTLOOP_PII_KEY", "").encode() or None
+    if any(rule == "hash" for rule in project.schema.pii.values()) and pii_key is None:
+        raise ConfigError(
+            'Features marked pii = "hash" need a secret key: set the environment variable DRIFTLOOP_PII_KEY.'
+        )
     slot = ModelSlot(project)
     writer = LogWriter(project.store, mode=settings.log_mode, max_queue=settings.log_queue_size)
     stats = _Metrics()
@@ -282,7 +288,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                     "model_version": loaded.version,
                     "request_id": request_id[:64],
                     "ts": now,
-                    "inputs": record,
+                    "inputs": project.schema.redact(record, pii_key),
                     "prediction": str(labels[i]),
                     "confidence": float(confidence[i]),
                     "probabilities": p,
