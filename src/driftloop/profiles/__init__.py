@@ -17,6 +17,8 @@ each row, so ``profile(A + B) == profile(A).merge(profile(B))``.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,82 @@ from driftloop.exceptions import ConfigError, NotFittedError
 __all__ = ["CategoricalSummary", "NumericSummary", "Profile", "ProfileSpec"]
 
 _HASH_SCALE = float(2**64)
+_PARALLEL_ROWS = 100_000
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    if column.dtype.kind == "f":
+        return column.to_numpy("float64", copy=False)
+    return pd.to_numeric(column, errors="coerce").to_numpy("float64")
+
+
+_BINNERS: dict[bytes, tuple[float, float, np.ndarray, np.ndarray]] = {}
+_CELLS = 8192
+
+
+def _bin(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``searchsorted(edges, x, side="right")``, exactly, about five times faster on large arrays.
+
+    A uniform grid of cells over the edges' span is precomputed once per edge array; a value in
+    a cell that no edge touches (nor its neighbours', against rounding) takes its bin from the
+    table; the rest, typically a few percent, are binary-searched.
+    """
+    if x.size < 50_000 or not np.isfinite(edges).all() or edges[-1] <= edges[0]:
+        return np.searchsorted(edges, x, side="right")
+    key = edges.tobytes()
+    binner = _BINNERS.get(key)
+    if binner is None:
+        lo, hi = float(edges[0]), float(edges[-1])
+        scale = _CELLS / (hi - lo)
+        bounds = lo + np.arange(_CELLS + 1) / scale
+        left = np.searchsorted(edges, bounds[:-1], side="right")
+        right = np.searchsorted(edges, bounds[1:], side="right")
+        pure = left == right
+        pure[1:] &= pure[:-1].copy()
+        pure[:-1] &= pure[1:].copy()
+        # cell -1 (below the first edge) and cell _CELLS (at or above the last) are impure: searched
+        table = np.concatenate([[0], left, [edges.size]]).astype(np.int64)
+        ok = np.concatenate([[False], pure, [False]])
+        binner = _BINNERS.setdefault(key, (lo, scale, table, ok))
+    lo, scale, table, ok = binner
+    cell = np.floor(np.clip((x - lo) * scale, -1.0, float(_CELLS))).astype(np.int64) + 1
+    out = table[cell]
+    unsure = np.flatnonzero(~ok[cell])
+    if unsure.size:
+        out[unsure] = np.searchsorted(edges, x[unsure], side="right")
+    return out
+
+
+def _bottom_k(keys: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` smallest keys, ordered as a stable argsort would order them."""
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    if keys.size <= 4 * k:
+        return np.argsort(keys, kind="stable")[:k]
+    kth = np.partition(keys, k - 1)[k - 1]
+    candidates = np.flatnonzero(keys <= kth)  # every tie at the boundary, in position order
+    return candidates[np.argsort(keys[candidates], kind="stable")[:k]]
+
+
+def _row_keys(df: pd.DataFrame, spec: ProfileSpec) -> np.ndarray:
+    """A uniform [0, 1) key per row from its content, so equal rows always get equal keys.
+
+    Numeric columns are mixed bit-wise (fast, vectorised); without numeric columns the
+    categorical values are hashed by pandas.
+    """
+    if not spec.numeric:
+        return pd.util.hash_pandas_object(df[spec.columns], index=False).to_numpy().astype("float64") / _HASH_SCALE
+    h = np.full(len(df), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for name in list(spec.numeric)[:4]:  # four continuous columns carry ample entropy
+            bits = np.nan_to_num(_floats(df[name]), nan=-1.2345e300).view(np.uint64)
+            h ^= bits + np.uint64(0x9E3779B97F4A7C15) + (h << np.uint64(6)) + (h >> np.uint64(2))
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xC4CEB9FE1A85EC53)
+        h ^= h >> np.uint64(33)
+    return (h >> np.uint64(11)).astype("float64") / float(2**53)
 
 
 @dataclass(frozen=True)
@@ -124,15 +202,15 @@ class NumericSummary:
     @classmethod
     def of(cls, values: np.ndarray, edges: np.ndarray) -> NumericSummary:
         finite = np.isfinite(values)
-        x = values[finite]
+        x = values if finite.all() else values[finite]
         n = int(x.size)
-        hist = np.bincount(np.searchsorted(edges, x, side="right"), minlength=edges.size + 1)
+        hist = np.bincount(_bin(edges, x), minlength=edges.size + 1)
         mean = float(x.mean()) if n else 0.0
         return cls(
             count=n,
             missing=int(values.size - n),
             mean=mean,
-            m2=float(((x - mean) ** 2).sum()) if n else 0.0,
+            m2=float(x.var() * n) if n else 0.0,
             min=float(x.min()) if n else float("inf"),
             max=float(x.max()) if n else float("-inf"),
             hist=hist.astype("int64"),
@@ -168,11 +246,14 @@ class CategoricalSummary:
 
     @classmethod
     def of(cls, values: pd.Series, categories: list[str]) -> CategoricalSummary:
-        present = values.dropna().astype(str)
-        codes = pd.Index(categories).get_indexer(present)  # -1 for values unseen in the reference
-        codes = np.where(codes < 0, len(categories), codes)
-        counts = np.bincount(codes, minlength=len(categories) + 1).astype("int64")
-        return cls(missing=int(values.size - present.size), counts=counts)
+        # hash each value once (factorize), then map the few distinct values to the spec's categories
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        present = codes >= 0
+        per_unique = np.bincount(codes[present], minlength=len(uniques))
+        slot = pd.Index(categories).get_indexer([str(u) for u in uniques])  # -1: unseen in the reference
+        counts = np.bincount(np.where(slot < 0, len(categories), slot), weights=per_unique,
+                             minlength=len(categories) + 1).astype("int64")
+        return cls(missing=int(codes.size - present.sum()), counts=counts)
 
     def merge(self, other: CategoricalSummary) -> CategoricalSummary:
         return CategoricalSummary(missing=self.missing + other.missing, counts=self.counts + other.counts)
@@ -197,24 +278,34 @@ class Profile:
         missing = [c for c in spec.columns if c not in df.columns]
         if missing:
             raise ConfigError(f"The frame to profile must have every column of the spec. Missing {missing}.")
-        numeric = {
-            name: NumericSummary.of(pd.to_numeric(df[name], errors="coerce").to_numpy("float64"), edges)
-            for name, edges in spec.numeric.items()
-        }
-        categorical = {name: CategoricalSummary.of(df[name], cats) for name, cats in spec.categorical.items()}
+        jobs: list[tuple[str, Any]] = [
+            *((name, lambda name=name, e=edges: NumericSummary.of(_floats(df[name]), e))
+              for name, edges in spec.numeric.items()),
+            *((name, lambda name=name, c=cats: CategoricalSummary.of(df[name], c))
+              for name, cats in spec.categorical.items()),
+        ]
+        if keys is None and spec.sample_size:
+            jobs.append(("__keys__", lambda: _row_keys(df, spec)))
+        if len(df) >= _PARALLEL_ROWS and len(jobs) > 1:  # numpy and pandas release the GIL here
+            with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+                done = dict(zip([n for n, _ in jobs], pool.map(lambda job: job[1](), jobs), strict=True))
+        else:
+            done = {name: job() for name, job in jobs}
+        numeric = {name: done[name] for name in spec.numeric}
+        categorical = {name: done[name] for name in spec.categorical}
         if keys is None:
-            hashed = pd.util.hash_pandas_object(df[spec.columns], index=False).to_numpy()
-            keys = hashed.astype("float64") / _HASH_SCALE
-        take = np.argsort(keys, kind="stable")[: spec.sample_size]
+            keys = done.get("__keys__", np.zeros(len(df)))
+        keys = np.asarray(keys, dtype="float64")
+        take = _bottom_k(keys, spec.sample_size)
         sample = df[spec.columns].iloc[take].reset_index(drop=True)
-        return cls(spec, len(df), numeric, categorical, np.asarray(keys)[take], sample)
+        return cls(spec, len(df), numeric, categorical, keys[take], sample)
 
     def merge(self, other: Profile) -> Profile:
         if self.spec != other.spec:
             raise ConfigError("Profiles can merge only when built from the same ProfileSpec.")
         keys = np.concatenate([self.sample_keys, other.sample_keys])
         rows = pd.concat([self.sample, other.sample], ignore_index=True)
-        take = np.argsort(keys, kind="stable")[: self.spec.sample_size]
+        take = _bottom_k(keys, self.spec.sample_size)
         return Profile(
             self.spec,
             self.n + other.n,
