@@ -65,8 +65,9 @@ def scipy_baseline(ref: Any, cur: Any) -> set[str]:
             flagged.add(c)
     for c in CATEGORICAL:
         a, b = ref[c].value_counts(), cur[c].value_counts()
-        table = np.vstack([a.reindex(a.index.union(b.index), fill_value=0),
-                           b.reindex(a.index.union(b.index), fill_value=0)])
+        table = np.vstack(
+            [a.reindex(a.index.union(b.index), fill_value=0), b.reindex(a.index.union(b.index), fill_value=0)]
+        )
         if stats.chi2_contingency(table).pvalue < 0.05:
             flagged.add(c)
     return flagged
@@ -84,7 +85,11 @@ def evidently_run(ref: Any, cur: Any) -> set[str]:  # pragma: no cover - optiona
         if column and isinstance(value, float) and "ValueDrift" in str(metric.get("metric_id", "")):
             threshold = metric.get("config", {}).get("threshold", 0.05)
             method = str(metric.get("config", {}).get("method", ""))
-            drifted = value < threshold if "p_value" in method or "K-S" in method or "chi" in method.lower() else value > threshold
+            drifted = (
+                value < threshold
+                if "p_value" in method or "K-S" in method or "chi" in method.lower()
+                else value > threshold
+            )
             if drifted:
                 flagged.add(column)
     return flagged
@@ -93,9 +98,12 @@ def evidently_run(ref: Any, cur: Any) -> set[str]:  # pragma: no cover - optiona
 def nannyml_run(ref: Any, cur: Any) -> set[str]:  # pragma: no cover - optional peer
     import nannyml as nml
 
-    calc = nml.UnivariateDriftCalculator(column_names=[*NUMERIC, *CATEGORICAL], chunk_number=1,
-                                         continuous_methods=["kolmogorov_smirnov"],
-                                         categorical_methods=["chi2"])
+    calc = nml.UnivariateDriftCalculator(
+        column_names=[*NUMERIC, *CATEGORICAL],
+        chunk_number=1,
+        continuous_methods=["kolmogorov_smirnov"],
+        categorical_methods=["chi2"],
+    )
     calc.fit(ref)
     out = calc.calculate(cur).filter(period="analysis").to_df()
     flagged = set()
@@ -125,7 +133,9 @@ def alibi_run(ref: Any, cur: Any) -> set[str]:  # pragma: no cover - optional pe
 
 
 PEERS: dict[str, Callable[[Any, Any], set[str]]] = {
-    "evidently": evidently_run, "nannyml": nannyml_run, "alibi-detect": alibi_run,
+    "evidently": evidently_run,
+    "nannyml": nannyml_run,
+    "alibi-detect": alibi_run,
 }
 
 
@@ -145,8 +155,10 @@ def main() -> None:
     t = time.perf_counter()
     spec = ProfileSpec.fit(ref_df, NUMERIC, CATEGORICAL)
     reference = Profile.from_frame(spec, ref_df)
-    print(f"reference profile of {REFERENCE_ROWS:,} rows built once in {time.perf_counter() - t:.2f}s "
-          f"({len(NUMERIC)} numeric, {len(CATEGORICAL)} categorical columns)\n")
+    print(
+        f"reference profile of {REFERENCE_ROWS:,} rows built once in {time.perf_counter() - t:.2f}s "
+        f"({len(NUMERIC)} numeric, {len(CATEGORICAL)} categorical columns)\n"
+    )
     print(f"{'tool':<14}{'rows':>12}{'seconds':>10}{'peak MiB':>10}  verdict")
     installed = {}
     for name in PEERS:
@@ -154,7 +166,9 @@ def main() -> None:
             __import__({"alibi-detect": "alibi_detect"}.get(name, name))
             installed[name] = PEERS[name]
         except ImportError:
-            print(f"{name:<14}{'':>12}{'':>10}{'':>10}  not installed (pip install -r benchmarks/requirements-peers.txt)")
+            print(
+                f"{name:<14}{'':>32}  not installed (pip install -r benchmarks/requirements-peers.txt)"
+            )
     for n in sizes:
         seconds, peak, flagged = driftloop_run(reference, n)
         print(f"{'driftloop':<14}{n:>12,}{seconds:>10.3f}{peak:>10.0f}  {verdict(flagged)}")

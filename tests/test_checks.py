@@ -86,3 +86,28 @@ def test_statistics_are_zero_on_identical_and_grow_with_change(name: str) -> Non
 def test_statistics_handle_empty_sides(name: str) -> None:
     value = BINNED[name](np.array([0, 0, 0]), np.array([1, 2, 3]))
     assert np.isfinite(value)
+
+
+def test_alert_rules_can_use_a_detector() -> None:
+    from driftloop.alerts import should_fire
+    from driftloop.config import AlertRuleSettings
+
+    rule = AlertRuleSettings.model_validate(
+        {"name": "conf", "metric": "mean_confidence", "detector": "cusum", "detector_params": {"warmup": 20}}
+    )
+    values = [0.9 + 0.01 * np.sin(i) for i in range(40)] + [0.7] * 10
+    series = [(i, v, 100) for i, v in enumerate(values)]
+    fired = [should_fire(rule, series[: i + 1], None, 0.0)[0] for i in range(len(series))]
+    assert not any(fired[:40]) and any(fired[40:])
+    with pytest.raises(ConfigError, match="needs a 'threshold'"):
+        from driftloop import Settings
+
+        Settings.from_dict(
+            {
+                "project": {"name": "m", "target": "y", "classes": ["a", "b"]},
+                "features": {"x": {"type": "numeric"}},
+                "data": {"train": "t.csv"},
+                "trainer": {"entrypoint": "t:f"},
+                "alerts": [{"name": "r", "metric": "accuracy"}],
+            }
+        )

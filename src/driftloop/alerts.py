@@ -45,8 +45,10 @@ def should_fire(
     now: float,
 ) -> tuple[bool, int]:
     """``series`` is ``(window_id, value, n)`` oldest first. Returns (fire?, streak length)."""
-    breach = _OPS[rule.op]
     usable = [(w, v, n) for w, v, n in series if n >= rule.min_samples and v == v]
+    if rule.detector is not None:
+        return _detector_fires(rule, usable, last_alert, now)
+    breach = _OPS[rule.op]
     streak: list[int] = []
     for window_id, value, _ in reversed(usable):
         if not breach(value, rule.threshold):
@@ -60,6 +62,27 @@ def should_fire(
         if now - float(last_alert["ts"]) < rule.cooldown:
             return False, len(streak)
     return True, len(streak)
+
+
+def _detector_fires(
+    rule: AlertRuleSettings,
+    usable: list[tuple[int, float, int]],
+    last_alert: dict[str, Any] | None,
+    now: float,
+) -> tuple[bool, int]:
+    """Replay the window series through a fresh detector; fire on a detection at the newest window."""
+    from driftloop.drift.detectors import make_detector
+
+    assert rule.detector is not None
+    detector = make_detector(rule.detector, **rule.detector_params)
+    detected_at = [w for w, value, _ in usable if detector.update(value).drift_detected]
+    if not detected_at or detected_at[-1] != usable[-1][0]:
+        return False, 0
+    if last_alert is not None and (
+        last_alert.get("window_id") == detected_at[-1] or now - float(last_alert["ts"]) < rule.cooldown
+    ):
+        return False, 1
+    return True, 1
 
 
 class Sink(Protocol):

@@ -188,12 +188,19 @@ class MonitorSettings(_Model):
 
 
 class AlertRuleSettings(_Model):
-    """``metric op threshold`` for ``for_windows`` consecutive windows, then quiet for ``cooldown``."""
+    """``metric op threshold`` for ``for_windows`` consecutive windows, then quiet for ``cooldown``.
+
+    With ``detector`` (``page_hinkley``, ``cusum``, ``adwin`` or ``ewma``) the rule fires instead
+    when that sequential detector, run over the metric's window series, detects a change at the
+    newest window; ``op`` and ``threshold`` are then not needed.
+    """
 
     name: str
     metric: str
-    op: Literal["<", "<=", ">", ">="]
-    threshold: float
+    op: Literal["<", "<=", ">", ">="] = "<"
+    threshold: float = float("nan")
+    detector: Literal["page_hinkley", "cusum", "adwin", "ewma"] | None = None
+    detector_params: dict[str, float] = Field(default_factory=dict)
     for_windows: int = Field(default=1, ge=1, alias="for")
     cooldown: float = 0.0
     min_samples: int = Field(default=1, ge=1)
@@ -203,6 +210,12 @@ class AlertRuleSettings(_Model):
     @classmethod
     def _dur(cls, value: Any) -> float:
         return 0.0 if value in (0, "0") else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _threshold_or_detector(self) -> AlertRuleSettings:
+        if self.detector is None and self.threshold != self.threshold:
+            raise ValueError(f"alert rule {self.name!r} needs a 'threshold' (or a 'detector')")
+        return self
 
 
 class SinkSettings(_Model):

@@ -273,9 +273,11 @@ class Monitor:
             window_id, value, n = series[-1]
             first_window = next(w for w in history if w["id"] == series[-streak][0])
             message = (
-                f"{rule.metric} = {value:.4g} {rule.op} {rule.threshold:g} "
-                f"for {streak} consecutive window(s) "
+                f"{rule.metric} = {value:.4g}: the {rule.detector} detector found a change "
                 f"(latest window {window_id}, n = {n})."
+                if rule.detector
+                else f"{rule.metric} = {value:.4g} {rule.op} {rule.threshold:g} "
+                f"for {streak} consecutive window(s) (latest window {window_id}, n = {n})."
             )
             alert = dict(
                 model=name,

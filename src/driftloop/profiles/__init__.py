@@ -94,7 +94,10 @@ def _row_keys(df: pd.DataFrame, spec: ProfileSpec) -> np.ndarray:
     categorical values are hashed by pandas.
     """
     if not spec.numeric:
-        return pd.util.hash_pandas_object(df[spec.columns], index=False).to_numpy().astype("float64") / _HASH_SCALE
+        return (
+            pd.util.hash_pandas_object(df[spec.columns], index=False).to_numpy().astype("float64")
+            / _HASH_SCALE
+        )
     h = np.full(len(df), 0x9E3779B97F4A7C15, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for name in list(spec.numeric)[:4]:  # four continuous columns carry ample entropy
@@ -251,8 +254,9 @@ class CategoricalSummary:
         present = codes >= 0
         per_unique = np.bincount(codes[present], minlength=len(uniques))
         slot = pd.Index(categories).get_indexer([str(u) for u in uniques])  # -1: unseen in the reference
-        counts = np.bincount(np.where(slot < 0, len(categories), slot), weights=per_unique,
-                             minlength=len(categories) + 1).astype("int64")
+        counts = np.bincount(
+            np.where(slot < 0, len(categories), slot), weights=per_unique, minlength=len(categories) + 1
+        ).astype("int64")
         return cls(missing=int(codes.size - present.sum()), counts=counts)
 
     def merge(self, other: CategoricalSummary) -> CategoricalSummary:
@@ -279,10 +283,14 @@ class Profile:
         if missing:
             raise ConfigError(f"The frame to profile must have every column of the spec. Missing {missing}.")
         jobs: list[tuple[str, Any]] = [
-            *((name, lambda name=name, e=edges: NumericSummary.of(_floats(df[name]), e))
-              for name, edges in spec.numeric.items()),
-            *((name, lambda name=name, c=cats: CategoricalSummary.of(df[name], c))
-              for name, cats in spec.categorical.items()),
+            *(
+                (name, lambda name=name, e=edges: NumericSummary.of(_floats(df[name]), e))
+                for name, edges in spec.numeric.items()
+            ),
+            *(
+                (name, lambda name=name, c=cats: CategoricalSummary.of(df[name], c))
+                for name, cats in spec.categorical.items()
+            ),
         ]
         if keys is None and spec.sample_size:
             jobs.append(("__keys__", lambda: _row_keys(df, spec)))

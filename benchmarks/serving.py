@@ -1,0 +1,196 @@
+"""Serving overhead: the same scikit-learn model behind a bare FastAPI endpoint and behind
+``driftloop serve`` (validation + durable logging), both under uvicorn on 127.0.0.1, with the
+same bounded number of concurrent clients; then the log writer's raw ingest rate on SQLite.
+
+    python benchmarks/serving.py [--seconds 5] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from driftloop.demo.data import applicants
+from driftloop.demo.project import write_example
+from driftloop.demo.scenario import free_port
+from driftloop.project import Project
+from driftloop.serving.writer import LogWriter
+from driftloop.store import Store
+from driftloop.training import train
+
+BARE = """
+import pickle
+import pandas as pd
+from fastapi import FastAPI, Request
+model = pickle.load(open({path!r}, "rb"))
+app = FastAPI()
+
+@app.post("/predict")
+async def predict(request: Request):
+    body = await request.json()
+    rows = body["records"] if isinstance(body, dict) and "records" in body else [body]
+    probs = model.predict_proba(pd.DataFrame(rows))
+    return {{"predictions": [{{"label": str(model.classes_[p.argmax()]), "confidence": float(p.max())}}
+                            for p in probs]}}
+"""
+
+
+def wait_ready(url: str) -> None:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def load(
+    url: str, body: dict[str, object], seconds: float, concurrency: int
+) -> tuple[int, list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=httpx.Limits(max_connections=concurrency)
+    ) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                r = await client.post("/predict", json=body)
+                latencies.append(time.perf_counter() - t)
+                errors += r.status_code != 200
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies), latencies, errors
+
+
+def run(name: str, url: str, seconds: float, concurrency: int, records: list[dict[str, object]]) -> None:
+    for label, body in (("single", records[0]), ("batch100", {"records": records[:100]})):
+        asyncio.run(load(url, body, 1.0, concurrency))  # warm-up
+        n, lat, errors = asyncio.run(load(url, body, seconds, concurrency))
+        p50, p99 = np.percentile(lat, [50, 99]) * 1000
+        print(
+            f"{name:<12}{label:<10}{n / seconds:>10.0f} req/s{p50:>9.2f} ms{p99:>9.2f} ms{errors:>7} errors"
+        )
+
+
+def ingest(folder: Path, rows: int = 200_000, batch: int = 100, threads: int = 4) -> float:
+    store = Store(f"sqlite:///{folder}/ingest.db")
+    writer = LogWriter(store, mode="durable")
+    writer.start()
+    template = {
+        "model": "m",
+        "model_version": "1",
+        "request_id": "r",
+        "ts": 0.0,
+        "inputs": {
+            "income": 52000.0,
+            "debt_ratio": 0.3,
+            "credit_score": 700.0,
+            "age": 40.0,
+            "employment": "salaried",
+            "purpose": "car",
+        },
+        "prediction": "yes",
+        "confidence": 0.9,
+        "probabilities": {"no": 0.1, "yes": 0.9},
+        "latency_ms": 1.0,
+        "meta": None,
+    }
+
+    def producer(count: int) -> None:
+        futures = []
+        for _ in range(count // batch):
+            futures.append(
+                writer.submit([{**template, "prediction_id": uuid.uuid4().hex} for _ in range(batch)])
+            )
+        for f in futures:
+            assert f is not None
+            f.result()
+
+    t = time.perf_counter()
+    workers = [threading.Thread(target=producer, args=(rows // threads,)) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - t
+    writer.stop()
+    assert store.count_predictions("m") == rows
+    store.close()
+    return rows / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
+    project = Project.load(write_example(folder / "project"))
+    train(project)
+    model = project.registry.load(project.name, project.champion() or "1")
+    (folder / "model.pkl").write_bytes(pickle.dumps(model))
+    (folder / "bare.py").write_text(BARE.format(path=str(folder / "model.pkl")))
+    records = applicants(100, "A", seed=1).drop(columns="approved").to_dict(orient="records")
+    # one OpenMP thread per server process: the same for both, and what serving wants
+    env = {**os.environ, "PYTHONPATH": str(folder), "OMP_NUM_THREADS": "1"}
+    print(f"{'server':<12}{'payload':<10}{'throughput':>14}{'p50':>12}{'p99':>12}")
+    bare_port, dl_port = free_port(), free_port()
+    bare = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bare:app", "--port", str(bare_port), "--log-level", "warning"],
+        env=env,
+        cwd=folder,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{bare_port}/docs")
+        run("bare", f"http://127.0.0.1:{bare_port}", args.seconds, args.concurrency, records)
+    finally:
+        bare.terminate()
+        bare.wait()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "driftloop.cli",
+            "serve",
+            "-c",
+            str(folder / "project" / "driftloop.toml"),
+            "--port",
+            str(dl_port),
+            "--no-monitor",
+        ],
+        env=env,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{dl_port}/health")
+        run("driftloop", f"http://127.0.0.1:{dl_port}", args.seconds, args.concurrency, records)
+    finally:
+        server.terminate()
+        server.wait()
+    logged = project.store.count_predictions(project.name)
+    print(f"\ndriftloop logged {logged:,} predictions durably during the run")
+    print(
+        f"log writer raw ingest (SQLite, durable, 4 producer threads, batches of 100): "
+        f"{ingest(folder):,.0f} rows/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
