@@ -166,9 +166,7 @@ def main() -> None:
             __import__({"alibi-detect": "alibi_detect"}.get(name, name))
             installed[name] = PEERS[name]
         except ImportError:
-            print(
-                f"{name:<14}{'':>32}  not installed (pip install -r benchmarks/requirements-peers.txt)"
-            )
+            print(f"{name:<14}{'':>32}  not installed (pip install -r benchmarks/requirements-peers.txt)")
     for n in sizes:
         seconds, peak, flagged = driftloop_run(reference, n)
         print(f"{'driftloop':<14}{n:>12,}{seconds:>10.3f}{peak:>10.0f}  {verdict(flagged)}")

@@ -35,8 +35,8 @@ _PARALLEL_ROWS = 100_000
 
 def _floats(column: pd.Series) -> np.ndarray:
     if column.dtype.kind == "f":
-        return column.to_numpy("float64", copy=False)
-    return pd.to_numeric(column, errors="coerce").to_numpy("float64")
+        return np.asarray(column.to_numpy("float64", copy=False))
+    return np.asarray(pd.to_numeric(column, errors="coerce").to_numpy("float64"))
 
 
 _BINNERS: dict[bytes, tuple[float, float, np.ndarray, np.ndarray]] = {}
@@ -94,7 +94,7 @@ def _row_keys(df: pd.DataFrame, spec: ProfileSpec) -> np.ndarray:
     categorical values are hashed by pandas.
     """
     if not spec.numeric:
-        return (
+        return np.asarray(
             pd.util.hash_pandas_object(df[spec.columns], index=False).to_numpy().astype("float64")
             / _HASH_SCALE
         )
