@@ -111,3 +111,17 @@ def test_alert_rules_can_use_a_detector() -> None:
                 "alerts": [{"name": "r", "metric": "accuracy"}],
             }
         )
+
+
+def test_cbpe_round_trips_and_refuses_unfitted_use() -> None:
+    from driftloop import NotFittedError
+    from driftloop.drift.cbpe import CBPE
+
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.5, 1, 2000)
+    cbpe = CBPE().fit(conf, rng.random(2000) < conf)
+    back = CBPE.from_dict(json.loads(json.dumps(cbpe.to_dict())))
+    assert back.estimate(conf) == cbpe.estimate(conf)
+    assert 0.7 < cbpe.estimate(conf) < 0.8  # mean of uniform(0.5, 1)
+    with pytest.raises(NotFittedError, match="call CBPE.fit"):
+        CBPE().estimate(conf)

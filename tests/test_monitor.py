@@ -31,6 +31,8 @@ def test_undrifted_windows_stay_quiet_and_drifted_ones_flag(trained: Project) ->
         assert flagged == [], f"false alarm on concept A data: {flagged}"
         assert w["metrics"]["prediction_drift"]["flagged"] is False
         assert w["metrics"]["accuracy"]["value"] > 0.85 and w["metrics"]["accuracy"]["n"] == 300
+        # label-free estimate agrees with feedback when only noise separates the windows
+        assert abs(w["metrics"]["estimated_accuracy"]["value"] - w["metrics"]["accuracy"]["value"]) < 0.06
     assert not [a for a in first.alerts if a["rule"] == "feature-drift"]
 
     send(trained, 300, "B", seed=12)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from driftloop.alerts import dispatch, make_sinks, should_fire
 from driftloop.drift import compare
+from driftloop.drift.cbpe import CBPE
 from driftloop.evaluation import metrics
 from driftloop.exceptions import NotFoundError
 from driftloop.profiles import Profile
@@ -191,6 +192,18 @@ class Monitor:
                 p_value=conf.p_value,
                 threshold=conf.effect_threshold,
                 flagged=conf.drifted,
+            ),
+            dict(
+                name="estimated_accuracy",
+                value=CBPE.from_dict(ref_row["profile"]["cbpe"]).estimate(
+                    outputs["__confidence__"].to_numpy()
+                )
+                if "cbpe" in ref_row["profile"]
+                else None,
+                n=n,
+                p_value=None,
+                threshold=None,
+                flagged=False,
             ),
             dict(
                 name="mean_confidence",

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from driftloop.datasets import Dataset, file_sha256, read_table, stable_fraction, write_snapshot
+from driftloop.drift.cbpe import CBPE
 from driftloop.evaluation import metrics, predict
 from driftloop.exceptions import ConfigError, SchemaError
 from driftloop.profiles import Profile, ProfileSpec
@@ -213,8 +214,9 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
     return TrainResult(version, dataset, scores, champion)
 
 
-def reference_profiles(project: Project, df: pd.DataFrame, model: Any) -> tuple[Profile, Profile]:
-    """Feature profile of all rows; output profile (prediction, confidence) of the validation rows."""
+def reference_profiles(project: Project, df: pd.DataFrame, model: Any) -> tuple[Profile, Profile, CBPE]:
+    """Feature profile of all rows; output profile (prediction, confidence) of the validation rows,
+    and the CBPE calibration of confidence against correctness on those rows."""
     settings = project.settings.monitor
     features = project.schema.profile_frame(project.schema.frame(df))
     spec = ProfileSpec.fit(
@@ -238,7 +240,10 @@ def reference_profiles(project: Project, df: pd.DataFrame, model: Any) -> tuple[
         categorical={"__prediction__": list(project.classes)},
         sample_size=0,
     )
-    return feature_profile, Profile.from_frame(out_spec, outputs)
+    target = project.settings.project.target
+    correct = outputs["__prediction__"].to_numpy() == valid[target].astype(str).to_numpy()
+    cbpe = CBPE().fit(outputs["__confidence__"].to_numpy(), correct)
+    return feature_profile, Profile.from_frame(out_spec, outputs), cbpe
 
 
 def output_frame(project: Project, model: Any, df: pd.DataFrame) -> pd.DataFrame:
@@ -260,7 +265,10 @@ def build_reference(project: Project, version: str) -> dict[str, Any]:
         )
     df = pd.read_parquet(row["path"])
     model = project.registry.load(project.name, version)
-    features, outputs = reference_profiles(project, df, model)
+    features, outputs, cbpe = reference_profiles(project, df, model)
     return project.store.add_reference(
-        project.name, version, dataset_id, {"features": features.to_dict(), "outputs": outputs.to_dict()}
+        project.name,
+        version,
+        dataset_id,
+        {"features": features.to_dict(), "outputs": outputs.to_dict(), "cbpe": cbpe.to_dict()},
     )
