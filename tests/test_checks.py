@@ -125,3 +125,19 @@ def test_cbpe_round_trips_and_refuses_unfitted_use() -> None:
     assert 0.7 < cbpe.estimate(conf) < 0.8  # mean of uniform(0.5, 1)
     with pytest.raises(NotFittedError, match="call CBPE.fit"):
         CBPE().estimate(conf)
+
+
+def test_domain_classifier_reports_n_and_refuses_bad_parameters() -> None:
+    import pandas as pd
+
+    from driftloop.drift.multivariate import domain_classifier
+
+    rng = np.random.default_rng(5)
+    a = pd.DataFrame({"x": rng.normal(size=300), "c": rng.choice(["p", "q"], 300)})
+    b = pd.DataFrame({"x": rng.normal(size=300), "c": rng.choice(["p", "q"], 300, p=[0.1, 0.9])})
+    result = domain_classifier(a, b)
+    assert result.drifted and result.low <= result.auc <= result.high and result.n_current == 300
+    tiny = domain_classifier(a.iloc[:3], b.iloc[:3])
+    assert not tiny.drifted and np.isnan(tiny.auc), "too few rows: no verdict rather than a guess"
+    with pytest.raises(ConfigError, match="'min_effect' parameter of domain_classifier"):
+        domain_classifier(a, b, min_effect=0.7)

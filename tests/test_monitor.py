@@ -30,6 +30,7 @@ def test_undrifted_windows_stay_quiet_and_drifted_ones_flag(trained: Project) ->
         flagged = [k for k, m in w["metrics"].items() if k.startswith("drift.") and m["flagged"]]
         assert flagged == [], f"false alarm on concept A data: {flagged}"
         assert w["metrics"]["prediction_drift"]["flagged"] is False
+        assert w["metrics"]["multivariate_auc"]["flagged"] is False
         assert w["metrics"]["accuracy"]["value"] > 0.85 and w["metrics"]["accuracy"]["n"] == 300
         # label-free estimate agrees with feedback when only noise separates the windows
         assert abs(w["metrics"]["estimated_accuracy"]["value"] - w["metrics"]["accuracy"]["value"]) < 0.06
@@ -45,6 +46,8 @@ def test_undrifted_windows_stay_quiet_and_drifted_ones_flag(trained: Project) ->
     )
     assert {"income", "age", "employment"} <= set(flagged), flagged
     assert "purpose" not in flagged, "purpose has the same distribution under both concepts"
+    assert drifted["metrics"]["multivariate_auc"]["flagged"] is True
+    assert drifted["metrics"]["multivariate_auc"]["value"] > 0.6
     income = drifted["metrics"]["drift.income"]
     assert income["n"] == 300 and income["p_value"] < 1e-3 and income["threshold"] == 0.025
     assert drifted["metrics"]["drift_share"]["value"] == pytest.approx(len(flagged) / 6)

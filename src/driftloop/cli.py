@@ -212,7 +212,7 @@ def demo(
     ),
     seed: Annotated[int, typer.Option(help="Seed of the data generator.")] = 7,
 ) -> None:
-    """Run the whole loop offline on embedded defaults (about a minute)."""
+    """Run the whole loop offline on embedded defaults (about 90 seconds)."""
     from driftloop.demo.scenario import run_demo
 
     run_demo(out, seed=seed, console=console)

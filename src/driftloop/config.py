@@ -175,6 +175,8 @@ class MonitorSettings(_Model):
     fdr: float = Field(default=0.05, gt=0, lt=1)
     min_ks: float = Field(default=0.025, gt=0, lt=1)
     min_linf: float = Field(default=0.02, gt=0, lt=1)
+    multivariate: bool = True
+    min_auc_effect: float = Field(default=0.05, ge=0, lt=0.5)
 
     @field_validator("window", mode="before")
     @classmethod

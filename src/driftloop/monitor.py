@@ -19,6 +19,7 @@ import pandas as pd
 from driftloop.alerts import dispatch, make_sinks, should_fire
 from driftloop.drift import compare
 from driftloop.drift.cbpe import CBPE
+from driftloop.drift.multivariate import domain_classifier
 from driftloop.evaluation import metrics
 from driftloop.exceptions import NotFoundError
 from driftloop.profiles import Profile
@@ -214,6 +215,18 @@ class Monitor:
                 flagged=False,
             ),
         ]
+        if settings.multivariate and min(len(ref_features.sample), len(current.sample)) >= 100:
+            dc = domain_classifier(ref_features.sample, current.sample, min_effect=settings.min_auc_effect)
+            window_metrics.append(
+                dict(
+                    name="multivariate_auc",
+                    value=dc.auc,
+                    n=dc.n_current,
+                    p_value=None,
+                    threshold=dc.threshold,
+                    flagged=dc.drifted,
+                )
+            )
         window = dict(
             model=self.project.name,
             reference_id=ref_row["id"],
