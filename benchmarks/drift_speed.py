@@ -12,6 +12,7 @@ and how many of the 18 undrifted ones (false alarms). Peers run when installed
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from driftloop import Profile, ProfileSpec
 from driftloop.drift import compare
 
 REFERENCE_ROWS = 100_000
+os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # NannyML phones home otherwise
 
 
 def measure(fn: Callable[[], set[str]]) -> tuple[float, float, set[str]]:
@@ -74,24 +76,22 @@ def scipy_baseline(ref: Any, cur: Any) -> set[str]:
 
 
 def evidently_run(ref: Any, cur: Any) -> set[str]:  # pragma: no cover - optional peer
+    """Evidently's default DataDriftPreset: each column's method and threshold as it chooses them
+    (a distance such as normed Wasserstein is drifted above its threshold, a p-value below it)."""
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
     result = Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur).dict()
     flagged = set()
-    for metric in result.get("metrics", []):
-        value = metric.get("value")
-        column = metric.get("config", {}).get("column")
-        if column and isinstance(value, float) and "ValueDrift" in str(metric.get("metric_id", "")):
-            threshold = metric.get("config", {}).get("threshold", 0.05)
-            method = str(metric.get("config", {}).get("method", ""))
-            drifted = (
-                value < threshold
-                if "p_value" in method or "K-S" in method or "chi" in method.lower()
-                else value > threshold
-            )
-            if drifted:
-                flagged.add(column)
+    for metric in result["metrics"]:
+        config = metric.get("config", {})
+        if not str(config.get("type", "")).endswith("ValueDrift"):
+            continue
+        method = str(config.get("method", "")).lower()
+        is_p_value = "p_value" in method or "test" in method or "chi" in method or "k-s" in method
+        value, threshold = float(metric["value"]), float(config["threshold"])
+        if (value < threshold) if is_p_value else (value >= threshold):
+            flagged.add(config["column"])
     return flagged
 
 
