@@ -39,36 +39,68 @@ class MonitorRun:
     retrain_requests: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The champion's reference, deserialised once: its row, both profiles and the CBPE calibration."""
+
+    version: str
+    row: dict[str, Any]
+    features: Profile
+    outputs: Profile
+    cbpe: CBPE | None
+
+
+def _metric(
+    name: str,
+    value: float | None,
+    n: int,
+    *,
+    p_value: float | None = None,
+    threshold: float | None = None,
+    flagged: bool = False,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "value": value,
+        "n": n,
+        "p_value": p_value,
+        "threshold": threshold,
+        "flagged": flagged,
+    }
+
+
 class Monitor:
     """``Monitor(project).run()`` closes new windows, scores them and raises alerts."""
 
     def __init__(self, project: Project) -> None:
         self.project = project
         self.sinks = make_sinks(project.settings)
-        self._reference: tuple[str, dict[str, Any], Profile, Profile] | None = None
+        self._reference: Reference | None = None
 
-    def reference(self) -> tuple[dict[str, Any], Profile, Profile]:
+    def reference(self) -> Reference:
         """The champion's reference (built once per champion version, then cached)."""
         version = self.project.champion()
         if version is None:
             raise NotFoundError(
                 f"Model '{self.project.name}' has no champion yet; run 'driftloop train' first."
             )
-        if self._reference is None or self._reference[0] != version:
+        if self._reference is None or self._reference.version != version:
             row = build_reference(self.project, version)
-            self._reference = (
+            profile = row["profile"]
+            self._reference = Reference(
                 version,
                 row,
-                Profile.from_dict(row["profile"]["features"]),
-                Profile.from_dict(row["profile"]["outputs"]),
+                Profile.from_dict(profile["features"]),
+                Profile.from_dict(profile["outputs"]),
+                CBPE.from_dict(profile["cbpe"]) if "cbpe" in profile else None,
             )
-        return self._reference[1], self._reference[2], self._reference[3]
+        return self._reference
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, *, flush: bool = False, now: float | None = None) -> MonitorRun:
         result = MonitorRun()
         now = time.time() if now is None else now
-        ref_row, ref_features, ref_outputs = self.reference()
+        reference = self.reference()
         store, name = self.project.store, self.project.name
         last = store.last_window(name)
         after = last["end_seq"] if last else 0
@@ -80,9 +112,9 @@ class Monitor:
             after = page[-1]["seq"]
             pending.extend(page)
             for rows in self._close_windows(pending, flush=False, now=now):
-                result.windows.append(self._score(rows, ref_row, ref_features, ref_outputs))
+                result.windows.append(self._score(rows, reference))
         if flush and pending:
-            result.windows.append(self._score(pending, ref_row, ref_features, ref_outputs))
+            result.windows.append(self._score(pending, reference))
             pending.clear()
         self._refresh_performance()
         result.alerts, result.retrain_requests = self._evaluate_rules(now)
@@ -113,123 +145,76 @@ class Monitor:
             del pending[:cut]
         return closed
 
-    def _score(
-        self, rows: list[dict[str, Any]], ref_row: dict[str, Any], ref_features: Profile, ref_outputs: Profile
-    ) -> int:
+    def _score(self, rows: list[dict[str, Any]], ref: Reference) -> int:
         settings = self.project.settings.monitor
         schema = self.project.schema
         inputs = schema.frame(pd.DataFrame([r["inputs"] for r in rows]), strict=False)
-        features = schema.profile_frame(inputs)
         keys = np.array([r["seq"] for r in rows], dtype="float64")
         keys = (keys * 0.6180339887498949) % 1.0  # golden-ratio hash of the sequence number
-        current = Profile.from_frame(ref_features.spec, features, keys=keys)
+        current = Profile.from_frame(ref.features.spec, schema.profile_frame(inputs), keys=keys)
         outputs = pd.DataFrame(
             {
                 "__prediction__": [r["prediction"] for r in rows],
                 "__confidence__": [r["confidence"] for r in rows],
             }
         )
-        current_outputs = Profile.from_frame(ref_outputs.spec, outputs, keys=keys)
-        report = compare(
-            ref_features, current, fdr=settings.fdr, min_ks=settings.min_ks, min_linf=settings.min_linf
-        )
-        out_report = compare(
-            ref_outputs, current_outputs, fdr=settings.fdr, min_ks=settings.min_ks, min_linf=settings.min_linf
-        )
+        current_outputs = Profile.from_frame(ref.outputs.spec, outputs, keys=keys)
+        limits = {"fdr": settings.fdr, "min_ks": settings.min_ks, "min_linf": settings.min_linf}
+        report = compare(ref.features, current, **limits)
+        pred, conf = compare(ref.outputs, current_outputs, **limits).columns
+        confidence = outputs["__confidence__"].to_numpy()
         n = len(rows)
-        window_metrics: list[dict[str, Any]] = []
-        for col in report.columns:
-            window_metrics.append(
-                dict(
-                    name=f"drift.{col.column}",
-                    value=col.effect,
-                    n=col.n_current,
-                    p_value=col.p_value,
-                    threshold=col.effect_threshold,
-                    flagged=col.drifted,
-                )
+        window_metrics = [
+            m
+            for c in report.columns
+            for m in (
+                _metric(
+                    f"drift.{c.column}",
+                    c.effect,
+                    c.n_current,
+                    p_value=c.p_value,
+                    threshold=c.effect_threshold,
+                    flagged=c.drifted,
+                ),
+                _metric(f"psi.{c.column}", c.psi, c.n_current),
             )
-            window_metrics.append(
-                dict(
-                    name=f"psi.{col.column}",
-                    value=col.psi,
-                    n=col.n_current,
-                    p_value=None,
-                    threshold=None,
-                    flagged=False,
-                )
-            )
-        pred, conf = out_report["__prediction__"], out_report["__confidence__"]
+        ]
         window_metrics += [
-            dict(name="rows", value=float(n), n=n, p_value=None, threshold=None, flagged=False),
-            dict(
-                name="drift_share",
-                value=report.share,
-                n=n,
-                p_value=None,
-                threshold=None,
+            _metric("rows", float(n), n),
+            _metric("drift_share", report.share, n, flagged=bool(report.drifted)),
+            _metric(
+                "drift_score",
+                max((c.js for c in report.columns), default=0.0),
+                n,
                 flagged=bool(report.drifted),
             ),
-            dict(
-                name="drift_score",
-                value=max((c.js for c in report.columns), default=0.0),
-                n=n,
-                p_value=None,
-                threshold=None,
-                flagged=bool(report.drifted),
-            ),
-            dict(
-                name="prediction_drift",
-                value=pred.js,
-                n=n,
+            _metric(
+                "prediction_drift",
+                pred.js,
+                n,
                 p_value=pred.p_value,
                 threshold=pred.effect_threshold,
                 flagged=pred.drifted,
             ),
-            dict(
-                name="confidence_drift",
-                value=conf.effect,
-                n=n,
+            _metric(
+                "confidence_drift",
+                conf.effect,
+                n,
                 p_value=conf.p_value,
                 threshold=conf.effect_threshold,
                 flagged=conf.drifted,
             ),
-            dict(
-                name="estimated_accuracy",
-                value=CBPE.from_dict(ref_row["profile"]["cbpe"]).estimate(
-                    outputs["__confidence__"].to_numpy()
-                )
-                if "cbpe" in ref_row["profile"]
-                else None,
-                n=n,
-                p_value=None,
-                threshold=None,
-                flagged=False,
-            ),
-            dict(
-                name="mean_confidence",
-                value=float(outputs["__confidence__"].mean()),
-                n=n,
-                p_value=None,
-                threshold=None,
-                flagged=False,
-            ),
+            _metric("mean_confidence", float(confidence.mean()), n),
+            _metric("estimated_accuracy", ref.cbpe.estimate(confidence) if ref.cbpe else None, n),
         ]
-        if settings.multivariate and min(len(ref_features.sample), len(current.sample)) >= 100:
-            dc = domain_classifier(ref_features.sample, current.sample, min_effect=settings.min_auc_effect)
+        if settings.multivariate and min(len(ref.features.sample), len(current.sample)) >= 100:
+            dc = domain_classifier(ref.features.sample, current.sample, min_effect=settings.min_auc_effect)
             window_metrics.append(
-                dict(
-                    name="multivariate_auc",
-                    value=dc.auc,
-                    n=dc.n_current,
-                    p_value=None,
-                    threshold=dc.threshold,
-                    flagged=dc.drifted,
-                )
+                _metric("multivariate_auc", dc.auc, dc.n_current, threshold=dc.threshold, flagged=dc.drifted)
             )
         window = dict(
             model=self.project.name,
-            reference_id=ref_row["id"],
+            reference_id=ref.row["id"],
             start_seq=rows[0]["seq"],
             end_seq=rows[-1]["seq"],
             start_ts=rows[0]["ts"],
@@ -260,22 +245,9 @@ class Monitor:
             if part.empty:
                 continue
             scores = metrics(part["label"].to_numpy(), part["prediction"].to_numpy(), classes)
+            n = len(part)
             store.upsert_metrics(
-                w["id"],
-                [
-                    dict(name=k, value=v, n=len(part), p_value=None, threshold=None, flagged=False)
-                    for k, v in scores.items()
-                ]
-                + [
-                    dict(
-                        name="labelled",
-                        value=float(len(part)),
-                        n=len(part),
-                        p_value=None,
-                        threshold=None,
-                        flagged=False,
-                    )
-                ],
+                w["id"], [*(_metric(k, v, n) for k, v in scores.items()), _metric("labelled", float(n), n)]
             )
 
     def _evaluate_rules(self, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -136,7 +137,9 @@ class FeatureSchema:
 
         ``strict=False`` fills missing columns with nulls (logged rows whose pii fields were dropped).
         """
-        df = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records
+        if not isinstance(records, pd.DataFrame):
+            return self._frame_from_records(records, strict)
+        df = records
         missing = [name for name in self.features if name not in df.columns]
         required_missing = [n for n in missing if self.features[n].required] if strict else []
         if required_missing:
@@ -152,6 +155,19 @@ class FeatureSchema:
             else:
                 out[name] = column.astype("object").where(column.notna(), None)
         return out
+
+    def _frame_from_records(self, records: list[dict[str, Any]], strict: bool) -> pd.DataFrame:
+        """The hot path of serving: plain lists to columns, one DataFrame at the end."""
+        columns: dict[str, Any] = {}
+        for name, feature in self.features.items():
+            values = [r.get(name) for r in records]
+            if strict and feature.required and any(v is None for v in values):
+                raise SchemaError(f"Every record must have the required feature '{name}'.")
+            if feature.type == "numeric":
+                columns[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+            else:
+                columns[name] = pd.Series(values, dtype=object)  # object, as the training frames have
+        return pd.DataFrame(columns, copy=False)
 
     def profile_frame(self, df: pd.DataFrame) -> pd.DataFrame:
         """The columns monitoring profiles: numeric and categorical as-is, text as its length.

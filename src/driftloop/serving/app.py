@@ -66,10 +66,10 @@ def parse_api_keys(text: str | None) -> dict[str, set[str]]:
 class _BadRequest(Exception):
     """A body that cannot be read: counted and stored like every invalid request."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, loc: tuple[str, ...] = ("body",), kind: str = "") -> None:
         super().__init__(message)
-        self.status, self.message = status, message
-        self.kind = "too_large" if status == 413 else "json_invalid"
+        self.status, self.message, self.loc = status, message, list(loc)
+        self.kind = kind or ("too_large" if status == 413 else "json_invalid")
 
 
 class _Metrics:
@@ -189,7 +189,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     @app.exception_handler(_BadRequest)
     async def bad_request(request: Request, exc: _BadRequest) -> JSONResponse:
         return await invalid(
-            request.url.path, exc.status, [{"loc": ["body"], "msg": exc.message, "type": exc.kind}]
+            request.url.path, exc.status, [{"loc": exc.loc, "msg": exc.message, "type": exc.kind}]
         )
 
     record_schema = project.schema.record_model.model_json_schema()
@@ -227,29 +227,17 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         rows = body["records"] if isinstance(body, dict) and "records" in body else body
         rows = [rows] if isinstance(rows, dict) else rows
         if not isinstance(rows, list) or not rows:
-            return await invalid(
-                "/predict",
+            raise _BadRequest(
                 422,
-                [
-                    {
-                        "loc": ["body"],
-                        "type": "value_error",
-                        "msg": 'The body must be a record object or {"records": [...]} '
-                        "with at least one record.",
-                    }
-                ],
+                'The body must be a record object or {"records": [...]} with at least one record.',
+                kind="value_error",
             )
         if len(rows) > settings.max_batch:
-            return await invalid(
-                "/predict",
+            raise _BadRequest(
                 413,
-                [
-                    {
-                        "loc": ["body", "records"],
-                        "type": "too_long",
-                        "msg": f"A batch may hold at most {settings.max_batch} records. Got {len(rows)}.",
-                    }
-                ],
+                f"A batch may hold at most {settings.max_batch} records. Got {len(rows)}.",
+                ("body", "records"),
+                "too_long",
             )
         records, errors = project.schema.validate(rows)
         if errors:
@@ -305,12 +293,14 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         stats.observe(loaded.version, time.perf_counter() - started, len(records))
         with stats.lock:
             stats.requests[("/predict", 200)] += 1
-        return {
-            "model": project.name,
-            "model_version": loaded.version,
-            "request_id": request_id,
-            "predictions": out,
-        }
+        return JSONResponse(
+            {  # plain JSON types already: skip FastAPI's encoder on the hot path
+                "model": project.name,
+                "model_version": loaded.version,
+                "request_id": request_id,
+                "predictions": out,
+            }
+        )
 
     feedback_body = {
         "requestBody": {
@@ -337,17 +327,11 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         body = await read_json(request)
         items = body.get("feedback", [body]) if isinstance(body, dict) else body
         if not isinstance(items, list) or not items or len(items) > settings.max_batch:
-            return await invalid(
-                "/feedback",
+            raise _BadRequest(
                 422,
-                [
-                    {
-                        "loc": ["body"],
-                        "type": "value_error",
-                        "msg": f"The body must be one feedback object or "
-                        f'{{"feedback": [...]}} with 1 to {settings.max_batch} items.',
-                    }
-                ],
+                f'The body must be one feedback object or {{"feedback": [...]}} with 1 to '
+                f"{settings.max_batch} items.",
+                kind="value_error",
             )
         errors: list[dict[str, Any]] = []
         clean: list[dict[str, str]] = []
@@ -384,16 +368,8 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         )
         unknown = sorted({c["prediction_id"] for c in clean} - found)
         if unknown:
-            return await invalid(
-                "/feedback",
-                404,
-                [
-                    {
-                        "loc": ["feedback", "prediction_id"],
-                        "type": "not_found",
-                        "msg": f"Unknown prediction id(s): {unknown[:10]}.",
-                    }
-                ],
+            raise _BadRequest(
+                404, f"Unknown prediction id(s): {unknown[:10]}.", ("feedback", "prediction_id"), "not_found"
             )
         await run_in_threadpool(project.store.add_feedback, clean)
         with stats.lock:
