@@ -177,3 +177,31 @@ def test_serve_monitors_on_its_schedule(tmp_path: Path) -> None:
         workflow.shutdown()
     assert [w["n"] for w in project.store.windows(project.name)] == [300, 300]
     project.close()
+
+
+def test_datasets_commands_list_show_and_diff(fresh: Project) -> None:
+    from typer.testing import CliRunner
+
+    from driftloop.cli import app
+
+    send(fresh, 1000, "B", seed=26, label_share=0.6)
+    run_id = workflow.start_retrain(fresh, "manual")
+    workflow.wait(run_id)
+    config = str(fresh.settings.root / "driftloop.toml")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["datasets", "list", "-c", config], terminal_width=200)
+    assert listed.exit_code == 0, listed.output
+    ids = [d["id"] for d in fresh.store.datasets(fresh.name)]
+    assert len(ids) == 3 and all(i[:12] in listed.output for i in ids)
+    train_id = next(
+        d["id"]
+        for d in fresh.store.datasets(fresh.name)
+        if d["manifest"].get("run_id") == run_id and d["kind"] == "train"
+    )
+    shown = runner.invoke(app, ["datasets", "show", train_id[:8], "-c", config])
+    assert shown.exit_code == 0 and '"replay_fraction": 0.1' in shown.output and run_id in shown.output
+    diff = runner.invoke(
+        app, ["datasets", "diff", ids[0][:8], train_id[:8], "-c", config], terminal_width=200
+    )
+    assert diff.exit_code == 0 and "feature drift between them" in diff.output
+    assert "yes" in diff.output.split("feature drift between them")[1], "concept B data differs from A"

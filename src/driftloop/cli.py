@@ -205,6 +205,97 @@ def runs(config: ConfigOption = DEFAULT_CONFIG) -> None:
     _print_runs(_project(config))
 
 
+datasets_app = typer.Typer(help="Versioned training and evaluation snapshots.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("list")
+def datasets_list(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Every snapshot of this model: id, kind, rows, classes, when."""
+    project = _project(config)
+    table = Table(title=f"datasets of {project.name}")
+    for column in ("id", "kind", "rows", "class counts", "run", "created"):
+        table.add_column(column)
+    for d in project.store.datasets(project.name):
+        m = d["manifest"]
+        counts = ", ".join(f"{k}: {v}" for k, v in m.get("class_counts", {}).items())
+        table.add_row(
+            d["id"][:12], d["kind"], str(d["rows"]), counts, m.get("run_id", "-"), _when(d["created_at"])
+        )
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(
+    dataset: Annotated[str, typer.Argument(help="A dataset id or its prefix.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """A snapshot's manifest: sources, sampling, class counts, content hash."""
+    import json
+
+    console.print_json(json.dumps(_dataset(_project(config), dataset)["manifest"], default=str))
+
+
+@datasets_app.command("diff")
+def datasets_diff(
+    a: Annotated[str, typer.Argument(help="First dataset id or prefix.")],
+    b: Annotated[str, typer.Argument(help="Second dataset id or prefix.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """How two snapshots differ: rows, class counts, and per-feature drift between them."""
+    import pandas as pd
+
+    from driftloop.drift import compare
+    from driftloop.profiles import Profile, ProfileSpec
+
+    project = _project(config)
+    left, right = _dataset(project, a), _dataset(project, b)
+    frames = [
+        project.schema.profile_frame(project.schema.frame(pd.read_parquet(d["path"]))) for d in (left, right)
+    ]
+    numeric = [c for c in frames[0] if frames[0][c].dtype.kind == "f"]
+    spec = ProfileSpec.fit(frames[0], numeric, [c for c in frames[0] if c not in numeric])
+    report = compare(Profile.from_frame(spec, frames[0]), Profile.from_frame(spec, frames[1]))
+    table = Table(title=f"{left['id'][:12]} -> {right['id'][:12]}")
+    for column in ("", left["id"][:12], right["id"][:12]):
+        table.add_column(column)
+    table.add_row("rows", str(left["rows"]), str(right["rows"]))
+    for label in sorted(
+        set(left["manifest"].get("class_counts", {})) | set(right["manifest"].get("class_counts", {}))
+    ):
+        table.add_row(
+            f"class {label}",
+            str(left["manifest"].get("class_counts", {}).get(label, 0)),
+            str(right["manifest"].get("class_counts", {}).get(label, 0)),
+        )
+    console.print(table)
+    drift = Table(title="feature drift between them")
+    for column in ("feature", "kind", "effect", "p-value", "PSI", "drifted"):
+        drift.add_column(column)
+    for c in report.columns:
+        drift.add_row(
+            c.column,
+            c.kind,
+            f"{c.effect:.3f}",
+            f"{c.p_value:.2g}",
+            f"{c.psi:.3f}",
+            "yes" if c.drifted else "",
+        )
+    console.print(drift)
+
+
+def _dataset(project: Any, prefix: str) -> dict[str, Any]:
+    from driftloop.exceptions import NotFoundError
+
+    found = [d for d in project.store.datasets(project.name) if d["id"].startswith(prefix)]
+    if len(found) != 1:
+        raise NotFoundError(
+            f"The dataset id must match exactly one snapshot of '{project.name}'. "
+            f"Got {prefix!r}, which matches {len(found)}; see 'driftloop datasets list'."
+        )
+    return found[0]  # type: ignore[no-any-return]
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the run's project, databases and artifacts.")] = Path(
