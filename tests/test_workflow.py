@@ -200,6 +200,8 @@ def test_datasets_commands_list_show_and_diff(fresh: Project) -> None:
     )
     shown = runner.invoke(app, ["datasets", "show", train_id[:8], "-c", config])
     assert shown.exit_code == 0 and '"replay_fraction": 0.1' in shown.output and run_id in shown.output
+    hygiene = fresh.store.dataset(train_id)["manifest"]["feedback_hygiene"]  # type: ignore[index]
+    assert hygiene["conflict_rule"] == "latest" and hygiene["quarantined"] == 0 and hygiene["feedback"] > 0
     diff = runner.invoke(
         app, ["datasets", "diff", ids[0][:8], train_id[:8], "-c", config], terminal_width=200
     )

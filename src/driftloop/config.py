@@ -27,6 +27,7 @@ from driftloop.exceptions import ConfigError
 __all__ = [
     "AlertRuleSettings",
     "FeatureSettings",
+    "FeedbackSettings",
     "GateSettings",
     "MonitorSettings",
     "RetrainSettings",
@@ -241,6 +242,28 @@ class RetrainSettings(_Model):
     seed: int = 0
 
 
+class FeedbackSettings(_Model):
+    """How labels become training and monitoring truth.
+
+    ``conflict_rule`` picks one label when a prediction has several: the ``latest``, the
+    ``majority`` (ties to the latest) or the latest from a ``trusted_sources`` source (else the
+    latest). Labels from ``quarantined_sources`` are never used, only counted.
+    """
+
+    conflict_rule: Literal["latest", "majority", "trusted"] = "latest"
+    trusted_sources: list[str] = Field(default_factory=list)
+    quarantined_sources: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeedbackSettings:
+        if self.conflict_rule == "trusted" and not self.trusted_sources:
+            raise ValueError("conflict_rule 'trusted' needs at least one entry in 'trusted_sources'")
+        both = sorted(set(self.trusted_sources) & set(self.quarantined_sources))
+        if both:
+            raise ValueError(f"a source cannot be both trusted and quarantined. Got {both} in both")
+        return self
+
+
 class GateSettings(_Model):
     primary_metric: Literal["accuracy", "f1_macro"] = "accuracy"
     min_improvement: float = 0.0
@@ -264,6 +287,7 @@ class Settings(_Model):
     alerts: list[AlertRuleSettings] = Field(default_factory=list)
     sinks: list[SinkSettings] = Field(default_factory=lambda: [SinkSettings(type="log")])
     retrain: RetrainSettings = RetrainSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     gate: GateSettings = GateSettings()
 
     @model_validator(mode="after")

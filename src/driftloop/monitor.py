@@ -236,7 +236,12 @@ class Monitor:
         recent = store.windows(name, limit=max(keep, 1))
         if not recent or keep == 0:
             return
-        labelled = store.labelled(name, start_seq=recent[0]["start_seq"], end_seq=recent[-1]["end_seq"])
+        labelled = store.labelled(
+            name,
+            start_seq=recent[0]["start_seq"],
+            end_seq=recent[-1]["end_seq"],
+            policy=self.project.settings.feedback,
+        )
         if not labelled:
             return
         frame = pd.DataFrame(labelled)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,8 +194,6 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
     dataset = snapshot_training_data(project)
     df = dataset.load()
     train_df, valid_df = split_validation(df)
-    import uuid
-
     version, scores = fit_and_register(
         project, train_df, valid_df, dataset_id=dataset.id, run_key=f"train-{uuid.uuid4().hex[:12]}"
     )

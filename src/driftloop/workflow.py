@@ -164,7 +164,8 @@ def _enough_new_labels(project: Project) -> bool:
         return True
     finished = [r for r in project.store.runs(project.name) if r["status"] in ("promoted", "rejected")]
     since = finished[-1]["options"].get("cutoff_seq", 0) if finished else 0
-    return len(project.store.labelled(project.name, start_seq=since + 1)) >= needed
+    new = project.store.labelled(project.name, start_seq=since + 1, policy=project.settings.feedback)
+    return len(new) >= needed
 
 
 @DBOS.workflow()
@@ -224,8 +225,11 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     settings, store = project.settings, project.store
     rt = settings.retrain
     target = settings.project.target
-    rows = store.labelled(
-        project.name, start_seq=plan.get("since_seq") or 0, max_feedback_id=plan["cutoff_feedback"]
+    rows, hygiene = store.resolved_labels(
+        project.name,
+        start_seq=plan.get("since_seq") or 0,
+        max_feedback_id=plan["cutoff_feedback"],
+        policy=settings.feedback,
     )
     rows = rows[-rt.lookback :]
     base = store.dataset(project.registry.tags(project.name, plan["champion"]).get("driftloop.dataset", ""))
@@ -280,6 +284,11 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                 {"type": "dataset", "id": base["id"], "rows": replay_n},
                 {"type": "feedback", "rows": len(prod_train)},
             ],
+            "feedback_hygiene": {
+                **hygiene,
+                "conflict_rule": settings.feedback.conflict_rule,
+                "quarantined_sources": settings.feedback.quarantined_sources,
+            },
             "sampling": {
                 "replay_fraction": share,
                 "lookback": rt.lookback,

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, create_engine, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from driftloop.config import FeedbackSettings
 from driftloop.exceptions import ConfigError
 from driftloop.store import tables as t
 
@@ -62,6 +64,18 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+
+
+def _resolve(group: list[dict[str, Any]], policy: FeedbackSettings) -> dict[str, Any]:
+    """The label one prediction gets from its (non-quarantined) feedback rows, oldest first."""
+    if policy.conflict_rule == "trusted":
+        trusted = [r for r in group if r["source"] in policy.trusted_sources]
+        return (trusted or group)[-1]
+    if policy.conflict_rule == "majority":
+        votes = Counter(r["label"] for r in group)
+        top = max(votes.values())
+        return [r for r in group if votes[r["label"]] == top][-1]  # a tie goes to the latest
+    return group[-1]
 
 
 class Store:
@@ -154,14 +168,26 @@ class Store:
         start_seq: int = 0,
         end_seq: int | None = None,
         max_feedback_id: int | None = None,
+        policy: FeedbackSettings | None = None,
     ) -> list[dict[str, Any]]:
-        """Predictions with their latest label (one row per prediction), oldest first."""
-        latest = select(t.feedback.c.prediction_id, func.max(t.feedback.c.id).label("fid")).group_by(
-            t.feedback.c.prediction_id
-        )
-        if max_feedback_id is not None:
-            latest = latest.where(t.feedback.c.id <= max_feedback_id)
-        sub = latest.subquery()
+        """Predictions with their resolved label (one row per prediction), oldest first."""
+        return self.resolved_labels(
+            model, start_seq=start_seq, end_seq=end_seq, max_feedback_id=max_feedback_id, policy=policy
+        )[0]
+
+    def resolved_labels(
+        self,
+        model: str,
+        *,
+        start_seq: int = 0,
+        end_seq: int | None = None,
+        max_feedback_id: int | None = None,
+        policy: FeedbackSettings | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """One label per prediction under ``policy`` (default: the latest wins), and what it took:
+        ``{"feedback": rows read, "quarantined": rows from quarantined sources, "conflicts":
+        predictions whose usable labels disagreed}``."""
+        policy = policy or FeedbackSettings()
         p, f = t.predictions, t.feedback
         query = (
             select(
@@ -172,17 +198,30 @@ class Store:
                 p.c.model_version,
                 p.c.ts,
                 f.c.label,
+                f.c.source,
                 f.c.id.label("feedback_id"),
             )
-            .join(sub, sub.c.prediction_id == p.c.prediction_id)
-            .join(f, f.c.id == sub.c.fid)
+            .join(f, f.c.prediction_id == p.c.prediction_id)
             .where(p.c.model == model, p.c.seq >= start_seq)
-            .order_by(p.c.seq)
+            .order_by(p.c.seq, f.c.id)
         )
         if end_seq is not None:
             query = query.where(p.c.seq <= end_seq)
+        if max_feedback_id is not None:
+            query = query.where(f.c.id <= max_feedback_id)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        quarantined = set(policy.quarantined_sources)
+        usable = [r for r in rows if r["source"] not in quarantined]
+        by_prediction: dict[str, list[dict[str, Any]]] = {}
+        for r in usable:
+            by_prediction.setdefault(r["prediction_id"], []).append(r)
+        resolved, conflicts = [], 0
+        for group in by_prediction.values():  # insertion order: by seq, then feedback id
+            conflicts += len({r["label"] for r in group}) > 1
+            resolved.append(_resolve(group, policy))
+        stats = {"feedback": len(rows), "quarantined": len(rows) - len(usable), "conflicts": conflicts}
+        return resolved, stats
 
     def max_feedback_id(self) -> int:
         with self.engine.connect() as conn:
