@@ -207,3 +207,30 @@ def test_datasets_commands_list_show_and_diff(fresh: Project) -> None:
     )
     assert diff.exit_code == 0 and "feature drift between them" in diff.output
     assert "yes" in diff.output.split("feature drift between them")[1], "concept B data differs from A"
+
+
+def test_gate_applies_slice_and_significance_rules_in_the_workflow(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(
+        config.read_text().replace(
+            "min_eval_rows = 100\n",
+            'min_eval_rows = 100\nslices = ["class", "employment"]\nmax_slice_regression = 0.5\n'
+            "require_significance = true\n",
+        )
+    )
+    project = Project.load(config)
+    train(project)
+    send(project, 1000, "B", seed=27, label_share=0.6)
+    try:
+        row = workflow.wait(workflow.start_retrain(project, "manual"))
+    finally:
+        workflow.shutdown()
+    decision = project.store.decision(row["id"])
+    assert decision is not None
+    rules = {r["rule"]: r for r in decision["rules"]}
+    assert {"significance", "max_slice_regression"} <= set(rules)
+    assert rules["max_slice_regression"]["metric"].split("=")[0] in ("class", "employment")
+    assert row["status"] == ("promoted" if all(r["passed"] for r in rules.values()) else "rejected")
+    project.close()

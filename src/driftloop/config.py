@@ -270,6 +270,11 @@ class GateSettings(_Model):
     max_regression: dict[Literal["accuracy", "f1_macro"], float] = Field(default_factory=dict)
     min_value: dict[Literal["accuracy", "f1_macro"], float] = Field(default_factory=dict)
     min_eval_rows: int = Field(default=50, ge=1)
+    slices: list[str] = Field(default_factory=list)
+    max_slice_regression: float | None = Field(default=None, ge=0)
+    min_slice_rows: int = Field(default=30, ge=1)
+    require_significance: bool = False
+    alpha: float = Field(default=0.05, gt=0, lt=1)
 
 
 class Settings(_Model):

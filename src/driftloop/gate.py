@@ -53,8 +53,15 @@ def decide(
     challenger: dict[str, float],
     n: int,
     p_value: float | None = None,
+    *,
+    slices: dict[str, dict[str, float]] | None = None,
+    ci: tuple[float, float] | list[float] | None = None,
 ) -> Decision:
-    """Apply every rule of ``policy`` to metrics of both models on the same ``n`` rows."""
+    """Apply every rule of ``policy`` to metrics of both models on the same ``n`` rows.
+
+    ``slices`` maps a slice name to its row count and both models' accuracy on it; ``ci`` is
+    the bootstrap 95 % interval of the primary metric's change (challenger minus champion).
+    """
     rules: list[RuleResult] = []
     enough = n >= policy.min_eval_rows
     rules.append(
@@ -77,6 +84,8 @@ def decide(
     change = b - a
     ok = _finite(a, b) and change >= policy.min_improvement
     p_text = f" (McNemar p = {p_value:.3g})" if p_value is not None and m == "accuracy" else ""
+    if ci is not None:
+        p_text += f" [95 % CI of the change {ci[0]:+.4f} to {ci[1]:+.4f}]"
     rules.append(
         RuleResult(
             "min_improvement",
@@ -122,6 +131,45 @@ def decide(
                 else f"The challenger's {metric} {b:.4f} meets the floor {floor:.4f}.",
             )
         )
+    if policy.require_significance:
+        significant = ci[0] > 0 if ci is not None else (p_value is not None and p_value < policy.alpha)
+        if m == "accuracy" and p_value is not None:
+            significant = significant and p_value < policy.alpha
+        rules.append(
+            RuleResult(
+                "significance",
+                m,
+                champion[m],
+                challenger[m],
+                policy.alpha,
+                significant,
+                f"The {m} improvement is significant (p < {policy.alpha:g}, CI above zero)."
+                if significant
+                else f"The {m} change is not significant at {policy.alpha:g}; the gate needs evidence.",
+            )
+        )
+    if policy.max_slice_regression is not None and slices:
+        big = {k: v for k, v in slices.items() if v["n"] >= policy.min_slice_rows}
+        if big:
+            worst_name, worst = max(big.items(), key=lambda kv: kv[1]["champion"] - kv[1]["challenger"])
+            drop = worst["champion"] - worst["challenger"]
+            ok = drop <= policy.max_slice_regression
+            rules.append(
+                RuleResult(
+                    "max_slice_regression",
+                    worst_name,
+                    worst["champion"],
+                    worst["challenger"],
+                    policy.max_slice_regression,
+                    ok,
+                    f"Slice {worst_name} (n = {worst['n']:.0f}) lost {drop:.4f} accuracy "
+                    f"({worst['champion']:.4f} -> {worst['challenger']:.4f}), more than the tolerated "
+                    f"{policy.max_slice_regression:.4f}."
+                    if not ok
+                    else f"The largest slice regression, {worst_name} ({max(drop, 0):.4f}), is within "
+                    f"{policy.max_slice_regression:.4f}.",
+                )
+            )
     return Decision(all(r.passed for r in rules), rules, n)
 
 

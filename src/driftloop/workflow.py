@@ -26,7 +26,7 @@ from dbos import DBOS, DBOSConfig, SetWorkflowID
 from driftloop import __version__
 from driftloop.alerts import dispatch, make_sinks
 from driftloop.datasets import stable_fraction, write_snapshot
-from driftloop.evaluation import mcnemar, metrics, predict
+from driftloop.evaluation import bootstrap_diff, mcnemar, metrics, predict
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide
 from driftloop.monitor import Monitor, MonitorRun
@@ -345,12 +345,30 @@ def evaluate_step(run_id: str, data: dict[str, Any], challenger: str, champion: 
     target = project.settings.project.target
     X, y = project.schema.frame(df), df[target].to_numpy().astype(str)
     out: dict[str, Any] = {"n": len(df)}
-    correct = {}
+    correct, predicted = {}, {}
     for role, version in (("champion", champion), ("challenger", challenger)):
         labels, _, _ = predict(project.registry.load(project.name, version), X, project.classes)
         out[role] = metrics(y, labels, project.classes)
         correct[role] = labels.astype(str) == y
+        predicted[role] = labels.astype(str)
     out["mcnemar_p"] = mcnemar(correct["champion"], correct["challenger"]) if len(df) else None
+    primary = project.settings.gate.primary_metric
+    out["ci"] = (
+        bootstrap_diff(y, predicted["champion"], predicted["challenger"], project.classes, primary)
+        if len(df)
+        else None
+    )
+    slices: dict[str, dict[str, float]] = {}
+    for name in project.settings.gate.slices:  # "class" (the true label) or a categorical feature
+        keys = y if name == "class" else X[name].astype(str).to_numpy()
+        for value in sorted(set(keys)):
+            mask = keys == value
+            slices[f"{name}={value}"] = {
+                "n": int(mask.sum()),
+                "champion": float(correct["champion"][mask].mean()),
+                "challenger": float(correct["challenger"][mask].mean()),
+            }
+    out["slices"] = slices
     _crashpoint("evaluate:end")
     return out
 
@@ -359,7 +377,13 @@ def evaluate_step(run_id: str, data: dict[str, Any], challenger: str, champion: 
 def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: str, eval_id: str) -> bool:
     project = _step(run_id, "gate")
     decision = decide(
-        project.settings.gate, scores["champion"], scores["challenger"], scores["n"], scores.get("mcnemar_p")
+        project.settings.gate,
+        scores["champion"],
+        scores["challenger"],
+        scores["n"],
+        scores.get("mcnemar_p"),
+        slices=scores.get("slices"),
+        ci=scores.get("ci"),
     )
     row = project.store.add_decision(
         run_id=run_id,
