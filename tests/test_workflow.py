@@ -234,3 +234,29 @@ def test_gate_applies_slice_and_significance_rules_in_the_workflow(tmp_path: Pat
     assert rules["max_slice_regression"]["metric"].split("=")[0] in ("class", "employment")
     assert row["status"] == ("promoted" if all(r["passed"] for r in rules.values()) else "rejected")
     project.close()
+
+
+def test_cost_controls_block_automatic_retrains_only(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(
+        config.read_text().replace("[retrain]\n", '[retrain]\ncooldown = "1h"\nmax_per_day = 2\n')
+    )
+    project = Project.load(config)
+    store = project.store
+    assert workflow.automatic_retrain_blocked(project) is None
+    store.add_run("r-manual", project.name, "manual", {})
+    store.update_run("r-manual", status="promoted")
+    assert workflow.automatic_retrain_blocked(project) is None, "manual runs do not count"
+    store.add_run("r1", project.name, "alert:accuracy-drop", {})
+    assert workflow.automatic_retrain_blocked(project) == "a retrain is already queued or running"
+    store.update_run("r1", status="rejected")
+    assert "retrain.cooldown (3600s)" in (workflow.automatic_retrain_blocked(project) or "")
+    now = time.time()
+    assert workflow.automatic_retrain_blocked(project, now=now + 3601) is None
+    store.add_run("r2", project.name, "schedule:0 3 * * *", {})
+    store.update_run("r2", status="promoted", started_at=now - 7200)
+    store.update_run("r1", started_at=now - 10800)
+    assert "retrain.max_per_day (2)" in (workflow.automatic_retrain_blocked(project, now=now) or "")
+    project.close()

@@ -234,12 +234,21 @@ class SinkSettings(_Model):
 
 
 class RetrainSettings(_Model):
+    """What a retrain reads, and how often automatic triggers may start one."""
+
     schedule: str | None = None
     min_new_labels: int = Field(default=0, ge=0)
+    cooldown: float = 0.0
+    max_per_day: int | None = Field(default=None, ge=1)
     lookback: int = Field(default=5000, ge=1)
     replay_fraction: float = Field(default=0.25, ge=0, le=1)
     holdout_fraction: float = Field(default=0.3, gt=0, lt=1)
     seed: int = 0
+
+    @field_validator("cooldown", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return 0.0 if value in (0, "0") else parse_duration(value)
 
 
 class FeedbackSettings(_Model):

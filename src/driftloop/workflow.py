@@ -148,30 +148,47 @@ def monitor_and_trigger(
             )
             project.store.set_alert_run(request["alert_id"], active[-1]["id"])
             continue
-        if not _enough_new_labels(project):
-            log.info(
-                "Alert %s: fewer than retrain.min_new_labels new labels; not retraining", request["trigger"]
-            )
+        reason = automatic_retrain_blocked(project)
+        if reason:
+            log.info("Alert %s does not retrain: %s", request["trigger"], reason)
             continue
         run_id = start_retrain(project, request["trigger"], since_seq=request["since_seq"])
         project.store.set_alert_run(request["alert_id"], run_id)
     return result
 
 
-def _enough_new_labels(project: Project) -> bool:
-    needed = project.settings.retrain.min_new_labels
-    if needed <= 0:
-        return True
-    finished = [r for r in project.store.runs(project.name) if r["status"] in ("promoted", "rejected")]
-    since = finished[-1]["options"].get("cutoff_seq", 0) if finished else 0
-    new = project.store.labelled(project.name, start_seq=since + 1, policy=project.settings.feedback)
-    return len(new) >= needed
+def automatic_retrain_blocked(project: Project, now: float | None = None) -> str | None:
+    """Why an alert or the schedule may not start a retrain now (cost control), or None.
+
+    Manual runs are never blocked: a person asked for them.
+    """
+    rt, now = project.settings.retrain, time.time() if now is None else now
+    runs = project.store.runs(project.name, limit=200)
+    if any(r["status"] in ("queued", "running") for r in runs):
+        return "a retrain is already queued or running"
+    automatic = [r for r in runs if not r["trigger"].startswith("manual")]
+    if automatic and rt.cooldown and now - automatic[-1]["started_at"] < rt.cooldown:
+        return f"the last automatic retrain started less than retrain.cooldown ({rt.cooldown:g}s) ago"
+    if rt.max_per_day is not None and sum(now - r["started_at"] < 86400 for r in automatic) >= rt.max_per_day:
+        return f"retrain.max_per_day ({rt.max_per_day}) automatic retrains ran in the last 24 hours"
+    if rt.min_new_labels > 0:
+        finished = [r for r in runs if r["status"] in ("promoted", "rejected")]
+        since = finished[-1]["options"].get("cutoff_seq", 0) if finished else 0
+        new = project.store.labelled(project.name, start_seq=since + 1, policy=project.settings.feedback)
+        if len(new) < rt.min_new_labels:
+            return (
+                f"{len(new)} new labels since the last retrain, "
+                f"fewer than retrain.min_new_labels ({rt.min_new_labels})"
+            )
+    return None
 
 
 @DBOS.workflow()
 def scheduled_retrain(scheduled_at: Any, context: Any) -> None:
     project = _project()
-    if project.store.runs(project.name, active_only=True) or not _enough_new_labels(project):
+    reason = automatic_retrain_blocked(project)
+    if reason:
+        log.info("The scheduled retrain is skipped: %s", reason)
         return
     start_retrain(project, f"schedule:{project.settings.retrain.schedule}")
 
