@@ -96,6 +96,7 @@ def test_invalid_requests_name_each_field_and_are_counted(served: tuple[Project,
     assert project.store.count_predictions(project.name) == 0, "nothing from invalid requests is logged"
     assert project.store.count_invalid(project.name) == 5
     assert 'driftloop_invalid_requests_total{model="loan"} 5' in metrics
+    assert 'driftloop_retrain_runs_total{model="loan",status="promoted"} 0' in metrics
 
 
 def test_health_and_models(served: tuple[Project, str]) -> None:

@@ -239,6 +239,8 @@ def _timeline(
                 "monitored_accuracy": (metrics.get("accuracy") or {}).get("value"),
                 "labelled": (metrics.get("labelled") or {}).get("n", 0),
                 "drift_share": (metrics.get("drift_share") or {}).get("value"),
+                "estimated_accuracy": (metrics.get("estimated_accuracy") or {}).get("value"),
+                "multivariate_auc": (metrics.get("multivariate_auc") or {}).get("value"),
                 "prediction_drift": (metrics.get("prediction_drift") or {}).get("value"),
                 "served": sorted({v for _, v in rows}),
                 "events": events.get(w, []),
@@ -254,21 +256,29 @@ def _print_timeline(console: Console, timeline: list[dict[str, Any]]) -> None:
         "served by",
         "accuracy (truth)",
         "accuracy (feedback)",
+        "estimated (no labels)",
         "labels",
         "drifted features",
+        "multivariate AUC",
         "prediction drift",
         "events",
     ):
         table.add_column(column)
+
+    def fmt(value: float | None, spec: str = "{:.3f}") -> str:
+        return "-" if value is None else spec.format(value)
+
     for row in timeline:
         table.add_row(
             str(row["window"]),
             ",".join(f"v{v}" for v in row["served"]),
-            f"{row['accuracy']:.3f}",
-            "-" if row["monitored_accuracy"] is None else f"{row['monitored_accuracy']:.3f}",
+            fmt(row["accuracy"]),
+            fmt(row["monitored_accuracy"]),
+            fmt(row["estimated_accuracy"]),
             str(row["labelled"]),
-            "-" if row["drift_share"] is None else f"{row['drift_share']:.0%}",
-            "-" if row["prediction_drift"] is None else f"{row['prediction_drift']:.3f}",
+            fmt(row["drift_share"], "{:.0%}"),
+            fmt(row["multivariate_auc"]),
+            fmt(row["prediction_drift"]),
             "; ".join(row["events"]),
         )
     console.print(table)

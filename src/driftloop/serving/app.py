@@ -447,6 +447,17 @@ def _prometheus(project: Project, slot: ModelSlot, writer: LogWriter, stats: _Me
         "# TYPE driftloop_champion_info gauge",
         f'driftloop_champion_info{{model="{name}",version="{loaded.version if loaded else ""}"}} 1',
     ]
+    runs = project.store.runs(name, limit=1000)
+    by_status = Counter(r["status"] for r in runs)
+    lines.append("# TYPE driftloop_retrain_runs_total counter")
+    for state in ("queued", "running", "promoted", "rejected", "failed"):
+        lines.append(f'driftloop_retrain_runs_total{{model="{name}",status="{state}"}} {by_status[state]}')
+    finished = [r["finished_at"] - r["started_at"] for r in runs if r["finished_at"]]
+    lines += [
+        "# TYPE driftloop_retrain_seconds summary",
+        f'driftloop_retrain_seconds_sum{{model="{name}"}} {sum(finished):.3f}',
+        f'driftloop_retrain_seconds_count{{model="{name}"}} {len(finished)}',
+    ]
     return "\n".join(lines) + "\n"
 
 
