@@ -47,6 +47,9 @@ def test_undrifted_windows_stay_quiet_and_drifted_ones_flag(trained: Project) ->
     assert {"income", "age", "employment"} <= set(flagged), flagged
     assert "purpose" not in flagged, "purpose has the same distribution under both concepts"
     assert drifted["metrics"]["multivariate_auc"]["flagged"] is True
+    # output metrics are named by what they measure: L-inf threshold on classes, KS on confidence
+    assert drifted["metrics"]["prediction_drift"]["threshold"] == 0.02
+    assert drifted["metrics"]["confidence_drift"]["threshold"] == 0.025
     assert drifted["metrics"]["multivariate_auc"]["value"] > 0.6
     income = drifted["metrics"]["drift.income"]
     assert income["n"] == 300 and income["p_value"] < 1e-3 and income["threshold"] == 0.025

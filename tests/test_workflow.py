@@ -40,7 +40,11 @@ def test_alert_triggers_retrain_that_is_promoted(fresh: Project) -> None:
     rules = {r["rule"]: r for r in decision["rules"]}
     assert rules["min_improvement"]["challenger"] > rules["min_improvement"]["champion"]
     assert [p["action"] for p in fresh.store.promotions(fresh.name)] == ["initial", "promote"]
-    assert fresh.store.reference(fresh.name, "2") is not None, "monitoring reference resets on promotion"
+    reference = fresh.store.reference(fresh.name, "2")
+    assert reference is not None, "monitoring reference resets on promotion"
+    # the new reference's outputs and calibration come from the held-out rows, not training rows
+    assert reference["profile"]["outputs"]["n"] == decision["eval_rows"]
+    assert min(reference["profile"]["cbpe"]["y"]) < 1.0
     manifest = fresh.store.dataset(decision["eval_dataset"])["manifest"]
     assert manifest["kind"] == "eval" and manifest["rows"] == decision["eval_rows"]
     alerts = [a["rule"] for a in fresh.store.alerts(fresh.name)]

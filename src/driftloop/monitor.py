@@ -161,7 +161,8 @@ class Monitor:
         current_outputs = Profile.from_frame(ref.outputs.spec, outputs, keys=keys)
         limits = {"fdr": settings.fdr, "min_ks": settings.min_ks, "min_linf": settings.min_linf}
         report = compare(ref.features, current, **limits)
-        pred, conf = compare(ref.outputs, current_outputs, **limits).columns
+        out_report = compare(ref.outputs, current_outputs, **limits)
+        pred, conf = out_report["__prediction__"], out_report["__confidence__"]
         confidence = outputs["__confidence__"].to_numpy()
         n = len(rows)
         window_metrics = [

@@ -213,7 +213,9 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
     return TrainResult(version, dataset, scores, champion)
 
 
-def reference_profiles(project: Project, df: pd.DataFrame, model: Any) -> tuple[Profile, Profile, CBPE]:
+def reference_profiles(
+    project: Project, df: pd.DataFrame, model: Any, held_out: pd.DataFrame | None = None
+) -> tuple[Profile, Profile, CBPE]:
     """Feature profile of all rows; output profile (prediction, confidence) of the validation rows,
     and the CBPE calibration of confidence against correctness on those rows."""
     settings = project.settings.monitor
@@ -226,7 +228,15 @@ def reference_profiles(project: Project, df: pd.DataFrame, model: Any) -> tuple[
         sample_size=settings.sample_size,
     )
     feature_profile = Profile.from_frame(spec, features)
-    _, valid = split_validation(df) if "__key__" in df else (df, df)
+    # outputs and calibration need rows the model did not learn from: the run's held-out
+    # evaluation set, else the training snapshot's stable validation split
+    valid = (
+        held_out
+        if held_out is not None and len(held_out)
+        else split_validation(df)[1]
+        if "__key__" in df
+        else df
+    )
     if not len(valid):
         valid = df
     outputs = output_frame(project, model, valid)
@@ -264,7 +274,11 @@ def build_reference(project: Project, version: str) -> dict[str, Any]:
         )
     df = pd.read_parquet(row["path"])
     model = project.registry.load(project.name, version)
-    features, outputs, cbpe = reference_profiles(project, df, model)
+    held_out_row = project.store.dataset(
+        project.registry.tags(project.name, version).get("driftloop.eval_dataset", "")
+    )
+    held_out = pd.read_parquet(held_out_row["path"]) if held_out_row else None
+    features, outputs, cbpe = reference_profiles(project, df, model, held_out)
     return project.store.add_reference(
         project.name,
         version,

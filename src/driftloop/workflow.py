@@ -349,6 +349,7 @@ def train_step(run_id: str, data: dict[str, Any]) -> str:
         project, df, df.iloc[:0], dataset_id=data["train_id"], run_key=run_id, trainer=data.get("trainer")
     )
     _crashpoint("train:after-register")
+    project.registry.set_tag(project.name, version, "driftloop.eval_dataset", data["eval_id"])
     project.registry.set_alias(project.name, "challenger", version)
     project.store.update_run(run_id, challenger_version=version)
     return version
