@@ -75,10 +75,11 @@ def read_table(path: Path) -> pd.DataFrame:
 def write_snapshot(folder: Path, df: pd.DataFrame, manifest: dict[str, Any]) -> Dataset:
     """Write ``df`` as ``<id>.parquet`` with ``<id>.json`` beside it; idempotent by content."""
     df = df.reset_index(drop=True)
-    dataset_id = content_id(df, manifest.get("identity"))[:32]
+    digest = content_id(df)  # hash the rows once: the id is its prefix
+    dataset_id = digest[:32]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{dataset_id}.parquet"
-    manifest = {**manifest, "id": dataset_id, "rows": len(df), "sha256": content_id(df)}
+    manifest = {**manifest, "id": dataset_id, "rows": len(df), "sha256": digest}
     if not path.is_file():
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         df.to_parquet(tmp, index=False)

@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 VALIDATION_SHARE = 0.2
-OUTPUT_COLUMNS = ("__prediction__", "__confidence__")
 
 
 class Trainer(Protocol):

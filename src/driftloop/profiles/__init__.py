@@ -41,6 +41,7 @@ def _floats(column: pd.Series) -> np.ndarray:
 
 _BINNERS: dict[bytes, tuple[float, float, np.ndarray, np.ndarray]] = {}
 _CELLS = 8192
+_MAX_BINNERS = 512  # about 70 KB each; a long-running server sees new edges with each new reference
 
 
 def _bin(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -66,6 +67,8 @@ def _bin(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
         # cell -1 (below the first edge) and cell _CELLS (at or above the last) are impure: searched
         table = np.concatenate([[0], left, [edges.size]]).astype(np.int64)
         ok = np.concatenate([[False], pure, [False]])
+        if len(_BINNERS) >= _MAX_BINNERS:
+            _BINNERS.clear()
         binner = _BINNERS.setdefault(key, (lo, scale, table, ok))
     lo, scale, table, ok = binner
     cell = np.floor(np.clip((x - lo) * scale, -1.0, float(_CELLS))).astype(np.int64) + 1
