@@ -141,3 +141,52 @@ def test_domain_classifier_reports_n_and_refuses_bad_parameters() -> None:
     assert not tiny.drifted and np.isnan(tiny.auc), "too few rows: no verdict rather than a guess"
     with pytest.raises(ConfigError, match="'min_effect' parameter of domain_classifier"):
         domain_classifier(a, b, min_effect=0.7)
+
+
+def test_cbpe_f1_round_trips_and_tracks_a_three_class_model() -> None:
+    from sklearn.metrics import f1_score
+
+    from driftloop import NotFittedError
+    from driftloop.drift.cbpe import CBPE
+
+    rng = np.random.default_rng(2)
+    classes = ["a", "b", "c"]
+    n = 30_000
+    pred = rng.choice(classes, n, p=[0.5, 0.3, 0.2])
+    conf = rng.uniform(0.4, 1.0, n)
+    right = rng.random(n) < conf
+    # errors of "a" are mostly "b"; of "b" and "c" mostly "a": structure CBPE must learn
+    wrong_to = {"a": ["b", "b", "b", "c"], "b": ["a", "a", "c"], "c": ["a", "a", "a", "b"]}
+    true = np.array([p if r else rng.choice(wrong_to[p]) for p, r in zip(pred, right, strict=True)])
+    half = n // 2
+    cbpe = CBPE().fit(conf[:half], right[:half], predicted=pred[:half], actual=true[:half], classes=classes)
+    back = CBPE.from_dict(json.loads(json.dumps(cbpe.to_dict())))
+    # a shifted window: only confident predictions of "a" and "c"
+    window = np.flatnonzero((np.arange(n) >= half) & (pred != "b") & (conf > 0.7))
+    truth = f1_score(true[window], pred[window], labels=classes, average="macro", zero_division=0)
+    assert back.estimate_f1(conf[window], pred[window]) == cbpe.estimate_f1(conf[window], pred[window])
+    assert abs(cbpe.estimate_f1(conf[window], pred[window]) - truth) < 0.02
+    with pytest.raises(NotFittedError, match="error structure"):
+        CBPE().fit(conf, right).estimate_f1(conf, pred)
+
+
+def test_mmd_holds_its_level_finds_a_shift_and_refuses_bad_parameters() -> None:
+    import pandas as pd
+
+    from driftloop.drift.multivariate import mmd
+
+    rng = np.random.default_rng(8)
+    reference = pd.DataFrame({"x": rng.normal(size=1000), "c": rng.choice(["p", "q", "r"], 1000)})
+    same = [
+        mmd(reference, pd.DataFrame({"x": rng.normal(size=60), "c": rng.choice(["p", "q", "r"], 60)}), seed=s)
+        for s in range(60)
+    ]
+    assert sum(r.drifted for r in same) <= 8, "about 5 % false alarms at alpha 0.05, not more"
+    shifted = pd.DataFrame({"x": rng.normal(0.8, size=60), "c": rng.choice(["p", "q", "r"], 60)})
+    result = mmd(reference, shifted)
+    assert result.drifted and result.n_reference == 500 and result.n_current == 60
+    assert mmd(reference, shifted, seed=1).p_value < 0.05, "the verdict does not hang on the seed"
+    assert np.isnan(mmd(reference, shifted.iloc[:3]).p_value), "too few rows: no verdict"
+    for kwargs, name in (({"alpha": 1.5}, "alpha"), ({"n_permutations": 5}, "n_permutations")):
+        with pytest.raises(ConfigError, match=rf"^The '{name}' parameter of mmd must be"):
+            mmd(reference, shifted, **kwargs)  # type: ignore[arg-type]

@@ -9,10 +9,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from driftloop.alerts import SlackSink, WebhookSink, dispatch
+from driftloop.drift import compare
 from driftloop.monitor import Monitor
+from driftloop.profiles import Profile
 from driftloop.project import Project
 from driftloop.training import train
 
@@ -34,7 +37,19 @@ def test_undrifted_windows_stay_quiet_and_drifted_ones_flag(trained: Project) ->
         assert w["metrics"]["accuracy"]["value"] > 0.85 and w["metrics"]["accuracy"]["n"] == 300
         # label-free estimate agrees with feedback when only noise separates the windows
         assert abs(w["metrics"]["estimated_accuracy"]["value"] - w["metrics"]["accuracy"]["value"]) < 0.06
+        assert w["metrics"]["multivariate_mmd"]["flagged"] is False
+        assert abs(w["metrics"]["estimated_f1_macro"]["value"] - w["metrics"]["f1_macro"]["value"]) < 0.06
     assert not [a for a in first.alerts if a["rule"] == "feature-drift"]
+    # a longer span merges the windows' stored profiles; the verdict equals a profile of all rows
+    n, rollup = monitor.rollup(since=0)
+    assert n == 600 and rollup is not None and not rollup.drifted
+    rows = trained.store.predictions_after(trained.name, 0, 10_000)
+    frame = trained.schema.profile_frame(trained.schema.frame(pd.DataFrame([r["inputs"] for r in rows])))
+    ref = monitor.reference().features
+    direct = compare(ref, Profile.from_frame(ref.spec, frame))
+    assert [(c.column, c.effect, c.p_value) for c in rollup.columns] == [
+        (c.column, c.effect, c.p_value) for c in direct.columns
+    ]
 
     send(trained, 300, "B", seed=12)
     monitor.run()
@@ -51,6 +66,7 @@ def test_undrifted_windows_stay_quiet_and_drifted_ones_flag(trained: Project) ->
     assert drifted["metrics"]["prediction_drift"]["threshold"] == 0.02
     assert drifted["metrics"]["confidence_drift"]["threshold"] == 0.025
     assert drifted["metrics"]["multivariate_auc"]["value"] > 0.6
+    assert drifted["metrics"]["multivariate_mmd"]["flagged"] is True
     income = drifted["metrics"]["drift.income"]
     assert income["n"] == 300 and income["p_value"] < 1e-3 and income["threshold"] == 0.025
     assert drifted["metrics"]["drift_share"]["value"] == pytest.approx(len(flagged) / 6)

@@ -1,4 +1,4 @@
-"""``driftloop ...`` commands: init, train, serve, monitor, retrain, rollback, status, runs, demo."""
+"""``driftloop ...`` commands: init, train, serve, monitor, drift, retrain, rollback, status, runs, demo."""
 
 from __future__ import annotations
 
@@ -128,6 +128,49 @@ def monitor_command(
         workflow.shutdown()
     console.print(f"Closed {len(result.windows)} window(s); {len(result.alerts)} alert(s).")
     _print_windows(project, limit=max(5, len(result.windows)))
+
+
+@app.command()
+def drift(
+    config: ConfigOption = DEFAULT_CONFIG,
+    last: Annotated[str, typer.Option(help="The span to cover, such as '1h', '1d' or '7d'.")] = "1d",
+) -> None:
+    """Drift over a longer span, from the windows' stored profiles merged (no rows rescanned)."""
+    import time
+
+    from driftloop.config import parse_duration
+    from driftloop.monitor import Monitor
+
+    try:
+        span = parse_duration(last)
+    except ValueError as exc:
+        raise DriftloopError(f"The '--last' option {exc}.") from None
+    project = _project(config)
+    n, report = Monitor(project).rollup(since=time.time() - span)
+    if report is None:
+        console.print(
+            f"No windows in the last {last} against the current reference; run 'driftloop monitor'."
+        )
+        return
+    table = Table(title=f"drift over the last {last}: {n:,} rows merged from the windows' profiles")
+    for column in ("column", "kind", "n", "statistic", "threshold", "p-value", "PSI", "missing Δ", "drifted"):
+        table.add_column(column)
+    for c in report.columns:
+        table.add_row(
+            c.column,
+            c.kind,
+            f"{c.n_current:,}",
+            f"{c.effect:.4f}",
+            f"{c.effect_threshold:g}",
+            f"{c.p_value:.2g}",
+            f"{c.psi:.3f}",
+            f"{c.missing_change:+.1%}",
+            "[bold red]yes[/]" if c.drifted else "no",
+        )
+    console.print(table)
+    console.print(
+        f"{len(report.drifted)} of {len(report.columns)} columns drifted: {', '.join(report.drifted) or '-'}"
+    )
 
 
 @app.command()

@@ -26,6 +26,7 @@ from driftloop.exceptions import ConfigError
 
 __all__ = [
     "AlertRuleSettings",
+    "CustomMetricSettings",
     "FeatureSettings",
     "FeedbackSettings",
     "GateSettings",
@@ -107,9 +108,12 @@ class FeatureSettings(_Model):
     allowed: list[str] | None = None
     max_length: int | None = None
     pii: Literal["hash", "drop"] | None = None
+    embedding: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSettings:
+        if self.embedding is not None and self.type != "text":
+            raise ValueError(f"'embedding' applies to text features only. Got type {self.type!r}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"'min' must not exceed 'max'. Got min={self.min}, max={self.max}")
         if self.allowed is not None and self.type != "categorical":
@@ -178,6 +182,9 @@ class MonitorSettings(_Model):
     min_linf: float = Field(default=0.02, gt=0, lt=1)
     multivariate: bool = True
     min_auc_effect: float = Field(default=0.05, ge=0, lt=0.5)
+    mmd: bool = True
+    mmd_permutations: int = Field(default=200, ge=20, le=10_000)
+    mmd_max_rows: int = Field(default=500, ge=10, le=5000)
 
     @field_validator("window", mode="before")
     @classmethod
@@ -218,6 +225,33 @@ class AlertRuleSettings(_Model):
     def _threshold_or_detector(self) -> AlertRuleSettings:
         if self.detector is None and self.threshold != self.threshold:
             raise ValueError(f"alert rule {self.name!r} needs a 'threshold' (or a 'detector')")
+        return self
+
+
+class CustomMetricSettings(_Model):
+    """A per-prediction quality score (freshness, coherence, ...) profiled and monitored like a column.
+
+    Without ``function`` it is sent with each request (``"metrics"`` beside ``"records"``) and
+    needs ``min`` and ``max``: the range it is validated against and its fixed histogram bins.
+    With ``function`` (``module:function``, called as ``function(inputs, outputs)`` on a window's
+    frames and returning one number per row) the monitor computes it, also on the reference, so
+    its drift is tested too.
+    """
+
+    function: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    min: float | None = None
+    max: float | None = None
+    bins: int = Field(default=20, ge=2, le=1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> CustomMetricSettings:
+        if self.function is None and (self.min is None or self.max is None):
+            raise ValueError(
+                "a metric sent with requests needs 'min' and 'max' (its valid range and fixed bins), "
+                f"or a 'function' that computes it. Got min={self.min}, max={self.max}"
+            )
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"'min' must be below 'max'. Got min={self.min}, max={self.max}")
         return self
 
 
@@ -298,6 +332,7 @@ class Settings(_Model):
     registry: RegistrySettings = RegistrySettings()
     serving: ServingSettings = ServingSettings()
     monitor: MonitorSettings = MonitorSettings()
+    metrics: dict[str, CustomMetricSettings] = Field(default_factory=dict)
     alerts: list[AlertRuleSettings] = Field(default_factory=list)
     sinks: list[SinkSettings] = Field(default_factory=lambda: [SinkSettings(type="log")])
     retrain: RetrainSettings = RetrainSettings()
@@ -308,6 +343,12 @@ class Settings(_Model):
     def _cross_checks(self) -> Settings:
         if self.project.target in self.features:
             raise ValueError(f"the target {self.project.target!r} must not also be listed under [features]")
+        bad = [m for m in self.metrics if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,39}$", m)]
+        if bad:
+            raise ValueError(
+                "custom metric names must be letters, digits and underscores (at most 40, starting "
+                f"with a letter). Got {bad}"
+            )
         names = [rule.name for rule in self.alerts]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from driftloop.alerts import dispatch, make_sinks, should_fire
-from driftloop.drift import compare
+from driftloop.custom import metric_frame, metric_spec
+from driftloop.drift import DriftReport, compare
 from driftloop.drift.cbpe import CBPE
-from driftloop.drift.multivariate import domain_classifier
+from driftloop.drift.multivariate import domain_classifier, mmd
 from driftloop.evaluation import metrics
 from driftloop.exceptions import NotFoundError
 from driftloop.profiles import Profile
@@ -48,6 +49,7 @@ class Reference:
     features: Profile
     outputs: Profile
     cbpe: CBPE | None
+    custom: Profile | None = None
 
 
 def _metric(
@@ -93,8 +95,32 @@ class Monitor:
                 Profile.from_dict(profile["features"]),
                 Profile.from_dict(profile["outputs"]),
                 CBPE.from_dict(profile["cbpe"]) if "cbpe" in profile else None,
+                Profile.from_dict(profile["custom"]) if "custom" in profile else None,
             )
         return self._reference
+
+    def rollup(self, *, since: float, until: float | None = None) -> tuple[int, DriftReport | None]:
+        """Drift over a longer span (an hour, a day) by merging the stored window profiles.
+
+        Nothing is rescanned: the windows' profiles merge exactly, so the verdict is the one a
+        profile of all those rows would give. Only windows scored against the current
+        reference count. Returns the rows covered and the report (``None`` without windows).
+        """
+        ref = self.reference()
+        rows = self.project.store.window_profiles(
+            self.project.name, since=since, until=until, reference_id=ref.row["id"]
+        )
+        if not rows:
+            return 0, None
+        spec = ref.features.spec
+        merged = Profile.from_dict(rows[0]["profile"]["features"], spec)
+        for row in rows[1:]:
+            merged = merged.merge(Profile.from_dict(row["profile"]["features"], spec))
+        settings = self.project.settings.monitor
+        report = compare(
+            ref.features, merged, fdr=settings.fdr, min_ks=settings.min_ks, min_linf=settings.min_linf
+        )
+        return merged.n, report
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, *, flush: bool = False, now: float | None = None) -> MonitorRun:
@@ -207,11 +233,44 @@ class Monitor:
             ),
             _metric("mean_confidence", float(confidence.mean()), n),
             _metric("estimated_accuracy", ref.cbpe.estimate(confidence) if ref.cbpe else None, n),
+            _metric(
+                "estimated_f1_macro",
+                ref.cbpe.estimate_f1(confidence, outputs["__prediction__"].to_numpy())
+                if ref.cbpe and ref.cbpe.errors_ is not None
+                else None,
+                n,
+            ),
         ]
         if settings.multivariate and min(len(ref.features.sample), len(current.sample)) >= 100:
             dc = domain_classifier(ref.features.sample, current.sample, min_effect=settings.min_auc_effect)
             window_metrics.append(
                 _metric("multivariate_auc", dc.auc, dc.n_current, threshold=dc.threshold, flagged=dc.drifted)
+            )
+        custom_profile = None
+        if self.project.settings.metrics:
+            values = metric_frame(
+                self.project.settings, inputs, outputs, [(r.get("meta") or {}).get("metrics") for r in rows]
+            )
+            spec = ref.custom.spec if ref.custom is not None else metric_spec(self.project.settings, values)
+            custom_profile = Profile.from_frame(spec, values, keys=keys)
+            window_metrics += self._custom_metrics(ref, custom_profile, limits)
+        if settings.mmd and min(len(ref.features.sample), len(current.sample)) >= 20:
+            kernel = mmd(
+                ref.features.sample,
+                current.sample,
+                alpha=settings.fdr,
+                n_permutations=settings.mmd_permutations,
+                max_rows=settings.mmd_max_rows,
+            )
+            window_metrics.append(
+                _metric(
+                    "multivariate_mmd",
+                    kernel.mmd2,
+                    kernel.n_current,
+                    p_value=kernel.p_value,
+                    threshold=kernel.alpha,
+                    flagged=kernel.drifted,
+                )
             )
         window = dict(
             model=self.project.name,
@@ -225,10 +284,33 @@ class Monitor:
             profile={
                 "features": current.to_dict(include_spec=False),
                 "outputs": current_outputs.to_dict(include_spec=False),
+                **({"custom": custom_profile.to_dict()} if custom_profile is not None else {}),
             },
             created_at=time.time(),
         )
         return self.project.store.add_window(window, window_metrics)
+
+    @staticmethod
+    def _custom_metrics(ref: Reference, current: Profile, limits: dict[str, float]) -> list[dict[str, Any]]:
+        """Each custom metric's window mean; its drift where the reference has values for it."""
+        out = []
+        for name, summary in current.numeric.items():
+            out.append(_metric(name, summary.mean if summary.count else None, summary.count))
+        if ref.custom is None:
+            return out
+        for c in compare(ref.custom, current, **limits).columns:
+            if c.n_reference and c.n_current:
+                out.append(
+                    _metric(
+                        f"drift.{c.column}",
+                        c.effect,
+                        c.n_current,
+                        p_value=c.p_value,
+                        threshold=c.effect_threshold,
+                        flagged=c.drifted,
+                    )
+                )
+        return out
 
     def _refresh_performance(self) -> None:
         """Accuracy and F1 from feedback for the newest windows, as labels arrive."""

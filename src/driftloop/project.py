@@ -18,7 +18,7 @@ class Project:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.schema = FeatureSchema(settings.features)
+        self.schema = FeatureSchema(settings.features, root=settings.root)
 
     @classmethod
     def load(cls, path: str | Path = "driftloop.toml") -> Project:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from driftloop.config import FeatureSettings
 from driftloop.exceptions import SchemaError
+from driftloop.plugins import load_function
 
 __all__ = ["FeatureSchema"]
 
@@ -31,9 +34,11 @@ DEFAULT_MAX_TEXT = 10_000
 class FeatureSchema:
     """The model's inputs: names, types and constraints, and the pydantic model built from them."""
 
-    def __init__(self, features: dict[str, FeatureSettings]) -> None:
+    def __init__(self, features: dict[str, FeatureSettings], root: Path | None = None) -> None:
         self.features = dict(features)
+        self.root = root  # where the project's own modules (embedding functions) are imported from
         self.record_model = self._build_model()
+        self._embedders: dict[str, Callable[[list[Any]], Any]] = {}
 
     @property
     def numeric(self) -> list[str]:
@@ -169,8 +174,26 @@ class FeatureSchema:
                 columns[name] = pd.Series(values, dtype=object)  # object, as the training frames have
         return pd.DataFrame(columns, copy=False)
 
+    def embed(self, name: str, values: pd.Series) -> np.ndarray:
+        """The configured embedding of text feature ``name``: an ``(n, d)`` float array."""
+        entrypoint = self.features[name].embedding
+        assert entrypoint is not None
+        embedder = self._embedders.get(name)
+        if embedder is None:
+            embedder = load_function(entrypoint, self.root, f"features.{name}.embedding")
+            self._embedders[name] = embedder
+        texts = values.astype(object).where(values.notna(), "").tolist()
+        out = np.asarray(embedder(texts), dtype="float64")
+        if out.ndim != 2 or out.shape[0] != len(texts):
+            raise SchemaError(
+                f"The embedding function {entrypoint!r} of feature '{name}' must return an array of "
+                f"shape (n, d) for n texts. Got shape {out.shape} for {len(texts)} texts."
+            )
+        return out
+
     def profile_frame(self, df: pd.DataFrame) -> pd.DataFrame:
-        """The columns monitoring profiles: numeric and categorical as-is, text as its length.
+        """The columns monitoring profiles: numeric and categorical as-is, text as its length and,
+        where an ``embedding`` is configured, its dimensions ``name.e0``, ``name.e1``, ...
 
         Features marked ``pii`` are not profiled: what is logged of them is hashed or absent.
         """
@@ -178,4 +201,8 @@ class FeatureSchema:
         out = df[[c for c in (*self.numeric, *self.categorical) if c not in marked]].copy()
         for name in (n for n in self.text if n not in marked):
             out[f"{name}.length"] = df[name].astype("string").str.len().astype("float64")
+            if self.features[name].embedding:
+                vectors = self.embed(name, df[name])
+                for i in range(vectors.shape[1]):
+                    out[f"{name}.e{i}"] = vectors[:, i]
         return out

@@ -8,21 +8,20 @@ estimator or pipeline, or anything shaped like one). It is named in driftloop.to
 
 from __future__ import annotations
 
-import importlib
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
 
+from driftloop.custom import metric_frame, metric_spec
 from driftloop.datasets import Dataset, file_sha256, read_table, stable_fraction, write_snapshot
 from driftloop.drift.cbpe import CBPE
 from driftloop.evaluation import metrics, predict
 from driftloop.exceptions import ConfigError, SchemaError
+from driftloop.plugins import load_function
 from driftloop.profiles import Profile, ProfileSpec
 from driftloop.project import Project
 
@@ -53,31 +52,7 @@ class TrainResult:
 
 def load_trainer(entrypoint: str, project: Project) -> Callable[..., Any]:
     """Import ``module:function``, with the project folder first on ``sys.path``."""
-    module_name, _, func_name = entrypoint.partition(":")
-    root = str(project.settings.root)
-    if root in sys.path:
-        sys.path.remove(root)
-    sys.path.insert(0, root)  # this project's modules win over another project's of the same name
-    importlib.invalidate_caches()
-    try:
-        module = sys.modules.get(module_name)
-        origin = getattr(module, "__file__", None) or ""
-        local = project.settings.root / (module_name.replace(".", "/") + ".py")
-        if module is not None and local.is_file() and Path(origin).resolve() != local.resolve():
-            del sys.modules[module_name]  # another project's module of the same name
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"The 'trainer.entrypoint' setting must name an importable module. "
-            f"Got {entrypoint!r}; importing {module_name!r} failed: {exc}."
-        ) from exc
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ConfigError(
-            f"The 'trainer.entrypoint' setting must name a function in {module_name!r}. "
-            f"Got {entrypoint!r}, and {func_name!r} is not a function there."
-        )
-    return func  # type: ignore[no-any-return]
+    return load_function(entrypoint, project.settings.root, "trainer.entrypoint")
 
 
 def labelled_frame(project: Project, df: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -214,9 +189,10 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
 
 def reference_profiles(
     project: Project, df: pd.DataFrame, model: Any, held_out: pd.DataFrame | None = None
-) -> tuple[Profile, Profile, CBPE]:
+) -> tuple[Profile, Profile, CBPE, Profile | None]:
     """Feature profile of all rows; output profile (prediction, confidence) of the validation rows,
-    and the CBPE calibration of confidence against correctness on those rows."""
+    the CBPE calibration of confidence against correctness on those rows, and (when custom
+    metrics are configured) the custom-metric profile of those rows."""
     settings = project.settings.monitor
     features = project.schema.profile_frame(project.schema.frame(df))
     spec = ProfileSpec.fit(
@@ -250,8 +226,18 @@ def reference_profiles(
     )
     target = project.settings.project.target
     correct = outputs["__prediction__"].to_numpy() == valid[target].astype(str).to_numpy()
-    cbpe = CBPE().fit(outputs["__confidence__"].to_numpy(), correct)
-    return feature_profile, Profile.from_frame(out_spec, outputs), cbpe
+    cbpe = CBPE().fit(
+        outputs["__confidence__"].to_numpy(),
+        correct,
+        predicted=outputs["__prediction__"].to_numpy(),
+        actual=valid[target].astype(str).to_numpy(),
+        classes=list(project.classes),
+    )
+    custom = None
+    if project.settings.metrics:
+        values = metric_frame(project.settings, project.schema.frame(valid).reset_index(drop=True), outputs)
+        custom = Profile.from_frame(metric_spec(project.settings, values), values)
+    return feature_profile, Profile.from_frame(out_spec, outputs), cbpe, custom
 
 
 def output_frame(project: Project, model: Any, df: pd.DataFrame) -> pd.DataFrame:
@@ -277,10 +263,8 @@ def build_reference(project: Project, version: str) -> dict[str, Any]:
         project.registry.tags(project.name, version).get("driftloop.eval_dataset", "")
     )
     held_out = pd.read_parquet(held_out_row["path"]) if held_out_row else None
-    features, outputs, cbpe = reference_profiles(project, df, model, held_out)
-    return project.store.add_reference(
-        project.name,
-        version,
-        dataset_id,
-        {"features": features.to_dict(), "outputs": outputs.to_dict(), "cbpe": cbpe.to_dict()},
-    )
+    features, outputs, cbpe, custom = reference_profiles(project, df, model, held_out)
+    profile = {"features": features.to_dict(), "outputs": outputs.to_dict(), "cbpe": cbpe.to_dict()}
+    if custom is not None:
+        profile["custom"] = custom.to_dict()
+    return project.store.add_reference(project.name, version, dataset_id, profile)

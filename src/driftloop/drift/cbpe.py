@@ -6,6 +6,10 @@ estimates a window's accuracy as the mean of those probabilities. It tracks accu
 covariate shift while labels have not arrived; it cannot see concept drift (where the same
 confidence is right less often), which is what feedback-based accuracy is for.
 
+Expected macro F1 needs one more thing: where a wrong prediction's true class goes. CBPE
+learns it on the reference as, for each predicted class, the share of its errors that belong
+to each other class (exact for two classes, where an error can only be the other class).
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> conf = rng.uniform(0.5, 1.0, 5000)
@@ -28,38 +32,105 @@ __all__ = ["CBPE"]
 
 
 class CBPE:
-    """Expected accuracy from confidence. ``fit(confidence, correct)``, then ``estimate(confidence)``."""
+    """Expected accuracy (and macro F1) from confidence.
+
+    ``fit(confidence, correct)``, then ``estimate(confidence)``; pass ``predicted``, ``actual``
+    and ``classes`` to ``fit`` to enable ``estimate_f1(confidence, predicted)``.
+    """
 
     def __init__(self) -> None:
         self.x_: np.ndarray | None = None
         self.y_: np.ndarray | None = None
+        self.classes_: list[str] | None = None
+        self.errors_: np.ndarray | None = None  # [predicted j, true k]: share of j's errors that are k
 
-    def fit(self, confidence: np.ndarray, correct: np.ndarray) -> CBPE:
+    def fit(
+        self,
+        confidence: np.ndarray,
+        correct: np.ndarray,
+        *,
+        predicted: np.ndarray | None = None,
+        actual: np.ndarray | None = None,
+        classes: list[str] | None = None,
+    ) -> CBPE:
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         iso.fit(np.asarray(confidence, dtype="float64"), np.asarray(correct, dtype="float64"))
         self.x_ = np.asarray(iso.X_thresholds_, dtype="float64")
         self.y_ = np.asarray(iso.y_thresholds_, dtype="float64")
+        if predicted is not None and actual is not None and classes:
+            k = len(classes)
+            index = {c: i for i, c in enumerate(classes)}
+            pred = np.array([index.get(str(p), -1) for p in predicted])
+            true = np.array([index.get(str(a), -1) for a in actual])
+            keep = (pred >= 0) & (true >= 0) & (pred != true)
+            counts = np.zeros((k, k))
+            np.add.at(counts, (pred[keep], true[keep]), 1.0)
+            # a class never wrong on the reference: spread its errors evenly (Laplace-style prior)
+            prior = (1.0 - np.eye(k)) / max(k - 1, 1)
+            totals = counts.sum(axis=1, keepdims=True)
+            self.errors_ = (counts + prior) / (totals + 1.0)
+            self.classes_ = [str(c) for c in classes]
         return self
 
-    def estimate(self, confidence: np.ndarray) -> float:
-        """Expected accuracy of predictions made with these confidences."""
+    def _calibrated(self, confidence: np.ndarray) -> np.ndarray:
         if self.x_ is None or self.y_ is None:
             raise NotFittedError(
                 "CBPE.estimate needs a calibration; call CBPE.fit(confidence, correct) first."
             )
-        values = np.asarray(confidence, dtype="float64")
-        if values.size == 0:
+        return np.asarray(np.interp(np.asarray(confidence, dtype="float64"), self.x_, self.y_))
+
+    def estimate(self, confidence: np.ndarray) -> float:
+        """Expected accuracy of predictions made with these confidences."""
+        p = self._calibrated(confidence)
+        return float(p.mean()) if p.size else float("nan")
+
+    def estimate_f1(self, confidence: np.ndarray, predicted: np.ndarray) -> float:
+        """Expected macro F1 of these predictions (the classes' mean, as ``f1_score(average="macro")``).
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(1)
+        >>> conf = rng.uniform(0.5, 1.0, 20000); pred = rng.choice(["a", "b"], 20000)
+        >>> right = rng.random(20000) < conf
+        >>> true = np.where(right, pred, np.where(pred == "a", "b", "a"))
+        >>> cbpe = CBPE().fit(conf, right, predicted=pred, actual=true, classes=["a", "b"])
+        >>> from sklearn.metrics import f1_score
+        >>> abs(cbpe.estimate_f1(conf, pred) - f1_score(true, pred, average="macro")) < 0.01
+        True
+        """
+        if self.errors_ is None or self.classes_ is None:
+            raise NotFittedError(
+                "CBPE.estimate_f1 needs the reference's error structure; call "
+                "CBPE.fit(confidence, correct, predicted=..., actual=..., classes=...) first."
+            )
+        p = self._calibrated(confidence)
+        if p.size == 0:
             return float("nan")
-        return float(np.interp(values, self.x_, self.y_).mean())
+        index = {c: i for i, c in enumerate(self.classes_)}
+        pred = np.array([index.get(str(v), -1) for v in predicted])
+        k = len(self.classes_)
+        known = pred >= 0
+        right = np.bincount(pred[known], weights=p[known], minlength=k)  # expected TP per class
+        wrong = np.bincount(pred[known], weights=1.0 - p[known], minlength=k)  # expected FP per class
+        missed = wrong @ self.errors_  # expected FN per class: errors of other classes that are k
+        denominator = 2 * right + wrong + missed
+        f1 = np.divide(2 * right, denominator, out=np.zeros(k), where=denominator > 0)
+        return float(f1.mean())
 
     def to_dict(self) -> dict[str, Any]:
         if self.x_ is None or self.y_ is None:
             raise NotFittedError("An unfitted CBPE has nothing to serialise; call fit first.")
-        return {"x": self.x_.tolist(), "y": self.y_.tolist()}
+        data: dict[str, Any] = {"x": self.x_.tolist(), "y": self.y_.tolist()}
+        if self.errors_ is not None:
+            data["classes"] = self.classes_
+            data["errors"] = self.errors_.tolist()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CBPE:
         made = cls()
         made.x_ = np.asarray(data["x"], dtype="float64")
         made.y_ = np.asarray(data["y"], dtype="float64")
+        if "errors" in data:
+            made.classes_ = list(data["classes"])
+            made.errors_ = np.asarray(data["errors"], dtype="float64")
         return made

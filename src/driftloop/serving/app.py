@@ -26,6 +26,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from driftloop import custom
 from driftloop.evaluation import predict
 from driftloop.exceptions import ConfigError
 from driftloop.project import Project
@@ -61,6 +62,37 @@ def parse_api_keys(text: str | None) -> dict[str, set[str]]:
             )
         keys[key] = wanted
     return keys
+
+
+_MAX_META_KEYS = 16
+_MAX_META_CHARS = 256
+
+
+def _metadata(sent: Any, request: Request) -> tuple[dict[str, str], list[str]]:
+    """Request metadata from the body's ``"metadata"`` and the X-Tenant / X-Client-Id headers."""
+    found = {
+        key: request.headers[header]
+        for key, header in (("tenant", "x-tenant"), ("client_id", "x-client-id"))
+        if header in request.headers
+    }
+    if sent is None:
+        return found, []
+    if not isinstance(sent, dict):
+        return found, [f"'metadata' must be an object of strings. Got {type(sent).__name__} instead."]
+    if len(sent) > _MAX_META_KEYS:
+        return found, [f"'metadata' may hold at most {_MAX_META_KEYS} keys. Got {len(sent)}."]
+    problems = []
+    for key, value in sent.items():
+        if key == "metrics":
+            problems.append("'metadata' must not use the reserved key 'metrics'.")
+        elif not isinstance(value, str) or len(value) > _MAX_META_CHARS or len(key) > 64:
+            problems.append(
+                f"'metadata.{key[:64]}' must be a string of at most {_MAX_META_CHARS} characters "
+                f"(keys at most 64). Got {value!r:.80} instead."
+            )
+        else:
+            found[key] = value
+    return found, problems
 
 
 class _BadRequest(Exception):
@@ -209,7 +241,31 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                                         "type": "array",
                                         "items": record_schema,
                                         "maxItems": settings.max_batch,
-                                    }
+                                    },
+                                    "metrics": {
+                                        "description": "Custom per-prediction metrics: one object "
+                                        "for all records, or a list with one object per record.",
+                                        "oneOf": [
+                                            {"type": "object", "additionalProperties": {"type": "number"}},
+                                            {
+                                                "type": "array",
+                                                "items": {
+                                                    "type": "object",
+                                                    "additionalProperties": {"type": "number"},
+                                                },
+                                            },
+                                        ],
+                                    },
+                                    "metadata": {
+                                        "description": "Request metadata logged with every record, "
+                                        "such as tenant and client_id.",
+                                        "type": "object",
+                                        "maxProperties": _MAX_META_KEYS,
+                                        "additionalProperties": {
+                                            "type": "string",
+                                            "maxLength": _MAX_META_CHARS,
+                                        },
+                                    },
                                 },
                             },
                         ],
@@ -224,7 +280,8 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         """Predict one record (a JSON object) or a batch (``{"records": [...]}``); log every record."""
         started = time.perf_counter()
         body = await read_json(request)
-        rows = body["records"] if isinstance(body, dict) and "records" in body else body
+        batch = isinstance(body, dict) and "records" in body
+        rows = body["records"] if batch else body
         rows = [rows] if isinstance(rows, dict) else rows
         if not isinstance(rows, list) or not rows:
             raise _BadRequest(
@@ -240,6 +297,12 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 "too_long",
             )
         records, errors = project.schema.validate(rows)
+        sent, problems = custom.validate_sent(
+            project.settings, body.get("metrics") if batch else None, len(rows)
+        )
+        errors += [{"loc": ["body", "metrics"], "msg": m, "type": "value_error"} for m in problems]
+        metadata, problems = _metadata(body.get("metadata") if batch else None, request)
+        errors += [{"loc": ["body", "metadata"], "msg": m, "type": "value_error"} for m in problems]
         if errors:
             return await invalid("/predict", 422, errors)
         loaded = slot.current
@@ -252,11 +315,6 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         now = time.time()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         latency_ms = (time.perf_counter() - started) * 1000
-        meta = {
-            k: request.headers[h]
-            for k, h in (("tenant", "x-tenant"), ("client", "x-client-id"))
-            if h in request.headers
-        } or None
         out, log_rows = [], []
         for i, record in enumerate(records):
             pid = uuid.uuid4().hex
@@ -281,7 +339,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                     "confidence": float(confidence[i]),
                     "probabilities": p,
                     "latency_ms": latency_ms,
-                    "meta": meta,
+                    "meta": {**metadata, "metrics": sent[i]} if sent[i] else metadata or None,
                 }
             )
         try:

@@ -333,6 +333,32 @@ class Store:
             r["metrics"] = by_window[r["id"]]
         return rows
 
+    def window_profiles(
+        self,
+        model: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        reference_id: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Windows (id, times, n, reference id and stored profiles) ending within ``[since, until)``."""
+        query = select(
+            t.windows.c.id,
+            t.windows.c.start_ts,
+            t.windows.c.end_ts,
+            t.windows.c.n,
+            t.windows.c.reference_id,
+            t.windows.c.profile,
+        ).where(t.windows.c.model == model)
+        if since is not None:
+            query = query.where(t.windows.c.end_ts >= since)
+        if until is not None:
+            query = query.where(t.windows.c.end_ts < until)
+        if reference_id is not None:
+            query = query.where(t.windows.c.reference_id == reference_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query.order_by(t.windows.c.end_seq)).mappings()]
+
     # -- alerts ----------------------------------------------------------------------------
     def add_alert(self, **values: Any) -> int:
         with self.begin() as conn:
