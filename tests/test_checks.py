@@ -190,3 +190,28 @@ def test_mmd_holds_its_level_finds_a_shift_and_refuses_bad_parameters() -> None:
     for kwargs, name in (({"alpha": 1.5}, "alpha"), ({"n_permutations": 5}, "n_permutations")):
         with pytest.raises(ConfigError, match=rf"^The '{name}' parameter of mmd must be"):
             mmd(reference, shifted, **kwargs)  # type: ignore[arg-type]
+
+
+def test_small_windows_get_exact_ks_and_every_column_reports_missing_and_unseen() -> None:
+    import pandas as pd
+    from scipy import stats
+
+    from driftloop.drift import compare
+    from driftloop.profiles import Profile, ProfileSpec
+
+    rng = np.random.default_rng(4)
+    ref_df = pd.DataFrame({"x": rng.normal(size=1500), "c": rng.choice(["p", "q"], 1500)})
+    spec = ProfileSpec.fit(ref_df, ["x"], ["c"])
+    reference = Profile.from_frame(spec, ref_df)
+    small_df = pd.DataFrame({"x": rng.normal(0.3, size=200), "c": rng.choice(["p", "q", "new"], 200)})
+    small_df.loc[:39, "x"] = np.nan  # 20 % missing, against none in the reference
+    small = compare(reference, Profile.from_frame(spec, small_df))
+    x, c = small["x"], small["c"]
+    assert x.method == "exact" and x.n_current == 160
+    expected = stats.ks_2samp(ref_df["x"], small_df["x"].dropna())
+    assert x.effect == pytest.approx(expected.statistic) and x.p_value == pytest.approx(expected.pvalue)
+    assert x.missing_change == pytest.approx(0.2)
+    assert x.missing_p_value is not None and x.missing_p_value < 1e-6
+    assert c.unseen_share == pytest.approx((small_df["c"] == "new").mean())
+    big_df = pd.DataFrame({"x": rng.normal(size=5000), "c": rng.choice(["p", "q"], 5000)})
+    assert compare(reference, Profile.from_frame(spec, big_df))["x"].method == "binned"

@@ -185,7 +185,11 @@ class Monitor:
             }
         )
         current_outputs = Profile.from_frame(ref.outputs.spec, outputs, keys=keys)
-        limits = {"fdr": settings.fdr, "min_ks": settings.min_ks, "min_linf": settings.min_linf}
+        limits: dict[str, Any] = {
+            "fdr": settings.fdr,
+            "min_ks": settings.min_ks,
+            "min_linf": settings.min_linf,
+        }
         report = compare(ref.features, current, **limits)
         out_report = compare(ref.outputs, current_outputs, **limits)
         pred, conf = out_report["__prediction__"], out_report["__confidence__"]
@@ -204,6 +208,7 @@ class Monitor:
                     flagged=c.drifted,
                 ),
                 _metric(f"psi.{c.column}", c.psi, c.n_current),
+                _metric(f"missing.{c.column}", c.missing_change, c.n_current, p_value=c.missing_p_value),
             )
         ]
         window_metrics += [
@@ -291,7 +296,7 @@ class Monitor:
         return self.project.store.add_window(window, window_metrics)
 
     @staticmethod
-    def _custom_metrics(ref: Reference, current: Profile, limits: dict[str, float]) -> list[dict[str, Any]]:
+    def _custom_metrics(ref: Reference, current: Profile, limits: dict[str, Any]) -> list[dict[str, Any]]:
         """Each custom metric's window mean; its drift where the reference has values for it."""
         out = []
         for name, summary in current.numeric.items():
