@@ -86,7 +86,17 @@ def test_runs_queue_one_at_a_time_and_none_is_dropped(fresh: Project) -> None:
     assert sorted([a["challenger_version"], b["challenger_version"]]) == ["2", "3"]
 
 
-@pytest.mark.parametrize("point", ["train:before-register", "train:after-register", "gate:end"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "snapshot:end",
+        "train:before-register",
+        "train:after-register",
+        "evaluate:end",
+        "gate:end",
+        "promote:after-alias",
+    ],
+)
 def test_killed_mid_step_resumes_without_duplicates(tmp_path: Path, point: str) -> None:
     project = make_project(tmp_path / "p")
     train(project)
@@ -120,6 +130,8 @@ def test_killed_mid_step_resumes_without_duplicates(tmp_path: Path, point: str) 
     assert versions == ["1", "2"], "no duplicate version was registered"
     assert len(project.store.decisions(project.name)) == 1
     assert len(project.store.runs(project.name)) == 1
+    kinds = sorted(d["kind"] for d in project.store.datasets(project.name))
+    assert kinds == ["eval", "train", "train"], f"no duplicate snapshot: {kinds}"
     promotions = [p for p in project.store.promotions(project.name) if p["action"] == "promote"]
     assert len(promotions) == (1 if row["status"] == "promoted" else 0)
     champion = project.registry.alias(project.name, "champion")

@@ -123,7 +123,9 @@ def monitor_command(
                 outcome = workflow.wait(run["id"])
                 console.print(f"Retrain {run['id']}: [bold]{outcome['status']}[/]")
         else:
-            result = Monitor(project).run(flush=flush)
+            monitor = Monitor(project)
+            result = monitor.run(flush=flush)
+            workflow.post_deploy_watch(project, monitor)
     finally:
         workflow.shutdown()
     console.print(f"Closed {len(result.windows)} window(s); {len(result.alerts)} alert(s).")
@@ -239,7 +241,19 @@ def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
     for a in project.store.alerts(project.name, limit=10):
         alerts.add_row(_when(a["ts"]), a["rule"], a["message"], a["run_id"] or "-")
     console.print(alerts)
+    history = Table(title="champion history")
+    for column in ("when", "action", "from", "to", "reason"):
+        history.add_column(column)
+    for p in project.store.promotions(project.name)[-8:]:
+        history.add_row(_when(p["ts"]), p["action"], p["from_version"] or "-", p["to_version"], p["reason"])
+    console.print(history)
     _print_runs(project)
+    ok = project.store.monitor_runs(project.name, limit=1, ok=True)
+    failed = project.store.monitor_runs(project.name, limit=1, ok=False)
+    console.print(
+        f"monitoring: last success {_when(ok[-1]['finished_at']) if ok else 'never'}"
+        + (f"; last failure {_when(failed[-1]['finished_at'])}: {failed[-1]['error']}" if failed else "")
+    )
 
 
 @app.command()

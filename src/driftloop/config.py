@@ -33,6 +33,7 @@ __all__ = [
     "MonitorSettings",
     "RetrainSettings",
     "Settings",
+    "WatchSettings",
     "Window",
     "parse_duration",
 ]
@@ -132,11 +133,12 @@ class ProjectSettings(_Model):
 
 class DataSettings(_Model):
     train: str
+    golden: str | None = None  # a fixed, labelled evaluation set scored in every gate decision
 
-    @field_validator("train")
+    @field_validator("train", "golden")
     @classmethod
-    def _suffix(cls, value: str) -> str:
-        if not value.lower().endswith((".csv", ".parquet")):
+    def _suffix(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().endswith((".csv", ".parquet")):
             raise ValueError(f"must name a .csv or .parquet file. Got {value!r} instead")
         return value
 
@@ -182,6 +184,7 @@ class MonitorSettings(_Model):
     min_linf: float = Field(default=0.02, gt=0, lt=1)
     multivariate: bool = True
     min_auc_effect: float = Field(default=0.05, ge=0, lt=0.5)
+    stale_after: float | None = None  # alert when no monitoring pass succeeded for this long
     mmd: bool = True
     mmd_permutations: int = Field(default=200, ge=20, le=10_000)
     mmd_max_rows: int = Field(default=500, ge=10, le=5000)
@@ -195,6 +198,11 @@ class MonitorSettings(_Model):
     @classmethod
     def _dur(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @field_validator("stale_after", mode="before")
+    @classmethod
+    def _stale(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
 
 class AlertRuleSettings(_Model):
@@ -277,12 +285,36 @@ class RetrainSettings(_Model):
     lookback: int = Field(default=5000, ge=1)
     replay_fraction: float = Field(default=0.25, ge=0, le=1)
     holdout_fraction: float = Field(default=0.3, gt=0, lt=1)
+    corrected_share: float | None = Field(default=None, ge=0, le=1)
+    error_oversampling: float = Field(default=0.0, ge=0, le=100)
+    recency_half_life: float | None = None
+    max_per_class: int | None = Field(default=None, ge=1)
     seed: int = 0
 
     @field_validator("cooldown", mode="before")
     @classmethod
     def _dur(cls, value: Any) -> float:
         return 0.0 if value in (0, "0") else parse_duration(value)
+
+    @field_validator("recency_half_life", mode="before")
+    @classmethod
+    def _half_life(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+
+class WatchSettings(_Model):
+    """The post-deploy watch: after a promotion, the new champion's live performance over its
+    first ``windows`` windows is compared with the old champion's over its last ``windows``
+    windows; more than ``tolerance`` worse, and the promotion is rolled back and an alert raised.
+
+    Feedback is used when both sides have at least ``min_labels`` labelled rows, else the
+    label-free estimate (CBPE) for both. ``windows = 0`` turns the watch off.
+    """
+
+    windows: int = Field(default=3, ge=0)
+    min_labels: int = Field(default=50, ge=1)
+    tolerance: float = Field(default=0.03, ge=0, lt=1)
+    metric: Literal["accuracy", "f1_macro"] = "accuracy"
 
 
 class FeedbackSettings(_Model):
@@ -338,6 +370,7 @@ class Settings(_Model):
     retrain: RetrainSettings = RetrainSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     gate: GateSettings = GateSettings()
+    watch: WatchSettings = WatchSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:

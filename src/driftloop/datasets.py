@@ -63,10 +63,10 @@ def content_id(df: pd.DataFrame, extra: dict[str, Any] | None = None) -> str:
     return h.hexdigest()
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read the CSV or Parquet file named in the config."""
+def read_table(path: Path, setting: str = "data.train") -> pd.DataFrame:
+    """Read the CSV or Parquet file named in the config under ``setting``."""
     if not path.is_file():
-        raise ConfigError(f"The 'data.train' file must exist. Got '{path}', which does not.")
+        raise ConfigError(f"The '{setting}' file must exist. Got '{path}', which does not.")
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     return pd.read_csv(path)

@@ -124,6 +124,64 @@ class Monitor:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, *, flush: bool = False, now: float | None = None) -> MonitorRun:
+        """One monitoring pass, recorded (ok or failed) so a silent monitor can be noticed."""
+        started = time.time()
+        try:
+            result = self._run(flush=flush, now=now)
+        except Exception as exc:
+            self.project.store.add_monitor_run(
+                self.project.name, started, False, 0, f"{type(exc).__name__}: {exc}"
+            )
+            self.system_alert("monitor-failed", f"A monitoring pass of '{self.project.name}' failed: {exc}")
+            raise
+        self.project.store.add_monitor_run(self.project.name, started, True, len(result.windows))
+        return result
+
+    def system_alert(self, rule: str, message: str, **extra: Any) -> dict[str, Any]:
+        """An alert about the pipeline itself (not a metric), stored and sent to every sink."""
+        alert: dict[str, Any] = dict(
+            model=self.project.name,
+            rule=rule,
+            metric="pipeline",
+            value=None,
+            threshold=None,
+            window_id=None,
+            message=message,
+            **extra,
+        )
+        alert["id"] = self.project.store.add_alert(**alert)
+        dispatch(self.sinks, alert)
+        return alert
+
+    def check_stale(self, now: float | None = None) -> dict[str, Any] | None:
+        """Alert once when no monitoring pass succeeded for ``monitor.stale_after``."""
+        limit = self.project.settings.monitor.stale_after
+        if limit is None:
+            return None
+        now = time.time() if now is None else now
+        store, name = self.project.store, self.project.name
+        ok = store.monitor_runs(name, limit=1, ok=True)
+        if ok:
+            since = ok[-1]["finished_at"]
+        else:  # never succeeded: count from the first attempt, or from the first champion
+            first = store.monitor_runs(name, limit=1, first=True) or store.promotions(name)[:1]
+            if not first:
+                return None
+            since = first[0].get("started_at", first[0].get("ts"))
+        if now - since < limit:
+            return None
+        last = store.alerts(name, limit=1, rule="monitor-stale")
+        if last and last[-1]["ts"] >= since:
+            return None  # one alert per silence
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+        return self.system_alert(
+            "monitor-stale",
+            f"No successful monitoring run of '{name}' for {now - since:.0f}s, longer than "
+            f"monitor.stale_after ({limit:g}s); the last "
+            + (f"success was at {when}." if ok else f"attempt or deployment was at {when}."),
+        )
+
+    def _run(self, *, flush: bool, now: float | None) -> MonitorRun:
         result = MonitorRun()
         now = time.time() if now is None else now
         reference = self.reference()

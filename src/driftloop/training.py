@@ -8,6 +8,7 @@ estimator or pipeline, or anything shaped like one). It is named in driftloop.to
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from driftloop.exceptions import ConfigError, SchemaError
 from driftloop.plugins import load_function
 from driftloop.profiles import Profile, ProfileSpec
 from driftloop.project import Project
+from driftloop.sampling import WEIGHT, resample_by_weight
 
 __all__ = [
     "TrainResult",
@@ -97,6 +99,17 @@ def snapshot_training_data(project: Project) -> Dataset:
     return dataset
 
 
+def golden_frame(project: Project) -> pd.DataFrame:
+    """The fixed golden evaluation set (``data.golden``), keyed ``golden:<row>``; empty if none."""
+    path = project.settings.data.golden
+    if path is None:
+        return pd.DataFrame()
+    df = labelled_frame(
+        project, read_table(project.settings.path(path), "data.golden"), f"golden set '{path}'"
+    )
+    return df.assign(__key__=[f"golden:{i}" for i in range(len(df))])
+
+
 def split_validation(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stable split by row key: the same rows are always held out."""
     mask = df["__key__"].map(lambda k: stable_fraction(str(k)) < VALIDATION_SHARE).to_numpy(bool)
@@ -130,9 +143,18 @@ def fit_and_register(
     entrypoint = trainer or project.settings.trainer.entrypoint
     fit = load_trainer(entrypoint, project)
     target = project.settings.project.target
+    extra: dict[str, Any] = {}
+    if WEIGHT in train_df:  # sampling weights: passed when the trainer takes them, else realised
+        if "sample_weight" in inspect.signature(fit).parameters:
+            extra["sample_weight"] = train_df[WEIGHT].to_numpy("float64")
+        else:
+            train_df = resample_by_weight(train_df, seed=0)
     # the trainer sees exactly the dtypes serving will pass to predict_proba
     model = fit(
-        project.schema.frame(train_df), train_df[target].astype(str), **project.settings.trainer.params
+        project.schema.frame(train_df),
+        train_df[target].astype(str),
+        **project.settings.trainer.params,
+        **extra,
     )
     for attribute in ("predict_proba", "classes_"):
         if not hasattr(model, attribute):

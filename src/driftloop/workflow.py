@@ -25,15 +25,30 @@ from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from driftloop import __version__
 from driftloop.alerts import dispatch, make_sinks
-from driftloop.datasets import stable_fraction, write_snapshot
+from driftloop.datasets import file_sha256, stable_fraction, write_snapshot
 from driftloop.evaluation import bootstrap_diff, mcnemar, metrics, predict
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide
 from driftloop.monitor import Monitor, MonitorRun
 from driftloop.project import Project
-from driftloop.training import build_reference, fit_and_register, labelled_frame, split_validation
+from driftloop.sampling import training_set
+from driftloop.training import (
+    build_reference,
+    fit_and_register,
+    golden_frame,
+    labelled_frame,
+    split_validation,
+)
 
-__all__ = ["launch", "monitor_and_trigger", "rollback", "shutdown", "start_retrain", "wait"]
+__all__ = [
+    "launch",
+    "monitor_and_trigger",
+    "post_deploy_watch",
+    "rollback",
+    "shutdown",
+    "start_retrain",
+    "wait",
+]
 
 log = logging.getLogger("driftloop.workflow")
 QUEUE = "driftloop_retrain"
@@ -140,6 +155,7 @@ def monitor_and_trigger(
     """One monitoring pass; alert rules marked ``retrain = true`` queue a run (one at a time)."""
     monitor = monitor or Monitor(project)
     result = monitor.run(flush=flush)
+    post_deploy_watch(project, monitor)
     for request in result.retrain_requests:
         active = project.store.runs(project.name, active_only=True)
         if active:
@@ -231,6 +247,7 @@ def plan_step(run_id: str) -> dict[str, Any]:
     return {
         "champion": champion,
         "cutoff_feedback": project.store.max_feedback_id(),
+        "planned_at": time.time(),
         **row.get("options", {}),
     }
 
@@ -263,22 +280,22 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     )
     if len(prod):
         prod = labelled_frame(project, prod, "labelled production rows").assign(
-            __key__=prod["__key__"].to_numpy()
+            __key__=prod["__key__"].to_numpy(),
+            __prediction__=[r["prediction"] for r in rows],
+            __ts__=[r["ts"] for r in rows],
         )
         holdout = prod["__key__"].map(lambda k: stable_fraction(k) < rt.holdout_fraction).to_numpy(bool)
-        prod_train, evaluation = prod[~holdout], prod[holdout]
+        prod_train, evaluation = prod[~holdout], prod[holdout].drop(columns=["__prediction__", "__ts__"])
     else:
         prod_train, evaluation = prod, pd.DataFrame()
     if len(evaluation) == 0:  # no production labels yet: hold out the original validation rows
         original, evaluation = split_validation(original)
-    share = rt.replay_fraction
-    replay_n = (
-        len(original)
-        if not len(prod_train)
-        else min(len(original), round(share / (1 - share) * len(prod_train)) if share < 1 else len(original))
-    )
-    replay = original.sample(n=replay_n, random_state=rt.seed) if replay_n else original.iloc[:0]
-    training = pd.concat([prod_train, replay], ignore_index=True)
+    golden = golden_frame(project)
+    if len(golden):
+        evaluation = pd.concat([evaluation, golden], ignore_index=True)
+    # the run's clock is fixed by the plan, so a replayed step builds the same (content-addressed) set
+    training, sampling = training_set(prod_train, original, rt, target, now=plan["planned_at"])
+    replay_n = sampling["replay"]["rows"]
     cutoff_seq = rows[-1]["seq"] if rows else 0
     store.update_run(run_id, options={**plan, "cutoff_seq": cutoff_seq})
     folder = settings.state_dir / "datasets"
@@ -299,19 +316,14 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             "kind": "train",
             "sources": [
                 {"type": "dataset", "id": base["id"], "rows": replay_n},
-                {"type": "feedback", "rows": len(prod_train)},
+                {"type": "feedback", "rows": sampling["rows_by_source"].get("feedback", 0)},
             ],
             "feedback_hygiene": {
                 **hygiene,
                 "conflict_rule": settings.feedback.conflict_rule,
                 "quarantined_sources": settings.feedback.quarantined_sources,
             },
-            "sampling": {
-                "replay_fraction": share,
-                "lookback": rt.lookback,
-                "holdout_fraction": rt.holdout_fraction,
-                "seed": rt.seed,
-            },
+            "sampling": sampling,
             "class_counts": training[target].value_counts().sort_index().to_dict() if len(training) else {},
         },
     )
@@ -322,6 +334,13 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             **common,
             "kind": "eval",
             "split": f"stable hash of prediction id < {rt.holdout_fraction}",
+            "golden": {
+                "path": settings.data.golden,
+                "sha256": file_sha256(settings.path(settings.data.golden)),
+                "rows": len(golden),
+            }
+            if settings.data.golden
+            else None,
             "class_counts": evaluation[target].value_counts().sort_index().to_dict()
             if len(evaluation)
             else {},
@@ -331,6 +350,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         store.add_dataset(
             id=ds.id, model=project.name, kind=kind, path=str(ds.path), rows=ds.rows, manifest=ds.manifest
         )
+    _crashpoint("snapshot:end")
     return {
         "train_id": train_ds.id,
         "train_path": str(train_ds.path),
@@ -386,6 +406,19 @@ def evaluate_step(run_id: str, data: dict[str, Any], challenger: str, champion: 
                 "champion": float(correct["champion"][mask].mean()),
                 "challenger": float(correct["challenger"][mask].mean()),
             }
+    if "__key__" in df:  # production holdout and golden rows, each judged as a slice too
+        source = (
+            df["__key__"].astype(str).str.partition(":")[0].map({"golden": "golden"}).fillna("production")
+        )
+        if (source == "golden").any():
+            for value in ("production", "golden"):
+                mask = (source == value).to_numpy()
+                if mask.any():
+                    slices[f"set={value}"] = {
+                        "n": int(mask.sum()),
+                        "champion": float(correct["champion"][mask].mean()),
+                        "challenger": float(correct["challenger"][mask].mean()),
+                    }
     out["slices"] = slices
     _crashpoint("evaluate:end")
     return out
@@ -487,7 +520,7 @@ def _alert(run_id: str, rule: str, message: str) -> None:
     dispatch(make_sinks(project.settings), alert)
 
 
-def rollback(project: Project, reason: str = "manual rollback") -> str:
+def rollback(project: Project, reason: str = "manual rollback", *, run_id: str | None = None) -> str:
     """Move ``champion`` back to ``previous`` at once; recorded in the promotions history."""
     registry, name = project.registry, project.name
     previous, current = registry.alias(name, "previous"), registry.alias(name, "champion")
@@ -500,8 +533,91 @@ def rollback(project: Project, reason: str = "manual rollback") -> str:
         action="rollback",
         from_version=current,
         to_version=previous,
-        run_id=f"rollback-{uuid.uuid4().hex[:10]}",
+        run_id=run_id or f"rollback-{uuid.uuid4().hex[:10]}",
         reason=reason,
     )
     build_reference(project, previous)
     return previous
+
+
+# -- after the decision: the post-deploy watch ------------------------------------------------
+def _live(windows: list[dict[str, Any]], metric: str, min_labels: int, labelled: bool) -> float | None:
+    """Performance over windows: label-weighted feedback metric, or the mean label-free estimate."""
+    if labelled:
+        pairs = [
+            (w["metrics"][metric]["value"], w["metrics"][metric]["n"])
+            for w in windows
+            if metric in w["metrics"] and w["metrics"][metric]["value"] is not None
+        ]
+        total = sum(n for _, n in pairs)
+        return sum(v * n for v, n in pairs) / total if total >= min_labels else None
+    values = [
+        w["metrics"][f"estimated_{metric}"]["value"]
+        for w in windows
+        if (w["metrics"].get(f"estimated_{metric}") or {}).get("value") is not None
+    ]
+    return sum(values) / len(values) if values else None
+
+
+def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[str, Any] | None:
+    """Judge the newest promotion once its first ``watch.windows`` windows are in.
+
+    Returns ``None`` while watching (or with nothing to watch), else the verdict: kept, or
+    rolled back with an alert. Each promotion is judged once (a ``watch`` row in the history).
+    """
+    ws, store, name = project.settings.watch, project.store, project.name
+    if ws.windows == 0:
+        return None
+    history = store.promotions(name)
+    promoted = [r for r in history if r["action"] == "promote"]
+    if not promoted:
+        return None
+    last = promoted[-1]
+    if any(r["id"] > last["id"] for r in history) or project.champion() != last["to_version"]:
+        return None  # judged already, rolled back by hand, or superseded
+    new, old = last["to_version"], last["from_version"]
+    windows = store.windows(name, limit=500)
+    after = [w for w in windows if w["model_versions"] == [new] and w["start_ts"] >= last["ts"]]
+    before = [w for w in windows if w["model_versions"] == [old] and w["end_ts"] <= last["ts"]]
+    if len(after) < ws.windows:
+        return None
+    after, before = after[: ws.windows], before[-ws.windows :]
+    live_new = _live(after, ws.metric, ws.min_labels, labelled=True)
+    live_old = _live(before, ws.metric, ws.min_labels, labelled=True)
+    source = "feedback"
+    if live_new is None or live_old is None:
+        live_new = _live(after, ws.metric, ws.min_labels, labelled=False)
+        live_old = _live(before, ws.metric, ws.min_labels, labelled=False)
+        source = "label-free estimate"
+    if live_new is None or live_old is None:
+        verdict = {"action": "watch-kept", "reason": f"no {ws.metric} to compare for {old} and {new}"}
+    elif live_new < live_old - ws.tolerance:
+        verdict = {
+            "action": "watch-rollback",
+            "reason": f"post-deploy watch: {ws.metric} ({source}) of {new} over its first {len(after)} "
+            f"windows is {live_new:.3f}, more than {ws.tolerance:g} below {old}'s {live_old:.3f} "
+            f"over its last {len(before)} windows",
+        }
+    else:
+        verdict = {
+            "action": "watch-kept",
+            "reason": f"post-deploy watch: {ws.metric} ({source}) of {new} is {live_new:.3f} against "
+            f"{old}'s {live_old:.3f} (tolerance {ws.tolerance:g})",
+        }
+    key = f"watch-{last['run_id'] or last['id']}"[:64]
+    if verdict["action"] == "watch-rollback":
+        rollback(project, verdict["reason"], run_id=key)
+        (monitor or Monitor(project)).system_alert(
+            "post-deploy-rollback", f"Rolled {new} back to {old}: {verdict['reason']}."
+        )
+    else:
+        store.add_promotion(
+            model=name,
+            action="watch-kept",
+            from_version=old,
+            to_version=new,
+            run_id=key,
+            reason=verdict["reason"],
+        )
+    log.info("%s", verdict["reason"])
+    return {**verdict, "new": new, "old": old, "source": source, "new_value": live_new, "old_value": live_old}

@@ -154,6 +154,10 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 target=_monitor_loop, args=(project, stop), daemon=True, name="driftloop-monitor"
             )
             monitor_thread.start()
+            if project.settings.monitor.stale_after is not None:
+                threading.Thread(
+                    target=_watchdog_loop, args=(project, stop), daemon=True, name="driftloop-watchdog"
+                ).start()
         try:
             yield
         finally:
@@ -516,6 +520,16 @@ def _prometheus(project: Project, slot: ModelSlot, writer: LogWriter, stats: _Me
         f'driftloop_retrain_seconds_sum{{model="{name}"}} {sum(finished):.3f}',
         f'driftloop_retrain_seconds_count{{model="{name}"}} {len(finished)}',
     ]
+    ok = project.store.monitor_runs(name, limit=1, ok=True)
+    failed = project.store.monitor_runs(name, limit=1, ok=False)
+    lines += [
+        "# TYPE driftloop_monitor_last_success_timestamp_seconds gauge",
+        f'driftloop_monitor_last_success_timestamp_seconds{{model="{name}"}} '
+        f"{ok[-1]['finished_at'] if ok else 0:.3f}",
+        "# TYPE driftloop_monitor_last_failure_timestamp_seconds gauge",
+        f'driftloop_monitor_last_failure_timestamp_seconds{{model="{name}"}} '
+        f"{failed[-1]['finished_at'] if failed else 0:.3f}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -535,5 +549,21 @@ def _monitor_loop(project: Project, stop: threading.Event) -> None:
                 workflow.monitor_and_trigger(project, monitor)
             else:
                 monitor.run()
+                workflow.post_deploy_watch(project, monitor)
         except Exception as exc:
             log.error("Scheduled monitoring failed: %s", exc)
+
+
+def _watchdog_loop(project: Project, stop: threading.Event) -> None:
+    """Alert when monitoring has not succeeded for ``monitor.stale_after`` (its own thread, so a
+    hung or crashed monitoring loop is noticed too)."""
+    from driftloop.monitor import Monitor
+
+    limit = project.settings.monitor.stale_after
+    assert limit is not None
+    monitor = Monitor(project)
+    while not stop.wait(min(max(limit / 4, 0.05), 60.0)):
+        try:
+            monitor.check_stale()
+        except Exception as exc:
+            log.error("The monitoring watchdog failed: %s", exc)

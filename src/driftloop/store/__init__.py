@@ -143,6 +143,34 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
+    # -- monitor runs ----------------------------------------------------------------------
+    def add_monitor_run(
+        self, model: str, started_at: float, ok: bool, windows: int, error: str | None = None
+    ) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                insert(t.monitor_runs).values(
+                    model=model,
+                    started_at=started_at,
+                    finished_at=time.time(),
+                    ok=ok,
+                    windows=windows,
+                    error=error,
+                )
+            )
+
+    def monitor_runs(
+        self, model: str, limit: int = 20, ok: bool | None = None, first: bool = False
+    ) -> list[dict[str, Any]]:
+        """The newest (or with ``first``, the oldest) monitoring passes, oldest first."""
+        query = select(t.monitor_runs).where(t.monitor_runs.c.model == model)
+        if ok is not None:
+            query = query.where(t.monitor_runs.c.ok == ok)
+        order = t.monitor_runs.c.id.asc() if first else t.monitor_runs.c.id.desc()
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query.order_by(order).limit(limit)).mappings()]
+            return rows if first else rows[::-1]
+
     def record_invalid(self, model: str, path: str, status: int, errors: list[Any]) -> None:
         with self.begin() as conn:
             conn.execute(

@@ -149,6 +149,19 @@ retrain_runs = Table(
     Index("ix_runs_model_started", "model", "started_at"),
 )
 
+monitor_runs = Table(
+    "monitor_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("windows", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Index("ix_monitor_runs_model_started", "model", "started_at"),
+)
+
 decisions = Table(
     "decisions",
     metadata,
