@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +51,21 @@ def test_alert_triggers_retrain_that_is_promoted(fresh: Project) -> None:
     assert manifest["kind"] == "eval" and manifest["rows"] == decision["eval_rows"]
     alerts = [a["rule"] for a in fresh.store.alerts(fresh.name)]
     assert "promoted" in alerts and alerts.count("accuracy-drop") == 1
+    # the decision is logged to MLflow on the challenger's run, and served by the API
+    client = fresh.registry.client
+    run = client.get_run(client.get_model_version(fresh.name, "2").run_id)
+    assert run.data.tags["driftloop.gate"] == "accepted"
+    assert run.data.metrics["gate.min_improvement.accuracy.challenger"] == pytest.approx(
+        rules["min_improvement"]["challenger"]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "gate/decision.json", tmp)).read_text()
+        )
+    assert logged["reasons"] == decision["reasons"] and logged["accepted"] is True
+    with serve_in_thread(create_app(fresh, background=False)) as url:
+        listed = httpx.get(f"{url}/runs").json()["runs"]
+    assert listed[-1]["id"] == row["id"] and listed[-1]["decision"]["reasons"] == decision["reasons"]
 
 
 def test_worse_candidate_is_rejected_and_champion_stays(fresh: Project) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -46,6 +47,7 @@ class ModelRegistry(Protocol):
     def versions(self, name: str) -> list[ModelVersion]: ...
     def load(self, name: str, version: str) -> Any: ...
     def set_tag(self, name: str, version: str, key: str, value: str) -> None: ...
+    def log_decision(self, name: str, version: str, decision: dict[str, Any]) -> None: ...
 
 
 class MlflowRegistry:
@@ -149,6 +151,20 @@ class MlflowRegistry:
 
     def set_tag(self, name: str, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(name, version, key, value)
+
+    def log_decision(self, name: str, version: str, decision: dict[str, Any]) -> None:
+        """The gate's decision on the version's run: ``gate/decision.json`` (every rule, both
+        models' values, the reasons) and one metric per rule and model. Safe to repeat."""
+        client = self.client
+        run_id = client.get_model_version(name, version).run_id
+        client.log_dict(run_id, decision, "gate/decision.json")
+        for rule in decision.get("rules", []):
+            for role in ("champion", "challenger"):
+                value = rule.get(role)
+                if isinstance(value, int | float) and value == value:
+                    key = re.sub(r"[^\w./ -]", "_", f"gate.{rule['rule']}.{rule['metric']}.{role}")[:250]
+                    client.log_metric(run_id, key, float(value), step=0)
+        client.set_tag(run_id, "driftloop.gate", "accepted" if decision.get("accepted") else "rejected")
 
     def versions(self, name: str) -> list[ModelVersion]:
         client = self.client

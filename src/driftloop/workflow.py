@@ -453,6 +453,20 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
     project.registry.set_tag(
         project.name, challenger, "driftloop.gate_reasons", " | ".join(row["reasons"])[:4900]
     )
+    project.registry.log_decision(
+        project.name,
+        challenger,
+        {
+            "run_id": run_id,
+            "accepted": bool(row["accepted"]),
+            "champion_version": champion,
+            "challenger_version": challenger,
+            "eval_rows": scores["n"],
+            "eval_dataset": eval_id,
+            "rules": row["rules"],
+            "reasons": row["reasons"],
+        },
+    )
     _crashpoint("gate:end")
     return bool(row["accepted"])
 

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -462,6 +462,17 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 for mv in versions
             ],
         }
+
+    @app.get("/runs", dependencies=[Depends(require("admin"))])
+    async def runs(limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
+        """Recent retrain runs, each with its gate decision: every rule, both models' values, reasons."""
+
+        def read() -> dict[str, Any]:
+            rows = project.store.runs(project.name, limit=limit)
+            decided = {d["run_id"]: d for d in project.store.decisions(project.name, limit=limit)}
+            return {"model": project.name, "runs": [{**r, "decision": decided.get(r["id"])} for r in rows]}
+
+        return await run_in_threadpool(read)
 
     @app.post("/models/reload", dependencies=[Depends(require("admin"))])
     async def reload() -> dict[str, Any]:
