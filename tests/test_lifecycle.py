@@ -190,3 +190,24 @@ def test_a_silent_or_failing_monitor_raises_alerts(tmp_path: Path, monkeypatch: 
     failed = project.store.alerts(project.name, rule="monitor-failed")
     assert len(failed) == 1 and "disk full" in failed[0]["message"]
     project.close()
+
+
+def test_a_relative_rule_fires_below_the_champions_own_held_out_score(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    text = config.read_text()
+    assert "threshold = 0.85\n" in text
+    config.write_text(text.replace("threshold = 0.85\n", 'threshold = -0.05\nrelative_to = "reference"\n'))
+    project = Project.load(config)
+    train(project)
+    monitor = Monitor(project)
+    base = monitor.reference().cbpe.scores_["accuracy"]  # type: ignore[union-attr]
+    assert 0.85 < base <= 1.0
+    send(project, 600, "A", seed=94, label_share=1.0)
+    assert not [a for a in monitor.run().alerts if a["rule"] == "accuracy-drop"]
+    send(project, 600, "B", seed=95, label_share=1.0)
+    fired = [a for a in monitor.run().alerts if a["rule"] == "accuracy-drop"]
+    assert len(fired) == 1 and fired[0]["threshold"] == pytest.approx(base - 0.05)
+    assert fired[0]["value"] < base - 0.05
+    project.close()

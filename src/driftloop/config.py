@@ -211,6 +211,10 @@ class AlertRuleSettings(_Model):
     With ``detector`` (``page_hinkley``, ``cusum``, ``adwin`` or ``ewma``) the rule fires instead
     when that sequential detector, run over the metric's window series, detects a change at the
     newest window; ``op`` and ``threshold`` are then not needed.
+
+    With ``relative_to = "reference"`` the threshold is a change from the champion's own
+    held-out score (``accuracy``, ``f1_macro`` and their ``estimated_`` forms), so
+    ``threshold = -0.05`` fires five points below what the champion scored at its gate.
     """
 
     name: str
@@ -219,6 +223,7 @@ class AlertRuleSettings(_Model):
     threshold: float = float("nan")
     detector: Literal["page_hinkley", "cusum", "adwin", "ewma"] | None = None
     detector_params: dict[str, float] = Field(default_factory=dict)
+    relative_to: Literal["reference"] | None = None
     for_windows: int = Field(default=1, ge=1, alias="for")
     cooldown: float = 0.0
     min_samples: int = Field(default=1, ge=1)

@@ -406,10 +406,17 @@ class Monitor:
         if not rules:
             return [], []
         store, name = self.project.store, self.project.name
-        history = store.windows(name, limit=200)
+        ref = self.reference()
+        # a rule judges the current champion only: a streak or a detector restarts at promotion
+        history = [w for w in store.windows(name, limit=200) if w["reference_id"] == ref.row["id"]]
         fired: list[dict[str, Any]] = []
         retrain: list[dict[str, Any]] = []
         for rule in rules:
+            if rule.relative_to == "reference":
+                base = (ref.cbpe.scores_ if ref.cbpe else {}).get(rule.metric.removeprefix("estimated_"))
+                if base is None:
+                    continue
+                rule = rule.model_copy(update={"threshold": base + rule.threshold, "relative_to": None})
             series = [
                 (w["id"], float(m["value"]), int(m["n"]))
                 for w in history

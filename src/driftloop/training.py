@@ -255,6 +255,10 @@ def reference_profiles(
         actual=valid[target].astype(str).to_numpy(),
         classes=list(project.classes),
     )
+    scores = metrics(
+        valid[target].astype(str).to_numpy(), outputs["__prediction__"].to_numpy(), project.classes
+    )
+    cbpe.scores_ = {k: round(v, 6) for k, v in scores.items()}
     custom = None
     if project.settings.metrics:
         values = metric_frame(project.settings, project.schema.frame(valid).reset_index(drop=True), outputs)
