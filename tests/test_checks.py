@@ -215,3 +215,24 @@ def test_small_windows_get_exact_ks_and_every_column_reports_missing_and_unseen(
     assert c.unseen_share == pytest.approx((small_df["c"] == "new").mean())
     big_df = pd.DataFrame({"x": rng.normal(size=5000), "c": rng.choice(["p", "q"], 5000)})
     assert compare(reference, Profile.from_frame(spec, big_df))["x"].method == "binned"
+
+
+def test_threshold_rules_fire_once_per_streak_unless_asked_to_repeat() -> None:
+    from driftloop.alerts import should_fire
+    from driftloop.config import AlertRuleSettings
+
+    series = [(i, 0.5, 100) for i in range(1, 11)]  # ten breaching windows in a row
+    once = AlertRuleSettings(name="r", metric="accuracy", op="<", threshold=0.8)
+    again = AlertRuleSettings(name="r", metric="accuracy", op="<", threshold=0.8, repeat_after=3)
+
+    def fires(rule: AlertRuleSettings) -> list[int]:
+        last: dict[str, object] | None = None
+        out = []
+        for i in range(1, 11):
+            if should_fire(rule, series[:i], last, 0.0)[0]:
+                out.append(i)
+                last = {"window_id": i, "ts": 0.0}
+        return out
+
+    assert fires(once) == [1]
+    assert fires(again) == [1, 4, 7, 10]

@@ -58,7 +58,9 @@ def should_fire(
         return False, len(streak)
     if last_alert is not None:
         if last_alert.get("window_id") in streak:
-            return False, len(streak)
+            since = streak.index(last_alert["window_id"])  # windows of the streak after that alert
+            if rule.repeat_after is None or since < rule.repeat_after:
+                return False, len(streak)
         if now - float(last_alert["ts"]) < rule.cooldown:
             return False, len(streak)
     return True, len(streak)

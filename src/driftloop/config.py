@@ -215,6 +215,9 @@ class AlertRuleSettings(_Model):
     With ``relative_to = "reference"`` the threshold is a change from the champion's own
     held-out score (``accuracy``, ``f1_macro`` and their ``estimated_`` forms), so
     ``threshold = -0.05`` fires five points below what the champion scored at its gate.
+
+    A rule fires once per streak of breaching windows; ``repeat_after = N`` fires it again
+    after N more windows of the same streak (say, when a retrain it queued was rejected).
     """
 
     name: str
@@ -224,6 +227,7 @@ class AlertRuleSettings(_Model):
     detector: Literal["page_hinkley", "cusum", "adwin", "ewma"] | None = None
     detector_params: dict[str, float] = Field(default_factory=dict)
     relative_to: Literal["reference"] | None = None
+    repeat_after: int | None = Field(default=None, ge=1)
     for_windows: int = Field(default=1, ge=1, alias="for")
     cooldown: float = 0.0
     min_samples: int = Field(default=1, ge=1)
@@ -281,10 +285,15 @@ class SinkSettings(_Model):
 
 
 class RetrainSettings(_Model):
-    """What a retrain reads, and how often automatic triggers may start one."""
+    """What a retrain reads, and how often automatic triggers may start one.
+
+    Triggers: ``schedule`` (cron), alert rules with ``retrain = true``, ``every_new_labels``
+    (a run each time this many new labels arrived since the last run's data), and by hand.
+    """
 
     schedule: str | None = None
     min_new_labels: int = Field(default=0, ge=0)
+    every_new_labels: int | None = Field(default=None, ge=1)
     cooldown: float = 0.0
     max_per_day: int | None = Field(default=None, ge=1)
     lookback: int = Field(default=5000, ge=1)
@@ -309,11 +318,12 @@ class RetrainSettings(_Model):
 
 class WatchSettings(_Model):
     """The post-deploy watch: after a promotion, the new champion's live performance over its
-    first ``windows`` windows is compared with the old champion's over its last ``windows``
-    windows; more than ``tolerance`` worse, and the promotion is rolled back and an alert raised.
+    first ``windows`` windows is compared with the old champion's score on the gate's held-out
+    rows (the freshest data both were judged on); more than ``tolerance`` worse, and the
+    promotion is rolled back and an alert raised.
 
-    Feedback is used when both sides have at least ``min_labels`` labelled rows, else the
-    label-free estimate (CBPE) for both. ``windows = 0`` turns the watch off.
+    Live performance is from feedback when the windows have at least ``min_labels`` labelled
+    rows, else the label-free estimate (CBPE). ``windows = 0`` turns the watch off.
     """
 
     windows: int = Field(default=3, ge=0)

@@ -170,7 +170,31 @@ def monitor_and_trigger(
             continue
         run_id = start_retrain(project, request["trigger"], since_seq=request["since_seq"])
         project.store.set_alert_run(request["alert_id"], run_id)
+    _labels_trigger(project)
     return result
+
+
+def _new_labels(project: Project) -> tuple[int, int | None]:
+    """(labels since the last finished run's data, that run's ``since_seq``)."""
+    runs = project.store.runs(project.name, limit=200)
+    finished = [r for r in runs if r["status"] in ("promoted", "rejected")]
+    cutoff = finished[-1]["options"].get("cutoff_seq", 0) if finished else 0
+    promoted = [r for r in runs if r["status"] == "promoted"]
+    since = promoted[-1]["options"].get("since_seq") if promoted else None
+    new = project.store.labelled(project.name, start_seq=cutoff + 1, policy=project.settings.feedback)
+    return len(new), since
+
+
+def _labels_trigger(project: Project) -> str | None:
+    """``retrain.every_new_labels``: retrain on the champion's data window once enough labels came."""
+    every = project.settings.retrain.every_new_labels
+    if every is None or project.store.runs(project.name, active_only=True):
+        return None
+    count, since = _new_labels(project)
+    if count < every or automatic_retrain_blocked(project):
+        return None
+    # the same start as the run that made the current champion: its concept, with more labels
+    return start_retrain(project, f"labels:{count}", since_seq=since)
 
 
 def automatic_retrain_blocked(project: Project, now: float | None = None) -> str | None:
@@ -188,12 +212,10 @@ def automatic_retrain_blocked(project: Project, now: float | None = None) -> str
     if rt.max_per_day is not None and sum(now - r["started_at"] < 86400 for r in automatic) >= rt.max_per_day:
         return f"retrain.max_per_day ({rt.max_per_day}) automatic retrains ran in the last 24 hours"
     if rt.min_new_labels > 0:
-        finished = [r for r in runs if r["status"] in ("promoted", "rejected")]
-        since = finished[-1]["options"].get("cutoff_seq", 0) if finished else 0
-        new = project.store.labelled(project.name, start_seq=since + 1, policy=project.settings.feedback)
-        if len(new) < rt.min_new_labels:
+        count, _ = _new_labels(project)
+        if count < rt.min_new_labels:
             return (
-                f"{len(new)} new labels since the last retrain, "
+                f"{count} new labels since the last retrain, "
                 f"fewer than retrain.min_new_labels ({rt.min_new_labels})"
             )
     return None
@@ -592,31 +614,43 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
     new, old = last["to_version"], last["from_version"]
     windows = store.windows(name, limit=500)
     after = [w for w in windows if w["model_versions"] == [new] and w["start_ts"] >= last["ts"]]
-    before = [w for w in windows if w["model_versions"] == [old] and w["end_ts"] <= last["ts"]]
     if len(after) < ws.windows:
         return None
-    after, before = after[: ws.windows], before[-ws.windows :]
+    after = after[: ws.windows]
     live_new = _live(after, ws.metric, ws.min_labels, labelled=True)
-    live_old = _live(before, ws.metric, ws.min_labels, labelled=True)
     source = "feedback"
-    if live_new is None or live_old is None:
-        live_new = _live(after, ws.metric, ws.min_labels, labelled=False)
-        live_old = _live(before, ws.metric, ws.min_labels, labelled=False)
-        source = "label-free estimate"
+    if live_new is None:
+        live_new, source = _live(after, ws.metric, ws.min_labels, labelled=False), "label-free estimate"
+    # the old champion's score: on the gate's held-out rows (the freshest data it was judged on),
+    # else over its last windows before the swap
+    decision = store.decision(last["run_id"]) if last["run_id"] else None
+    gate_scores = [
+        r["champion"]
+        for r in (decision or {}).get("rules", [])
+        if r["metric"] == ws.metric and r["champion"] is not None
+    ]
+    live_old: float | None
+    if gate_scores:
+        live_old, basis = float(gate_scores[0]), "on the gate's held-out rows"
+    else:
+        before = [w for w in windows if w["model_versions"] == [old] and w["end_ts"] <= last["ts"]][
+            -ws.windows :
+        ]
+        live_old = _live(before, ws.metric, ws.min_labels, labelled=source == "feedback")
+        basis = f"over its last {len(before)} windows"
     if live_new is None or live_old is None:
         verdict = {"action": "watch-kept", "reason": f"no {ws.metric} to compare for {old} and {new}"}
     elif live_new < live_old - ws.tolerance:
         verdict = {
             "action": "watch-rollback",
             "reason": f"post-deploy watch: {ws.metric} ({source}) of {new} over its first {len(after)} "
-            f"windows is {live_new:.3f}, more than {ws.tolerance:g} below {old}'s {live_old:.3f} "
-            f"over its last {len(before)} windows",
+            f"windows is {live_new:.3f}, more than {ws.tolerance:g} below {old}'s {live_old:.3f} {basis}",
         }
     else:
         verdict = {
             "action": "watch-kept",
             "reason": f"post-deploy watch: {ws.metric} ({source}) of {new} is {live_new:.3f} against "
-            f"{old}'s {live_old:.3f} (tolerance {ws.tolerance:g})",
+            f"{old}'s {live_old:.3f} {basis} (tolerance {ws.tolerance:g})",
         }
     key = f"watch-{last['run_id'] or last['id']}"[:64]
     if verdict["action"] == "watch-rollback":

@@ -1,0 +1,379 @@
+"""The whole loop (monitor -> trigger -> retrain -> gate -> promote) replayed offline over
+streams with known abrupt drifts, beside a never-retrained model, a fixed-schedule retrain and
+an online adaptive random forest (river's ARFClassifier, when installed).
+
+    python benchmarks/loop_quality.py [--rows 30000] [--seeds 0,1,2] [--label-shares 1.0,0.1]
+
+Streams are the project's own Agrawal-style and SEA-style generators: 3 abrupt concept changes
+at 1/4, 1/2 and 3/4 of the stream. Every row is predicted before its label is known
+(prequential); labels arrive ``--delay`` rows later, for all rows or for a random share.
+
+driftloop runs for real: each stream gets a project folder with a SQLite store, a local MLflow
+registry and the DBOS workflow; predictions and feedback go into the store; ``monitor_and_trigger``
+runs after every window; the alert rule (accuracy 3 points below the champion's own held-out
+score) queues the retraining workflow, whose gate decides. Reported per stream and label share:
+prequential accuracy of each approach (mean over seeds), and driftloop's retrains, how many
+were promoted and how many rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from driftloop import workflow
+from driftloop.evaluation import predict
+from driftloop.project import Project
+from driftloop.training import train
+
+console = Console()
+INITIAL = 1000  # labelled rows the first champion is trained on
+BATCH = 100  # rows predicted per step
+SCHEDULE = 5000  # the fixed-schedule baseline retrains every this many rows
+
+# -- streams --------------------------------------------------------------------------------------
+
+
+def sea(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """SEA concepts: y = x1 + x2 <= theta, theta changing 8 -> 9 -> 7 -> 9.5; 10 % label noise."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.uniform(0, 10, (n, 3)), columns=["x1", "x2", "x3"])
+    theta = np.select(
+        [np.arange(n) < n // 4, np.arange(n) < n // 2, np.arange(n) < 3 * n // 4], [8, 9, 7], 9.5
+    )
+    y = (X["x1"] + X["x2"] <= theta).to_numpy()
+    noise = rng.random(n) < 0.1
+    return X, np.where(y ^ noise, "1", "0")
+
+
+def agrawal(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Agrawal's loan-applicant features; the class function changes f1 -> f2 -> f3 -> f5."""
+    rng = np.random.default_rng(seed)
+    salary = rng.uniform(20_000, 150_000, n)
+    commission = np.where(salary >= 75_000, 0.0, rng.uniform(10_000, 75_000, n))
+    age = rng.integers(20, 81, n).astype(float)
+    elevel = rng.integers(0, 5, n).astype(float)
+    car = rng.integers(1, 21, n).astype(float)
+    zipcode = rng.integers(0, 9, n).astype(float)
+    hvalue = (9 - zipcode) * 100_000 * rng.uniform(0.5, 1.5, n)
+    hyears = rng.integers(1, 31, n).astype(float)
+    loan = rng.uniform(0, 500_000, n)
+    young, middle, old = age < 40, (age >= 40) & (age < 60), age >= 60
+
+    def between(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        return (x >= lo) & (x <= hi)
+
+    f1 = young | old
+    f2 = (
+        (young & between(salary, 50_000, 100_000))
+        | (middle & between(salary, 75_000, 125_000))
+        | (old & between(salary, 25_000, 75_000))
+    )
+    f3 = (young & between(elevel, 0, 1)) | (middle & between(elevel, 1, 3)) | (old & between(elevel, 2, 4))
+    f5 = (
+        (young & between(salary, 50_000, 100_000) & between(loan, 100_000, 300_000))
+        | (middle & between(salary, 75_000, 125_000) & between(loan, 200_000, 400_000))
+        | (old & between(salary, 25_000, 75_000) & between(loan, 300_000, 500_000))
+    )
+    i = np.arange(n)
+    y = np.select([i < n // 4, i < n // 2, i < 3 * n // 4], [f1, f2, f3], f5)
+    noise = rng.random(n) < 0.05
+    X = pd.DataFrame(
+        {
+            "salary": salary,
+            "commission": commission,
+            "age": age,
+            "elevel": elevel,
+            "car": car,
+            "zipcode": zipcode,
+            "hvalue": hvalue,
+            "hyears": hyears,
+            "loan": loan,
+        }
+    )
+    return X, np.where(y ^ noise, "1", "0")
+
+
+STREAMS: dict[str, Callable[[int, int], tuple[pd.DataFrame, np.ndarray]]] = {"agrawal": agrawal, "sea": sea}
+
+
+def fit(X: pd.DataFrame, y: Any) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(X, np.asarray(y).astype(str))
+
+
+TRAINER = """
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+
+def train(X, y):
+    return HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(X, y)
+"""
+
+CONFIG = """
+[project]
+name = "stream"
+target = "y"
+classes = ["0", "1"]
+
+[data]
+train = "initial.csv"
+
+[trainer]
+entrypoint = "stream_trainer:train"
+
+{features}
+
+[monitor]
+window = "500 rows"
+multivariate = false
+mmd = false
+relabel_windows = 8
+
+[[alerts]]
+name = "accuracy-drop"
+metric = "accuracy"
+op = "<"
+threshold = -0.03
+relative_to = "reference"
+min_samples = 30
+repeat_after = 3
+retrain = true
+
+[retrain]
+lookback = 4000
+every_new_labels = 1000
+replay_fraction = 0.0
+holdout_fraction = 0.2
+
+[gate]
+min_improvement = 0.0
+min_eval_rows = 30
+
+[watch]
+windows = 2
+min_labels = 30
+tolerance = 0.05
+"""
+
+
+# -- label delivery ---------------------------------------------------------------------------
+
+
+def labelled_mask(n: int, share: float, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed + 1000).random(n) < share
+
+
+# -- driftloop ------------------------------------------------------------------------------------
+
+
+def run_driftloop(
+    X: pd.DataFrame, y: np.ndarray, share: float, delay: int, seed: int, progress: Progress, task: Any
+) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="driftloop-loop-"))
+    try:
+        X.iloc[:INITIAL].assign(y=y[:INITIAL]).to_csv(folder / "initial.csv", index=False)
+        (folder / "stream_trainer.py").write_text(TRAINER)
+        features = "\n".join(f'[features.{c}]\ntype = "numeric"\n' for c in X.columns)
+        (folder / "driftloop.toml").write_text(CONFIG.format(features=features))
+        project = Project.load(folder / "driftloop.toml")
+        train(project)
+        workflow.launch(project, schedules=False)
+        labelled = labelled_mask(len(X), share, seed)
+        correct = np.zeros(len(X), dtype=bool)
+        ids: list[str] = []
+        version, model = None, None
+        delivered = INITIAL
+        records = X.to_dict(orient="records")
+        for start in range(INITIAL, len(X), BATCH):
+            stop = min(start + BATCH, len(X))
+            champion = project.champion()
+            if champion != version:
+                version, model = champion, project.registry.load(project.name, champion)
+            frame = project.schema.frame(records[start:stop])
+            labels, confidence, probs = predict(model, frame, project.classes)
+            correct[start:stop] = labels.astype(str) == y[start:stop]
+            batch_ids = [uuid.uuid4().hex for _ in range(start, stop)]
+            ids += batch_ids
+            project.store.insert_predictions(
+                [
+                    {
+                        "prediction_id": pid,
+                        "model": project.name,
+                        "model_version": version,
+                        "request_id": "replay",
+                        "ts": time.time(),
+                        "inputs": records[start + i],
+                        "prediction": str(labels[i]),
+                        "confidence": float(confidence[i]),
+                        "probabilities": {c: float(probs[i, j]) for j, c in enumerate(project.classes)},
+                        "latency_ms": 0.0,
+                        "meta": None,
+                    }
+                    for i, pid in enumerate(batch_ids)
+                ]
+            )
+            due = max(INITIAL, stop - delay)  # labels of rows up to `due` have arrived
+            if due > delivered:
+                project.store.add_feedback(
+                    [
+                        {"prediction_id": ids[i - INITIAL], "label": y[i], "source": "stream"}
+                        for i in range(delivered, due)
+                        if labelled[i]
+                    ]
+                )
+                delivered = due
+            if (stop - INITIAL) % 500 == 0 or stop == len(X):
+                workflow.monitor_and_trigger(project)
+                for run in project.store.runs(project.name, active_only=True):
+                    workflow.wait(run["id"])
+            progress.update(task, advance=stop - start)
+        runs = project.store.runs(project.name, limit=1000)
+        rollbacks = sum(p["action"] == "rollback" for p in project.store.promotions(project.name))
+        return {
+            "accuracy": float(correct[INITIAL:].mean()),
+            "retrains": len(runs),
+            "promoted": sum(r["status"] == "promoted" for r in runs),
+            "rejected": sum(r["status"] == "rejected" for r in runs),
+            "rollbacks": rollbacks,
+        }
+    finally:
+        workflow.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- baselines --------------------------------------------------------------------------------
+
+
+def run_static(X: pd.DataFrame, y: np.ndarray) -> float:
+    model = fit(X.iloc[:INITIAL], y[:INITIAL])
+    return float((model.predict(X.iloc[INITIAL:]) == y[INITIAL:]).mean())
+
+
+def run_schedule(X: pd.DataFrame, y: np.ndarray, share: float, delay: int, seed: int) -> float:
+    """Retrain every SCHEDULE rows on the labels that have arrived from the last SCHEDULE rows."""
+    labelled = labelled_mask(len(X), share, seed)
+    model = fit(X.iloc[:INITIAL], y[:INITIAL])
+    correct = np.zeros(len(X), dtype=bool)
+    for start in range(INITIAL, len(X), SCHEDULE):
+        stop = min(start + SCHEDULE, len(X))
+        correct[start:stop] = model.predict(X.iloc[start:stop]) == y[start:stop]
+        arrived = np.arange(max(INITIAL, stop - SCHEDULE), max(INITIAL, stop - delay))
+        arrived = arrived[labelled[arrived]]
+        if len(np.unique(y[arrived])) == 2:
+            model = fit(X.iloc[arrived], y[arrived])
+    return float(correct[INITIAL:].mean())
+
+
+def run_arf(X: pd.DataFrame, y: np.ndarray, share: float, delay: int, seed: int) -> float | None:
+    try:
+        from river.forest import ARFClassifier
+    except ImportError:
+        return None
+    labelled = labelled_mask(len(X), share, seed)
+    model = ARFClassifier(seed=seed)
+    rows = X.to_dict(orient="records")
+    for i in range(INITIAL):
+        model.learn_one(rows[i], y[i])
+    correct = 0
+    for i in range(INITIAL, len(X)):
+        correct += model.predict_one(rows[i]) == y[i]
+        j = i - delay  # the label of row j arrives now
+        if j >= INITIAL and labelled[j]:
+            model.learn_one(rows[j], y[j])
+    return correct / (len(X) - INITIAL)
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=30_000)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--label-shares", default="1.0,0.1")
+    parser.add_argument("--delay", type=int, default=500, help="rows between a prediction and its label")
+    parser.add_argument("--streams", default="agrawal,sea")
+    args = parser.parse_args()
+    os.environ.setdefault("DRIFTLOOP_DBOS_LOG_LEVEL", "ERROR")
+    logging.getLogger("driftloop").setLevel(logging.ERROR)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    shares = [float(s) for s in args.label_shares.split(",")]
+    streams = args.streams.split(",")
+    results: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    with Progress(console=console, transient=True) as progress:
+        for stream in streams:
+            for share in shares:
+                for seed in seeds:
+                    X, y = STREAMS[stream](args.rows, seed)
+                    task = progress.add_task(
+                        f"{stream} labels {share:.0%} seed {seed}", total=len(X) - INITIAL
+                    )
+                    loop = run_driftloop(X, y, share, args.delay, seed, progress, task)
+                    progress.remove_task(task)
+                    results.append(
+                        {
+                            "stream": stream,
+                            "share": share,
+                            "seed": seed,
+                            **loop,
+                            "never": run_static(X, y),
+                            "schedule": run_schedule(X, y, share, args.delay, seed),
+                            "arf": run_arf(X, y, share, args.delay, seed),
+                        }
+                    )
+    df = pd.DataFrame(results)
+    table = Table(
+        title=f"prequential accuracy, {args.rows:,} rows, 3 abrupt drifts, labels {args.delay} rows late, "
+        f"mean of seeds {args.seeds}"
+    )
+    for column in (
+        "stream",
+        "labels",
+        "driftloop",
+        "never retrained",
+        f"every {SCHEDULE:,} rows",
+        "river ARF",
+        "retrains",
+        "promoted",
+        "rejected",
+        "rolled back",
+    ):
+        table.add_column(column, justify="right")
+    for (stream, share), group in df.groupby(["stream", "share"], sort=False):
+        arf = group["arf"].dropna()
+        table.add_row(
+            str(stream),
+            f"{share:.0%}",
+            f"{group['accuracy'].mean():.4f}",
+            f"{group['never'].mean():.4f}",
+            f"{group['schedule'].mean():.4f}",
+            f"{arf.mean():.4f}" if len(arf) else "not installed",
+            str(int(group["retrains"].sum())),
+            str(int(group["promoted"].sum())),
+            str(int(group["rejected"].sum())),
+            str(int(group["rollbacks"].sum())),
+        )
+    console.print(table)
+    console.print(f"per seed:\n{df.round(4).to_string(index=False)}")
+    console.print(f"total {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
