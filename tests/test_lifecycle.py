@@ -211,3 +211,29 @@ def test_a_relative_rule_fires_below_the_champions_own_held_out_score(tmp_path: 
     assert len(fired) == 1 and fired[0]["threshold"] == pytest.approx(base - 0.05)
     assert fired[0]["value"] < base - 0.05
     project.close()
+
+
+def test_enough_new_labels_trigger_a_retrain(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(config.read_text().replace("[retrain]\n", "[retrain]\nevery_new_labels = 300\n"))
+    project = Project.load(config)
+    train(project)
+    send(project, 300, "A", seed=96, label_share=0.5)  # 150 labels: not yet
+    try:
+        workflow.launch(project, schedules=False)
+        workflow.monitor_and_trigger(project)
+        assert project.store.runs(project.name) == []
+        send(project, 600, "A", seed=97, label_share=0.5)
+        workflow.monitor_and_trigger(project)
+        runs = project.store.runs(project.name)
+        assert len(runs) == 1 and runs[0]["trigger"].startswith("labels:")
+        assert int(runs[0]["trigger"].split(":")[1]) >= 300
+        row = workflow.wait(runs[0]["id"])
+        assert row["status"] in ("promoted", "rejected")
+        workflow.monitor_and_trigger(project)
+        assert len(project.store.runs(project.name)) == 1, "the labels it trained on do not count again"
+    finally:
+        workflow.shutdown()
+    project.close()
