@@ -41,7 +41,7 @@ from driftloop.evaluation import predict
 from driftloop.project import Project
 from driftloop.training import train
 
-console = Console()
+console = Console(width=200)
 INITIAL = 1000  # labelled rows the first champion is trained on
 BATCH = 100  # rows predicted per step
 SCHEDULE = 5000  # the fixed-schedule baseline retrains every this many rows

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ __all__ = [
     "GateSettings",
     "MonitorSettings",
     "RetrainSettings",
+    "RolloutSettings",
     "Settings",
     "WatchSettings",
     "Window",
@@ -166,6 +168,7 @@ class ServingSettings(_Model):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     log_mode: Literal["durable", "fast"] = "durable"
     log_queue_size: int = Field(default=100_000, ge=1)
+    shadow_share: float = Field(default=0.0, ge=0, le=1)
 
     @field_validator("reload_interval", mode="before")
     @classmethod
@@ -316,6 +319,38 @@ class RetrainSettings(_Model):
         return None if value is None else parse_duration(value)
 
 
+class RolloutSettings(_Model):
+    """Canary rollout of an accepted challenger before promotion.
+
+    With ``canary_steps`` (shares of traffic, increasing, such as ``[0.1, 0.5]``) the challenger
+    answers that share of requests, assigned stably by request key, one step at a time. A step
+    passes when its canary traffic has ``step_labels`` labels and the challenger's accuracy on
+    them is within ``tolerance`` of the champion's on the same period; an alert during the step,
+    or a worse challenger, rolls the canary back (the champion stays). A step that gets no
+    labelled canary traffic within ``step_timeout`` fails too. Empty: promote at once.
+    """
+
+    canary_steps: list[float] = Field(default_factory=list)
+    step_labels: int = Field(default=100, ge=1)
+    tolerance: float = Field(default=0.03, ge=0, lt=1)
+    step_timeout: float = 3600.0
+    check_interval: float = 5.0
+
+    @field_validator("step_timeout", "check_interval", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v < 1 for v in value) or any(b <= a for a, b in pairwise(value)):
+            raise ValueError(
+                f"must be increasing shares between 0 and 1, such as [0.1, 0.5]. Got {value} instead"
+            )
+        return value
+
+
 class WatchSettings(_Model):
     """The post-deploy watch: after a promotion, the new champion's live performance over its
     first ``windows`` windows is compared with the old champion's score on the gate's held-out
@@ -386,6 +421,7 @@ class Settings(_Model):
     feedback: FeedbackSettings = FeedbackSettings()
     gate: GateSettings = GateSettings()
     watch: WatchSettings = WatchSettings()
+    rollout: RolloutSettings = RolloutSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:

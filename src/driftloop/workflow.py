@@ -241,6 +241,12 @@ def retrain(run_id: str) -> str:
         version = train_step(run_id, data)
         scores = evaluate_step(run_id, data, version, plan["champion"])
         accepted = gate_step(run_id, scores, version, plan["champion"], data["eval_id"])
+        if accepted and _project().settings.rollout.canary_steps:
+            failure = _canary(run_id, version, plan["champion"])
+            if failure is not None:
+                outcome = canary_abort_step(run_id, version, failure)
+                store.update_run(run_id, status=outcome, step="done", finished_at=time.time())
+                return outcome
         outcome = (
             promote_step(run_id, version, plan["champion"]) if accepted else reject_step(run_id, version)
         )
@@ -493,6 +499,88 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
     return bool(row["accepted"])
 
 
+def _canary(run_id: str, challenger: str, champion: str) -> str | None:
+    """Step the challenger's share of live traffic up; the reason it failed, or None (workflow code:
+    each share change and check is a step, each wait a durable sleep)."""
+    rollout = _project().settings.rollout
+    for share in rollout.canary_steps:
+        started = canary_share_step(run_id, challenger, share)
+        while True:
+            verdict = canary_check_step(run_id, challenger, champion, share, started)
+            if verdict["state"] == "fail":
+                return str(verdict["reason"])
+            if verdict["state"] == "pass":
+                break
+            DBOS.sleep(rollout.check_interval)
+    return None
+
+
+@DBOS.step()
+def canary_share_step(run_id: str, challenger: str, share: float) -> dict[str, Any]:
+    """Serve ``share`` of traffic from the challenger; returns where the step's evidence starts."""
+    project = _step(run_id, f"canary {share:.0%}")
+    project.store.start_rollout(project.name, run_id, challenger, share)
+    project.store.update_rollout(run_id, share=share, status="canary")
+    return {"seq": project.store.max_seq(project.name), "ts": time.time()}
+
+
+@DBOS.step()
+def canary_check_step(
+    run_id: str, challenger: str, champion: str, share: float, started: dict[str, Any]
+) -> dict[str, Any]:
+    """Judge a canary step on the labelled traffic since it began: ``wait``, ``pass`` or ``fail``."""
+    project = _project()
+    rollout, name = project.settings.rollout, project.name
+    rule_names = {r.name for r in project.settings.alerts}
+    alarms = [
+        a
+        for a in project.store.alerts(name, limit=50)
+        if a["rule"] in rule_names and a["ts"] >= started["ts"]
+    ]
+    if alarms:
+        return {
+            "state": "fail",
+            "reason": f"alert '{alarms[-1]['rule']}' during the {share:.0%} canary: {alarms[-1]['message']}",
+        }
+    rows = project.store.labelled(name, start_seq=started["seq"] + 1, policy=project.settings.feedback)
+    correct: dict[str, list[bool]] = {challenger: [], champion: []}
+    for r in rows:
+        if r["model_version"] in correct:
+            correct[r["model_version"]].append(r["prediction"] == r["label"])
+    n_new, n_old = len(correct[challenger]), len(correct[champion])
+    timed_out = time.time() - started["ts"] > rollout.step_timeout
+    if n_new < rollout.step_labels and not (timed_out and n_new):
+        if timed_out:
+            return {"state": "fail", "reason": f"no labelled canary traffic within {rollout.step_timeout:g}s"}
+        return {"state": "wait"}
+    acc_new = sum(correct[challenger]) / n_new
+    if n_old == 0:
+        return {"state": "pass", "reason": f"canary accuracy {acc_new:.3f} on {n_new} rows"}
+    acc_old = sum(correct[champion]) / n_old
+    if acc_new < acc_old - rollout.tolerance:
+        return {
+            "state": "fail",
+            "reason": f"in the {share:.0%} canary, {challenger} scored accuracy {acc_new:.3f} on {n_new} "
+            f"labelled requests against {champion}'s {acc_old:.3f} on {n_old}, more than "
+            f"{rollout.tolerance:g} worse",
+        }
+    return {"state": "pass", "reason": f"{acc_new:.3f} against {acc_old:.3f}"}
+
+
+@DBOS.step()
+def canary_abort_step(run_id: str, challenger: str, reason: str) -> str:
+    project = _step(run_id, "canary rollback")
+    project.store.update_rollout(run_id, share=0.0, status="rolled-back", reason=reason[:2000])
+    project.registry.set_tag(project.name, challenger, "driftloop.status", "canary-failed")
+    project.registry.delete_alias(project.name, "challenger")
+    _alert(
+        run_id,
+        "canary-rollback",
+        f"The canary of version {challenger} was rolled back; the champion stays: {reason}.",
+    )
+    return "rejected"
+
+
 @DBOS.step()
 def promote_step(run_id: str, challenger: str, champion: str) -> str:
     project = _step(run_id, "promote")
@@ -501,6 +589,8 @@ def promote_step(run_id: str, challenger: str, champion: str) -> str:
         registry.set_alias(name, "previous", champion)
         registry.set_alias(name, "champion", challenger)
     _crashpoint("promote:after-alias")
+    if project.store.rollout(name, run_id) is not None:
+        project.store.update_rollout(run_id, share=1.0, status="promoted")
     registry.delete_alias(name, "challenger")
     decision = project.store.decision(run_id) or {}
     project.store.add_promotion(

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import os
+import random
 import threading
 import time
 import uuid
@@ -24,13 +25,15 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from driftloop import custom
+from driftloop.datasets import stable_fraction
 from driftloop.evaluation import predict
 from driftloop.exceptions import ConfigError
 from driftloop.project import Project
-from driftloop.serving.slots import ModelSlot
+from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogWriter, QueueFull
 
 __all__ = ["Scope", "create_app", "parse_api_keys"]
@@ -95,6 +98,33 @@ def _metadata(sent: Any, request: Request) -> tuple[dict[str, str], list[str]]:
     return found, problems
 
 
+def _shadow_score(project: Project, model: LoadedModel, X: Any, ids: list[str], stats: _Metrics) -> None:
+    """Score the same rows with the challenger; log its outputs against the same prediction ids."""
+    try:
+        labels, confidence, probs = predict(model.model, X, project.classes)
+        now = time.time()
+        project.store.insert_shadow(
+            [
+                {
+                    "prediction_id": pid,
+                    "model": project.name,
+                    "model_version": model.version,
+                    "ts": now,
+                    "prediction": str(labels[i]),
+                    "confidence": float(confidence[i]),
+                    "probabilities": {c: round(float(probs[i, j]), 6) for j, c in enumerate(project.classes)},
+                }
+                for i, pid in enumerate(ids)
+            ]
+        )
+        with stats.lock:
+            stats.shadow += len(ids)
+    except Exception as exc:  # the shadow never hurts the served path
+        with stats.lock:
+            stats.shadow_errors += 1
+        log.error("Shadow scoring with version %s failed: %s", model.version, exc)
+
+
 class _BadRequest(Exception):
     """A body that cannot be read: counted and stored like every invalid request."""
 
@@ -112,6 +142,8 @@ class _Metrics:
         self.invalid = 0
         self.latency: dict[str, list[int]] = {}
         self.latency_sum: dict[str, float] = {}
+        self.shadow = 0
+        self.shadow_errors = 0
 
     def observe(self, version: str, seconds: float, rows: int) -> None:
         with self.lock:
@@ -135,6 +167,15 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             'Features marked pii = "hash" need a secret key: set the environment variable DRIFTLOOP_PII_KEY.'
         )
     slot = ModelSlot(project)
+    challenger = ModelSlot(project, alias="challenger")  # shadow scoring and canary traffic
+    routing: dict[str, Any] = {"canary": None}  # (version, share) of an active canary rollout
+
+    def refresh_routing() -> None:
+        active = project.store.rollout(project.name)
+        routing["canary"] = (active["version"], float(active["share"])) if active else None
+        if active or settings.shadow_share > 0 or challenger.current is not None:
+            challenger.refresh()
+
     writer = LogWriter(project.store, mode=settings.log_mode, max_queue=settings.log_queue_size)
     stats = _Metrics()
     stop = threading.Event()
@@ -146,9 +187,13 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             await run_in_threadpool(slot.refresh)
         except Exception as exc:
             log.error("No champion could be loaded at start: %s", exc)
+        try:
+            await run_in_threadpool(refresh_routing)
+        except Exception as exc:
+            log.error("No challenger could be loaded at start: %s", exc)
         monitor_thread = None
         if background:
-            slot.start(settings.reload_interval)
+            slot.start(settings.reload_interval, also=refresh_routing)
         if monitor:
             monitor_thread = threading.Thread(
                 target=_monitor_loop, args=(project, stop), daemon=True, name="driftloop-monitor"
@@ -163,6 +208,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         finally:
             stop.set()
             slot.stop()
+            challenger.stop()
             writer.stop()
             if monitor_thread is not None:
                 monitor_thread.join(timeout=30)
@@ -279,6 +325,9 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         }
     }
 
+    async def shadow_task(model: LoadedModel, X: Any, ids: list[str]) -> None:
+        await run_in_threadpool(_shadow_score, project, model, X, ids, stats)
+
     @app.post("/predict", dependencies=[Depends(require("predict"))], openapi_extra=predict_body)
     async def predict_route(request: Request) -> Any:
         """Predict one record (a JSON object) or a batch (``{"records": [...]}``); log every record."""
@@ -314,10 +363,17 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             raise HTTPException(
                 503, f"Model '{project.name}' has no champion to serve yet; run 'driftloop train'."
             )
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        other = challenger.current
+        canary = routing["canary"]
+        if canary is not None and other is not None and other.version == canary[0]:
+            # stable assignment: the same request key always lands on the same side
+            key = request.headers.get("x-request-key") or metadata.get("client_id") or request_id
+            if stable_fraction(f"{project.name}:{key}") < canary[1]:
+                loaded = other
         X = project.schema.frame(records)
         labels, confidence, probs = await run_in_threadpool(predict, loaded.model, X, classes)
         now = time.time()
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         latency_ms = (time.perf_counter() - started) * 1000
         out, log_rows = [], []
         for i, record in enumerate(records):
@@ -355,13 +411,22 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         stats.observe(loaded.version, time.perf_counter() - started, len(records))
         with stats.lock:
             stats.requests[("/predict", 200)] += 1
+        shadow = None
+        if (
+            other is not None
+            and other.version != loaded.version
+            and settings.shadow_share > 0
+            and (settings.shadow_share >= 1 or random.random() < settings.shadow_share)
+        ):
+            shadow = BackgroundTask(shadow_task, other, X, [str(o["prediction_id"]) for o in out])
         return JSONResponse(
             {  # plain JSON types already: skip FastAPI's encoder on the hot path
                 "model": project.name,
                 "model_version": loaded.version,
                 "request_id": request_id,
                 "predictions": out,
-            }
+            },
+            background=shadow,  # runs after the response is sent: off the response path
         )
 
     feedback_body = {
@@ -453,14 +518,27 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     async def models() -> dict[str, Any]:
         versions = await run_in_threadpool(project.registry.versions, project.name)
         loaded = slot.current
+        other, canary = challenger.current, routing["canary"]
         return {
             "model": project.name,
             "serving": loaded.version if loaded else None,
+            "challenger": other.version if other else None,
+            "canary": {"version": canary[0], "share": canary[1]} if canary else None,
+            "shadow_share": settings.shadow_share if other else 0.0,
             "versions": [
                 {k: v for k, v in mv.items() if k != "tags"}
                 | {"gate": mv["tags"].get("driftloop.gate"), "dataset": mv["tags"].get("driftloop.dataset")}
                 for mv in versions
             ],
+        }
+
+    @app.get("/shadow", dependencies=[Depends(require("admin"))])
+    async def shadow_report(version: str | None = Query(None, max_length=32)) -> dict[str, Any]:
+        """The challenger in shadow against what was served, on the same requests: agreement, and
+        accuracy on those that have feedback."""
+        return {
+            "model": project.name,
+            **await run_in_threadpool(project.store.shadow_comparison, project.name, version),
         }
 
     @app.get("/runs", dependencies=[Depends(require("admin"))])
@@ -482,13 +560,21 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
 
     @app.get("/metrics", dependencies=[Depends(require("admin"))], response_class=PlainTextResponse)
     async def prometheus() -> str:
-        return _prometheus(project, slot, writer, stats)
+        return _prometheus(project, slot, writer, stats, challenger, routing)
 
     return app
 
 
-def _prometheus(project: Project, slot: ModelSlot, writer: LogWriter, stats: _Metrics) -> str:
+def _prometheus(
+    project: Project,
+    slot: ModelSlot,
+    writer: LogWriter,
+    stats: _Metrics,
+    challenger: ModelSlot,
+    routing: dict[str, Any],
+) -> str:
     name = project.name
+    other, canary = challenger.current, routing["canary"]
     lines = ["# TYPE driftloop_requests_total counter"]
     with stats.lock:
         for (route, status), n in sorted(stats.requests.items()):
@@ -519,6 +605,15 @@ def _prometheus(project: Project, slot: ModelSlot, writer: LogWriter, stats: _Me
         f'driftloop_log_queue_depth{{model="{name}"}} {writer.depth}',
         "# TYPE driftloop_champion_info gauge",
         f'driftloop_champion_info{{model="{name}",version="{loaded.version if loaded else ""}"}} 1',
+        "# TYPE driftloop_challenger_info gauge",
+        f'driftloop_challenger_info{{model="{name}",version="{other.version if other else ""}"}} '
+        f"{1 if other else 0}",
+        "# TYPE driftloop_canary_share gauge",
+        f'driftloop_canary_share{{model="{name}"}} {canary[1] if canary else 0}',
+        "# TYPE driftloop_shadow_predictions_total counter",
+        f'driftloop_shadow_predictions_total{{model="{name}"}} {stats.shadow}',
+        "# TYPE driftloop_shadow_errors_total counter",
+        f'driftloop_shadow_errors_total{{model="{name}"}} {stats.shadow_errors}',
     ]
     runs = project.store.runs(name, limit=1000)
     by_status = Counter(r["status"] for r in runs)

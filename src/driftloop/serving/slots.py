@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,10 @@ class ModelSlot:
         """Load the version the alias points to, if it changed. True when a swap happened."""
         with self._lock:
             version = self.project.registry.alias(self.project.name, self.alias)
-            if version is None or (self.current is not None and self.current.version == version):
+            if version is None:
+                changed, self.current = self.current is not None, None  # the alias was removed
+                return changed
+            if self.current is not None and self.current.version == version:
                 return False
             model = self.project.registry.load(self.project.name, version)
             predict(model, self._warmup_frame(), self.project.classes)  # fail here, not on a request
@@ -63,7 +67,9 @@ class ModelSlot:
                 row[name] = ""
         return self.project.schema.frame([row])
 
-    def start(self, interval: float) -> None:
+    def start(self, interval: float, *, also: Callable[[], None] | None = None) -> None:
+        """Poll the alias every ``interval`` seconds (and call ``also``, on the same thread)."""
+
         def loop() -> None:
             while not self._stop.wait(interval):
                 try:
@@ -75,6 +81,11 @@ class ModelSlot:
                         self.current.version if self.current else None,
                         exc,
                     )
+                if also is not None:  # after the champion: a finished canary ends once its model serves
+                    try:
+                        also()
+                    except Exception as exc:
+                        log.error("Refreshing the routing state failed: %s", exc)
 
         self._thread = threading.Thread(target=loop, name="driftloop-model-poller", daemon=True)
         self._thread.start()

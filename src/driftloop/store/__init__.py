@@ -107,6 +107,12 @@ class Store:
         with self.begin() as conn:
             conn.execute(insert(t.predictions), list(rows))
 
+    def max_seq(self, model: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.scalar(select(func.max(t.predictions.c.seq)).where(t.predictions.c.model == model)) or 0
+            )
+
     def count_predictions(self, model: str) -> int:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.count()).where(t.predictions.c.model == model)) or 0)
@@ -142,6 +148,93 @@ class Store:
         )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    # -- shadow predictions and canary rollouts ---------------------------------------------
+    def insert_shadow(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            with self.begin() as conn:
+                conn.execute(insert(t.shadow_predictions), list(rows))
+
+    def shadow_comparison(self, model: str, version: str | None = None) -> dict[str, Any]:
+        """Champion and shadow on the same live requests: agreement, and accuracy where labelled
+        (each prediction's latest label)."""
+        p, s, f = t.predictions, t.shadow_predictions, t.feedback
+        query = (
+            select(
+                s.c.model_version,
+                s.c.prediction.label("shadow"),
+                p.c.prediction.label("served"),
+                p.c.prediction_id,
+            )
+            .join(p, p.c.prediction_id == s.c.prediction_id)
+            .where(s.c.model == model)
+        )
+        if version is not None:
+            query = query.where(s.c.model_version == version)
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            labels: dict[str, str] = {}
+            ids = [r["prediction_id"] for r in rows]
+            for start in range(0, len(ids), 5000):
+                chunk = ids[start : start + 5000]
+                for fb in conn.execute(
+                    select(f.c.prediction_id, f.c.label).where(f.c.prediction_id.in_(chunk)).order_by(f.c.id)
+                ):
+                    labels[fb.prediction_id] = fb.label
+        labelled = [r for r in rows if r["prediction_id"] in labels]
+        return {
+            "versions": sorted({r["model_version"] for r in rows}),
+            "requests": len(rows),
+            "agreement": sum(r["shadow"] == r["served"] for r in rows) / len(rows) if rows else None,
+            "labelled": len(labelled),
+            "served_accuracy": sum(r["served"] == labels[r["prediction_id"]] for r in labelled)
+            / len(labelled)
+            if labelled
+            else None,
+            "shadow_accuracy": sum(r["shadow"] == labels[r["prediction_id"]] for r in labelled)
+            / len(labelled)
+            if labelled
+            else None,
+        }
+
+    def start_rollout(self, model: str, run_id: str, version: str, share: float) -> None:
+        """Begin (or, on a replay, find) the canary rollout of a run."""
+        now = time.time()
+        try:
+            with self.begin() as conn:
+                conn.execute(
+                    insert(t.rollouts).values(
+                        model=model,
+                        run_id=run_id,
+                        version=version,
+                        share=share,
+                        status="canary",
+                        started_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            pass
+
+    def update_rollout(self, run_id: str, **values: Any) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                update(t.rollouts)
+                .where(t.rollouts.c.run_id == run_id)
+                .values(updated_at=time.time(), **values)
+            )
+
+    def rollout(self, model: str, run_id: str | None = None) -> dict[str, Any] | None:
+        """A run's rollout, or the model's active canary (status ``canary``)."""
+        query = select(t.rollouts).where(t.rollouts.c.model == model)
+        query = (
+            query.where(t.rollouts.c.run_id == run_id)
+            if run_id
+            else query.where(t.rollouts.c.status == "canary")
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query.order_by(t.rollouts.c.id.desc()).limit(1)).mappings().first()
+        return dict(row) if row else None
 
     # -- monitor runs ----------------------------------------------------------------------
     def add_monitor_run(

@@ -149,6 +149,34 @@ retrain_runs = Table(
     Index("ix_runs_model_started", "model", "started_at"),
 )
 
+shadow_predictions = Table(
+    "shadow_predictions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("prediction_id", String(32), nullable=False, index=True),
+    Column("model", String(64), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("prediction", String(256), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("probabilities", JSON, nullable=False),
+)
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("share", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # canary, promoted, rolled-back
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("reason", Text, nullable=True),
+    UniqueConstraint("run_id", name="uq_rollouts_run"),
+)
+
 monitor_runs = Table(
     "monitor_runs",
     metadata,
