@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 import numpy as np
 
@@ -30,3 +32,74 @@ def send(project: Project, n: int, concept: str, seed: int, label_share: float =
         for start in range(0, len(chosen), 500):
             assert client.post("/feedback", json={"feedback": chosen[start : start + 500]}).status_code == 200
     return ids
+
+
+def multi_worker_round(project: Project, workers: int = 2, threads: int = 8, batches: int = 10) -> None:
+    """``driftloop serve --workers N`` under concurrent load: every acknowledged id is stored,
+    several processes answered, and exactly one of them ran monitoring (no duplicate windows)."""
+    import os
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from driftloop.demo.scenario import free_port
+
+    from .conftest import cli_env
+
+    port = free_port()
+    config = str(project.settings.root / "driftloop.toml")
+    proc = subprocess.Popen(
+        ["driftloop", "serve", "-c", config, "--workers", str(workers), "--port", str(port)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    ids: list[str] = []
+    pids: set[int] = set()
+    errors: list[str] = []
+    lock = threading.Lock()
+    records = applicants(50, "A", seed=5).drop(columns="approved").to_dict(orient="records")
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
+                    break
+            except (httpx.HTTPError, ValueError):
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the multi-worker server did not come up")
+
+        def client() -> None:
+            with httpx.Client(base_url=url, timeout=30) as c:
+                for _ in range(batches):
+                    r = c.post("/predict", json={"records": records})
+                    h = c.get("/health").json()
+                    with lock:
+                        if r.status_code != 200:
+                            errors.append(r.text)
+                        else:
+                            ids.extend(p["prediction_id"] for p in r.json()["predictions"])
+                        pids.add(h["worker"])
+
+        pool = [threading.Thread(target=client) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        time.sleep(2.5)  # a few monitoring passes
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert not errors, errors[:3]
+    assert len(ids) == threads * batches * len(records)
+    assert len(pids) >= 2, f"several workers answered, got {pids}; server output:\n{output[-2000:]}"
+    assert project.store.existing_prediction_ids(ids) == set(ids), "every acknowledged id is stored"
+    windows = project.store.windows(project.name, limit=1000)
+    spans = [(w["start_seq"], w["end_seq"]) for w in windows]
+    assert spans, "the monitoring worker closed windows"
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans)), "one monitor: no overlaps"

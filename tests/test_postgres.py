@@ -110,3 +110,21 @@ def test_whole_loop_on_postgres(tmp_path: Path, pg_url: str) -> None:
         workflow.shutdown()
     assert project.registry.alias(project.name, "champion") == "2"
     project.close()
+
+
+def test_several_workers_share_one_postgres_store(tmp_path: Path, pg_url: str) -> None:
+    from .helpers import multi_worker_round
+
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(
+        config.read_text()
+        .replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{pg_url}"')
+        .replace('schedule = "30s"', 'schedule = "500ms"')
+        .replace('window = "300 rows"', 'window = "500 rows"')
+    )
+    project = Project.load(config)
+    train(project)
+    multi_worker_round(project)
+    project.close()

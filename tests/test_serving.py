@@ -269,3 +269,20 @@ def test_durable_log_survives_sigkill_under_load(tmp_path: Path) -> None:
         f"{len(set(acknowledged)) - len(found)} acknowledged rows lost"
     )
     project.close()
+
+
+def test_several_workers_share_one_sqlite_store(tmp_path: Path) -> None:
+    from .helpers import multi_worker_round
+
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(
+        config.read_text()
+        .replace('schedule = "30s"', 'schedule = "500ms"')
+        .replace('window = "300 rows"', 'window = "500 rows"')
+    )
+    project = Project.load(config)
+    train(project)
+    multi_worker_round(project)
+    project.close()

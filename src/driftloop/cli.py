@@ -84,17 +84,39 @@ def serve(
     config: ConfigOption = DEFAULT_CONFIG,
     host: Annotated[str | None, typer.Option(help="Overrides serving.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Overrides serving.port.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Worker processes; overrides serving.workers.")
+    ] = None,
     monitor: Annotated[
         bool, typer.Option(help="Run monitoring (and triggered retrains) on its schedule.")
     ] = True,
 ) -> None:
-    """Serve the champion over HTTP; log every prediction; pick up new champions without restart."""
+    """Serve the champion over HTTP; log every prediction; pick up new champions without restart.
+
+    With several workers each process serves and logs (group commit per process, all into the
+    one store); exactly one of them, the holder of a lock file, runs the monitoring schedule.
+    """
     import uvicorn
 
     from driftloop.serving import create_app
 
     project = _project(config)
     settings = project.settings.serving
+    count = workers or settings.workers
+    if count > 1:
+        os.environ["DRIFTLOOP_CONFIG"] = str(config.resolve())
+        os.environ["DRIFTLOOP_SERVE_MONITOR"] = "1" if monitor else "0"
+        project.store  # noqa: B018  (run the migrations once, before the workers race to)
+        project.close()
+        uvicorn.run(
+            "driftloop.serving.app:app_from_environment",
+            factory=True,
+            workers=count,
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level="warning",
+        )
+        return
     uvicorn.run(
         create_app(project, monitor=monitor),
         host=host or settings.host,

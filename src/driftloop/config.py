@@ -169,6 +169,7 @@ class ServingSettings(_Model):
     log_mode: Literal["durable", "fast"] = "durable"
     log_queue_size: int = Field(default=100_000, ge=1)
     shadow_share: float = Field(default=0.0, ge=0, le=1)
+    workers: int = Field(default=1, ge=1, le=64)
 
     @field_validator("reload_interval", mode="before")
     @classmethod

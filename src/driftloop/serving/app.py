@@ -36,7 +36,7 @@ from driftloop.project import Project
 from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogWriter, QueueFull
 
-__all__ = ["Scope", "create_app", "parse_api_keys"]
+__all__ = ["Scope", "app_from_environment", "create_app", "parse_api_keys"]
 
 log = logging.getLogger("driftloop.serving")
 Scope = str
@@ -512,6 +512,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             "champion": loaded.version if loaded else None,
             "log_mode": settings.log_mode,
             "log_queue_depth": writer.depth,
+            "worker": os.getpid(),
         }
 
     @app.get("/models", dependencies=[Depends(require("predict"))])
@@ -637,6 +638,35 @@ def _prometheus(
         f"{failed[-1]['finished_at'] if failed else 0:.3f}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of the project named by ``DRIFTLOOP_CONFIG``: what each worker of a multi-process
+    ``driftloop serve --workers N`` builds (monitoring runs in the worker that holds the lock)."""
+    path = os.environ.get("DRIFTLOOP_CONFIG")
+    if not path:
+        raise ConfigError("DRIFTLOOP_CONFIG must name the driftloop.toml for a multi-worker server.")
+    project = Project.load(path)
+    wants_monitor = os.environ.get("DRIFTLOOP_SERVE_MONITOR", "1") == "1"
+    return create_app(project, monitor=wants_monitor and _monitor_lock(project))
+
+
+def _monitor_lock(project: Project) -> bool:
+    """True in the one process that holds ``.driftloop/monitor.lock`` (held until it exits)."""
+    import fcntl
+
+    project.settings.state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(project.settings.state_dir / "monitor.lock", "a+")  # noqa: SIM115  (kept open: the lock)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return False
+    _LOCKS.append(handle)
+    return True
+
+
+_LOCKS: list[Any] = []
 
 
 def _monitor_loop(project: Project, stop: threading.Event) -> None:
