@@ -8,6 +8,7 @@ tests skip and say how to run them.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,12 +95,15 @@ def test_whole_loop_on_postgres(tmp_path: Path, pg_url: str) -> None:
     make_project(folder)
     config = folder / "driftloop.toml"
     config.write_text(
-        config.read_text().replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{pg_url}"')
+        config.read_text()
+        .replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{pg_url}"')
+        .replace("[monitor]\n", '[monitor]\ncommit_lag = "200ms"\n')
     )
     project = Project.load(config)
     assert project.settings.workflow_db_url == pg_url
     train(project)
     send(project, 1200, "B", seed=31, label_share=0.6)
+    time.sleep(0.3)  # past the commit-lag guard
     try:
         workflow.launch(project)
         result = workflow.monitor_and_trigger(project, Monitor(project))
@@ -121,10 +125,44 @@ def test_several_workers_share_one_postgres_store(tmp_path: Path, pg_url: str) -
     config.write_text(
         config.read_text()
         .replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{pg_url}"')
-        .replace('schedule = "30s"', 'schedule = "500ms"')
+        .replace('schedule = "30s"', 'schedule = "500ms"\ncommit_lag = "300ms"')
         .replace('window = "300 rows"', 'window = "500 rows"')
     )
     project = Project.load(config)
     train(project)
     multi_worker_round(project)
     project.close()
+
+
+def test_commit_lag_guard_waits_for_a_transaction_still_in_flight(pg_url: str) -> None:
+    """Two writers: the lower sequence number commits last. Without the guard a reader that
+    already moved past it would never see it; with it, the reader waits until rows settle."""
+    store = Store(pg_url)
+
+    def row(i: int) -> dict[str, object]:
+        return {
+            "prediction_id": f"{i:032x}",
+            "model": "m",
+            "model_version": "1",
+            "request_id": "r",
+            "ts": time.time(),
+            "inputs": {"x": i},
+            "prediction": "yes",
+            "confidence": 0.9,
+            "probabilities": {"yes": 0.9, "no": 0.1},
+            "latency_ms": 1.0,
+            "meta": None,
+        }
+
+    slow = store.engine.connect()
+    slow_txn = slow.begin()
+    store.insert_predictions([row(1)], connection=slow)  # takes the lower seq, not yet committed
+    store.insert_predictions([row(2)])  # a second writer commits the higher seq first
+    unguarded = store.predictions_after("m", 0, 100)
+    assert [r["prediction_id"] for r in unguarded] == [f"{2:032x}"], "the gap a naive reader skips"
+    assert store.predictions_after("m", 0, 100, settled_before=time.time() - 5) == []
+    slow_txn.commit()
+    slow.close()
+    settled = store.predictions_after("m", 0, 100, settled_before=time.time() + 1)
+    assert [r["prediction_id"] for r in settled] == [f"{1:032x}", f"{2:032x}"]
+    store.close()

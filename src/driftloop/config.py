@@ -189,6 +189,7 @@ class MonitorSettings(_Model):
     multivariate: bool = True
     min_auc_effect: float = Field(default=0.05, ge=0, lt=0.5)
     stale_after: float | None = None  # alert when no monitoring pass succeeded for this long
+    commit_lag: float | None = None  # rows newer than this wait (default: 0 on SQLite, 5s elsewhere)
     mmd: bool = True
     mmd_permutations: int = Field(default=200, ge=20, le=10_000)
     mmd_max_rows: int = Field(default=500, ge=10, le=5000)
@@ -203,7 +204,7 @@ class MonitorSettings(_Model):
     def _dur(cls, value: Any) -> float:
         return parse_duration(value)
 
-    @field_validator("stale_after", mode="before")
+    @field_validator("stale_after", "commit_lag", mode="before")
     @classmethod
     def _stale(cls, value: Any) -> float | None:
         return None if value is None else parse_duration(value)

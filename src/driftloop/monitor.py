@@ -189,8 +189,12 @@ class Monitor:
         last = store.last_window(name)
         after = last["end_seq"] if last else 0
         pending: list[dict[str, Any]] = []
+        lag = self.project.settings.monitor.commit_lag
+        if lag is None:  # SQLite commits in sequence order (one writer at a time); others may not
+            lag = 0.0 if self.project.settings.store.url.startswith("sqlite") else 5.0
+        settled = time.time() - lag if lag else None
         while True:
-            page = store.predictions_after(name, after, PAGE)
+            page = store.predictions_after(name, after, PAGE, settled_before=settled)
             if not page:
                 break
             after = page[-1]["seq"]

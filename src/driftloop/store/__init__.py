@@ -101,11 +101,13 @@ class Store:
     ) -> None:
         if not rows:
             return
+        now = time.time()
+        rows = [r if r.get("inserted_at") else {**r, "inserted_at": now} for r in rows]
         if connection is not None:
-            connection.execute(insert(t.predictions), list(rows))
+            connection.execute(insert(t.predictions), rows)
             return
         with self.begin() as conn:
-            conn.execute(insert(t.predictions), list(rows))
+            conn.execute(insert(t.predictions), rows)
 
     def max_seq(self, model: str) -> int:
         with self.engine.connect() as conn:
@@ -139,13 +141,26 @@ class Store:
                 )
         return found
 
-    def predictions_after(self, model: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        query = (
-            select(t.predictions)
-            .where(and_(t.predictions.c.model == model, t.predictions.c.seq > after_seq))
-            .order_by(t.predictions.c.seq)
-            .limit(limit)
+    def predictions_after(
+        self, model: str, after_seq: int, limit: int, *, settled_before: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Predictions after ``after_seq`` in sequence order. With ``settled_before``, stop short of
+        rows inserted at or after that time: on a database where concurrent writers may commit out
+        of sequence order (PostgreSQL), a lower sequence number may still be in flight there."""
+        query = select(t.predictions).where(
+            and_(t.predictions.c.model == model, t.predictions.c.seq > after_seq)
         )
+        if settled_before is not None:
+            recent = (
+                select(func.min(t.predictions.c.seq))
+                .where(t.predictions.c.model == model, t.predictions.c.inserted_at >= settled_before)
+                .scalar_subquery()
+            )
+            query = query.where(
+                (t.predictions.c.inserted_at < settled_before) | t.predictions.c.inserted_at.is_(None),
+                func.coalesce(t.predictions.c.seq < recent, True),
+            )
+        query = query.order_by(t.predictions.c.seq).limit(limit)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 

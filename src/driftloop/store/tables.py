@@ -37,6 +37,7 @@ predictions = Table(
     Column("probabilities", JSON, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("meta", JSON, nullable=True),
+    Column("inserted_at", Float, nullable=True),  # when the writer inserted it: the commit-lag guard
     Index("ix_predictions_model_seq", "model", "seq"),
 )
 

@@ -1,4 +1,5 @@
-"""monitor runs (a silent monitor raises an alert), shadow predictions, canary rollouts
+"""monitor runs (a silent monitor raises an alert), shadow predictions, canary rollouts,
+and predictions.inserted_at (the monitor's commit-lag guard)
 
 Revision ID: 0002
 Revises: 0001
@@ -18,6 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("predictions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("inserted_at", sa.Float(), nullable=True))
     op.create_table(
         "monitor_runs",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -62,6 +65,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("predictions", schema=None) as batch_op:
+        batch_op.drop_column("inserted_at")
     op.drop_table("rollouts")
     op.drop_index(op.f("ix_shadow_predictions_prediction_id"), table_name="shadow_predictions")
     op.drop_table("shadow_predictions")
