@@ -170,6 +170,7 @@ class ServingSettings(_Model):
     log_queue_size: int = Field(default=100_000, ge=1)
     shadow_share: float = Field(default=0.0, ge=0, le=1)
     workers: int = Field(default=1, ge=1, le=64)
+    predict_in: Literal["loop", "thread"] = "loop"  # "thread" keeps the event loop free for slow models
 
     @field_validator("reload_interval", mode="before")
     @classmethod

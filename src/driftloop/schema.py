@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from driftloop.config import FeatureSettings
 from driftloop.exceptions import SchemaError
@@ -38,6 +38,7 @@ class FeatureSchema:
         self.features = dict(features)
         self.root = root  # where the project's own modules (embedding functions) are imported from
         self.record_model = self._build_model()
+        self._batch: TypeAdapter[list[Any]] = TypeAdapter(list[self.record_model])  # type: ignore[name-defined]
         self._embedders: dict[str, Callable[[list[Any]], Any]] = {}
 
     @property
@@ -75,6 +76,10 @@ class FeatureSchema:
 
     def validate(self, rows: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Split rows into clean records and errors (FastAPI's 422 shape, one per bad field)."""
+        try:  # the common case, all valid: one call into pydantic-core for the whole batch
+            return self._batch.dump_python(self._batch.validate_python(rows)), []
+        except ValidationError:
+            pass  # find and word every problem, record by record
         records: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         model = self.record_model

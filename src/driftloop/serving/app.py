@@ -10,6 +10,7 @@ implies the others). When it is unset the API is open, for a laptop; ``/health``
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -176,6 +178,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         if active or settings.shadow_share > 0 or challenger.current is not None:
             challenger.refresh()
 
+    predictor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-predict")
     writer = LogWriter(project.store, mode=settings.log_mode, max_queue=settings.log_queue_size)
     stats = _Metrics()
     stop = threading.Event()
@@ -209,6 +212,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             stop.set()
             slot.stop()
             challenger.stop()
+            predictor.shutdown(wait=True)
             writer.stop()
             if monitor_thread is not None:
                 monitor_thread.join(timeout=30)
@@ -372,18 +376,25 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             if stable_fraction(f"{project.name}:{key}") < canary[1]:
                 loaded = other
         X = project.schema.frame(records)
-        labels, confidence, probs = await run_in_threadpool(predict, loaded.model, X, classes)
+        if settings.predict_in == "loop":  # no thread hop: fastest for small models (blocks the loop)
+            labels, confidence, probs = predict(loaded.model, X, classes)
+        else:  # one long-lived thread: keeps the event loop free, and the BLAS/OpenMP state warm
+            labels, confidence, probs = await asyncio.get_running_loop().run_in_executor(
+                predictor, predict, loaded.model, X, classes
+            )
         now = time.time()
         latency_ms = (time.perf_counter() - started) * 1000
         out, log_rows = [], []
+        rounded = probs.round(6).tolist()
+        confidences = confidence.tolist()
         for i, record in enumerate(records):
             pid = uuid.uuid4().hex
-            p = {c: round(float(probs[i, j]), 6) for j, c in enumerate(classes)}
+            p = dict(zip(classes, rounded[i], strict=True))
             out.append(
                 {
                     "prediction_id": pid,
                     "label": str(labels[i]),
-                    "confidence": float(confidence[i]),
+                    "confidence": confidences[i],
                     "probabilities": p,
                 }
             )
@@ -396,7 +407,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                     "ts": now,
                     "inputs": project.schema.redact(record, pii_key),
                     "prediction": str(labels[i]),
-                    "confidence": float(confidence[i]),
+                    "confidence": confidences[i],
                     "probabilities": p,
                     "latency_ms": latency_ms,
                     "meta": {**metadata, "metrics": sent[i]} if sent[i] else metadata or None,

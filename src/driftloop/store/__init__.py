@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -78,6 +79,13 @@ def _resolve(group: list[dict[str, Any]], policy: FeedbackSettings) -> dict[str,
     return group[-1]
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_SQLITE_INSERT = (
+    "INSERT INTO predictions (prediction_id, model, model_version, request_id, ts, inputs, prediction, "
+    "confidence, probabilities, latency_ms, meta, inserted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 class Store:
     """Small repositories over the tables. Every write is one transaction."""
 
@@ -102,6 +110,31 @@ class Store:
         if not rows:
             return
         now = time.time()
+        if self.engine.dialect.name == "sqlite":  # the hot path: plain tuples, JSON encoded once
+            encode = _JSON.encode
+            values = [
+                (
+                    r["prediction_id"],
+                    r["model"],
+                    r["model_version"],
+                    r["request_id"],
+                    r["ts"],
+                    encode(r["inputs"]),
+                    r["prediction"],
+                    r["confidence"],
+                    encode(r["probabilities"]),
+                    r["latency_ms"],
+                    None if r.get("meta") is None else encode(r["meta"]),
+                    r.get("inserted_at") or now,
+                )
+                for r in rows
+            ]
+            if connection is not None:
+                connection.exec_driver_sql(_SQLITE_INSERT, values)
+                return
+            with self.begin() as conn:
+                conn.exec_driver_sql(_SQLITE_INSERT, values)
+            return
         rows = [r if r.get("inserted_at") else {**r, "inserted_at": now} for r in rows]
         if connection is not None:
             connection.execute(insert(t.predictions), rows)
