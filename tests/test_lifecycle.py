@@ -187,8 +187,11 @@ def test_a_silent_or_failing_monitor_raises_alerts(tmp_path: Path, monkeypatch: 
         monitor.run()
     last = project.store.monitor_runs(project.name)[-1]
     assert last["ok"] is False and last["error"] == "OSError: disk full"
+    with pytest.raises(OSError):
+        monitor.run()  # still failing: recorded, but no second alert
     failed = project.store.alerts(project.name, rule="monitor-failed")
     assert len(failed) == 1 and "disk full" in failed[0]["message"]
+    assert [r["ok"] for r in project.store.monitor_runs(project.name)][-2:] == [False, False]
     project.close()
 
 

@@ -132,7 +132,11 @@ class Monitor:
             self.project.store.add_monitor_run(
                 self.project.name, started, False, 0, f"{type(exc).__name__}: {exc}"
             )
-            self.system_alert("monitor-failed", f"A monitoring pass of '{self.project.name}' failed: {exc}")
+            recent = self.project.store.monitor_runs(self.project.name, limit=2)
+            if len(recent) < 2 or recent[0]["ok"]:  # once per run of failures, not every pass
+                self.system_alert(
+                    "monitor-failed", f"A monitoring pass of '{self.project.name}' failed: {exc}"
+                )
             raise
         self.project.store.add_monitor_run(self.project.name, started, True, len(result.windows))
         return result

@@ -179,8 +179,9 @@ def _new_labels(project: Project) -> tuple[int, int | None]:
     runs = project.store.runs(project.name, limit=200)
     finished = [r for r in runs if r["status"] in ("promoted", "rejected")]
     cutoff = finished[-1]["options"].get("cutoff_seq", 0) if finished else 0
-    promoted = [r for r in runs if r["status"] == "promoted"]
-    since = promoted[-1]["options"].get("since_seq") if promoted else None
+    champion = project.champion()  # after a rollback, the run that made the current champion
+    made = [r for r in runs if r["status"] == "promoted" and r["challenger_version"] == champion]
+    since = made[-1]["options"].get("since_seq") if made else None
     new = project.store.labelled(project.name, start_seq=cutoff + 1, policy=project.settings.feedback)
     return len(new), since
 
