@@ -219,6 +219,9 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             writer.stop()
             if monitor_thread is not None:
                 monitor_thread.join(timeout=30)
+                from driftloop import workflow
+
+                workflow.shutdown()  # the monitoring loop may have launched DBOS for retrains
 
     app = FastAPI(title=f"driftloop — {project.name}", version="0.1.0", lifespan=lifespan)
     app.state.project, app.state.slot, app.state.writer, app.state.stats = project, slot, writer, stats
