@@ -112,8 +112,16 @@ def agrawal(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 STREAMS: dict[str, Callable[[int, int], tuple[pd.DataFrame, np.ndarray]]] = {"agrawal": agrawal, "sea": sea}
 
 
+def model() -> HistGradientBoostingClassifier:
+    """The one model every approach but ARF trains: gradient boosting that stops early on a
+    validation split, so small post-drift training sets are not overfitted."""
+    return HistGradientBoostingClassifier(
+        max_iter=200, early_stopping=True, validation_fraction=0.2, n_iter_no_change=10, random_state=0
+    )
+
+
 def fit(X: pd.DataFrame, y: Any) -> HistGradientBoostingClassifier:
-    return HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(X, np.asarray(y).astype(str))
+    return model().fit(X, np.asarray(y).astype(str))
 
 
 TRAINER = """
@@ -121,7 +129,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 
 def train(X, y):
-    return HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(X, y)
+    return HistGradientBoostingClassifier(
+        max_iter=200, early_stopping=True, validation_fraction=0.2, n_iter_no_change=10, random_state=0
+    ).fit(X, y)
 """
 
 CONFIG = """
