@@ -66,6 +66,14 @@ def test_alert_triggers_retrain_that_is_promoted(fresh: Project) -> None:
     with serve_in_thread(create_app(fresh, background=False)) as url:
         listed = httpx.get(f"{url}/runs").json()["runs"]
     assert listed[-1]["id"] == row["id"] and listed[-1]["decision"]["reasons"] == decision["reasons"]
+    assert [s["step"] for s in listed[-1]["steps"]] == [
+        "plan",
+        "snapshot",
+        "train",
+        "evaluate",
+        "gate",
+        "promote",
+    ]
 
 
 def test_worse_candidate_is_rejected_and_champion_stays(fresh: Project) -> None:
@@ -147,6 +155,18 @@ def test_killed_mid_step_resumes_without_duplicates(tmp_path: Path, point: str) 
     assert versions == ["1", "2"], "no duplicate version was registered"
     assert len(project.store.decisions(project.name)) == 1
     assert len(project.store.runs(project.name)) == 1
+    steps = project.store.run_steps(runs[0]["id"])
+    names = [s["step"] for s in steps]
+    assert names.count(point.split(":")[0]) == 2, f"the interrupted step was entered twice: {names}"
+    assert all(s["seconds"] is not None and s["seconds"] >= 0 for s in steps)
+    shown = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", "runs", runs[0]["id"], "-c", config],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0 and "steps of" in shown.stdout and "evaluate" in shown.stdout, shown.stdout
     kinds = sorted(d["kind"] for d in project.store.datasets(project.name))
     assert kinds == ["eval", "train", "train"], f"no duplicate snapshot: {kinds}"
     promotions = [p for p in project.store.promotions(project.name) if p["action"] == "promote"]

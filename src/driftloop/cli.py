@@ -279,9 +279,29 @@ def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 
 @app.command()
-def runs(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def runs(
+    config: ConfigOption = DEFAULT_CONFIG,
+    run_id: Annotated[str | None, typer.Argument(help="Show one run's steps and durations.")] = None,
+) -> None:
     """Retraining runs with their steps, outcome and gate decisions."""
-    _print_runs(_project(config))
+    project = _project(config)
+    if run_id is None:
+        _print_runs(project)
+        return
+    row = project.store.run(run_id)
+    if row is None:
+        raise DriftloopError(f"Retrain run {run_id!r} does not exist; 'driftloop runs' lists them.")
+    _print_run(project, row)
+    table = Table(title=f"steps of {run_id}")
+    for column in ("step", "started", "seconds"):
+        table.add_column(column)
+    for step in project.store.run_steps(run_id):
+        table.add_row(
+            step["step"],
+            _when(step["started_at"]),
+            "-" if step["seconds"] is None else f"{step['seconds']:.2f}",
+        )
+    console.print(table)
 
 
 datasets_app = typer.Typer(help="Versioned training and evaluation snapshots.", no_args_is_help=True)

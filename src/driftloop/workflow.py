@@ -262,6 +262,7 @@ def retrain(run_id: str) -> str:
 def _step(run_id: str, step: str) -> Project:
     project = _project()
     project.store.update_run(run_id, status="running", step=step)
+    project.store.add_run_step(run_id, step)
     return project
 
 

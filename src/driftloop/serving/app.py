@@ -566,7 +566,13 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         def read() -> dict[str, Any]:
             rows = project.store.runs(project.name, limit=limit)
             decided = {d["run_id"]: d for d in project.store.decisions(project.name, limit=limit)}
-            return {"model": project.name, "runs": [{**r, "decision": decided.get(r["id"])} for r in rows]}
+            return {
+                "model": project.name,
+                "runs": [
+                    {**r, "decision": decided.get(r["id"]), "steps": project.store.run_steps(r["id"])}
+                    for r in rows
+                ],
+            }
 
         return await run_in_threadpool(read)
 

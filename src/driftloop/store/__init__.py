@@ -284,6 +284,29 @@ class Store:
             row = conn.execute(query.order_by(t.rollouts.c.id.desc()).limit(1)).mappings().first()
         return dict(row) if row else None
 
+    # -- retrain run steps -------------------------------------------------------------------
+    def add_run_step(self, run_id: str, step: str) -> None:
+        with self.begin() as conn:
+            conn.execute(insert(t.run_steps).values(run_id=run_id, step=step[:32], started_at=time.time()))
+
+    def run_steps(self, run_id: str) -> list[dict[str, Any]]:
+        """Each step a run entered, with its duration (to the next step, or to the run's end).
+        A step entered twice was resumed after a crash."""
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    select(t.run_steps.c.step, t.run_steps.c.started_at)
+                    .where(t.run_steps.c.run_id == run_id)
+                    .order_by(t.run_steps.c.id)
+                ).mappings()
+            ]
+            finished = conn.scalar(select(t.retrain_runs.c.finished_at).where(t.retrain_runs.c.id == run_id))
+        ends = [r["started_at"] for r in rows[1:]] + [finished]
+        for row, end in zip(rows, ends, strict=True):
+            row["seconds"] = None if end is None else round(end - row["started_at"], 3)
+        return rows
+
     # -- monitor runs ----------------------------------------------------------------------
     def add_monitor_run(
         self, model: str, started_at: float, ok: bool, windows: int, error: str | None = None

@@ -178,6 +178,15 @@ rollouts = Table(
     UniqueConstraint("run_id", name="uq_rollouts_run"),
 )
 
+run_steps = Table(
+    "run_steps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    Column("step", String(32), nullable=False),
+    Column("started_at", Float, nullable=False),
+)
+
 monitor_runs = Table(
     "monitor_runs",
     metadata,

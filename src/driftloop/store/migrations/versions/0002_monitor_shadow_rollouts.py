@@ -1,4 +1,4 @@
-"""monitor runs (a silent monitor raises an alert), shadow predictions, canary rollouts,
+"""monitor runs (a silent monitor raises an alert), retrain run steps, shadow predictions, canary rollouts,
 and predictions.inserted_at (the monitor's commit-lag guard)
 
 Revision ID: 0002
@@ -34,6 +34,15 @@ def upgrade() -> None:
     )
     op.create_index("ix_monitor_runs_model_started", "monitor_runs", ["model", "started_at"], unique=False)
     op.create_table(
+        "run_steps",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("run_id", sa.String(length=64), nullable=False),
+        sa.Column("step", sa.String(length=32), nullable=False),
+        sa.Column("started_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index(op.f("ix_run_steps_run_id"), "run_steps", ["run_id"], unique=False)
+    op.create_table(
         "shadow_predictions",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("prediction_id", sa.String(length=32), nullable=False),
@@ -68,6 +77,8 @@ def downgrade() -> None:
     with op.batch_alter_table("predictions", schema=None) as batch_op:
         batch_op.drop_column("inserted_at")
     op.drop_table("rollouts")
+    op.drop_index(op.f("ix_run_steps_run_id"), table_name="run_steps")
+    op.drop_table("run_steps")
     op.drop_index(op.f("ix_shadow_predictions_prediction_id"), table_name="shadow_predictions")
     op.drop_table("shadow_predictions")
     op.drop_index("ix_monitor_runs_model_started", table_name="monitor_runs")
