@@ -6,7 +6,8 @@
 4. Mid-stream the concept changes (A -> B). Monitoring shows feature drift and, once labels
    arrive, the accuracy drop; the alert rule queues the durable retraining workflow.
 5. The gate compares challenger and champion on the same held-out rows and promotes; the
-   server swaps to the new champion without a restart; accuracy recovers.
+   server swaps to the new champion without a restart; accuracy recovers. The post-deploy
+   watch then compares the new champion's first windows with the old one's gate score.
 6. A deliberately careless candidate is trained by hand; the gate rejects it; the champion stays.
 """
 
@@ -123,6 +124,7 @@ def run_demo(
     monitor = Monitor(project)
     truth: dict[str, tuple[str, int, str]] = {}  # prediction id -> (true label, window, served version)
     events: dict[int, list[str]] = {}
+    watched = 0
     pending_labels: list[tuple[str, str]] = []
     promoted = rejected = 0
     try:
@@ -153,6 +155,10 @@ def run_demo(
                 monitored = workflow.monitor_and_trigger(project, monitor)
                 for alert in monitored.alerts:
                     events.setdefault(w, []).append(f"alert {alert['rule']}")
+                judged = [p for p in project.store.promotions(project.name) if p["action"] == "watch-kept"]
+                if len(judged) > watched:  # the post-deploy watch judged the newest promotion
+                    watched = len(judged)
+                    events.setdefault(w, []).append(f"watch kept v{judged[-1]['to_version']}")
                 for run in project.store.runs(project.name, active_only=True):
                     outcome = workflow.wait(run["id"])
                     decision = project.store.decision(run["id"])
