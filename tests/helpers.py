@@ -75,7 +75,9 @@ def multi_worker_round(project: Project, workers: int = 2, threads: int = 8, bat
             raise AssertionError("the multi-worker server did not come up")
 
         def client() -> None:
-            with httpx.Client(base_url=url, timeout=30) as c:
+            # a new connection per request, so the kernel spreads them over the workers
+            no_reuse = httpx.Limits(max_keepalive_connections=0)
+            with httpx.Client(base_url=url, timeout=30, limits=no_reuse) as c:
                 for _ in range(batches):
                     r = c.post("/predict", json={"records": records})
                     h = c.get("/health").json()

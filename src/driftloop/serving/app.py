@@ -11,7 +11,6 @@ implies the others). When it is unset the API is open, for a laptop; ``/health``
 from __future__ import annotations
 
 import asyncio
-import gc
 import hmac
 import json
 import logging
@@ -195,8 +194,6 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             await run_in_threadpool(refresh_routing)
         except Exception as exc:
             log.error("No challenger could be loaded at start: %s", exc)
-        gc.collect()
-        gc.freeze()  # the models and libraries loaded so far never need scanning: shorter GC pauses
         monitor_thread = None
         if background:
             slot.start(settings.reload_interval, also=refresh_routing)
