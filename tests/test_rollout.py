@@ -34,6 +34,16 @@ def _project(tmp_path: Path, extra: str, gate: str = "") -> Project:
     return project
 
 
+def _wait_for_canary(url: str, deadline: float) -> None:
+    """Until the server routes to the canary: the rollout began and its model is loaded."""
+    while time.time() < deadline:
+        models = httpx.get(f"{url}/models").json()
+        if models["canary"] and models["challenger"] == models["canary"]["version"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the server never picked up the canary")
+
+
 def _traffic(url: str, n: int, seed: int, key: str | None = None) -> list[tuple[str, str, str]]:
     """Send ``n`` concept-B applicants one by one, label each at once; (request key, version, id)."""
     df = applicants(n, "B", seed=seed)
@@ -94,9 +104,7 @@ def test_canary_steps_up_with_stable_assignment_then_promotes(tmp_path: Path) ->
     try:
         with serve_in_thread(create_app(project, background=True)) as url:
             deadline = time.time() + 60
-            while time.time() < deadline and not project.store.rollout(project.name):
-                time.sleep(0.1)
-            time.sleep(0.5)  # the server's poller picks the canary up
+            _wait_for_canary(url, deadline)
             sent = []
             while time.time() < deadline and (project.store.run(run_id) or {})["status"] == "running":
                 sent += _traffic(url, 40, seed=64 + len(sent))
@@ -130,9 +138,7 @@ def test_a_worse_canary_is_rolled_back_and_the_champion_stays(tmp_path: Path) ->
     try:
         with serve_in_thread(create_app(project, background=True)) as url:
             deadline = time.time() + 60
-            while time.time() < deadline and not project.store.rollout(project.name):
-                time.sleep(0.1)
-            time.sleep(0.5)
+            _wait_for_canary(url, deadline)
             sent = []
             while time.time() < deadline and (project.store.run(run_id) or {})["status"] == "running":
                 df = applicants(40, "A", seed=71 + len(sent))
