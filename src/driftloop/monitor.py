@@ -50,6 +50,7 @@ class Reference:
     outputs: Profile
     cbpe: CBPE | None
     custom: Profile | None = None
+    scores: dict[str, float] = field(default_factory=dict)  # the champion's held-out scores
 
 
 def _metric(
@@ -96,6 +97,7 @@ class Monitor:
                 Profile.from_dict(profile["outputs"]),
                 CBPE.from_dict(profile["cbpe"]) if "cbpe" in profile else None,
                 Profile.from_dict(profile["custom"]) if "custom" in profile else None,
+                dict(profile.get("scores", {})),
             )
         return self._reference
 
@@ -141,17 +143,19 @@ class Monitor:
         self.project.store.add_monitor_run(self.project.name, started, True, len(result.windows))
         return result
 
-    def system_alert(self, rule: str, message: str, **extra: Any) -> dict[str, Any]:
-        """An alert about the pipeline itself (not a metric), stored and sent to every sink."""
+    def system_alert(
+        self, rule: str, message: str, *, metric: str = "pipeline", run_id: str | None = None
+    ) -> dict[str, Any]:
+        """An alert about the pipeline itself (not a window's metric), stored and sent to every sink."""
         alert: dict[str, Any] = dict(
             model=self.project.name,
             rule=rule,
-            metric="pipeline",
+            metric=metric,
             value=None,
             threshold=None,
             window_id=None,
             message=message,
-            **extra,
+            run_id=run_id,
         )
         alert["id"] = self.project.store.add_alert(**alert)
         dispatch(self.sinks, alert)
@@ -421,7 +425,7 @@ class Monitor:
         retrain: list[dict[str, Any]] = []
         for rule in rules:
             if rule.relative_to == "reference":
-                base = (ref.cbpe.scores_ if ref.cbpe else {}).get(rule.metric.removeprefix("estimated_"))
+                base = ref.scores.get(rule.metric.removeprefix("estimated_"))
                 if base is None:
                     continue
                 rule = rule.model_copy(update={"threshold": base + rule.threshold, "relative_to": None})

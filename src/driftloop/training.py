@@ -211,10 +211,10 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
 
 def reference_profiles(
     project: Project, df: pd.DataFrame, model: Any, held_out: pd.DataFrame | None = None
-) -> tuple[Profile, Profile, CBPE, Profile | None]:
-    """Feature profile of all rows; output profile (prediction, confidence) of the validation rows,
-    the CBPE calibration of confidence against correctness on those rows, and (when custom
-    metrics are configured) the custom-metric profile of those rows."""
+) -> dict[str, Any]:
+    """The reference as stored: the feature profile of all rows; the output profile (prediction,
+    confidence) of the validation rows, the CBPE calibration of confidence against correctness
+    and the model's scores on those rows; and, with custom metrics configured, their profile."""
     settings = project.settings.monitor
     features = project.schema.profile_frame(project.schema.frame(df))
     spec = ProfileSpec.fit(
@@ -258,12 +258,16 @@ def reference_profiles(
     scores = metrics(
         valid[target].astype(str).to_numpy(), outputs["__prediction__"].to_numpy(), project.classes
     )
-    cbpe.scores_ = {k: round(v, 6) for k, v in scores.items()}
-    custom = None
+    reference: dict[str, Any] = {
+        "features": feature_profile.to_dict(),
+        "outputs": Profile.from_frame(out_spec, outputs).to_dict(),
+        "cbpe": cbpe.to_dict(),
+        "scores": {k: round(v, 6) for k, v in scores.items()},
+    }
     if project.settings.metrics:
         values = metric_frame(project.settings, project.schema.frame(valid).reset_index(drop=True), outputs)
-        custom = Profile.from_frame(metric_spec(project.settings, values), values)
-    return feature_profile, Profile.from_frame(out_spec, outputs), cbpe, custom
+        reference["custom"] = Profile.from_frame(metric_spec(project.settings, values), values).to_dict()
+    return reference
 
 
 def output_frame(project: Project, model: Any, df: pd.DataFrame) -> pd.DataFrame:
@@ -289,8 +293,5 @@ def build_reference(project: Project, version: str) -> dict[str, Any]:
         project.registry.tags(project.name, version).get("driftloop.eval_dataset", "")
     )
     held_out = pd.read_parquet(held_out_row["path"]) if held_out_row else None
-    features, outputs, cbpe, custom = reference_profiles(project, df, model, held_out)
-    profile = {"features": features.to_dict(), "outputs": outputs.to_dict(), "cbpe": cbpe.to_dict()}
-    if custom is not None:
-        profile["custom"] = custom.to_dict()
+    profile = reference_profiles(project, df, model, held_out)
     return project.store.add_reference(project.name, version, dataset_id, profile)

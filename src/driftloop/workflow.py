@@ -24,7 +24,6 @@ import pandas as pd
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from driftloop import __version__
-from driftloop.alerts import dispatch, make_sinks
 from driftloop.datasets import file_sha256, stable_fraction, write_snapshot
 from driftloop.evaluation import bootstrap_diff, mcnemar, metrics, predict
 from driftloop.exceptions import NotFoundError, WorkflowError
@@ -634,18 +633,7 @@ def _alert(run_id: str, rule: str, message: str) -> None:
         for a in project.store.alerts(project.name, limit=50, rule=rule)
     ):
         return  # a replayed step does not alert twice
-    alert: dict[str, Any] = dict(
-        model=project.name,
-        rule=rule,
-        metric="retrain",
-        value=None,
-        threshold=None,
-        window_id=None,
-        message=message,
-        run_id=run_id,
-    )
-    alert["id"] = project.store.add_alert(**alert)
-    dispatch(make_sinks(project.settings), alert)
+    Monitor(project).system_alert(rule, message, metric="retrain", run_id=run_id)
 
 
 def rollback(project: Project, reason: str = "manual rollback", *, run_id: str | None = None) -> str:

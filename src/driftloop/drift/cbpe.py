@@ -43,7 +43,6 @@ class CBPE:
         self.y_: np.ndarray | None = None
         self.classes_: list[str] | None = None
         self.errors_: np.ndarray | None = None  # [predicted j, true k]: share of j's errors that are k
-        self.scores_: dict[str, float] = {}  # the measured scores on the calibration rows
 
     def fit(
         self,
@@ -120,7 +119,7 @@ class CBPE:
     def to_dict(self) -> dict[str, Any]:
         if self.x_ is None or self.y_ is None:
             raise NotFittedError("An unfitted CBPE has nothing to serialise; call fit first.")
-        data: dict[str, Any] = {"x": self.x_.tolist(), "y": self.y_.tolist(), "scores": self.scores_}
+        data: dict[str, Any] = {"x": self.x_.tolist(), "y": self.y_.tolist()}
         if self.errors_ is not None:
             data["classes"] = self.classes_
             data["errors"] = self.errors_.tolist()
@@ -131,7 +130,6 @@ class CBPE:
         made = cls()
         made.x_ = np.asarray(data["x"], dtype="float64")
         made.y_ = np.asarray(data["y"], dtype="float64")
-        made.scores_ = dict(data.get("scores", {}))
         if "errors" in data:
             made.classes_ = list(data["classes"])
             made.errors_ = np.asarray(data["errors"], dtype="float64")

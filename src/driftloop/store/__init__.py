@@ -109,10 +109,21 @@ class Store:
     ) -> None:
         if not rows:
             return
+        if connection is None:
+            with self.begin() as conn:
+                self.insert_predictions(rows, conn)
+            return
         now = time.time()
-        if self.engine.dialect.name == "sqlite":  # the hot path: plain tuples, JSON encoded once
-            encode = _JSON.encode
-            values = [
+        if self.engine.dialect.name != "sqlite":
+            connection.execute(
+                insert(t.predictions),
+                [r if r.get("inserted_at") else {**r, "inserted_at": now} for r in rows],
+            )
+            return
+        encode = _JSON.encode  # the hot path: plain tuples, JSON encoded once
+        connection.exec_driver_sql(
+            _SQLITE_INSERT,
+            [
                 (
                     r["prediction_id"],
                     r["model"],
@@ -128,19 +139,8 @@ class Store:
                     r.get("inserted_at") or now,
                 )
                 for r in rows
-            ]
-            if connection is not None:
-                connection.exec_driver_sql(_SQLITE_INSERT, values)
-                return
-            with self.begin() as conn:
-                conn.exec_driver_sql(_SQLITE_INSERT, values)
-            return
-        rows = [r if r.get("inserted_at") else {**r, "inserted_at": now} for r in rows]
-        if connection is not None:
-            connection.execute(insert(t.predictions), rows)
-            return
-        with self.begin() as conn:
-            conn.execute(insert(t.predictions), rows)
+            ],
+        )
 
     def max_seq(self, model: str) -> int:
         with self.engine.connect() as conn:
