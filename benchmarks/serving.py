@@ -2,6 +2,9 @@
 ``driftloop serve`` (validation + durable logging), both under uvicorn on 127.0.0.1, with the
 same bounded number of concurrent clients; then the log writer's raw ingest rate on SQLite.
 
+"server CPU" is the server process's CPU time (all threads) per request: on a shared, noisy
+machine it is steadier than throughput, which also depends on what else gets the cores.
+
     python benchmarks/serving.py [--seconds 5] [--concurrency 8]
 """
 
@@ -80,13 +83,27 @@ async def load(
     return len(latencies), latencies, errors
 
 
-def run(name: str, url: str, seconds: float, concurrency: int, records: list[dict[str, object]]) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its threads (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(
+    name: str, url: str, pid: int, seconds: float, concurrency: int, records: list[dict[str, object]]
+) -> None:
     for label, body in (("single", records[0]), ("batch100", {"records": records[:100]})):
         asyncio.run(load(url, body, 1.0, concurrency))  # warm-up
+        cpu = cpu_seconds(pid)
         n, lat, errors = asyncio.run(load(url, body, seconds, concurrency))
+        cpu_ms = (cpu_seconds(pid) - cpu) / n * 1000
         p50, p99 = np.percentile(lat, [50, 99]) * 1000
         print(
-            f"{name:<12}{label:<10}{n / seconds:>10.0f} req/s{p50:>9.2f} ms{p99:>9.2f} ms{errors:>7} errors"
+            f"{name:<12}{label:<10}{n / seconds:>10.0f} req/s{p50:>9.2f} ms{p99:>9.2f} ms"
+            f"{cpu_ms:>9.2f} ms{errors:>7} errors"
         )
 
 
@@ -156,7 +173,7 @@ def main() -> None:
     records = applicants(100, "A", seed=1).drop(columns="approved").to_dict(orient="records")
     # one OpenMP thread per server process: the same for both, and what serving wants
     env = {**os.environ, "PYTHONPATH": str(folder), "OMP_NUM_THREADS": "1"}
-    print(f"{'server':<12}{'payload':<10}{'throughput':>14}{'p50':>12}{'p99':>12}")
+    print(f"{'server':<12}{'payload':<10}{'throughput':>14}{'p50':>12}{'p99':>12}{'server CPU':>12}")
     bare_port, dl_port = free_port(), free_port()
     bare = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bare:app", "--port", str(bare_port), "--log-level", "warning"],
@@ -165,7 +182,7 @@ def main() -> None:
     )
     try:
         wait_ready(f"http://127.0.0.1:{bare_port}/docs")
-        run("bare", f"http://127.0.0.1:{bare_port}", args.seconds, args.concurrency, records)
+        run("bare", f"http://127.0.0.1:{bare_port}", bare.pid, args.seconds, args.concurrency, records)
     finally:
         bare.terminate()
         bare.wait()
@@ -185,7 +202,7 @@ def main() -> None:
     )
     try:
         wait_ready(f"http://127.0.0.1:{dl_port}/health")
-        run("driftloop", f"http://127.0.0.1:{dl_port}", args.seconds, args.concurrency, records)
+        run("driftloop", f"http://127.0.0.1:{dl_port}", server.pid, args.seconds, args.concurrency, records)
     finally:
         server.terminate()
         server.wait()

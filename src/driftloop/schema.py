@@ -40,6 +40,7 @@ class FeatureSchema:
         self.record_model = self._build_model()
         self._batch: TypeAdapter[list[Any]] = TypeAdapter(list[self.record_model])  # type: ignore[name-defined]
         self._embedders: dict[str, Callable[[list[Any]], Any]] = {}
+        self._pii = {n: f.pii for n, f in self.features.items() if f.pii}
 
     @property
     def numeric(self) -> list[str]:
@@ -114,7 +115,7 @@ class FeatureSchema:
     @property
     def pii(self) -> dict[str, str]:
         """Features marked ``pii``: name -> ``"hash"`` or ``"drop"``."""
-        return {n: f.pii for n, f in self.features.items() if f.pii}
+        return dict(self._pii)
 
     def redact(self, record: dict[str, Any], key: bytes | None) -> dict[str, Any]:
         """The record as it may be written: ``pii = "hash"`` fields keyed-hashed, ``"drop"`` removed.
@@ -125,7 +126,7 @@ class FeatureSchema:
         >>> sorted(s.redact({"email": "a@b.c", "ssn": "1"}, b"k"))
         ['email']
         """
-        marked = self.pii
+        marked = self._pii
         if not marked:
             return record
         out = {}
@@ -174,7 +175,7 @@ class FeatureSchema:
             if strict and feature.required and any(v is None for v in values):
                 raise SchemaError(f"Every record must have the required feature '{name}'.")
             if feature.type == "numeric":
-                columns[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+                columns[name] = np.array(values, dtype="float64")  # None becomes NaN
             else:
                 columns[name] = pd.Series(values, dtype=object)  # object, as the training frames have
         return pd.DataFrame(columns, copy=False)

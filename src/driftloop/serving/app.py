@@ -18,7 +18,6 @@ import os
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from driftloop import custom
 from driftloop.datasets import stable_fraction
 from driftloop.evaluation import predict
 from driftloop.exceptions import ConfigError
+from driftloop.ids import new_ids
 from driftloop.project import Project
 from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogWriter, QueueFull
@@ -222,7 +222,8 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
 
     app = FastAPI(title=f"driftloop — {project.name}", version="0.1.0", lifespan=lifespan)
     app.state.project, app.state.slot, app.state.writer, app.state.stats = project, slot, writer, stats
-    classes = project.classes
+    classes, name = project.classes, project.name
+    redact = project.schema.redact if project.schema.pii else None  # skipped when nothing is pii
 
     def require(scope: Scope) -> Callable[[Request], Awaitable[None]]:
         async def check(request: Request) -> None:
@@ -370,7 +371,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             raise HTTPException(
                 503, f"Model '{project.name}' has no champion to serve yet; run 'driftloop train'."
             )
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = request.headers.get("x-request-id") or new_ids(1)[0]
         other = challenger.current
         canary = routing["canary"]
         if canary is not None and other is not None and other.version == canary[0]:
@@ -390,27 +391,24 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         out, log_rows = [], []
         rounded = probs.round(6).tolist()
         confidences = confidence.tolist()
-        for i, record in enumerate(records):
-            pid = uuid.uuid4().hex
+        label_strs = [str(label) for label in labels]
+        ids = new_ids(len(records))
+        inputs = [redact(r, pii_key) for r in records] if redact is not None else records
+        version, logged_request_id = loaded.version, request_id[:64]
+        for i, pid in enumerate(ids):
             p = dict(zip(classes, rounded[i], strict=True))
-            out.append(
-                {
-                    "prediction_id": pid,
-                    "label": str(labels[i]),
-                    "confidence": confidences[i],
-                    "probabilities": p,
-                }
-            )
+            label, conf = label_strs[i], confidences[i]
+            out.append({"prediction_id": pid, "label": label, "confidence": conf, "probabilities": p})
             log_rows.append(
                 {
                     "prediction_id": pid,
-                    "model": project.name,
-                    "model_version": loaded.version,
-                    "request_id": request_id[:64],
+                    "model": name,
+                    "model_version": version,
+                    "request_id": logged_request_id,
                     "ts": now,
-                    "inputs": project.schema.redact(record, pii_key),
-                    "prediction": str(labels[i]),
-                    "confidence": confidences[i],
+                    "inputs": inputs[i],
+                    "prediction": label,
+                    "confidence": conf,
                     "probabilities": p,
                     "latency_ms": latency_ms,
                     "meta": {**metadata, "metrics": sent[i]} if sent[i] else metadata or None,
@@ -432,7 +430,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             and settings.shadow_share > 0
             and (settings.shadow_share >= 1 or random.random() < settings.shadow_share)
         ):
-            shadow = BackgroundTask(shadow_task, other, X, [str(o["prediction_id"]) for o in out])
+            shadow = BackgroundTask(shadow_task, other, X, ids)
         return JSONResponse(
             {  # plain JSON types already: skip FastAPI's encoder on the hot path
                 "model": project.name,

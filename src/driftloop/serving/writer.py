@@ -9,6 +9,7 @@ bounded queue flushed every ``interval`` and at shutdown; a full queue raises
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -26,6 +27,18 @@ class QueueFull(Exception):
     """The fast-mode log queue is full."""
 
 
+_Waiter = Future[None] | asyncio.Future[None] | None
+
+
+def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for waiter in waiters:
+        if not waiter.done():  # a request whose client left is cancelled already
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+
 class LogWriter:
     def __init__(
         self,
@@ -37,7 +50,7 @@ class LogWriter:
         max_batch_rows: int = 20_000,
     ) -> None:
         self.store, self.mode, self.interval, self.max_batch_rows = store, mode, interval, max_batch_rows
-        self._queue: queue.Queue[tuple[list[dict[str, Any]], Future[None] | None]] = queue.Queue()
+        self._queue: queue.Queue[tuple[list[dict[str, Any]], _Waiter]] = queue.Queue()
         self._max_queue = max_queue
         self._pending_rows = 0
         self._lock = threading.Lock()
@@ -63,6 +76,21 @@ class LogWriter:
             self._thread = None
 
     def submit(self, rows: list[dict[str, Any]]) -> Future[None] | None:
+        """Queue rows from any thread; in durable mode the future completes when they are committed."""
+        future: Future[None] | None = Future() if self.mode == "durable" else None
+        self._put(rows, future)
+        return future
+
+    async def write(self, rows: list[dict[str, Any]]) -> None:
+        """Queue rows from the event loop; in durable mode return once they are committed."""
+        if self.mode != "durable":
+            self._put(rows, None)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._put(rows, future)
+        await future
+
+    def _put(self, rows: list[dict[str, Any]], waiter: _Waiter) -> None:
         if self._thread is None:
             raise RuntimeError("The log writer is not running; call start() first.")
         with self._lock:
@@ -71,14 +99,7 @@ class LogWriter:
                     f"The log queue holds {self._pending_rows} rows, its limit is {self._max_queue}."
                 )
             self._pending_rows += len(rows)
-        future: Future[None] | None = Future() if self.mode == "durable" else None
-        self._queue.put((rows, future))
-        return future
-
-    async def write(self, rows: list[dict[str, Any]]) -> None:
-        future = self.submit(rows)
-        if future is not None:
-            await asyncio.wrap_future(future)
+        self._queue.put((rows, waiter))
 
     def _run(self) -> None:
         while True:
@@ -99,7 +120,7 @@ class LogWriter:
                 count += len(item[0])
             self._flush(batch, count)
 
-    def _flush(self, batch: list[tuple[list[dict[str, Any]], Future[None] | None]], count: int) -> None:
+    def _flush(self, batch: list[tuple[list[dict[str, Any]], _Waiter]], count: int) -> None:
         rows = [row for rows, _ in batch for row in rows]
         error: Exception | None = None
         for attempt in range(5):
@@ -116,11 +137,18 @@ class LogWriter:
         if error is None:
             self.rows_written += len(rows)
             self.batches_written += 1
-        for _, future in batch:
-            if future is not None:
+        # one wake-up per event loop for the whole batch, not one per request
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for _, waiter in batch:
+            if isinstance(waiter, asyncio.Future):
+                by_loop.setdefault(waiter.get_loop(), []).append(waiter)
+            elif waiter is not None:
                 if error is None:
-                    future.set_result(None)
+                    waiter.set_result(None)
                 else:
-                    future.set_exception(error)
+                    waiter.set_exception(error)
+        for loop, waiters in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, waiters, error)
         if error is not None and all(f is None for _, f in batch):
             log.error("Dropped %d fast-mode log rows after retries: %s", len(rows), error)
