@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -209,10 +210,26 @@ def test_pii_fields_are_hashed_or_dropped_before_they_are_written(
     project.close()
 
 
-def test_durable_log_survives_sigkill_under_load(tmp_path: Path) -> None:
+def _with_serving(project: Project, **settings: object) -> Project:
+    """The project reloaded with extra ``[serving]`` settings."""
+    path = project.settings.root / "driftloop.toml"
+    text = path.read_text()
+    for key, value in settings.items():
+        line = f"{key} = {value!r}".replace("'", '"')
+        text, found = re.subn(rf"^{key} = .*$", line, text, flags=re.MULTILINE)
+        if not found:
+            text = text.replace("[serving]\n", f"[serving]\n{line}\n")
+    path.write_text(text)
+    project.close()
+    return Project.load(path)
+
+
+@pytest.mark.parametrize("log_writer", ["process", "thread"])
+def test_durable_log_survives_sigkill_under_load(tmp_path: Path, log_writer: str) -> None:
     """Kill the server with SIGKILL mid-load, three times: every id a client got is in the store."""
     project = make_project(tmp_path / "p")
     train(project)
+    project = _with_serving(project, log_writer=log_writer)
     config = str(project.settings.root / "driftloop.toml")
     records = applicants(20, "A", seed=9).drop(columns="approved").to_dict(orient="records")
     acknowledged: list[str] = []
@@ -285,4 +302,58 @@ def test_several_workers_share_one_sqlite_store(tmp_path: Path) -> None:
     project = Project.load(config)
     train(project)
     multi_worker_round(project)
+    project.close()
+
+
+@pytest.mark.parametrize("log_writer", ["process", "thread"])
+def test_fast_mode_answers_503_when_full_and_flushes_on_shutdown(tmp_path: Path, log_writer: str) -> None:
+    project = make_project(tmp_path / "p")
+    train(project)
+    project = _with_serving(project, log_mode="fast", log_queue_size=150, log_writer=log_writer)
+    records = applicants(200, "A", seed=4).drop(columns="approved").to_dict(orient="records")
+    ids: list[str] = []
+    with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as client:
+        full = client.post("/predict", json={"records": records})
+        assert full.status_code == 503
+        assert full.headers["retry-after"] == "1"
+        assert "limit is 150" in full.json()["detail"]
+        for record in records[:120]:
+            r = client.post("/predict", json=record)
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["predictions"][0]["prediction_id"])
+    # fast mode answers before the commit; a clean shutdown still writes every row
+    assert project.store.existing_prediction_ids(ids) == set(ids)
+    assert project.store.count_predictions(project.name) == 120
+    project.close()
+
+
+def test_a_killed_log_writer_process_is_restarted_and_nothing_acknowledged_is_lost(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    train(project)
+    app = create_app(project, background=False)
+    acknowledged: list[str] = []
+    statuses: set[int] = set()
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        for record in applicants(20, "A", seed=5).drop(columns="approved").to_dict(orient="records"):
+            r = client.post("/predict", json=record)
+            acknowledged.append(r.json()["predictions"][0]["prediction_id"])
+        child = app.state.writer._process
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            r = client.post("/predict", json=GOOD)
+            statuses.add(r.status_code)
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1"
+                assert "could not be logged" in r.json()["detail"]
+                time.sleep(0.05)
+                continue
+            assert r.status_code == 200, r.text
+            acknowledged.append(r.json()["predictions"][0]["prediction_id"])
+            if app.state.writer._process is not child and len(acknowledged) >= 30:
+                break
+        assert app.state.writer._process.pid != child.pid, "a new writer process took over"
+    assert statuses <= {200, 503}
+    assert project.store.existing_prediction_ids(acknowledged) == set(acknowledged)
     project.close()

@@ -168,6 +168,7 @@ class ServingSettings(_Model):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     log_mode: Literal["durable", "fast"] = "durable"
     log_queue_size: int = Field(default=100_000, ge=1)
+    log_writer: Literal["process", "thread"] = "process"  # where log rows are committed
     shadow_share: float = Field(default=0.0, ge=0, le=1)
     workers: int = Field(default=1, ge=1, le=64)
     predict_in: Literal["loop", "thread"] = "loop"  # "thread" keeps the event loop free for slow models

@@ -11,6 +11,7 @@ implies the others). When it is unset the API is open, for a laptop; ``/health``
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -35,8 +36,9 @@ from driftloop.evaluation import predict
 from driftloop.exceptions import ConfigError
 from driftloop.ids import new_ids
 from driftloop.project import Project
+from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.slots import LoadedModel, ModelSlot
-from driftloop.serving.writer import LogWriter, QueueFull
+from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
 
 __all__ = ["Scope", "app_from_environment", "create_app", "parse_api_keys"]
 
@@ -179,13 +181,21 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             challenger.refresh()
 
     predictor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-predict")
-    writer = LogWriter(project.store, mode=settings.log_mode, max_queue=settings.log_queue_size)
+    writer: LogWriter | ProcessLogWriter
+    store_url = project.store.url
+    if settings.log_writer == "process" and not store_url.endswith(":memory:"):
+        writer = ProcessLogWriter(store_url, mode=settings.log_mode, max_queue=settings.log_queue_size)
+    else:  # one process: a writer thread (an in-memory database cannot be shared with a child)
+        writer = LogWriter(project.store, mode=settings.log_mode, max_queue=settings.log_queue_size)
     stats = _Metrics()
     stop = threading.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        writer.start()
+        if isinstance(writer, ProcessLogWriter):
+            await writer.start()
+        else:
+            writer.start()
         try:
             await run_in_threadpool(slot.refresh)
         except Exception as exc:
@@ -194,6 +204,11 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             await run_in_threadpool(refresh_routing)
         except Exception as exc:
             log.error("No challenger could be loaded at start: %s", exc)
+        # What is loaded by now (libraries, models) lives as long as the server: take it out of
+        # the cyclic collector's view. Otherwise every full collection walks all of it, a pause
+        # of 300 ms per collection measured with benchmarks/serving.py, the whole of its p99.
+        gc.collect()
+        gc.freeze()
         monitor_thread = None
         if background:
             slot.start(settings.reload_interval, also=refresh_routing)
@@ -210,10 +225,14 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             yield
         finally:
             stop.set()
+            gc.unfreeze()
             slot.stop()
             challenger.stop()
             predictor.shutdown(wait=True)
-            writer.stop()
+            if isinstance(writer, ProcessLogWriter):
+                await writer.stop()
+            else:
+                writer.stop()
             if monitor_thread is not None:
                 monitor_thread.join(timeout=30)
                 from driftloop import workflow
@@ -388,37 +407,43 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             )
         now = time.time()
         latency_ms = (time.perf_counter() - started) * 1000
-        out, log_rows = [], []
         rounded = probs.round(6).tolist()
         confidences = confidence.tolist()
         label_strs = [str(label) for label in labels]
         ids = new_ids(len(records))
-        inputs = [redact(r, pii_key) for r in records] if redact is not None else records
-        version, logged_request_id = loaded.version, request_id[:64]
-        for i, pid in enumerate(ids):
-            p = dict(zip(classes, rounded[i], strict=True))
-            label, conf = label_strs[i], confidences[i]
-            out.append({"prediction_id": pid, "label": label, "confidence": conf, "probabilities": p})
-            log_rows.append(
-                {
-                    "prediction_id": pid,
-                    "model": name,
-                    "model_version": version,
-                    "request_id": logged_request_id,
-                    "ts": now,
-                    "inputs": inputs[i],
-                    "prediction": label,
-                    "confidence": conf,
-                    "probabilities": p,
-                    "latency_ms": latency_ms,
-                    "meta": {**metadata, "metrics": sent[i]} if sent[i] else metadata or None,
-                }
-            )
+        out = [
+            {
+                "prediction_id": pid,
+                "label": label_strs[i],
+                "confidence": confidences[i],
+                "probabilities": dict(zip(classes, rounded[i], strict=True)),
+            }
+            for i, pid in enumerate(ids)
+        ]
+        log_batch = LogBatch(
+            name,
+            loaded.version,
+            request_id[:64],
+            now,
+            latency_ms,
+            classes,
+            metadata or None,
+            ids,
+            [redact(r, pii_key) for r in records] if redact is not None else records,
+            label_strs,
+            confidences,
+            rounded,
+            sent if any(sent) else None,
+        )
         try:
-            await writer.write(log_rows)
+            await writer.write(log_batch)
         except QueueFull as exc:
             raise HTTPException(
                 503, f"The prediction log is full ({exc}); retry shortly.", headers={"Retry-After": "1"}
+            ) from None
+        except LogUnavailable as exc:
+            raise HTTPException(
+                503, f"The prediction could not be logged ({exc}); retry shortly.", {"Retry-After": "1"}
             ) from None
         stats.observe(loaded.version, time.perf_counter() - started, len(records))
         with stats.lock:
@@ -587,7 +612,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
 def _prometheus(
     project: Project,
     slot: ModelSlot,
-    writer: LogWriter,
+    writer: LogWriter | ProcessLogWriter,
     stats: _Metrics,
     challenger: ModelSlot,
     routing: dict[str, Any],

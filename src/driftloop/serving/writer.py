@@ -14,17 +14,69 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, NamedTuple
 
 from driftloop.store import Store
 
-__all__ = ["LogWriter", "QueueFull"]
+__all__ = ["LogBatch", "LogWriter", "QueueFull"]
 
 log = logging.getLogger("driftloop.serving")
 
 
 class QueueFull(Exception):
     """The fast-mode log queue is full."""
+
+
+class LogBatch(NamedTuple):
+    """One request's log rows, column by column: what they share is stored once.
+
+    The request handler only fills the columns; the writer builds the store's rows. A tuple, so
+    it encodes to a JSON array in one call for the writer process.
+
+    >>> batch = LogBatch("loan", "3", "req-1", 0.0, 1.5, ["no", "yes"], {"tenant": "a"},
+    ...                  ["id1"], [{"x": 1.0}], ["yes"], [0.8], [[0.2, 0.8]], None)
+    >>> row = batch.rows()[0]
+    >>> row["probabilities"], row["meta"]
+    ({'no': 0.2, 'yes': 0.8}, {'tenant': 'a'})
+    """
+
+    model: str
+    model_version: str
+    request_id: str
+    ts: float
+    latency_ms: float
+    classes: list[str]
+    meta: dict[str, Any] | None  # request metadata, shared by every row
+    ids: list[str]
+    inputs: list[dict[str, Any]]
+    labels: list[str]
+    confidences: list[float]
+    probabilities: list[list[float]]  # aligned with ``classes``
+    metrics: list[dict[str, float]] | None  # custom metrics sent per record ({} for none)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows as :meth:`Store.insert_predictions` takes them."""
+        shared = self.meta or None
+        return [
+            {
+                "prediction_id": pid,
+                "model": self.model,
+                "model_version": self.model_version,
+                "request_id": self.request_id,
+                "ts": self.ts,
+                "inputs": self.inputs[i],
+                "prediction": self.labels[i],
+                "confidence": self.confidences[i],
+                "probabilities": dict(zip(self.classes, self.probabilities[i], strict=True)),
+                "latency_ms": self.latency_ms,
+                "meta": (
+                    {**(self.meta or {}), "metrics": self.metrics[i]}
+                    if self.metrics and self.metrics[i]
+                    else shared
+                ),
+            }
+            for i, pid in enumerate(self.ids)
+        ]
 
 
 _Waiter = Future[None] | asyncio.Future[None] | None
@@ -39,6 +91,13 @@ def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> Non
                 waiter.set_exception(error)
 
 
+Rows = list[dict[str, Any]] | LogBatch
+
+
+def row_count(rows: Rows) -> int:
+    return len(rows.ids) if isinstance(rows, LogBatch) else len(rows)
+
+
 class LogWriter:
     def __init__(
         self,
@@ -50,7 +109,7 @@ class LogWriter:
         max_batch_rows: int = 20_000,
     ) -> None:
         self.store, self.mode, self.interval, self.max_batch_rows = store, mode, interval, max_batch_rows
-        self._queue: queue.Queue[tuple[list[dict[str, Any]], _Waiter]] = queue.Queue()
+        self._queue: queue.Queue[tuple[Rows, _Waiter]] = queue.Queue()
         self._max_queue = max_queue
         self._pending_rows = 0
         self._lock = threading.Lock()
@@ -75,13 +134,13 @@ class LogWriter:
             self._thread.join(timeout=60)
             self._thread = None
 
-    def submit(self, rows: list[dict[str, Any]]) -> Future[None] | None:
+    def submit(self, rows: Rows) -> Future[None] | None:
         """Queue rows from any thread; in durable mode the future completes when they are committed."""
         future: Future[None] | None = Future() if self.mode == "durable" else None
         self._put(rows, future)
         return future
 
-    async def write(self, rows: list[dict[str, Any]]) -> None:
+    async def write(self, rows: Rows) -> None:
         """Queue rows from the event loop; in durable mode return once they are committed."""
         if self.mode != "durable":
             self._put(rows, None)
@@ -90,15 +149,15 @@ class LogWriter:
         self._put(rows, future)
         await future
 
-    def _put(self, rows: list[dict[str, Any]], waiter: _Waiter) -> None:
+    def _put(self, rows: Rows, waiter: _Waiter) -> None:
         if self._thread is None:
             raise RuntimeError("The log writer is not running; call start() first.")
         with self._lock:
-            if self.mode == "fast" and self._pending_rows + len(rows) > self._max_queue:
+            if self.mode == "fast" and self._pending_rows + row_count(rows) > self._max_queue:
                 raise QueueFull(
                     f"The log queue holds {self._pending_rows} rows, its limit is {self._max_queue}."
                 )
-            self._pending_rows += len(rows)
+            self._pending_rows += row_count(rows)
         self._queue.put((rows, waiter))
 
     def _run(self) -> None:
@@ -110,18 +169,18 @@ class LogWriter:
                     return
                 continue
             batch = [first]
-            count = len(first[0])
+            count = row_count(first[0])
             while count < self.max_batch_rows:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 batch.append(item)
-                count += len(item[0])
+                count += row_count(item[0])
             self._flush(batch, count)
 
-    def _flush(self, batch: list[tuple[list[dict[str, Any]], _Waiter]], count: int) -> None:
-        rows = [row for rows, _ in batch for row in rows]
+    def _flush(self, batch: list[tuple[Rows, _Waiter]], count: int) -> None:
+        rows = [row for item, _ in batch for row in (item.rows() if isinstance(item, LogBatch) else item)]
         error: Exception | None = None
         for attempt in range(5):
             try:
