@@ -7,7 +7,11 @@ serve -> log -> feedback -> monitor -> alert -> retrain -> evaluate -> gate -> p
 ['ConfigError', 'DriftloopError', 'FeatureSchema']
 """
 
-from driftloop.config import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from driftloop.exceptions import (
     ConfigError,
     DriftloopError,
@@ -17,8 +21,26 @@ from driftloop.exceptions import (
     SchemaError,
     WorkflowError,
 )
-from driftloop.profiles import Profile, ProfileSpec
-from driftloop.schema import FeatureSchema
+
+if TYPE_CHECKING:
+    from driftloop.config import Settings
+    from driftloop.profiles import Profile, ProfileSpec
+    from driftloop.schema import FeatureSchema
+
+# loaded on first use: a process that needs only the store (the log writer) skips pandas
+_LAZY = {
+    "Settings": "driftloop.config",
+    "Profile": "driftloop.profiles",
+    "ProfileSpec": "driftloop.profiles",
+    "FeatureSchema": "driftloop.schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'driftloop' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

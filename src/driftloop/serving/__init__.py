@@ -7,7 +7,13 @@ without importing the web stack.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from driftloop.serving.app import create_app, parse_api_keys
+    from driftloop.serving.logproc import ProcessLogWriter
+    from driftloop.serving.slots import LoadedModel, ModelSlot
+    from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
 
 __all__ = [
     "LoadedModel",
