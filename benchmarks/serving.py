@@ -6,7 +6,7 @@ same bounded number of concurrent clients; then the log writer's raw ingest rate
 log writer) included: on a shared, noisy machine it is steadier than throughput, which also
 depends on what else gets the cores.
 
-    python benchmarks/serving.py [--seconds 5] [--concurrency 8]
+    python benchmarks/serving.py [--seconds 3] [--rounds 5] [--concurrency 8]
 """
 
 from __future__ import annotations
@@ -107,19 +107,41 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def run(
-    name: str, url: str, pid: int, seconds: float, concurrency: int, records: list[dict[str, object]]
+def compare(
+    servers: dict[str, tuple[str, int]],
+    seconds: float,
+    rounds: int,
+    concurrency: int,
+    records: list[dict[str, object]],
 ) -> None:
+    """Load each server in turn, ``rounds`` times per payload, so both see the same machine.
+
+    Throughput and CPU are medians over rounds; "of bare" is the median of the per-round ratios
+    (each round's two runs are seconds apart); p50/p99 pool every request of every round.
+    """
     for label, body in (("single", records[0]), ("batch100", {"records": records[:100]})):
-        asyncio.run(load(url, body, 1.0, concurrency))  # warm-up
-        cpu = cpu_seconds(pid)
-        n, lat, errors = asyncio.run(load(url, body, seconds, concurrency))
-        cpu_ms = (cpu_seconds(pid) - cpu) / n * 1000
-        p50, p99 = np.percentile(lat, [50, 99]) * 1000
-        print(
-            f"{name:<12}{label:<10}{n / seconds:>10.0f} req/s{p50:>9.2f} ms{p99:>9.2f} ms"
-            f"{cpu_ms:>9.2f} ms{errors:>7} errors"
-        )
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+        latencies: dict[str, list[float]] = {name: [] for name in servers}
+        errors = dict.fromkeys(servers, 0)
+        for url, _ in servers.values():
+            asyncio.run(load(url, body, 1.0, concurrency))  # warm-up
+        for _ in range(rounds):
+            for name, (url, pid) in servers.items():
+                cpu = cpu_seconds(pid)
+                n, lat, errs = asyncio.run(load(url, body, seconds, concurrency))
+                runs[name].append((n / seconds, (cpu_seconds(pid) - cpu) / n * 1000))
+                latencies[name] += lat
+                errors[name] += errs
+        bare = [throughput for throughput, _ in runs["bare"]]
+        for name in servers:
+            throughput = [t for t, _ in runs[name]]
+            share = float(np.median([t / b for t, b in zip(throughput, bare, strict=True)]))
+            p50, p99 = np.percentile(latencies[name], [50, 99]) * 1000
+            cpu_ms = float(np.median([c for _, c in runs[name]]))
+            print(
+                f"{name:<12}{label:<10}{np.median(throughput):>10.0f} req/s{share:>8.0%}"
+                f"{p50:>9.2f} ms{p99:>9.2f} ms{cpu_ms:>9.2f} ms{errors[name]:>7} errors"
+            )
 
 
 def ingest(folder: Path, rows: int = 200_000, batch: int = 100, threads: int = 4) -> float:
@@ -229,7 +251,8 @@ def ingest_process(folder: Path, rows: int = 200_000, batch: int = 100, in_fligh
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per run")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
@@ -241,19 +264,17 @@ def main() -> None:
     records = applicants(100, "A", seed=1).drop(columns="approved").to_dict(orient="records")
     # one OpenMP thread per server process: the same for both, and what serving wants
     env = {**os.environ, "PYTHONPATH": str(folder), "OMP_NUM_THREADS": "1"}
-    print(f"{'server':<12}{'payload':<10}{'throughput':>14}{'p50':>12}{'p99':>12}{'server CPU':>12}")
+    print(
+        f"{args.rounds} rounds of {args.seconds:g} s per server and payload, {args.concurrency} clients\n"
+        f"{'server':<12}{'payload':<10}{'throughput':>14}{'of bare':>8}{'p50':>12}{'p99':>12}"
+        f"{'server CPU':>12}"
+    )
     bare_port, dl_port = free_port(), free_port()
     bare = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bare:app", "--port", str(bare_port), "--log-level", "warning"],
         env=env,
         cwd=folder,
     )
-    try:
-        wait_ready(f"http://127.0.0.1:{bare_port}/docs")
-        run("bare", f"http://127.0.0.1:{bare_port}", bare.pid, args.seconds, args.concurrency, records)
-    finally:
-        bare.terminate()
-        bare.wait()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -269,11 +290,17 @@ def main() -> None:
         env=env,
     )
     try:
+        wait_ready(f"http://127.0.0.1:{bare_port}/docs")
         wait_ready(f"http://127.0.0.1:{dl_port}/health")
-        run("driftloop", f"http://127.0.0.1:{dl_port}", server.pid, args.seconds, args.concurrency, records)
+        servers = {
+            "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
+            "driftloop": (f"http://127.0.0.1:{dl_port}", server.pid),
+        }
+        compare(servers, args.seconds, args.rounds, args.concurrency, records)
     finally:
-        server.terminate()
-        server.wait()
+        for process in (bare, server):
+            process.terminate()
+            process.wait()
     logged = project.store.count_predictions(project.name)
     print(f"\ndriftloop logged {logged:,} predictions durably during the run")
     print(
