@@ -232,6 +232,7 @@ def serve(url: str, sock: socket.socket) -> None:
     from driftloop.store import Store
 
     store = Store(url, create=False)  # the server migrated it before starting us
+    insert = store.prediction_writer()
 
     def reply(kind: bytes, seq: int, text: str = "") -> None:
         data = text.encode()
@@ -245,31 +246,29 @@ def serve(url: str, sock: socket.socket) -> None:
         chunk = sock.recv(1 << 20)  # block for the first bytes, then take all that is waiting
         closed = not chunk
         buffer += chunk
-        sock.setblocking(False)
-        try:
-            while chunk := sock.recv(1 << 20):
-                buffer += chunk
-            closed = True  # recv returned b"": the server closed its end
-        except BlockingIOError:
-            pass
-        finally:
-            sock.setblocking(True)
+        while not closed:
+            try:
+                chunk = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            closed = not chunk  # b"": the server closed its end
+            buffer += chunk
         frames, used = _frames(buffer)
         del buffer[:used]
         rows: list[dict[str, Any]] = []
         for i, (seq, payload) in enumerate(frames):
             rows.extend(LogBatch(*json.loads(payload)).rows())
             if len(rows) >= _MAX_COMMIT_ROWS or i == len(frames) - 1:
-                _commit(store, rows, seq, reply)
+                _commit(insert, rows, seq, reply)
                 rows = []
     store.close()
 
 
-def _commit(store: Any, rows: list[dict[str, Any]], seq: int, reply: Any) -> None:
+def _commit(insert: Any, rows: list[dict[str, Any]], seq: int, reply: Any) -> None:
     error: Exception | None = None
     for attempt in range(5):
         try:
-            store.insert_predictions(rows)
+            insert(rows)
             reply(b"A", seq)
             return
         except Exception as exc:  # database busy or gone: retry, then fail the waiting requests
