@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -144,40 +143,46 @@ def compare(
             )
 
 
+INPUTS = {
+    "income": 52000.0,
+    "debt_ratio": 0.3,
+    "credit_score": 700.0,
+    "age": 40.0,
+    "employment": "salaried",
+    "purpose": "car",
+}
+
+
+def log_batches(count: int, size: int) -> list[LogBatch]:
+    """Requests' log rows, built before the clock starts: the ingest figures time the writers."""
+    return [
+        LogBatch(
+            "m",
+            "1",
+            "r",
+            0.0,
+            1.0,
+            ["no", "yes"],
+            None,
+            new_ids(size),
+            [INPUTS] * size,
+            ["yes"] * size,
+            [0.9] * size,
+            [[0.1, 0.9]] * size,
+            None,
+        )
+        for _ in range(count)
+    ]
+
+
 def ingest(folder: Path, rows: int = 200_000, batch: int = 100, threads: int = 4) -> float:
+    """The in-process writer thread, fed by ``threads`` producer threads."""
     store = Store(f"sqlite:///{folder}/ingest.db")
     writer = LogWriter(store, mode="durable")
     writer.start()
-    template = {
-        "model": "m",
-        "model_version": "1",
-        "request_id": "r",
-        "ts": 0.0,
-        "inputs": {
-            "income": 52000.0,
-            "debt_ratio": 0.3,
-            "credit_score": 700.0,
-            "age": 40.0,
-            "employment": "salaried",
-            "purpose": "car",
-        },
-        "prediction": "yes",
-        "confidence": 0.9,
-        "probabilities": {"no": 0.1, "yes": 0.9},
-        "latency_ms": 1.0,
-        "meta": None,
-    }
+    batches = [log_batches(rows // threads // batch, batch) for _ in range(threads)]
 
-    # the rows exist before the clock starts: this measures the writer, not dict building
-    batches = [
-        [
-            [{**template, "prediction_id": uuid.uuid4().hex} for _ in range(batch)]
-            for _ in range(rows // threads // batch)
-        ]
-        for _ in range(threads)
-    ]
-
-    def producer(mine: list[list[dict[str, object]]]) -> None:
+    def producer(mine: list[LogBatch]) -> None:
         futures = [writer.submit(b) for b in mine]
         for f in futures:
             assert f is not None
@@ -200,32 +205,7 @@ def ingest_process(folder: Path, rows: int = 200_000, batch: int = 100, in_fligh
     """The default writer: frames over a socket to the child process, committed in groups."""
     url = f"sqlite:///{folder}/ingest-process.db"
     Store(url).close()  # create the tables, as the server does before starting the child
-    inputs = {
-        "income": 52000.0,
-        "debt_ratio": 0.3,
-        "credit_score": 700.0,
-        "age": 40.0,
-        "employment": "salaried",
-        "purpose": "car",
-    }
-    batches = [
-        LogBatch(
-            "m",
-            "1",
-            "r",
-            0.0,
-            1.0,
-            ["no", "yes"],
-            None,
-            new_ids(batch),
-            [inputs] * batch,
-            ["yes"] * batch,
-            [0.9] * batch,
-            [[0.1, 0.9]] * batch,
-            None,
-        )
-        for _ in range(rows // batch)
-    ]
+    batches = log_batches(rows // batch, batch)
 
     async def run() -> float:
         writer = ProcessLogWriter(url, mode="durable")

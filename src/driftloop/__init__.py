@@ -9,9 +9,9 @@ serve -> log -> feedback -> monitor -> alert -> retrain -> evaluate -> gate -> p
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from driftloop._lazy import lazy_names
 from driftloop.exceptions import (
     ConfigError,
     DriftloopError,
@@ -28,18 +28,15 @@ if TYPE_CHECKING:
     from driftloop.schema import FeatureSchema
 
 # loaded on first use: a process that needs only the store (the log writer) skips pandas
-_LAZY = {
-    "Settings": "driftloop.config",
-    "Profile": "driftloop.profiles",
-    "ProfileSpec": "driftloop.profiles",
-    "FeatureSchema": "driftloop.schema",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'driftloop' has no attribute {name!r}")
+__getattr__ = lazy_names(
+    "driftloop",
+    {
+        "Settings": "driftloop.config",
+        "Profile": "driftloop.profiles",
+        "ProfileSpec": "driftloop.profiles",
+        "FeatureSchema": "driftloop.schema",
+    },
+)
 
 
 __version__ = "0.1.0"

@@ -6,8 +6,9 @@ without importing the web stack.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from driftloop._lazy import lazy_names
 
 if TYPE_CHECKING:
     from driftloop.serving.app import create_app, parse_api_keys
@@ -26,19 +27,16 @@ __all__ = [
     "parse_api_keys",
 ]
 
-_WHERE = {
-    "create_app": "app",
-    "parse_api_keys": "app",
-    "LoadedModel": "slots",
-    "ModelSlot": "slots",
-    "LogBatch": "writer",
-    "LogWriter": "writer",
-    "QueueFull": "writer",
-    "ProcessLogWriter": "logproc",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"driftloop.serving.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'driftloop.serving' has no attribute {name!r}")
+__getattr__ = lazy_names(
+    "driftloop.serving",
+    {
+        "create_app": "driftloop.serving.app",
+        "parse_api_keys": "driftloop.serving.app",
+        "LoadedModel": "driftloop.serving.slots",
+        "ModelSlot": "driftloop.serving.slots",
+        "LogBatch": "driftloop.serving.writer",
+        "LogWriter": "driftloop.serving.writer",
+        "QueueFull": "driftloop.serving.writer",
+        "ProcessLogWriter": "driftloop.serving.logproc",
+    },
+)
