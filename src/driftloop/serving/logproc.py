@@ -282,7 +282,11 @@ def _commit(insert: Any, rows: list[dict[str, Any]], seq: int, reply: Any) -> No
 
 
 def main(argv: list[str]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # stop on the socket's close, after the last commit
+    # Stop only when the server's end of the socket closes, after the last commit: a Ctrl-C or a
+    # SIGTERM sent to the whole process group (systemd, a terminal) must not cut the final flush.
+    # The child cannot outlive the server: the kernel closes the socket when the server exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     url, fd = argv[0], int(argv[1])
     sock = socket.socket(fileno=fd)
     os.set_inheritable(fd, False)
