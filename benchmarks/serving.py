@@ -2,6 +2,10 @@
 ``driftloop serve`` (validation + durable logging), both under uvicorn on 127.0.0.1, with the
 same bounded number of concurrent clients; then the log writer's raw ingest rate on SQLite.
 
+"driftloop" is the default, durable set-up (SQLite fsyncs every commit); "dl normal" is the same
+with ``store.sqlite_synchronous = "normal"`` (no fsync per commit: an acknowledged prediction
+survives a crash of the server, not of the machine).
+
 "server CPU" is the server's CPU time per request, all threads and child processes (driftloop's
 log writer) included: on a shared, noisy machine it is steadier than throughput, which also
 depends on what else gets the cores.
@@ -15,6 +19,7 @@ import argparse
 import asyncio
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +42,7 @@ from driftloop.training import train
 
 BARE = """
 import pickle
+import shutil
 import pandas as pd
 from fastapi import FastAPI, Request
 model = pickle.load(open({path!r}, "rb"))
@@ -255,30 +261,47 @@ def main() -> None:
         env=env,
         cwd=folder,
     )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "driftloop.cli",
-            "serve",
-            "-c",
-            str(folder / "project" / "driftloop.toml"),
-            "--port",
-            str(dl_port),
-            "--no-monitor",
-        ],
-        env=env,
+    # the same project, model and store settings but for SQLite's synchronous=normal: no fsync per
+    # commit (durable against a crash of the server, not of the machine)
+    shutil.copytree(folder / "project", folder / "project-normal")
+    normal_config = folder / "project-normal" / "driftloop.toml"
+    normal_config.write_text(
+        normal_config.read_text().replace("[store]\n", '[store]\nsqlite_synchronous = "normal"\n')
     )
+    normal_port = free_port()
+    servers_up = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "driftloop.cli",
+                "serve",
+                "-c",
+                str(config),
+                "--port",
+                str(port),
+                "--no-monitor",
+            ],
+            env=env,
+        )
+        for config, port in (
+            (folder / "project" / "driftloop.toml", dl_port),
+            (normal_config, normal_port),
+        )
+    ]
+    server, normal = servers_up
     try:
         wait_ready(f"http://127.0.0.1:{bare_port}/docs")
         wait_ready(f"http://127.0.0.1:{dl_port}/health")
+        wait_ready(f"http://127.0.0.1:{normal_port}/health")
         servers = {
             "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
             "driftloop": (f"http://127.0.0.1:{dl_port}", server.pid),
+            "dl normal": (f"http://127.0.0.1:{normal_port}", normal.pid),
         }
         compare(servers, args.seconds, args.rounds, args.concurrency, records)
     finally:
-        for process in (bare, server):
+        for process in (bare, server, normal):
             process.terminate()
             process.wait()
     logged = project.store.count_predictions(project.name)

@@ -96,3 +96,17 @@ def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert s.sink_url(s.sinks[0]) is None
     monkeypatch.setenv("SLACK_HOOK_FOR_TEST", "http://127.0.0.1:9/hook")
     assert s.sink_url(s.sinks[0]) == "http://127.0.0.1:9/hook"
+
+
+def test_sqlite_synchronous_reaches_every_connection(tmp_path: Path) -> None:
+    from driftloop.store import Store
+
+    with pytest.raises(ConfigError) as info:
+        Settings.from_dict(with_("store", {"sqlite_synchronous": "off"}))
+    assert "'store.sqlite_synchronous'" in str(info.value) and "'off'" in str(info.value)
+    for setting, pragma in (("full", 2), ("normal", 1)):
+        settings = Settings.from_dict(with_("store", {"sqlite_synchronous": setting}), root=tmp_path)
+        store = Store(settings.store.url, synchronous=settings.store.sqlite_synchronous)
+        with store.engine.connect() as connection:  # every connection, pooled or raw, gets it
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == pragma
+        store.close()

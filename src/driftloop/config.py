@@ -152,6 +152,9 @@ class TrainerSettings(_Model):
 
 class StoreSettings(_Model):
     url: str = "sqlite:///.driftloop/driftloop.db"
+    # "full": a commit is on disk when it returns (survives power loss); "normal": it survives a
+    # crash of any driftloop process, not of the machine, and skips an fsync per commit
+    sqlite_synchronous: Literal["full", "normal"] = "full"
 
 
 class RegistrySettings(_Model):
@@ -481,7 +484,7 @@ class Settings(_Model):
 
         return self.model_copy(
             update={
-                "store": StoreSettings(url=url(self.store.url)),
+                "store": self.store.model_copy(update={"url": url(self.store.url)}),
                 "registry": self.registry.model_copy(
                     update={
                         "uri": url(self.registry.uri),

@@ -34,7 +34,7 @@ class Project:
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.settings.store.url)
+        return Store(self.settings.store.url, synchronous=self.settings.store.sqlite_synchronous)
 
     @cached_property
     def registry(self) -> MlflowRegistry:

@@ -184,7 +184,12 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     writer: LogWriter | ProcessLogWriter
     store_url = project.store.url
     if settings.log_writer == "process" and not store_url.endswith(":memory:"):
-        writer = ProcessLogWriter(store_url, mode=settings.log_mode, max_queue=settings.log_queue_size)
+        writer = ProcessLogWriter(
+            store_url,
+            mode=settings.log_mode,
+            max_queue=settings.log_queue_size,
+            synchronous=project.settings.store.sqlite_synchronous,
+        )
     else:  # one process: a writer thread (an in-memory database cannot be shared with a child)
         writer = LogWriter(project.store, mode=settings.log_mode, max_queue=settings.log_queue_size)
     stats = _Metrics()

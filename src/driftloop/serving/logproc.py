@@ -51,8 +51,10 @@ class LogUnavailable(Exception):
 class ProcessLogWriter:
     """The server's side: frames out, acknowledgements in, all on the event loop (no threads)."""
 
-    def __init__(self, url: str, *, mode: str = "durable", max_queue: int = 100_000) -> None:
-        self.url, self.mode, self._max_queue = url, mode, max_queue
+    def __init__(
+        self, url: str, *, mode: str = "durable", max_queue: int = 100_000, synchronous: str = "full"
+    ) -> None:
+        self.url, self.mode, self._max_queue, self.synchronous = url, mode, max_queue, synchronous
         self.rows_written = 0
         self.batches_written = 0
         self._seq = 0
@@ -79,7 +81,14 @@ class ProcessLogWriter:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "driftloop.serving.logproc", self.url, str(theirs.fileno())],
+            [
+                sys.executable,
+                "-m",
+                "driftloop.serving.logproc",
+                self.url,
+                self.synchronous,
+                str(theirs.fileno()),
+            ],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C meant for the server must not kill it before the flush
@@ -227,11 +236,11 @@ def _frames(buffer: bytearray) -> tuple[list[tuple[int, bytes]], int]:
     return frames, offset
 
 
-def serve(url: str, sock: socket.socket) -> None:
+def serve(url: str, sock: socket.socket, synchronous: str = "full") -> None:
     """Commit frames from ``sock`` into the store at ``url`` until the server's end closes."""
     from driftloop.store import Store
 
-    store = Store(url, create=False)  # the server migrated it before starting us
+    store = Store(url, create=False, synchronous=synchronous)  # the server migrated it already
     insert = store.prediction_writer()
 
     def reply(kind: bytes, seq: int, text: str = "") -> None:
@@ -287,10 +296,10 @@ def main(argv: list[str]) -> None:
     # The child cannot outlive the server: the kernel closes the socket when the server exits.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    url, fd = argv[0], int(argv[1])
+    url, synchronous, fd = argv[0], argv[1], int(argv[2])
     sock = socket.socket(fileno=fd)
     os.set_inheritable(fd, False)
-    serve(url, sock)
+    serve(url, sock, synchronous)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,13 @@ tables = t
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the pragmas driftloop needs: WAL, a busy timeout, full sync on commit."""
+def make_engine(url: str, synchronous: str = "full") -> Engine:
+    """An engine with the pragmas driftloop needs: WAL, a busy timeout, and on SQLite
+    ``synchronous`` (``full``: fsync on every commit; ``normal``: at checkpoints only)."""
+    if synchronous not in ("full", "normal"):
+        raise ConfigError(
+            f"The 'store.sqlite_synchronous' setting must be 'full' or 'normal'. Got {synchronous!r} instead."
+        )
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -41,7 +46,7 @@ def make_engine(url: str) -> Engine:
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
@@ -111,9 +116,9 @@ def _sqlite_params(rows: Sequence[dict[str, Any]], now: float) -> list[tuple[Any
 class Store:
     """Small repositories over the tables. Every write is one transaction."""
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
-        self.url = url
-        self.engine = make_engine(url)
+    def __init__(self, url: str, *, create: bool = True, synchronous: str = "full") -> None:
+        self.url, self.synchronous = url, synchronous
+        self.engine = make_engine(url, synchronous)
         if create:
             migrate(self.engine)
 
