@@ -64,6 +64,12 @@ def test_predict_log_feedback_round_trip(served: tuple[Project, str]) -> None:
         assert unknown.status_code == 404 and "f" * 32 in unknown.text
         bad_label = client.post("/feedback", json={"prediction_id": ids[0], "label": "maybe"})
         assert bad_label.status_code == 422 and "'maybe'" in bad_label.text
+        surrogate = client.post(
+            "/feedback",
+            content=b'{"prediction_id": "%s", "label": "yes", "source": "x\\udc80"}' % ids[0].encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert surrogate.status_code == 422 and "valid Unicode text" in surrogate.text, surrogate.text
 
 
 def test_invalid_requests_name_each_field_and_are_counted(served: tuple[Project, str]) -> None:
@@ -87,6 +93,13 @@ def test_invalid_requests_name_each_field_and_are_counted(served: tuple[Project,
             == 422
         )
         assert client.post("/predict", json=[]).status_code == 422
+        surrogate = client.post(  # JSON may carry a lone surrogate, which UTF-8 cannot store
+            "/predict",
+            content=b'{"records": [{"income": 1, "debt_ratio": 0.1, "credit_score": 700, "age": 30, '
+            b'"employment": "salaried", "purpose": "car"}], "metadata": {"tenant": "a\\ud800"}}',
+            headers={"content-type": "application/json"},
+        )
+        assert surrogate.status_code == 422 and "valid Unicode text" in surrogate.text, surrogate.text
         too_many = client.post("/predict", json={"records": [GOOD] * 1001})
         assert too_many.status_code == 413 and "1000" in too_many.text
         huge = client.post(
@@ -95,8 +108,8 @@ def test_invalid_requests_name_each_field_and_are_counted(served: tuple[Project,
         assert huge.status_code == 413 and "limit" in huge.text
         metrics = client.get("/metrics").text
     assert project.store.count_predictions(project.name) == 0, "nothing from invalid requests is logged"
-    assert project.store.count_invalid(project.name) == 5
-    assert 'driftloop_invalid_requests_total{model="loan"} 5' in metrics
+    assert project.store.count_invalid(project.name) == 6
+    assert 'driftloop_invalid_requests_total{model="loan"} 6' in metrics
     assert 'driftloop_retrain_runs_total{model="loan",status="promoted"} 0' in metrics
 
 

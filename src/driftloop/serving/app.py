@@ -75,6 +75,15 @@ _MAX_META_KEYS = 16
 _MAX_META_CHARS = 256
 
 
+def _is_text(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8 (JSON lets a client send lone surrogates)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _metadata(sent: Any, request: Request) -> tuple[dict[str, str], list[str]]:
     """Request metadata from the body's ``"metadata"`` and the X-Tenant / X-Client-Id headers."""
     found = {
@@ -90,7 +99,12 @@ def _metadata(sent: Any, request: Request) -> tuple[dict[str, str], list[str]]:
         return found, [f"'metadata' may hold at most {_MAX_META_KEYS} keys. Got {len(sent)}."]
     problems = []
     for key, value in sent.items():
-        if key == "metrics":
+        if not _is_text(key) or (isinstance(value, str) and not _is_text(value)):
+            problems.append(  # a lone surrogate ("\\ud800") cannot be stored as UTF-8
+                f"'metadata' keys and values must be valid Unicode text. "
+                f"Got {key[:64]!a}: {ascii(value)[:80]} instead."
+            )
+        elif key == "metrics":
             problems.append("'metadata' must not use the reserved key 'metrics'.")
         elif not isinstance(value, str) or len(value) > _MAX_META_CHARS or len(key) > 64:
             problems.append(
@@ -518,6 +532,15 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                         "loc": ["feedback", i, "prediction_id"],
                         "type": "missing",
                         "msg": "'prediction_id' is required (the id /predict returned).",
+                    }
+                )
+            elif not _is_text(pid) or not _is_text(source):
+                errors.append(
+                    {
+                        "loc": ["feedback", i],
+                        "type": "string_unicode",
+                        "msg": "'prediction_id' and 'source' must be valid Unicode text. "
+                        f"Got {ascii(pid)[:80]} and {ascii(source)[:80]} instead.",
                     }
                 )
             if label is None or str(label) not in classes:
