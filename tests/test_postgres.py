@@ -56,25 +56,26 @@ def pg_url() -> Iterator[str]:
     engine.dispose()  # type: ignore[attr-defined]
 
 
+def _row(i: int, ts: float) -> dict[str, object]:
+    """A log row of model "m" whose prediction id is ``i`` in 32 hex digits."""
+    return {
+        "prediction_id": f"{i:032x}",
+        "model": "m",
+        "model_version": "1",
+        "request_id": "r",
+        "ts": ts,
+        "inputs": {"x": i},
+        "prediction": "yes",
+        "confidence": 0.9,
+        "probabilities": {"yes": 0.9, "no": 0.1},
+        "latency_ms": 1.0,
+        "meta": None,
+    }
+
+
 def test_store_round_trip_on_postgres(pg_url: str) -> None:
     store = Store(pg_url)
-    rows = [
-        {
-            "prediction_id": f"{i:032x}",
-            "model": "m",
-            "model_version": "1",
-            "request_id": "r",
-            "ts": float(i),
-            "inputs": {"x": i},
-            "prediction": "yes",
-            "confidence": 0.9,
-            "probabilities": {"yes": 0.9, "no": 0.1},
-            "latency_ms": 1.0,
-            "meta": None,
-        }
-        for i in range(1, 6)
-    ]
-    store.insert_predictions(rows)
+    store.insert_predictions([_row(i, float(i)) for i in range(1, 6)])
     store.add_feedback([{"prediction_id": f"{1:032x}", "label": "no", "source": "a"}])
     store.add_feedback([{"prediction_id": f"{1:032x}", "label": "yes", "source": "b"}])
     labelled = store.labelled("m")
@@ -138,26 +139,10 @@ def test_commit_lag_guard_waits_for_a_transaction_still_in_flight(pg_url: str) -
     """Two writers: the lower sequence number commits last. Without the guard a reader that
     already moved past it would never see it; with it, the reader waits until rows settle."""
     store = Store(pg_url)
-
-    def row(i: int) -> dict[str, object]:
-        return {
-            "prediction_id": f"{i:032x}",
-            "model": "m",
-            "model_version": "1",
-            "request_id": "r",
-            "ts": time.time(),
-            "inputs": {"x": i},
-            "prediction": "yes",
-            "confidence": 0.9,
-            "probabilities": {"yes": 0.9, "no": 0.1},
-            "latency_ms": 1.0,
-            "meta": None,
-        }
-
     slow = store.engine.connect()
     slow_txn = slow.begin()
-    store.insert_predictions([row(1)], connection=slow)  # takes the lower seq, not yet committed
-    store.insert_predictions([row(2)])  # a second writer commits the higher seq first
+    store.insert_predictions([_row(1, time.time())], connection=slow)  # the lower seq, not yet committed
+    store.insert_predictions([_row(2, time.time())])  # a second writer commits the higher seq first
     unguarded = store.predictions_after("m", 0, 100)
     assert [r["prediction_id"] for r in unguarded] == [f"{2:032x}"], "the gap a naive reader skips"
     assert store.predictions_after("m", 0, 100, settled_before=time.time() - 5) == []
