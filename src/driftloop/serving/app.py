@@ -196,16 +196,16 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
 
     predictor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-predict")
     writer: LogWriter | ProcessLogWriter
-    store_url = project.store.url
-    if settings.log_writer == "process" and not store_url.endswith(":memory:"):
-        writer = ProcessLogWriter(
-            store_url,
+    store = project.store
+    if settings.log_writer == "process" and not store.url.endswith(":memory:"):
+        writer = ProcessLogWriter(  # the child opens the store exactly as this process did
+            store.url,
             mode=settings.log_mode,
             max_queue=settings.log_queue_size,
-            synchronous=project.settings.store.sqlite_synchronous,
+            synchronous=store.synchronous,
         )
     else:  # one process: a writer thread (an in-memory database cannot be shared with a child)
-        writer = LogWriter(project.store, mode=settings.log_mode, max_queue=settings.log_queue_size)
+        writer = LogWriter(store, mode=settings.log_mode, max_queue=settings.log_queue_size)
     stats = _Metrics()
     stop = threading.Event()
 
