@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from driftloop import workflow
+from driftloop import NotFoundError, workflow
 from driftloop.demo.data import applicants
 from driftloop.demo.scenario import serve_in_thread
 from driftloop.project import Project
@@ -207,6 +207,35 @@ def test_cron_schedule_starts_a_retrain(tmp_path: Path) -> None:
     finally:
         workflow.shutdown()
     project.close()
+
+
+def test_wait_outlasts_the_gap_between_the_store_row_and_the_enqueue(fresh: Project) -> None:
+    """A run is in the store a moment before DBOS knows it; a caller that found the row (a
+    scheduled run seen by another thread) may ask in that moment and must not get an error."""
+    import threading
+
+    from dbos import DBOS, SetWorkflowID
+
+    workflow.launch(fresh, schedules=False)
+    run_id = f"retrain-{fresh.name}-gapgapgap0"
+    fresh.store.add_run(run_id, fresh.name, "manual", {"trainer": None, "since_seq": None})
+
+    def enqueue_later() -> None:
+        time.sleep(0.5)
+        queue = DBOS.retrieve_queue(workflow.QUEUE)
+        assert queue is not None
+        with SetWorkflowID(run_id):
+            queue.enqueue(workflow.retrain, run_id)
+
+    late = threading.Thread(target=enqueue_later)
+    late.start()
+    try:
+        assert DBOS.get_workflow_status(run_id) is None, "the gap is real when wait() is called"
+        assert workflow.wait(run_id)["status"] in ("promoted", "rejected")
+    finally:
+        late.join()
+    with pytest.raises(NotFoundError, match="'retrain-loan-nosuchrun' does not exist"):
+        workflow.wait("retrain-loan-nosuchrun")
 
 
 def test_serve_monitors_on_its_schedule(tmp_path: Path) -> None:

@@ -134,17 +134,27 @@ def start_retrain(
 
 
 def wait(run_id: str, timeout: float = 600.0) -> dict[str, Any]:
-    """Block until a run ends; returns its row."""
-    handle: Any = DBOS.retrieve_workflow(run_id)
+    """Block until a run ends; returns its row.
+
+    A run is recorded in the store a moment before DBOS enqueues it (``start_retrain``), so a
+    caller that found the row may ask before DBOS knows the id: that gap is waited out too.
+    """
+    store = _project().store
+    if store.run(run_id) is None:
+        raise NotFoundError(f"Retrain run {run_id!r} does not exist.")
     deadline = time.time() + timeout
     while time.time() < deadline:
-        status = handle.get_status().status
-        if status in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+        found = DBOS.get_workflow_status(run_id)  # None until the run is enqueued
+        if found is not None and found.status in (
+            "SUCCESS",
+            "ERROR",
+            "CANCELLED",
+            "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+        ):
             break
         time.sleep(0.1)
-    row = _project().store.run(run_id)
-    if row is None:
-        raise NotFoundError(f"Retrain run {run_id!r} does not exist.")
+    row = store.run(run_id)
+    assert row is not None  # runs are never deleted
     return row
 
 
