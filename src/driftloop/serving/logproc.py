@@ -1,6 +1,6 @@
 """The prediction log written by a child process: group commit away from the server's GIL.
 
-The server encodes each request's log rows as one JSON frame and writes it to a socket; the
+The server encodes each request's log rows as one ``marshal`` frame and writes it to a socket; the
 child decodes every frame that has arrived, inserts them all in one transaction, commits, and
 acknowledges the last frame it committed. In ``durable`` mode a request waits for that
 acknowledgement, so a response is never sent for a row the store does not hold.
@@ -10,7 +10,14 @@ requests it has committed, and every hand-over of the GIL between it and the eve
 the loop time it would spend predicting. Measured on the benchmark machine (2 cores), a writer
 thread that did nothing but wake its requests cost 0.6 ms of server CPU per single-record request
 and 1.2 ms per 100-record request (medians of 5 runs); here the serving process's share of
-logging is one ``json.dumps`` per request and a socket write.
+logging is one ``marshal.dumps`` per request and a socket write.
+
+Why ``marshal``: the frame is plain lists, dicts, strings and floats, and marshal writes floats
+as 8 bytes instead of printing them as text: for a 100-record request 36 µs to encode instead of
+265 µs for ``json``, and 56 µs instead of 258 µs to decode in the child (measured on the
+benchmark machine). It is safe here because only this server writes the frames: what a client
+sent is string and number values inside them, never the frame's structure; and both ends are
+the same interpreter (the child is started with ``sys.executable``), so the format matches.
 
 The child exits when the server's end of the socket closes: at shutdown after the last
 acknowledgement, or when the server is killed (it still commits the frames it had read; none
@@ -21,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import marshal
 import os
 import signal
 import socket
@@ -42,7 +49,6 @@ log = logging.getLogger("driftloop.serving")
 _FRAME = struct.Struct("!QI")  # server -> child: sequence number, payload length
 _REPLY = struct.Struct("!cQI")  # child -> server: kind (R ready, A committed, E failed), sequence, text size
 _MAX_COMMIT_ROWS = 20_000
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class LogUnavailable(Exception):
@@ -130,7 +136,7 @@ class ProcessLogWriter:
         count = len(batch.ids)
         if self.mode == "fast" and self._pending_rows + count > self._max_queue:
             raise QueueFull(f"The log queue holds {self._pending_rows} rows, its limit is {self._max_queue}.")
-        payload = _encode(batch).encode()  # a NamedTuple: one JSON array, one C call
+        payload = marshal.dumps(tuple(batch))  # plain values only: one C call
         self._seq += 1
         future = asyncio.get_running_loop().create_future() if self.mode == "durable" else None
         self._inflight.append((self._seq, count, future))
@@ -267,7 +273,7 @@ def serve(url: str, sock: socket.socket, synchronous: str = "full") -> None:
         del buffer[:used]
         rows: list[dict[str, Any]] = []
         for i, (seq, payload) in enumerate(frames):
-            rows.extend(LogBatch(*json.loads(payload)).rows())
+            rows.extend(LogBatch(*marshal.loads(payload)).rows())
             if len(rows) >= _MAX_COMMIT_ROWS or i == len(frames) - 1:
                 _commit(insert, rows, seq, reply)
                 rows = []

@@ -31,7 +31,7 @@ class LogBatch(NamedTuple):
     """One request's log rows, column by column: what they share is stored once.
 
     The request handler only fills the columns; the writer builds the store's rows. A tuple, so
-    it encodes to a JSON array in one call for the writer process.
+    it encodes in one ``marshal.dumps`` call for the writer process.
 
     >>> batch = LogBatch("loan", "3", "req-1", 0.0, 1.5, ["no", "yes"], {"tenant": "a"},
     ...                  ["id1"], [{"x": 1.0}], ["yes"], [0.8], [[0.2, 0.8]], None)
