@@ -174,12 +174,32 @@ class ServingSettings(_Model):
     log_writer: Literal["process", "thread"] = "process"  # where log rows are committed
     shadow_share: float = Field(default=0.0, ge=0, le=1)
     workers: int = Field(default=1, ge=1, le=64)
-    predict_in: Literal["loop", "thread"] = "loop"  # "thread" keeps the event loop free for slow models
+    predict_in: Literal["loop", "thread"] = "thread"  # where model calls run; "loop" skips a thread hop
+    # merge the records of requests waiting at the same moment into one model call
+    dynamic_batching: bool = True
+    dynamic_batch_rows: int = Field(default=1000, ge=1)  # the most rows one merged call holds
+    dynamic_batch_wait: float = 0.0  # hold the first request this long for others (0: never)
 
     @field_validator("reload_interval", mode="before")
     @classmethod
     def _dur(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @field_validator("dynamic_batch_wait", mode="before")
+    @classmethod
+    def _wait(cls, value: Any) -> float:
+        if not isinstance(value, bool) and value in (0, "0", 0.0):
+            return 0.0
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds <= 1.0:
+            raise ValueError(
+                f"must be 0 or a duration of at most 1s such as '2ms' (a request may wait this long). "
+                f"Got {value!r} instead"
+            )
+        return seconds
 
 
 class MonitorSettings(_Model):

@@ -10,7 +10,6 @@ implies the others). When it is unset the API is open, for a laptop; ``/health``
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import hmac
 import json
@@ -36,6 +35,7 @@ from driftloop.evaluation import predict
 from driftloop.exceptions import ConfigError
 from driftloop.ids import new_ids
 from driftloop.project import Project
+from driftloop.serving.batcher import Batcher
 from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
@@ -116,10 +116,12 @@ def _metadata(sent: Any, request: Request) -> tuple[dict[str, str], list[str]]:
     return found, problems
 
 
-def _shadow_score(project: Project, model: LoadedModel, X: Any, ids: list[str], stats: _Metrics) -> None:
+def _shadow_score(
+    project: Project, model: LoadedModel, records: list[dict[str, Any]], ids: list[str], stats: _Metrics
+) -> None:
     """Score the same rows with the challenger; log its outputs against the same prediction ids."""
     try:
-        labels, confidence, probs = predict(model.model, X, project.classes)
+        labels, confidence, probs = predict(model.model, project.schema.frame(records), project.classes)
         now = time.time()
         project.store.insert_shadow(
             [
@@ -195,6 +197,13 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             challenger.refresh()
 
     predictor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-predict")
+    batcher = Batcher(  # concurrent requests' records go to the model in one call
+        project.schema.frame,
+        project.classes,
+        max_rows=settings.dynamic_batch_rows if settings.dynamic_batching else 1,
+        wait=settings.dynamic_batch_wait if settings.dynamic_batching else 0.0,
+        executor=predictor if settings.predict_in == "thread" else None,
+    )
     writer: LogWriter | ProcessLogWriter
     store = project.store
     if settings.log_writer == "process" and not store.url.endswith(":memory:"):
@@ -260,6 +269,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
 
     app = FastAPI(title=f"driftloop — {project.name}", version="0.1.0", lifespan=lifespan)
     app.state.project, app.state.slot, app.state.writer, app.state.stats = project, slot, writer, stats
+    app.state.batcher = batcher
     classes, name = project.classes, project.name
     redact = project.schema.redact if project.schema.pii else None  # skipped when nothing is pii
 
@@ -371,8 +381,8 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         }
     }
 
-    async def shadow_task(model: LoadedModel, X: Any, ids: list[str]) -> None:
-        await run_in_threadpool(_shadow_score, project, model, X, ids, stats)
+    async def shadow_task(model: LoadedModel, records: list[dict[str, Any]], ids: list[str]) -> None:
+        await run_in_threadpool(_shadow_score, project, model, records, ids, stats)
 
     @app.post("/predict", dependencies=[Depends(require("predict"))], openapi_extra=predict_body)
     async def predict_route(request: Request) -> Any:
@@ -417,18 +427,11 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             key = request.headers.get("x-request-key") or metadata.get("client_id") or request_id
             if stable_fraction(f"{project.name}:{key}") < canary[1]:
                 loaded = other
-        X = project.schema.frame(records)
-        if settings.predict_in == "loop":  # no thread hop: fastest for small models (blocks the loop)
-            labels, confidence, probs = predict(loaded.model, X, classes)
-        else:  # one long-lived thread: keeps the event loop free, and the BLAS/OpenMP state warm
-            labels, confidence, probs = await asyncio.get_running_loop().run_in_executor(
-                predictor, predict, loaded.model, X, classes
-            )
+        # on the loop (no thread hop: fastest for small models) or on one long-lived thread
+        # (predict_in = "thread": keeps the loop free), merged with other waiting requests
+        label_strs, confidences, rounded = await batcher.predict(loaded.model, records)
         now = time.time()
         latency_ms = (time.perf_counter() - started) * 1000
-        rounded = probs.round(6).tolist()
-        confidences = confidence.tolist()
-        label_strs = [str(label) for label in labels]
         ids = new_ids(len(records))
         out = [
             {
@@ -474,7 +477,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             and settings.shadow_share > 0
             and (settings.shadow_share >= 1 or random.random() < settings.shadow_share)
         ):
-            shadow = BackgroundTask(shadow_task, other, X, ids)
+            shadow = BackgroundTask(shadow_task, other, records, ids)
         return JSONResponse(
             {  # plain JSON types already: skip FastAPI's encoder on the hot path
                 "model": project.name,
@@ -632,7 +635,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
 
     @app.get("/metrics", dependencies=[Depends(require("admin"))], response_class=PlainTextResponse)
     async def prometheus() -> str:
-        return _prometheus(project, slot, writer, stats, challenger, routing)
+        return _prometheus(project, slot, writer, stats, challenger, routing, batcher)
 
     return app
 
@@ -644,6 +647,7 @@ def _prometheus(
     stats: _Metrics,
     challenger: ModelSlot,
     routing: dict[str, Any],
+    batcher: Batcher,
 ) -> str:
     name = project.name
     other, canary = challenger.current, routing["canary"]
@@ -682,6 +686,10 @@ def _prometheus(
         f"{1 if other else 0}",
         "# TYPE driftloop_canary_share gauge",
         f'driftloop_canary_share{{model="{name}"}} {canary[1] if canary else 0}',
+        "# TYPE driftloop_model_calls_total counter",
+        f'driftloop_model_calls_total{{model="{name}"}} {batcher.calls}',
+        "# TYPE driftloop_model_call_requests_total counter",
+        f'driftloop_model_call_requests_total{{model="{name}"}} {batcher.requests}',
         "# TYPE driftloop_shadow_predictions_total counter",
         f'driftloop_shadow_predictions_total{{model="{name}"}} {stats.shadow}',
         "# TYPE driftloop_shadow_errors_total counter",
