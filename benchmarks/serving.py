@@ -2,9 +2,15 @@
 ``driftloop serve`` (validation + durable logging), both under uvicorn on 127.0.0.1, with the
 same bounded number of concurrent clients; then the log writer's raw ingest rate on SQLite.
 
-"driftloop" is the default, durable set-up (SQLite fsyncs every commit); "dl normal" is the same
-with ``store.sqlite_synchronous = "normal"`` (no fsync per commit: an acknowledged prediction
-survives a crash of the server, not of the machine).
+The servers:
+
+- "bare": the endpoint a user would write, one ``predict_proba`` call per request;
+- "driftloop": the defaults: durable logging (SQLite fsyncs every commit), dynamic batching
+  (requests waiting at the same moment share one model call) on the prediction thread;
+- "dl unbatched": driftloop with one model call per request on the event loop, the way bare
+  calls it: what validation and durable logging cost on their own;
+- "dl unbat. normal": the same with ``store.sqlite_synchronous = "normal"`` (no fsync per
+  commit: an acknowledged prediction survives a crash of the server, not of the machine).
 
 "server CPU" is the server's CPU time per request, all threads and child processes (driftloop's
 log writer) included: on a shared, noisy machine it is steadier than throughput, which also
@@ -19,6 +25,7 @@ import argparse
 import asyncio
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -144,7 +151,7 @@ def compare(
             p50, p99 = np.percentile(latencies[name], [50, 99]) * 1000
             cpu_ms = float(np.median([c for _, c in runs[name]]))
             print(
-                f"{name:<12}{label:<10}{np.median(throughput):>10.0f} req/s{share:>8.0%}"
+                f"{name:<18}{label:<10}{np.median(throughput):>10.0f} req/s{share:>8.0%}"
                 f"{p50:>9.2f} ms{p99:>9.2f} ms{cpu_ms:>9.2f} ms{errors[name]:>7} errors"
             )
 
@@ -235,6 +242,28 @@ def ingest_process(folder: Path, rows: int = 200_000, batch: int = 100, in_fligh
     return rows / elapsed
 
 
+VARIANTS = {  # server name -> lines added to [serving] and [store] of the example project
+    "driftloop": ("", ""),
+    "dl unbatched": ('dynamic_batching = false\npredict_in = "loop"\n', ""),
+    "dl unbat. normal": (
+        'dynamic_batching = false\npredict_in = "loop"\n',
+        'sqlite_synchronous = "normal"\n',
+    ),
+}
+
+
+def requests_per_call(url: str) -> float:
+    """How many requests the server's model calls held on average (its /metrics counters)."""
+    text = httpx.get(f"{url}/metrics").text
+
+    def counter(name: str) -> float:
+        found = re.search(rf"^{name}\S* (\S+)$", text, re.M)
+        return float(found.group(1)) if found else float("nan")
+
+    calls = counter("driftloop_model_calls_total")
+    return counter("driftloop_model_call_requests_total") / calls if calls else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0, help="per run")
@@ -252,59 +281,45 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(folder), "OMP_NUM_THREADS": "1"}
     print(
         f"{args.rounds} rounds of {args.seconds:g} s per server and payload, {args.concurrency} clients\n"
-        f"{'server':<12}{'payload':<10}{'throughput':>14}{'of bare':>8}{'p50':>12}{'p99':>12}"
+        f"{'server':<18}{'payload':<10}{'throughput':>14}{'of bare':>8}{'p50':>12}{'p99':>12}"
         f"{'server CPU':>12}"
     )
-    bare_port, dl_port = free_port(), free_port()
+    bare_port = free_port()
     bare = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bare:app", "--port", str(bare_port), "--log-level", "warning"],
         env=env,
         cwd=folder,
     )
-    # the same project, model and store settings but for SQLite's synchronous=normal: no fsync per
-    # commit (durable against a crash of the server, not of the machine)
-    shutil.copytree(folder / "project", folder / "project-normal")
-    normal_config = folder / "project-normal" / "driftloop.toml"
-    normal_config.write_text(
-        normal_config.read_text().replace("[store]\n", '[store]\nsqlite_synchronous = "normal"\n')
-    )
-    normal_port = free_port()
-    servers_up = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "driftloop.cli",
-                "serve",
-                "-c",
-                str(config),
-                "--port",
-                str(port),
-                "--no-monitor",
-            ],
-            env=env,
-        )
-        for config, port in (
-            (folder / "project" / "driftloop.toml", dl_port),
-            (normal_config, normal_port),
-        )
-    ]
-    server, normal = servers_up
+    processes, servers = [bare], {"bare": (f"http://127.0.0.1:{bare_port}", bare.pid)}
+    configs = []
+    for i, (name, (serving, store)) in enumerate(VARIANTS.items()):
+        # the same project, model and store but for the lines this variant adds
+        shutil.copytree(folder / "project", folder / f"project-{i}")
+        config = folder / f"project-{i}" / "driftloop.toml"
+        text = config.read_text().replace("[serving]\n", f"[serving]\n{serving}")
+        config.write_text(text.replace("[store]\n", f"[store]\n{store}"))
+        port = free_port()
+        command = [sys.executable, "-m", "driftloop.cli", "serve", "-c", str(config), "--port", str(port)]
+        processes.append(subprocess.Popen([*command, "--no-monitor"], env=env))
+        servers[name] = (f"http://127.0.0.1:{port}", processes[-1].pid)
+        configs.append(config)
     try:
-        wait_ready(f"http://127.0.0.1:{bare_port}/docs")
-        wait_ready(f"http://127.0.0.1:{dl_port}/health")
-        wait_ready(f"http://127.0.0.1:{normal_port}/health")
-        servers = {
-            "bare": (f"http://127.0.0.1:{bare_port}", bare.pid),
-            "driftloop": (f"http://127.0.0.1:{dl_port}", server.pid),
-            "dl normal": (f"http://127.0.0.1:{normal_port}", normal.pid),
-        }
+        wait_ready(f"{servers['bare'][0]}/docs")
+        for name in VARIANTS:
+            wait_ready(f"{servers[name][0]}/health")
         compare(servers, args.seconds, args.rounds, args.concurrency, records)
+        print()
+        for name in VARIANTS:
+            print(f"{name}: {requests_per_call(servers[name][0]):.2f} requests per model call")
     finally:
-        for process in (bare, server, normal):
+        for process in processes:
             process.terminate()
             process.wait()
-    logged = project.store.count_predictions(project.name)
+    logged = 0
+    for config in configs:
+        served = Project.load(config)
+        logged += served.store.count_predictions(project.name)
+        served.close()
     print(f"\ndriftloop logged {logged:,} predictions durably during the run")
     print(
         f"log writer raw ingest (SQLite, durable, batches of 100): "
