@@ -208,7 +208,12 @@ def test_settings_defaults_and_errors() -> None:
     assert Settings.from_dict(
         {**BASE, "serving": {"dynamic_batch_wait": "2ms"}}
     ).serving.dynamic_batch_wait == (pytest.approx(0.002))
-    for bad in ("-5ms", "3s", True):
+    for zero in (0, "0", "0s", "0ms", 0.0):
+        assert (
+            Settings.from_dict({**BASE, "serving": {"dynamic_batch_wait": zero}}).serving.dynamic_batch_wait
+            == 0
+        )
+    for bad in ("-5ms", "3s", True, "soon"):
         with pytest.raises(ConfigError) as info:
             Settings.from_dict({**BASE, "serving": {"dynamic_batch_wait": bad}})
         assert "'serving.dynamic_batch_wait'" in str(info.value) and f"Got {bad!r} instead" in str(info.value)

@@ -188,8 +188,9 @@ class ServingSettings(_Model):
     @field_validator("dynamic_batch_wait", mode="before")
     @classmethod
     def _wait(cls, value: Any) -> float:
-        if not isinstance(value, bool) and value in (0, "0", 0.0):
-            return 0.0
+        zero = _DURATION.match(str(value))
+        if not isinstance(value, bool) and (value in (0, "0") or (zero and float(zero.group(1)) == 0)):
+            return 0.0  # "0", "0s" and "0ms" all mean: never hold a request back
         try:
             seconds = parse_duration(value)
         except ValueError:
