@@ -131,7 +131,11 @@ def compare(
     Throughput and CPU are medians over rounds; "of bare" is the median of the per-round ratios
     (each round's two runs are seconds apart); p50/p99 pool every request of every round.
     """
-    for label, body in (("single", records[0]), ("batch100", {"records": records[:100]})):
+    payloads: list[tuple[str, dict[str, object]]] = [
+        ("single", records[0]),
+        ("batch100", {"records": records[:100]}),
+    ]
+    for label, body in payloads:
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
         latencies: dict[str, list[float]] = {name: [] for name in servers}
         errors = dict.fromkeys(servers, 0)
@@ -264,6 +268,31 @@ def requests_per_call(url: str) -> float:
     return counter("driftloop_model_call_requests_total") / calls if calls else float("nan")
 
 
+def prepare(folder: Path) -> list[dict[str, object]]:
+    """Train the example project in ``folder/project``, write its champion behind the bare
+    endpoint (``folder/bare.py``), and return the 100 records the load sends."""
+    project = Project.load(write_example(folder / "project"))
+    train(project)
+    model = project.registry.load(project.name, project.champion() or "1")
+    project.close()
+    (folder / "model.pkl").write_bytes(pickle.dumps(model))
+    (folder / "bare.py").write_text(BARE.format(path=str(folder / "model.pkl")))
+    records: list[dict[str, object]] = (
+        applicants(100, "A", seed=1).drop(columns="approved").to_dict(orient="records")
+    )
+    return records
+
+
+def variant(folder: Path, name: str, serving: str, store: str = "") -> Path:
+    """A copy of the example project (same model, same data) with lines added to its
+    ``[serving]`` and ``[store]`` sections; returns the copy's driftloop.toml."""
+    shutil.copytree(folder / "project", folder / name)
+    config = folder / name / "driftloop.toml"
+    text = config.read_text().replace("[serving]\n", f"[serving]\n{serving}")
+    config.write_text(text.replace("[store]\n", f"[store]\n{store}"))
+    return config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0, help="per run")
@@ -271,12 +300,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
-    project = Project.load(write_example(folder / "project"))
-    train(project)
-    model = project.registry.load(project.name, project.champion() or "1")
-    (folder / "model.pkl").write_bytes(pickle.dumps(model))
-    (folder / "bare.py").write_text(BARE.format(path=str(folder / "model.pkl")))
-    records = applicants(100, "A", seed=1).drop(columns="approved").to_dict(orient="records")
+    records = prepare(folder)
     # one OpenMP thread per server process: the same for both, and what serving wants
     env = {**os.environ, "PYTHONPATH": str(folder), "OMP_NUM_THREADS": "1"}
     print(
@@ -293,11 +317,7 @@ def main() -> None:
     processes, servers = [bare], {"bare": (f"http://127.0.0.1:{bare_port}", bare.pid)}
     configs = []
     for i, (name, (serving, store)) in enumerate(VARIANTS.items()):
-        # the same project, model and store but for the lines this variant adds
-        shutil.copytree(folder / "project", folder / f"project-{i}")
-        config = folder / f"project-{i}" / "driftloop.toml"
-        text = config.read_text().replace("[serving]\n", f"[serving]\n{serving}")
-        config.write_text(text.replace("[store]\n", f"[store]\n{store}"))
+        config = variant(folder, f"project-{i}", serving, store)
         port = free_port()
         command = [sys.executable, "-m", "driftloop.cli", "serve", "-c", str(config), "--port", str(port)]
         processes.append(subprocess.Popen([*command, "--no-monitor"], env=env))
@@ -318,7 +338,7 @@ def main() -> None:
     logged = 0
     for config in configs:
         served = Project.load(config)
-        logged += served.store.count_predictions(project.name)
+        logged += served.store.count_predictions(served.name)
         served.close()
     print(f"\ndriftloop logged {logged:,} predictions durably during the run")
     print(

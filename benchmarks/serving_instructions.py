@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pickle
 import re
 import shutil
 import subprocess
@@ -27,12 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from serving import BARE  # the same bare endpoint as the timed benchmark (this folder)
+from serving import VARIANTS, prepare, variant  # the timed benchmark's set-up (this folder)
 
-from driftloop.demo.data import applicants
-from driftloop.demo.project import write_example
 from driftloop.project import Project
-from driftloop.training import train
 
 RUNS = {"single": (20, 120), "batch100": (10, 50)}  # requests in the short and the long run
 
@@ -44,7 +40,7 @@ def inner(app_name: str, payload: str, n: int, folder: Path) -> None:
     app: Any
     if app_name == "bare":
         sys.path.insert(0, str(folder))
-        from bare import app  # type: ignore[import-not-found, no-redef]
+        from bare import app  # type: ignore[no-redef]
     else:
         from driftloop.serving import create_app
 
@@ -139,17 +135,8 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("This benchmark needs valgrind (Debian: apt-get install valgrind).")
     folder = Path(tempfile.mkdtemp(prefix="driftloop-instructions-"))
-    project = Project.load(write_example(folder / "project"))
-    train(project)
-    model = project.registry.load(project.name, project.champion() or "1")
-    (folder / "model.pkl").write_bytes(pickle.dumps(model))
-    (folder / "bare.py").write_text(BARE.format(path=str(folder / "model.pkl")))
-    records = applicants(100, "A", seed=1).drop(columns="approved").to_dict(orient="records")
-    (folder / "records.json").write_text(json.dumps(records))
-    shutil.copytree(folder / "project", folder / "project-dl")
-    config = folder / "project-dl" / "driftloop.toml"
-    unbatched = 'dynamic_batching = false\npredict_in = "loop"\n'
-    config.write_text(config.read_text().replace("[serving]\n", f"[serving]\n{unbatched}"))
+    (folder / "records.json").write_text(json.dumps(prepare(folder)))
+    variant(folder, "project-dl", *VARIANTS["dl unbatched"])  # one model call per request, as bare
     print(f"{'payload':<10}{'app':<12}{'server process':>22}{'log writer':>16}{'vs bare':>10}")
     for payload, (short, long) in RUNS.items():
         per_request: dict[str, float] = {}

@@ -1,8 +1,10 @@
-"""Traffic through the real app (uvicorn on 127.0.0.1) for monitor and workflow tests."""
+"""Traffic through the real app (uvicorn on 127.0.0.1) for monitor and workflow tests, and
+projects reloaded with other serving settings."""
 
 from __future__ import annotations
 
 import itertools
+import re
 
 import httpx
 import numpy as np
@@ -105,3 +107,17 @@ def multi_worker_round(project: Project, workers: int = 2, threads: int = 8, bat
     spans = [(w["start_seq"], w["end_seq"]) for w in windows]
     assert spans, "the monitoring worker closed windows"
     assert all(a[1] < b[0] for a, b in itertools.pairwise(spans)), "one monitor: no overlaps"
+
+
+def with_serving(project: Project, **settings: object) -> Project:
+    """The project reloaded with extra ``[serving]`` settings."""
+    path = project.settings.root / "driftloop.toml"
+    text = path.read_text()
+    for key, value in settings.items():
+        line = f"{key} = {value!r}".replace("'", '"')
+        text, found = re.subn(rf"^{key} = .*$", line, text, flags=re.MULTILINE)
+        if not found:
+            text = text.replace("[serving]\n", f"[serving]\n{line}\n")
+    path.write_text(text)
+    project.close()
+    return Project.load(path)

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop import ConfigError, Settings
 from driftloop.demo.data import applicants
 from driftloop.demo.scenario import serve_in_thread
 from driftloop.evaluation import predict
@@ -22,6 +21,7 @@ from driftloop.serving import Batcher, Scored, create_app
 from driftloop.training import train
 
 from .conftest import make_project
+from .helpers import with_serving
 
 CLASSES = ["no", "yes"]
 
@@ -189,43 +189,9 @@ def test_bad_parameters_raise_the_standard_sentence(options: dict[str, Any], mes
     assert str(info.value) == message
 
 
-BASE = {
-    "project": {"name": "loan", "target": "approved", "classes": CLASSES},
-    "features": {"income": {"type": "numeric", "min": 0}},
-    "data": {"train": "train.csv"},
-    "trainer": {"entrypoint": "trainer:train"},
-}
-
-
-def test_settings_defaults_and_errors() -> None:
-    serving = Settings.from_dict(BASE).serving
-    assert (serving.dynamic_batching, serving.dynamic_batch_rows, serving.dynamic_batch_wait) == (
-        True,
-        1000,
-        0,
-    )
-    assert serving.predict_in == "thread"
-    assert Settings.from_dict(
-        {**BASE, "serving": {"dynamic_batch_wait": "2ms"}}
-    ).serving.dynamic_batch_wait == (pytest.approx(0.002))
-    for zero in (0, "0", "0s", "0ms", 0.0):
-        assert (
-            Settings.from_dict({**BASE, "serving": {"dynamic_batch_wait": zero}}).serving.dynamic_batch_wait
-            == 0
-        )
-    for bad in ("-5ms", "3s", True, "soon"):
-        with pytest.raises(ConfigError) as info:
-            Settings.from_dict({**BASE, "serving": {"dynamic_batch_wait": bad}})
-        assert "'serving.dynamic_batch_wait'" in str(info.value) and f"Got {bad!r} instead" in str(info.value)
-    with pytest.raises(ConfigError, match="'serving.dynamic_batch_rows'"):
-        Settings.from_dict({**BASE, "serving": {"dynamic_batch_rows": 0}})
-
-
 def test_over_http_concurrent_requests_are_merged_logged_and_answered_exactly(tmp_path: Path) -> None:
-    config = make_project(tmp_path / "project").settings.root / "driftloop.toml"
     # a short wait makes merging certain in this test; under real load it happens without one
-    config.write_text(config.read_text().replace("[serving]\n", '[serving]\ndynamic_batch_wait = "50ms"\n'))
-    project = Project.load(config)
+    project = with_serving(make_project(tmp_path / "project"), dynamic_batch_wait="50ms")
     train(project)
     model = project.registry.load(project.name, "1")
     records = applicants(64, "B", seed=11).drop(columns="approved").to_dict(orient="records")

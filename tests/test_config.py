@@ -110,3 +110,27 @@ def test_sqlite_synchronous_reaches_every_connection(tmp_path: Path) -> None:
         with store.engine.connect() as connection:  # every connection, pooled or raw, gets it
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == pragma
         store.close()
+
+
+def test_dynamic_batching_settings_defaults_and_errors() -> None:
+    serving = Settings.from_dict(BASE).serving
+    assert (serving.dynamic_batching, serving.dynamic_batch_rows, serving.dynamic_batch_wait) == (
+        True,
+        1000,
+        0,
+    )
+    assert serving.predict_in == "thread"
+    assert Settings.from_dict(
+        {**BASE, "serving": {"dynamic_batch_wait": "2ms"}}
+    ).serving.dynamic_batch_wait == (pytest.approx(0.002))
+    for zero in (0, "0", "0s", "0ms", 0.0):
+        assert (
+            Settings.from_dict({**BASE, "serving": {"dynamic_batch_wait": zero}}).serving.dynamic_batch_wait
+            == 0
+        )
+    for bad in ("-5ms", "3s", True, "soon"):
+        with pytest.raises(ConfigError) as info:
+            Settings.from_dict({**BASE, "serving": {"dynamic_batch_wait": bad}})
+        assert "'serving.dynamic_batch_wait'" in str(info.value) and f"Got {bad!r} instead" in str(info.value)
+    with pytest.raises(ConfigError, match="'serving.dynamic_batch_rows'"):
+        Settings.from_dict({**BASE, "serving": {"dynamic_batch_rows": 0}})

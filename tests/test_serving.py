@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from driftloop.serving import create_app, parse_api_keys
 from driftloop.training import fit_and_register, snapshot_training_data, split_validation, train
 
 from .conftest import cli_env, make_project
+from .helpers import with_serving
 
 GOOD = {
     "income": 52000,
@@ -223,26 +223,12 @@ def test_pii_fields_are_hashed_or_dropped_before_they_are_written(
     project.close()
 
 
-def _with_serving(project: Project, **settings: object) -> Project:
-    """The project reloaded with extra ``[serving]`` settings."""
-    path = project.settings.root / "driftloop.toml"
-    text = path.read_text()
-    for key, value in settings.items():
-        line = f"{key} = {value!r}".replace("'", '"')
-        text, found = re.subn(rf"^{key} = .*$", line, text, flags=re.MULTILINE)
-        if not found:
-            text = text.replace("[serving]\n", f"[serving]\n{line}\n")
-    path.write_text(text)
-    project.close()
-    return Project.load(path)
-
-
 @pytest.mark.parametrize("log_writer", ["process", "thread"])
 def test_durable_log_survives_sigkill_under_load(tmp_path: Path, log_writer: str) -> None:
     """Kill the server with SIGKILL mid-load, three times: every id a client got is in the store."""
     project = make_project(tmp_path / "p")
     train(project)
-    project = _with_serving(project, log_writer=log_writer)
+    project = with_serving(project, log_writer=log_writer)
     config = str(project.settings.root / "driftloop.toml")
     records = applicants(20, "A", seed=9).drop(columns="approved").to_dict(orient="records")
     acknowledged: list[str] = []
@@ -322,7 +308,7 @@ def test_several_workers_share_one_sqlite_store(tmp_path: Path) -> None:
 def test_fast_mode_answers_503_when_full_and_flushes_on_shutdown(tmp_path: Path, log_writer: str) -> None:
     project = make_project(tmp_path / "p")
     train(project)
-    project = _with_serving(project, log_mode="fast", log_queue_size=150, log_writer=log_writer)
+    project = with_serving(project, log_mode="fast", log_queue_size=150, log_writer=log_writer)
     records = applicants(200, "A", seed=4).drop(columns="approved").to_dict(orient="records")
     ids: list[str] = []
     with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as client:

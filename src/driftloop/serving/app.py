@@ -269,7 +269,6 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
 
     app = FastAPI(title=f"driftloop — {project.name}", version="0.1.0", lifespan=lifespan)
     app.state.project, app.state.slot, app.state.writer, app.state.stats = project, slot, writer, stats
-    app.state.batcher = batcher
     classes, name = project.classes, project.name
     redact = project.schema.redact if project.schema.pii else None  # skipped when nothing is pii
 
