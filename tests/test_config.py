@@ -51,7 +51,7 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(problems) == 4, joined
     assert "'features.income.type'" in joined and "'numbr'" in joined
     assert "'data.train'" in joined and "train.xlsx" in joined
-    assert "'alerts.op'" in joined and "'<<'" in joined
+    assert "The 'op' setting of alerts[0] 'a'" in joined and "'<<'" in joined
     assert "'surprise'" in joined and "not a known setting" in joined
 
 

@@ -19,6 +19,7 @@ from driftloop.exceptions import (
     NotFoundError,
     RegistryError,
     SchemaError,
+    TrainerError,
     WorkflowError,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "RegistryError",
     "SchemaError",
     "Settings",
+    "TrainerError",
     "WorkflowError",
     "__version__",
 ]

@@ -27,7 +27,17 @@ import httpx
 
 from driftloop.config import AlertRuleSettings, Settings, SinkSettings
 
-__all__ = ["LogSink", "Sink", "SlackSink", "WebhookSink", "dispatch", "make_sinks", "should_fire"]
+__all__ = [
+    "LogSink",
+    "Sink",
+    "SlackSink",
+    "WebhookSink",
+    "dispatch",
+    "make_sinks",
+    "redact_url",
+    "should_fire",
+    "system_alert",
+]
 
 log = logging.getLogger("driftloop.alerts")
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -100,29 +110,71 @@ class LogSink:
         log.warning("ALERT %s: %s", alert.get("rule"), alert.get("message"))
 
 
+def redact_url(url: str) -> str:
+    """A webhook URL as it may be shown: scheme and host only (the path and query are the secret).
+
+    >>> redact_url("https://hooks.slack.com/services/T000/B000/XXXX?x=1")
+    'https://hooks.slack.com/…'
+    """
+    scheme, sep, rest = url.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]  # no user:password either
+    return f"{scheme}{sep}{host}/…" if sep else "…"
+
+
+class _RedactSecrets(logging.Filter):
+    """Replaces the sinks' secret URLs in records of the logger it is attached to (httpx logs
+    every request's URL at INFO)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(url in message for url in self.urls):
+            for url, shown in self.urls.items():
+                message = message.replace(url, shown)
+            record.msg, record.args = message, None
+        return True
+
+
+_REDACT = _RedactSecrets()
+logging.getLogger("httpx").addFilter(_REDACT)
+
+
 class WebhookSink:
-    """POST the alert as JSON; three tries with a short backoff."""
+    """POST the alert as JSON; three tries with a short backoff. The URL is a secret: it is
+    never logged or put in an error (only its scheme and host)."""
 
     name = "webhook"
 
     def __init__(self, url: str, timeout: float = 5.0, tries: int = 3) -> None:
         self.url, self.timeout, self.tries = url, timeout, tries
+        _REDACT.urls[url] = redact_url(url)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({redact_url(self.url)!r})"
 
     def payload(self, alert: dict[str, Any]) -> dict[str, Any]:
         return alert
 
     def send(self, alert: dict[str, Any]) -> None:
         body = json.loads(json.dumps(self.payload(alert), default=str))
-        error: Exception | None = None
+        error = ""
         for attempt in range(self.tries):
             try:
                 response = httpx.post(self.url, json=body, timeout=self.timeout)
                 response.raise_for_status()
                 return
-            except httpx.HTTPError as exc:
-                error = exc
-                time.sleep(0.2 * 2**attempt)
-        raise RuntimeError(f"{self.name} sink could not deliver to {self.url}: {error}")
+            except httpx.HTTPStatusError as exc:
+                error = f"HTTP {exc.response.status_code}"
+            except httpx.HTTPError as exc:  # its text may hold the URL: keep only its kind
+                error = type(exc).__name__
+            time.sleep(0.2 * 2**attempt)
+        raise RuntimeError(
+            f"The {self.name} sink could not deliver to {redact_url(self.url)} after {self.tries} tries "
+            f"({error})."
+        )
 
 
 class SlackSink(WebhookSink):
@@ -167,3 +219,29 @@ def dispatch(sinks: list[Sink], alert: dict[str, Any]) -> list[str]:
             log.error("Alert sink %s failed: %s", sink.name, exc)
             failures.append(f"{sink.name}: {exc}")
     return failures
+
+
+def system_alert(
+    store: Any,
+    sinks: list[Sink],
+    model: str,
+    rule: str,
+    message: str,
+    *,
+    metric: str = "pipeline",
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """An alert about the pipeline itself (not a window's metric), stored and sent to every sink."""
+    alert: dict[str, Any] = dict(
+        model=model,
+        rule=rule,
+        metric=metric,
+        value=None,
+        threshold=None,
+        window_id=None,
+        message=message,
+        run_id=run_id,
+    )
+    alert["id"] = store.add_alert(**alert)
+    dispatch(sinks, alert)
+    return alert

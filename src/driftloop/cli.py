@@ -1,4 +1,9 @@
-"""``driftloop ...`` commands: init, train, serve, monitor, drift, retrain, rollback, status, runs, demo."""
+"""``driftloop ...`` commands: init, train, serve, monitor, drift, retrain, promote, rollback, sign,
+status, runs, datasets, demo.
+
+Usage errors (an unknown command or option, a bad value) print one message and exit with 2;
+a driftloop error prints one sentence and exits with 1.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,10 @@ from rich.table import Table
 from driftloop.exceptions import DriftloopError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Keep a deployed model accurate while the world drifts."
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Keep a deployed model accurate while the world drifts.",
 )
 console = Console(width=None if sys.stdout.isatty() else 140)
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to driftloop.toml.")]
@@ -44,6 +52,23 @@ def _project(config: Path) -> Any:
 
 def _when(ts: float | None) -> str:
     return "-" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from driftloop import __version__
+
+        console.print(f"driftloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Keep a deployed model accurate while the world drifts."""
 
 
 @app.command()
@@ -90,39 +115,74 @@ def serve(
     monitor: Annotated[
         bool, typer.Option(help="Run monitoring (and triggered retrains) on its schedule.")
     ] = True,
+    allow_open: Annotated[
+        bool,
+        typer.Option(
+            "--allow-open", help="Serve on a non-loopback address without API keys (anyone can call it)."
+        ),
+    ] = False,
 ) -> None:
     """Serve the champion over HTTP; log every prediction; pick up new champions without restart.
 
     With several workers each process serves and logs (group commit per process, all into the
-    one store); exactly one of them, the holder of a lock file, runs the monitoring schedule.
+    one store); exactly one of them, the holder of the monitoring lock, runs the monitoring schedule.
     """
+    import socket
+
     import uvicorn
 
-    from driftloop.serving import create_app
+    from driftloop.config import LOOPBACK_HOSTS
+    from driftloop.identity import parse_api_keys
+    from driftloop.serving.http import uvicorn_config
 
     project = _project(config)
     settings = project.settings.serving
     count = workers or settings.workers
+    bind, at = host or settings.host, settings.port if port is None else port
+    try:
+        keys = parse_api_keys(os.environ.get("DRIFTLOOP_API_KEYS"))
+    except ValueError as exc:
+        raise DriftloopError(str(exc)) from None
+    if bind not in LOOPBACK_HOSTS and not keys and not allow_open:
+        raise DriftloopError(
+            f"Serving on {bind!r} without API keys would let anyone who can reach it predict and label; "
+            "set DRIFTLOOP_API_KEYS, or pass --allow-open to serve it open anyway."
+        )
+    try:  # a busy port is one sentence, not uvicorn's traceback
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((bind, at))
+    except OSError as exc:
+        raise DriftloopError(
+            f"Port {at} on {bind} cannot be used ({exc.strerror}); pass --port PORT."
+        ) from None
+    shown = f"[{bind}]" if ":" in bind else bind
+    champion = project.store.champion(project.name) or "none yet"
+    console.print(
+        f"Serving [bold]{project.name}[/] (champion {champion}) at [cyan]http://{shown}:{at}[/] "
+        f"with {count} worker(s); API docs at /docs, health at /health. Ctrl-C stops it.",
+        highlight=False,
+    )
     if count > 1:
+        from uvicorn.supervisors import Multiprocess
+
         os.environ["DRIFTLOOP_CONFIG"] = str(config.resolve())
         os.environ["DRIFTLOOP_SERVE_MONITOR"] = "1" if monitor else "0"
-        project.store  # noqa: B018  (run the migrations once, before the workers race to)
         project.close()
-        uvicorn.run(
+        cfg = uvicorn_config(
             "driftloop.serving.app:app_from_environment",
+            settings,
+            host=bind,
+            port=at,
             factory=True,
             workers=count,
-            host=host or settings.host,
-            port=port or settings.port,
-            log_level="warning",
         )
+        Multiprocess(cfg, sockets=[cfg.bind_socket()]).run()
         return
-    uvicorn.run(
-        create_app(project, monitor=monitor),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level="warning",
-    )
+    from driftloop.serving import create_app
+
+    uvicorn.Server(uvicorn_config(create_app(project, monitor=monitor), settings, host=bind, port=at)).run()
 
 
 @app.command("monitor")
@@ -132,9 +192,17 @@ def monitor_command(
 ) -> None:
     """Profile new log rows into windows, compare with the reference, evaluate alert rules."""
     from driftloop import workflow
+    from driftloop.locks import MonitorLock
     from driftloop.monitor import Monitor
 
     project = _project(config)
+    lock = MonitorLock(project.settings.state_dir)
+    if not lock.acquire():
+        holder = lock.holder()
+        raise DriftloopError(
+            f"Another process{f' (pid {holder})' if holder else ''} is monitoring '{project.name}', "
+            "so this one does not; its windows show in 'driftloop status'."
+        )
     needs_workflow = any(rule.retrain for rule in project.settings.alerts)
     try:
         if needs_workflow:
@@ -150,6 +218,7 @@ def monitor_command(
             workflow.post_deploy_watch(project, monitor)
     finally:
         workflow.shutdown()
+        lock.release()
     console.print(f"Closed {len(result.windows)} window(s); {len(result.alerts)} alert(s).")
     _print_windows(project, limit=max(5, len(result.windows)))
 
@@ -168,7 +237,9 @@ def drift(
     try:
         span = parse_duration(last)
     except ValueError as exc:
-        raise DriftloopError(f"The '--last' option {exc}.") from None
+        import click
+
+        raise click.UsageError(f"The '--last' option {exc}.") from None
     project = _project(config)
     n, report = Monitor(project).rollup(since=time.time() - span)
     if report is None:
@@ -240,20 +311,92 @@ def rollback(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 
 @app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The registered version to make champion.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    force: Annotated[bool, typer.Option(help="Skip the gate (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why, recorded in the champion history.")] = None,
+) -> None:
+    """Make VERSION the champion: through the gate (evaluated against the champion on the newest
+    held-out labelled rows, like a challenger), or at once with --force and a --reason."""
+    from driftloop import workflow
+
+    project = _project(config)
+    if force:
+        if not reason or not reason.strip():
+            raise DriftloopError(
+                "'driftloop promote --force' needs --reason, recorded in the champion history."
+            )
+        old = workflow.force_promote(project, version, reason.strip())
+        console.print(f"Champion of [bold]{project.name}[/] is now version [bold]{version}[/] (was {old}).")
+        return
+    try:
+        workflow.launch(project, schedules=False)
+        run_id = workflow.start_retrain(project, f"manual:promote {version}", candidate=version)
+        console.print(f"Gating version {version} against the champion in run {run_id}.")
+        with console.status(f"evaluating ({run_id})…"):
+            row = workflow.wait(run_id)
+        _print_run(project, row)
+    finally:
+        workflow.shutdown()
+
+
+@app.command()
+def sign(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Sign every artifact digest in the store with DRIFTLOOP_MODEL_KEY (after turning signing on:
+    you vouch that the digests recorded so far are your own)."""
+    from driftloop.registry import model_key
+    from driftloop.registry import sign as signature
+
+    project = _project(config)
+    key = model_key()
+    if key is None:
+        raise DriftloopError("'driftloop sign' needs the signing key in DRIFTLOOP_MODEL_KEY.")
+    rows = project.store.artifacts(project.name)
+    for row in rows:
+        project.store.sign_artifact(
+            project.name, row["version"], signature(key, project.name, row["version"], row["sha256"])
+        )
+    console.print(f"Signed the artifact digests of {len(rows)} version(s) of [bold]{project.name}[/].")
+
+
+@app.command()
 def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Champion, recent windows, alerts, retrain runs and gate decisions."""
     project = _project(config)
-    versions = project.registry.versions(project.name)
-    table = Table(title=f"model {project.name}")
-    for column in ("version", "aliases", "gate", "created", "dataset"):
+    store, name = project.store, project.name
+    table = Table(title=f"model {name}")
+    for column in ("version", "role", "gate", "registered", "run"):
         table.add_column(column)
-    for v in versions[-10:]:
+    # read from driftloop's own store, not the registry: answers in well under a second
+    champion = store.champion(name)
+    history = store.promotions(name)
+    previous = next(
+        (p["from_version"] for p in reversed(history) if p["to_version"] == champion and p["from_version"]),
+        None,
+    )
+    active = {
+        r["challenger_version"]: r for r in store.runs(name, active_only=True) if r["challenger_version"]
+    }
+    decided = {d["challenger_version"]: d for d in store.decisions(name, limit=200)}
+    for v in store.artifacts(name)[-10:]:
+        version = v["version"]
+        role = (
+            "champion"
+            if version == champion
+            else "challenger"
+            if version in active
+            else "previous"
+            if version == previous
+            else ""
+        )
+        decision = decided.get(version)
         table.add_row(
-            v["version"],
-            ", ".join(v["aliases"]),
-            v["tags"].get("driftloop.gate", "-"),
-            _when(v["created"]),
-            v["tags"].get("driftloop.dataset", "-")[:12],
+            version,
+            role,
+            "-" if decision is None else "accepted" if decision["accepted"] else "rejected",
+            _when(v["created_at"]),
+            decision["run_id"] if decision else "-",
         )
     console.print(table)
     _print_windows(project, limit=10)
@@ -447,19 +590,32 @@ def _print_windows(project: Any, limit: int) -> None:
 
 def _print_runs(project: Any) -> None:
     table = Table(title="retrain runs")
-    for column in ("run", "trigger", "status", "step", "challenger", "started", "finished", "gate reasons"):
+    for column in (
+        "run",
+        "trigger",
+        "status",
+        "step",
+        "challenger",
+        "train rows",
+        "started",
+        "finished",
+        "gate reasons",
+    ):
         table.add_column(column)
     for r in project.store.runs(project.name, limit=10):
         decision = project.store.decision(r["id"]) or {}
+        training = (r.get("options") or {}).get("training") or {}
+        by_source = ", ".join(f"{k} {v}" for k, v in training.get("by_source", {}).items())
         table.add_row(
             r["id"],
             r["trigger"],
             r["status"],
             r["step"] or "-",
             r["challenger_version"] or "-",
+            f"{training['rows']} ({by_source})" if training else "-",
             _when(r["started_at"]),
             _when(r["finished_at"]),
-            "\n".join(decision.get("reasons", [])) or "-",
+            "\n".join(decision.get("reasons", [])) or (r["error"] or "-"),
         )
     console.print(table)
 
@@ -470,30 +626,31 @@ def _print_run(project: Any, row: dict[str, Any]) -> None:
     console.print(
         f"Run {row['id']}: [{colour}]{row['status']}[/] (challenger version {row['challenger_version']})"
     )
+    training = (row.get("options") or {}).get("training")
+    if training:
+        sources = ", ".join(f"{k} {v}" for k, v in training.get("by_source", {}).items()) or "none"
+        classes = ", ".join(f"{k}: {v}" for k, v in training.get("by_class", {}).items()) or "-"
+        console.print(
+            f"  training set: {training['rows']} rows ({sources}; classes {classes}); "
+            f"evaluation set: {training.get('eval_rows', '-')} rows",
+            highlight=False,
+        )
     for reason in decision.get("reasons", []):
         console.print(f"  • {reason}")
     if row.get("error"):
-        console.print(f"  error: {row['error']}")
+        console.print(f"  {'why' if row['status'] == 'skipped' else 'error'}: {row['error']}")
 
 
 def main() -> None:
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no MLflow INFO lines in our output
     _setup_logging(verbose=bool(os.environ.get("DRIFTLOOP_VERBOSE")))
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=True)  # click words usage errors itself: one message, exit code 2
     except DriftloopError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise SystemExit(2) from None
-    except (typer.Abort, KeyboardInterrupt):
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
 
 
 if __name__ == "__main__":

@@ -62,6 +62,38 @@ def parse_duration(text: str | int | float) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def category_text(value: Any) -> str:
+    """A category as the text every part of driftloop uses for it: ``1``, ``1.0`` and ``"1"``
+    are all ``"1"`` (a CSV column of codes reads as integers, or as floats when it has gaps).
+
+    >>> category_text(3), category_text(3.0), category_text(2.5), category_text("a")
+    ('3', '3', '2.5', 'a')
+    """
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# every window metric the classification monitor computes (per-column ones are listed by pattern)
+WINDOW_METRICS = (
+    "accuracy",
+    "f1_macro",
+    "labelled",
+    "rows",
+    "drift_share",
+    "drift_score",
+    "prediction_drift",
+    "confidence_drift",
+    "mean_confidence",
+    "estimated_accuracy",
+    "estimated_f1_macro",
+    "multivariate_auc",
+    "multivariate_mmd",
+)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -113,6 +145,18 @@ class FeatureSettings(_Model):
     pii: Literal["hash", "drop"] | None = None
     embedding: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
+    @field_validator("allowed", mode="before")
+    @classmethod
+    def _allowed_as_text(cls, value: Any) -> Any:
+        # categories are text everywhere (training frames, requests, snapshots, profiles), so
+        # ``allowed = [1, 2]`` means the categories "1" and "2"
+        if isinstance(value, list):
+            return [
+                category_text(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for v in value
+            ]
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> FeatureSettings:
         if self.embedding is not None and self.type != "text":
@@ -163,12 +207,37 @@ class RegistrySettings(_Model):
     experiment: str | None = None
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 class ServingSettings(_Model):
+    """How ``driftloop serve`` listens, what it accepts, and how it logs.
+
+    Limits that keep one client from taking the server down: ``max_body_bytes`` per request,
+    ``max_inflight_bytes`` of request bodies held at once and ``max_concurrent_requests``
+    (503 with ``Retry-After`` past either), ``max_connections`` open at once, a request's
+    headers within ``header_timeout`` and its body within ``body_timeout`` (else the
+    connection is closed, or 408), and idle keep-alive connections closed after
+    ``keep_alive_timeout``.
+
+    ``allowed_hosts`` is the Host-header allow-list (DNS rebinding): loopback names by default
+    when the API is open, any host when API keys are set (a page cannot forge a key).
+    """
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     reload_interval: float = 2.0
     max_batch: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_inflight_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_concurrent_requests: int = Field(default=256, ge=1)
+    max_connections: int = Field(default=1024, ge=1)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    allowed_hosts: list[str] | None = None
+    invalid_retention_rows: int = Field(default=10_000, ge=1)
+    invalid_retention: float = 7 * 86400.0
     log_mode: Literal["durable", "fast"] = "durable"
     log_queue_size: int = Field(default=100_000, ge=1)
     log_writer: Literal["process", "thread"] = "process"  # where log rows are committed
@@ -180,10 +249,23 @@ class ServingSettings(_Model):
     dynamic_batch_rows: int = Field(default=1000, ge=1)  # the most rows one merged call holds
     dynamic_batch_wait: float = 0.0  # hold the first request this long for others (0: never)
 
-    @field_validator("reload_interval", mode="before")
+    @field_validator(
+        "reload_interval",
+        "header_timeout",
+        "body_timeout",
+        "keep_alive_timeout",
+        "invalid_retention",
+        mode="before",
+    )
     @classmethod
     def _dur(cls, value: Any) -> float:
         return parse_duration(value)
+
+    def hosts(self, keys: bool) -> list[str] | None:
+        """The Host names accepted (``None``: any), as ``allowed_hosts`` or its default."""
+        if self.allowed_hosts is not None:
+            return None if "*" in self.allowed_hosts else list(self.allowed_hosts)
+        return None if keys else list(LOOPBACK_HOSTS)
 
     @field_validator("dynamic_batch_wait", mode="before")
     @classmethod
@@ -320,6 +402,10 @@ class RetrainSettings(_Model):
 
     Triggers: ``schedule`` (cron), alert rules with ``retrain = true``, ``every_new_labels``
     (a run each time this many new labels arrived since the last run's data), and by hand.
+
+    Every run, manual ones too, trains on at least ``min_train_rows`` rows: replay of the
+    previous training data fills what the labelled production rows leave short (beyond its
+    ``replay_fraction`` share), and a run that still has fewer is skipped with a sentence.
     """
 
     schedule: str | None = None
@@ -328,6 +414,7 @@ class RetrainSettings(_Model):
     cooldown: float = 0.0
     max_per_day: int | None = Field(default=None, ge=1)
     lookback: int = Field(default=5000, ge=1)
+    min_train_rows: int = Field(default=200, ge=1)
     replay_fraction: float = Field(default=0.25, ge=0, le=1)
     holdout_fraction: float = Field(default=0.3, gt=0, lt=1)
     corrected_share: float | None = Field(default=None, ge=0, le=1)
@@ -465,7 +552,45 @@ class Settings(_Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"alert rule names must be unique. Got {duplicates} more than once")
+        known = self.window_metrics()
+        for i, rule in enumerate(self.alerts):
+            if not self.is_window_metric(rule.metric):
+                raise ValueError(
+                    f"The 'metric' setting of alerts[{i}] {rule.name!r} must name a metric driftloop "
+                    f"computes per window. Got {rule.metric!r} instead; known metrics are "
+                    f"{sorted(known)}"
+                )
         return self
+
+    def profiled_columns(self) -> list[str]:
+        """The columns monitoring profiles: features as they are, text as its length and, with an
+        embedding, its dimensions ``name.e0`` ... (pii features are never profiled)."""
+        columns: list[str] = []
+        for name, feature in self.features.items():
+            if feature.pii:
+                continue
+            if feature.type == "text":
+                columns.append(f"{name}.length")
+            else:
+                columns.append(name)
+        return columns
+
+    def window_metrics(self) -> set[str]:
+        """Every metric name an alert rule can watch for this project."""
+        known = set(WINDOW_METRICS)
+        for column in self.profiled_columns():
+            known |= {f"drift.{column}", f"psi.{column}", f"missing.{column}"}
+        for name in self.metrics:
+            known |= {f"metric.{name}", f"drift.metric.{name}"}
+        return known
+
+    def is_window_metric(self, metric: str) -> bool:
+        """``metric`` is computed per window (embedding dimensions ``drift.body.e3`` included)."""
+        if metric in self.window_metrics():
+            return True
+        match = re.match(r"^(drift|psi|missing)\.(.+)\.e\d+$", metric)
+        feature = self.features.get(match.group(2)) if match else None
+        return bool(feature and feature.embedding and not feature.pii)
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -476,7 +601,7 @@ class Settings(_Model):
         try:
             settings = cls.model_validate(raw)
         except ValidationError as exc:
-            problems = [_sentence(error, source) for error in exc.errors()]
+            problems = [_sentence(error, source, raw) for error in exc.errors()]
             message = "\n".join(problems)
             raise ConfigError(message, problems) from None
         return settings._resolved()
@@ -540,17 +665,42 @@ class Settings(_Model):
         return sink.url
 
 
-def _sentence(error: Any, source: str) -> str:
+def _location(parts: tuple[Any, ...], raw: dict[str, Any]) -> tuple[str, str]:
+    """``("alerts", 1, "threshold")`` -> ``("threshold", " of alerts[1] 'accuracy-drop'")``: a key
+    inside a list item is named with the item's index and, for alert rules and sinks, its name."""
+    owner, key = "", list[str]()
+    node: Any = raw
+    for part in parts:
+        if isinstance(part, int):
+            item = node[part] if isinstance(node, list) and part < len(node) else None
+            label = (item.get("name") or item.get("type")) if isinstance(item, dict) else None
+            owner = ".".join(key) + f"[{part}]" + (f" {label!r}" if isinstance(label, str) else "")
+            key, node = [], item
+        else:
+            key.append(str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(key), f" of {owner}" if owner else ""
+
+
+def _sentence(error: Any, source: str, raw: dict[str, Any] | None = None) -> str:
     """One pydantic error -> one sentence naming the key, the rule and the value seen."""
-    loc = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "(top level)"
+    key, owner = _location(tuple(error["loc"]), raw or {})
+    loc = key or "(top level)"
     msg = str(error["msg"]).removeprefix("Value error, ")
+    if msg.startswith("The '"):  # a check that words its own sentence
+        return msg if msg.endswith(".") else msg + "."
     kind = error["type"]
     value = error.get("input")
+    if not key and owner:  # a check of the whole item
+        return f"The setting {owner.removeprefix(' of ')} in {source} is invalid: {msg}."
     if kind == "missing":
-        return f"The '{loc}' setting in {source} is required but missing."
+        return f"The '{loc}' setting{owner} in {source} is required but missing."
     if kind == "extra_forbidden":
-        return f"The '{loc}' setting in {source} is not a known setting. Check its spelling."
+        return f"The '{loc}' setting{owner} in {source} is not a known setting. Check its spelling."
     if " Got " in msg:
-        return f"The '{loc}' setting in {source} {msg}."
+        return f"The '{loc}' setting{owner} in {source} {msg}."
     shown = value if not isinstance(value, dict) else "a table"
-    return f"The '{loc}' setting in {source} is invalid: {msg[0].lower() + msg[1:]}. Got {shown!r} instead."
+    return (
+        f"The '{loc}' setting{owner} in {source} is invalid: {msg[0].lower() + msg[1:]}. "
+        f"Got {shown!r} instead."
+    )

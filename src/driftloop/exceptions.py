@@ -8,6 +8,7 @@ The tree::
      ├── NotFoundError (LookupError)     a prediction, model version, dataset or run does not exist
      ├── NotFittedError (RuntimeError)   an object is used before it learned what it needs
      ├── RegistryError (RuntimeError)    the model registry refused or failed an operation
+     ├── TrainerError (RuntimeError)     the user's trainer failed or returned an unusable model
      └── WorkflowError (RuntimeError)    a retraining run could not start or finish
 
 Messages follow one shape: name the thing, the rule, and the value seen, e.g.
@@ -23,6 +24,7 @@ __all__ = [
     "NotFoundError",
     "RegistryError",
     "SchemaError",
+    "TrainerError",
     "WorkflowError",
 ]
 
@@ -56,6 +58,10 @@ class NotFittedError(DriftloopError, RuntimeError):
 
 class RegistryError(DriftloopError, RuntimeError):
     """The model registry refused or failed an operation."""
+
+
+class TrainerError(DriftloopError, RuntimeError):
+    """The user's trainer raised, or returned something that cannot serve."""
 
 
 class WorkflowError(DriftloopError, RuntimeError):

@@ -82,7 +82,9 @@ def decide(
     m = policy.primary_metric
     a, b = champion[m], challenger[m]
     change = b - a
-    ok = _finite(a, b) and change >= policy.min_improvement
+    # a tie keeps the champion, unless the policy tolerates a small loss (a negative improvement)
+    tie = change == 0 and policy.min_improvement >= 0
+    ok = _finite(a, b) and change >= policy.min_improvement and not tie
     p_text = f" (McNemar p = {p_value:.3g})" if p_value is not None and m == "accuracy" else ""
     if ci is not None:
         p_text += f" [95 % CI of the change {ci[0]:+.4f} to {ci[1]:+.4f}]"
@@ -94,7 +96,9 @@ def decide(
             b,
             policy.min_improvement,
             ok,
-            f"{m} changed by {change:+.4f} ({a:.4f} -> {b:.4f}){p_text}; "
+            f"{m} did not change ({a:.4f} -> {b:.4f}){p_text}; a tie keeps the champion."
+            if tie
+            else f"{m} changed by {change:+.4f} ({a:.4f} -> {b:.4f}){p_text}; "
             f"{'at least' if ok else 'below the required'} {policy.min_improvement:+.4f}.",
         )
     )

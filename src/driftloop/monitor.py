@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.alerts import dispatch, make_sinks, should_fire
+from driftloop.alerts import dispatch, make_sinks, should_fire, system_alert
 from driftloop.custom import metric_frame, metric_spec
 from driftloop.drift import DriftReport, compare
 from driftloop.drift.cbpe import CBPE
@@ -147,19 +147,9 @@ class Monitor:
         self, rule: str, message: str, *, metric: str = "pipeline", run_id: str | None = None
     ) -> dict[str, Any]:
         """An alert about the pipeline itself (not a window's metric), stored and sent to every sink."""
-        alert: dict[str, Any] = dict(
-            model=self.project.name,
-            rule=rule,
-            metric=metric,
-            value=None,
-            threshold=None,
-            window_id=None,
-            message=message,
-            run_id=run_id,
+        return system_alert(
+            self.project.store, self.sinks, self.project.name, rule, message, metric=metric, run_id=run_id
         )
-        alert["id"] = self.project.store.add_alert(**alert)
-        dispatch(self.sinks, alert)
-        return alert
 
     def check_stale(self, now: float | None = None) -> dict[str, Any] | None:
         """Alert once when no monitoring pass succeeded for ``monitor.stale_after``."""
@@ -212,7 +202,7 @@ class Monitor:
         if flush and pending:
             result.windows.append(self._score(pending, reference))
             pending.clear()
-        self._refresh_performance()
+        self._refresh_performance(len(result.windows))
         result.alerts, result.retrain_requests = self._evaluate_rules(now)
         return result
 
@@ -387,12 +377,15 @@ class Monitor:
                 )
         return out
 
-    def _refresh_performance(self) -> None:
-        """Accuracy and F1 from feedback for the newest windows, as labels arrive."""
+    def _refresh_performance(self, closed: int = 0) -> None:
+        """Accuracy and F1 from feedback for the windows this pass closed and the newest
+        ``relabel_windows`` before them, as labels arrive."""
         keep = self.project.settings.monitor.relabel_windows
         store, name, classes = self.project.store, self.project.name, self.project.classes
-        recent = store.windows(name, limit=max(keep, 1))
-        if not recent or keep == 0:
+        if keep == 0 and closed == 0:
+            return
+        recent = store.windows(name, limit=max(keep, closed, 1))
+        if not recent:
             return
         labelled = store.labelled(
             name,

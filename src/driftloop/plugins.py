@@ -12,6 +12,8 @@ from driftloop.exceptions import ConfigError
 
 __all__ = ["load_function"]
 
+_LOADED: dict[str, int] = {}  # module -> modification time of the file it was imported from
+
 
 def load_function(entrypoint: str, root: Path | None, setting: str) -> Callable[..., Any]:
     """Import ``module:function``, with the project folder ``root`` first on ``sys.path``.
@@ -32,14 +34,14 @@ def load_function(entrypoint: str, root: Path | None, setting: str) -> Callable[
         module = sys.modules.get(module_name)
         origin = getattr(module, "__file__", None) or ""
         local = (root / (module_name.replace(".", "/") + ".py")) if root is not None else None
-        if (
-            module is not None
-            and local is not None
-            and local.is_file()
-            and Path(origin).resolve() != local.resolve()
-        ):
-            del sys.modules[module_name]  # another project's module of the same name
+        if module is not None and local is not None and local.is_file():
+            if Path(origin).resolve() != local.resolve():
+                del sys.modules[module_name]  # another project's module of the same name
+            elif _LOADED.get(module_name) != local.stat().st_mtime_ns:
+                module = importlib.reload(module)  # the file changed since it was imported
         module = importlib.import_module(module_name)
+        if local is not None and local.is_file():
+            _LOADED[module_name] = local.stat().st_mtime_ns
     except ImportError as exc:
         raise ConfigError(
             f"The '{setting}' setting must name an importable module. "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from driftloop.config import Settings
-from driftloop.registry import MlflowRegistry
-from driftloop.schema import FeatureSchema
 from driftloop.store import Store
+
+if TYPE_CHECKING:
+    from driftloop.registry import MlflowRegistry
+    from driftloop.schema import FeatureSchema
 
 __all__ = ["Project"]
 
@@ -18,7 +21,12 @@ class Project:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.schema = FeatureSchema(settings.features, root=settings.root)
+
+    @cached_property
+    def schema(self) -> FeatureSchema:
+        from driftloop.schema import FeatureSchema  # pandas: not needed by read-only commands
+
+        return FeatureSchema(self.settings.features, root=self.settings.root)
 
     @classmethod
     def load(cls, path: str | Path = "driftloop.toml") -> Project:
@@ -38,8 +46,12 @@ class Project:
 
     @cached_property
     def registry(self) -> MlflowRegistry:
+        from driftloop.registry import MlflowRegistry, model_key
+
         r = self.settings.registry
-        return MlflowRegistry(r.uri, r.artifacts, r.experiment or f"driftloop-{self.name}")
+        return MlflowRegistry(
+            r.uri, r.artifacts, r.experiment or f"driftloop-{self.name}", ledger=self.store, key=model_key()
+        )
 
     def champion(self) -> str | None:
         return self.registry.alias(self.name, "champion")

@@ -3,15 +3,21 @@
 Aliases ``champion``, ``challenger`` and ``previous`` name the versions that matter. MLflow
 keeps no history of alias moves, so every promotion is also a row in the store.
 
-Models are stored as a pickle artifact whose sha256 is written on the registered version at
-registration; :meth:`MlflowRegistry.load` refuses to unpickle any file whose digest differs,
-so nothing is unpickled that did not come from this registry.
+Models are stored as a pickle artifact. Its sha256 is recorded at registration in
+driftloop's own store (the *ledger*, table ``model_artifacts``), not only as an MLflow tag:
+whoever can write the registry (MLflow has no authentication by default) can replace an
+artifact and its tags, but not the ledger. With ``DRIFTLOOP_MODEL_KEY`` set, each ledger row
+also carries an HMAC-SHA256 of ``model, version, sha256`` under that key, so even someone who
+can write the store cannot vouch for an artifact. :meth:`MlflowRegistry.load` checks both before
+it unpickles anything; a refused artifact raises :class:`RegistryError` and is never loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import os
 import pickle
 import re
 import tempfile
@@ -21,10 +27,33 @@ from typing import Any, Protocol
 
 from driftloop.exceptions import NotFoundError, RegistryError
 
-__all__ = ["MlflowRegistry", "ModelRegistry", "ModelVersion"]
+__all__ = ["ArtifactLedger", "MlflowRegistry", "ModelRegistry", "ModelVersion", "model_key", "sign"]
 
 log = logging.getLogger("driftloop.registry")
-SHA_TAG = "driftloop.sha256"
+SHA_TAG = "driftloop.sha256"  # informational only: the digest trusted is the ledger's
+KEY_ENV = "DRIFTLOOP_MODEL_KEY"
+
+
+def model_key() -> bytes | None:
+    """The artifact-signing key from ``DRIFTLOOP_MODEL_KEY`` (``None`` when unset)."""
+    return os.environ.get(KEY_ENV, "").encode() or None
+
+
+def sign(key: bytes, name: str, version: str, sha256: str) -> str:
+    """HMAC-SHA256 of a version's artifact digest under ``key``.
+
+    >>> digest = "ab" * 32
+    >>> sign(b"k", "loan", "1", digest) == sign(b"k", "loan", "1", digest) != sign(b"k", "loan", "2", digest)
+    True
+    """
+    return hmac.new(key, f"{name}\n{version}\n{sha256}".encode(), hashlib.sha256).hexdigest()
+
+
+class ArtifactLedger(Protocol):
+    """Where the digests that loading trusts live (driftloop's :class:`~driftloop.store.Store`)."""
+
+    def record_artifact(self, model: str, version: str, sha256: str, signature: str | None) -> None: ...
+    def artifact(self, model: str, version: str) -> dict[str, Any] | None: ...
 
 
 class ModelVersion(dict[str, Any]):
@@ -46,6 +75,7 @@ class ModelRegistry(Protocol):
     def set_alias(self, name: str, alias: str, version: str) -> None: ...
     def versions(self, name: str) -> list[ModelVersion]: ...
     def load(self, name: str, version: str) -> Any: ...
+    def verified_digest(self, name: str, version: str) -> str: ...
     def set_tag(self, name: str, version: str, key: str, value: str) -> None: ...
     def log_decision(self, name: str, version: str, decision: dict[str, Any]) -> None: ...
 
@@ -53,10 +83,19 @@ class ModelRegistry(Protocol):
 class MlflowRegistry:
     """MLflow tracking + registry on any tracking URI (a local ``sqlite:///`` file by default)."""
 
-    def __init__(self, uri: str, artifacts: str, experiment: str) -> None:
+    def __init__(
+        self,
+        uri: str,
+        artifacts: str,
+        experiment: str,
+        *,
+        ledger: ArtifactLedger,
+        key: bytes | None = None,
+    ) -> None:
         self.uri = uri
         self.artifacts = artifacts
         self.experiment = experiment
+        self.ledger, self.key = ledger, key
         self._client: Any = None
         self._experiment_id: str | None = None
         self._lock = threading.Lock()
@@ -120,19 +159,26 @@ class MlflowRegistry:
                 client.create_registered_model(name)
             except Exception:  # created concurrently
                 client.get_registered_model(name)
-        version = client.create_model_version(
-            name, source=f"{run.info.artifact_uri}/model", run_id=run_id, tags={**tags, SHA_TAG: digest}
+        version = str(
+            client.create_model_version(
+                name, source=f"{run.info.artifact_uri}/model", run_id=run_id, tags={**tags, SHA_TAG: digest}
+            ).version
         )
-        return str(version.version)
+        signature = sign(self.key, name, version, digest) if self.key else None
+        self.ledger.record_artifact(name, version, digest, signature)
+        return version
 
     def find(self, name: str, tag: str, value: str) -> str | None:
-        """The first version of ``name`` whose tag ``tag`` equals ``value``."""
+        """The first version of ``name`` whose tag ``tag`` equals ``value`` and whose artifact
+        digest is in the ledger (a version registered by a process that died before recording
+        it can never be loaded, so it is passed over)."""
         try:
             found = self.client.search_model_versions(f"name='{name}' and tag.`{tag}`='{value}'")
         except Exception:
             return None
         versions = sorted(int(v.version) for v in found)
-        return str(versions[0]) if versions else None
+        usable = [v for v in versions if self.ledger.artifact(name, str(v)) is not None]
+        return str(usable[0]) if usable else None
 
     def alias(self, name: str, alias: str) -> str | None:
         try:
@@ -195,6 +241,30 @@ class MlflowRegistry:
         mv = self.client.get_model_version(name, version)
         return dict(self.client.get_run(mv.run_id).data.metrics)
 
+    def verified_digest(self, name: str, version: str) -> str:
+        """The sha256 the version's artifact must have: from the ledger, its signature checked
+        when a key is set. Raises :class:`RegistryError` when it cannot be trusted."""
+        row = self.ledger.artifact(name, version)
+        if row is None:
+            raise RegistryError(
+                f"Version {version} of '{name}' has no artifact digest in driftloop's store, so it was "
+                "not registered by this project; refusing to unpickle it."
+            )
+        if self.key is not None:
+            expected = sign(self.key, name, version, row["sha256"])
+            if row["signature"] is None:
+                raise RegistryError(
+                    f"Version {version} of '{name}' was registered without {KEY_ENV}, so its artifact "
+                    "cannot be verified with the key now set; refusing to unpickle it (retrain it, or "
+                    "run 'driftloop sign' to vouch for the digests in the store)."
+                )
+            if not hmac.compare_digest(str(row["signature"]), expected):
+                raise RegistryError(
+                    f"The recorded digest of version {version} of '{name}' is not signed by "
+                    f"{KEY_ENV}; refusing to unpickle it."
+                )
+        return str(row["sha256"])
+
     def load(self, name: str, version: str) -> Any:
         """The model object of a version, after checking its artifact against the recorded sha256."""
         key = (name, version)
@@ -207,20 +277,15 @@ class MlflowRegistry:
             raise NotFoundError(
                 f"Model '{name}' has no version {version!r} in the registry at {self.uri}."
             ) from exc
-        expected = mv.tags.get(SHA_TAG)
-        if not expected:
-            raise RegistryError(
-                f"Version {version} of '{name}' was not registered by driftloop (no {SHA_TAG} tag); "
-                "refusing to unpickle it."
-            )
+        expected = self.verified_digest(name, version)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(client.download_artifacts(mv.run_id, "model/model.pkl", tmp))
             blob = path.read_bytes()
         if hashlib.sha256(blob).hexdigest() != expected:
             raise RegistryError(
-                f"The artifact of version {version} of '{name}' does not match its recorded sha256; "
-                "refusing to unpickle it."
+                f"The artifact of version {version} of '{name}' does not match the sha256 driftloop "
+                "recorded when it registered the version; refusing to unpickle it."
             )
-        model = pickle.loads(blob)
+        model = pickle.loads(blob)  # verified above: this is the artifact driftloop registered
         self._cache[key] = model
         return model

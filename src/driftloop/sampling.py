@@ -5,7 +5,8 @@ Throwing all feedback into the next run is rarely best. :func:`training_set` app
 1. **corrected vs confirmed**: rows whose label corrected the served prediction and rows that
    confirmed it are balanced to ``corrected_share`` (the larger group is subsampled);
 2. **replay**: a ``replay_fraction`` share drawn from the previous training data, against
-   catastrophic forgetting;
+   catastrophic forgetting, and at least what the production rows leave short of
+   ``min_train_rows`` (a model needs enough rows, however few labels came in);
 3. **caps**: no class above ``max_per_class`` rows;
 4. **weights**: recency (a half-life on the prediction's age) and error-targeted oversampling
    (rows of a class weighted by ``1 + error_oversampling * its current error rate``), passed to
@@ -87,12 +88,17 @@ def training_set(
     why["error_rate_by_class"] = errors
 
     share = rt.replay_fraction
-    if not len(prod) or share >= 1:
-        replay_n = len(previous)
-    else:
-        replay_n = min(len(previous), round(share / (1 - share) * len(prod)))
+    by_share = len(previous) if not len(prod) or share >= 1 else round(share / (1 - share) * len(prod))
+    short = max(rt.min_train_rows - len(prod), 0)  # what the model needs beyond the labelled rows
+    replay_n = min(len(previous), max(by_share, short))
     replay = _take(previous, replay_n, seed)
-    why["replay"] = {"replay_fraction": share, "rows": len(replay), "available": len(previous)}
+    why["replay"] = {
+        "replay_fraction": share,
+        "rows": len(replay),
+        "available": len(previous),
+        "min_train_rows": rt.min_train_rows,
+        "filled_to_minimum": bool(short and replay_n == short),
+    }
 
     training = pd.concat(
         [prod.assign(__source__="feedback"), replay.assign(__source__="replay")], ignore_index=True

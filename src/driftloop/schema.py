@@ -16,19 +16,43 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from driftloop.config import FeatureSettings
+from driftloop.config import FeatureSettings, category_text
 from driftloop.exceptions import SchemaError
 from driftloop.plugins import load_function
 
 __all__ = ["FeatureSchema"]
 
 DEFAULT_MAX_TEXT = 10_000
+
+
+def _number_as_category(value: Any) -> Any:
+    return category_text(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """A categorical or text column as object strings (``None`` where missing): codes read from a
+    CSV as integers, or as floats when the column has gaps, become the text a request carries."""
+    present = column.notna()
+    if pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column):
+        values = column.astype("object")
+        if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+            return values.where(present, None)
+    else:
+        values = column.astype("object")
+    return pd.Series(
+        [
+            category_text(v) if keep else None
+            for v, keep in zip(values.tolist(), present.tolist(), strict=True)
+        ],
+        index=column.index,
+        dtype=object,
+    )
 
 
 class FeatureSchema:
@@ -61,9 +85,11 @@ class FeatureSchema:
             if feature.type == "numeric":
                 annotation = float
                 constraint = Field(ge=feature.min, le=feature.max, allow_inf_nan=False)
-            elif feature.type == "categorical" and feature.allowed:
-                annotation = Literal[tuple(feature.allowed)]
-                constraint = Field()
+            elif feature.type == "categorical":
+                # a category is text: 1, 1.0 and "1" are the same category "1" everywhere
+                allowed = Literal[tuple(feature.allowed)] if feature.allowed else str
+                annotation = Annotated[allowed, BeforeValidator(_number_as_category)]
+                constraint = Field(max_length=feature.max_length or DEFAULT_MAX_TEXT)
             else:
                 annotation = str
                 constraint = Field(max_length=feature.max_length or DEFAULT_MAX_TEXT)
@@ -98,19 +124,42 @@ class FeatureSchema:
             try:
                 records.append(model.model_validate(row).model_dump())
             except ValidationError as exc:
-                for err in exc.errors(include_url=False):
-                    field = ".".join(str(p) for p in err["loc"])
+                for err in exc.errors(include_url=False, include_input=False):
+                    field = ".".join(str(p) for p in err["loc"])[:64]
                     errors.append(
                         {
                             "loc": ["records", index, *err["loc"]],
-                            "msg": f"Feature '{field}' of record {index}: {err['msg']}. "
-                            f"Got {err.get('input')!r} instead."
-                            if err["type"] != "missing"
-                            else f"Feature '{field}' of record {index} is required but missing.",
+                            "msg": f"Feature '{field}' of record {index} is required but missing."
+                            if err["type"] == "missing"
+                            else f"Feature '{field}' of record {index}: {err['msg']}. "
+                            f"Got {self._shown(str(err['loc'][0]), row.get(err['loc'][0]))} instead.",
                             "type": err["type"],
                         }
                     )
         return records, errors
+
+    def _shown(self, name: str, value: Any) -> str:
+        """A bad value as an error may quote it: never a pii feature's value, and at most 80
+        characters of any other (a 4 MB string is not copied into every error)."""
+        if name in self._pii:
+            return f"a value of the pii feature '{name}' (not shown)"
+        text = repr(value)
+        return text if len(text) <= 80 else f"{text[:60]}… ({len(text)} characters)"
+
+    def scrub(self, text: str, records: list[dict[str, Any]]) -> str:
+        """``text`` (a model's error, say) with every value of a pii feature in ``records`` replaced.
+
+        >>> from driftloop.config import FeatureSettings
+        >>> s = FeatureSchema({"email": FeatureSettings(type="text", pii="hash")})
+        >>> s.scrub("could not parse 'a@b.c'", [{"email": "a@b.c"}])
+        "could not parse '<pii email>'"
+        """
+        for name in self._pii:
+            for record in records:
+                value = record.get(name)
+                if value is not None and str(value):
+                    text = text.replace(str(value), f"<pii {name}>")
+        return text[:2000]
 
     @property
     def pii(self) -> dict[str, str]:
@@ -164,7 +213,7 @@ class FeatureSchema:
             if feature.type == "numeric":
                 out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
             else:
-                out[name] = column.astype("object").where(column.notna(), None)
+                out[name] = _as_text(column)
         return out
 
     def _frame_from_records(self, records: list[dict[str, Any]], strict: bool) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from driftloop.custom import metric_frame, metric_spec
 from driftloop.datasets import Dataset, file_sha256, read_table, stable_fraction, write_snapshot
 from driftloop.drift.cbpe import CBPE
 from driftloop.evaluation import metrics, predict
-from driftloop.exceptions import ConfigError, SchemaError
+from driftloop.exceptions import ConfigError, SchemaError, TrainerError
 from driftloop.plugins import load_function
 from driftloop.profiles import Profile, ProfileSpec
 from driftloop.project import Project
@@ -110,9 +110,18 @@ def golden_frame(project: Project) -> pd.DataFrame:
     return df.assign(__key__=[f"golden:{i}" for i in range(len(df))])
 
 
-def split_validation(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stable split by row key: the same rows are always held out."""
+MIN_CLASS_ROWS = 5  # a class with fewer rows is never held out: the trainer needs all of them
+
+
+def split_validation(df: pd.DataFrame, target: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stable split by row key: the same rows are always held out. With ``target``, the rows of
+    a class with fewer than ``MIN_CLASS_ROWS`` rows all stay in training."""
     mask = df["__key__"].map(lambda k: stable_fraction(str(k)) < VALIDATION_SHARE).to_numpy(bool)
+    if target is not None and target in df:
+        counts = df[target].astype(str).value_counts()
+        rare = set(counts[counts < MIN_CLASS_ROWS].index)
+        if rare:
+            mask = mask & ~df[target].astype(str).isin(rare).to_numpy()
     return df[~mask], df[mask]
 
 
@@ -150,15 +159,25 @@ def fit_and_register(
         else:
             train_df = resample_by_weight(train_df, seed=0)
     # the trainer sees exactly the dtypes serving will pass to predict_proba
-    model = fit(
-        project.schema.frame(train_df),
-        train_df[target].astype(str),
-        **project.settings.trainer.params,
-        **extra,
-    )
+    y = train_df[target].astype(str)
+    try:
+        model = fit(project.schema.frame(train_df), y, **project.settings.trainer.params, **extra)
+    except Exception as exc:
+        counts = y.value_counts().sort_index().to_dict()
+        rare = sorted(c for c, n in counts.items() if n < 2)
+        hint = (
+            f" Class(es) {rare} have a single training row, which breaks stratified splits and "
+            "cross-validation inside a trainer; gather more rows of them or drop them from project.classes."
+            if rare
+            else ""
+        )
+        raise TrainerError(
+            f"The trainer {entrypoint!r} failed on {len(train_df)} rows with class counts {counts}: "
+            f"{type(exc).__name__}: {str(exc)[:500]}.{hint}"
+        ) from exc
     for attribute in ("predict_proba", "classes_"):
         if not hasattr(model, attribute):
-            raise ConfigError(
+            raise TrainerError(
                 f"The trainer {entrypoint!r} must return a fitted classifier with '{attribute}'. "
                 f"Got a {type(model).__name__} without it."
             )
@@ -189,7 +208,7 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
     """``driftloop train``: snapshot, fit, register; alias ``champion`` if none exists."""
     dataset = snapshot_training_data(project)
     df = dataset.load()
-    train_df, valid_df = split_validation(df)
+    train_df, valid_df = split_validation(df, project.settings.project.target)
     version, scores = fit_and_register(
         project, train_df, valid_df, dataset_id=dataset.id, run_key=f"train-{uuid.uuid4().hex[:12]}"
     )
@@ -230,7 +249,7 @@ def reference_profiles(
     valid = (
         held_out
         if held_out is not None and len(held_out)
-        else split_validation(df)[1]
+        else split_validation(df, project.settings.project.target)[1]
         if "__key__" in df
         else df
     )

@@ -78,6 +78,7 @@ def launch(project: Project, *, schedules: bool = True) -> None:
     DBOS.launch()
     DBOS.register_queue(QUEUE, global_concurrency=1, polling_interval_sec=0.2, on_conflict="always_update")
     _state["launched"] = True
+    reconcile(project)
     cron = project.settings.retrain.schedule
     schedule_name = f"retrain-{project.name}"
     existing = {s["schedule_name"] for s in DBOS.list_schedules()} if schedules else set()
@@ -89,6 +90,22 @@ def launch(project: Project, *, schedules: bool = True) -> None:
         )
     elif schedule_name in existing:
         DBOS.delete_schedule(schedule_name)
+
+
+def reconcile(project: Project) -> list[str]:
+    """Enqueue every run the store holds as queued or running that DBOS has never heard of: a
+    process killed between recording a run and enqueueing it. Enqueueing is idempotent by run
+    id, so this is safe on every launch. Returns the ids enqueued."""
+    queue = DBOS.retrieve_queue(QUEUE)
+    assert queue is not None
+    found = []
+    for run in project.store.runs(project.name, limit=1000, active_only=True):
+        if DBOS.get_workflow_status(run["id"]) is None:
+            log.warning("Retrain run %s was recorded but never enqueued; enqueueing it now.", run["id"])
+            with SetWorkflowID(run["id"]):
+                queue.enqueue(retrain, run["id"])
+            found.append(run["id"])
+    return found
 
 
 def shutdown() -> None:
@@ -120,12 +137,17 @@ def start_retrain(
     *,
     trainer: str | None = None,
     since_seq: int | None = None,
+    candidate: str | None = None,
 ) -> str:
-    """Queue a retraining run; returns its id. Needs :func:`launch` first."""
+    """Queue a retraining run; returns its id. Needs :func:`launch` first.
+
+    With ``candidate`` (a registered version) nothing is trained: that version is evaluated and
+    gated against the champion like a challenger (``driftloop promote VERSION``)."""
     launch(project)
     run_id = f"retrain-{project.name}-{uuid.uuid4().hex[:10]}"
-    options = {"trainer": trainer, "since_seq": since_seq}
+    options = {"trainer": trainer, "since_seq": since_seq, "candidate": candidate}
     project.store.add_run(run_id, project.name, trigger, options)
+    _crashpoint("start:after-row")  # a kill here leaves a queued run that launch() reconciles
     queue = DBOS.retrieve_queue(QUEUE)
     assert queue is not None
     with SetWorkflowID(run_id):
@@ -248,6 +270,12 @@ def retrain(run_id: str) -> str:
     try:
         plan = plan_step(run_id)
         data = snapshot_step(run_id, plan)
+        if data.get("skip"):
+            _alert(run_id, "retrain-skipped", f"Retrain run {run_id} was skipped: {data['skip']}")
+            store.update_run(
+                run_id, status="skipped", step="done", error=data["skip"], finished_at=time.time()
+            )
+            return "skipped"
         version = train_step(run_id, data)
         scores = evaluate_step(run_id, data, version, plan["champion"])
         accepted = gate_step(run_id, scores, version, plan["champion"], data["eval_id"])
@@ -283,6 +311,8 @@ def plan_step(run_id: str) -> dict[str, Any]:
     if champion is None:
         raise WorkflowError(f"Model '{project.name}' has no champion; run 'driftloop train' first.")
     row = project.store.run(run_id) or {}
+    if row.get("options", {}).get("candidate") == champion:
+        raise WorkflowError(f"Version {champion} of '{project.name}' is the champion already.")
     return {
         "champion": champion,
         "cutoff_feedback": project.store.max_feedback_id(),
@@ -328,7 +358,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     else:
         prod_train, evaluation = prod, pd.DataFrame()
     if len(evaluation) == 0:  # no production labels yet: hold out the original validation rows
-        original, evaluation = split_validation(original)
+        original, evaluation = split_validation(original, target)
     golden = golden_frame(project)
     if len(golden):
         evaluation = pd.concat([evaluation, golden], ignore_index=True)
@@ -336,7 +366,18 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     training, sampling = training_set(prod_train, original, rt, target, now=plan["planned_at"])
     replay_n = sampling["replay"]["rows"]
     cutoff_seq = rows[-1]["seq"] if rows else 0
-    store.update_run(run_id, options={**plan, "cutoff_seq": cutoff_seq})
+    composition = {
+        "rows": len(training),
+        "by_source": sampling["rows_by_source"],
+        "by_class": sampling["rows_by_class"],
+        "eval_rows": len(evaluation),
+    }
+    store.update_run(run_id, options={**plan, "cutoff_seq": cutoff_seq, "training": composition})
+    if plan.get("candidate") is None and len(training) < rt.min_train_rows:
+        return {
+            "skip": f"the training set would have {len(training)} rows ({sampling['rows_by_source']}), "
+            f"fewer than retrain.min_train_rows ({rt.min_train_rows}); no challenger was trained."
+        }
     folder = settings.state_dir / "datasets"
     common = {
         "model": project.name,
@@ -396,6 +437,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         "eval_id": eval_ds.id,
         "eval_path": str(eval_ds.path),
         "trainer": plan.get("trainer"),
+        "candidate": plan.get("candidate"),
     }
 
 
@@ -403,12 +445,17 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
 def train_step(run_id: str, data: dict[str, Any]) -> str:
     project = _step(run_id, "train")
     _crashpoint("train:before-register")
-    df = pd.read_parquet(data["train_path"])
-    version, _ = fit_and_register(
-        project, df, df.iloc[:0], dataset_id=data["train_id"], run_key=run_id, trainer=data.get("trainer")
-    )
+    if data.get("candidate"):  # driftloop promote VERSION: gate a registered version, train nothing
+        version = str(data["candidate"])
+        project.registry.tags(project.name, version)  # raises NotFoundError for an unknown version
+    else:
+        df = pd.read_parquet(data["train_path"])
+        version, _ = fit_and_register(
+            project, df, df.iloc[:0], dataset_id=data["train_id"], run_key=run_id, trainer=data.get("trainer")
+        )
     _crashpoint("train:after-register")
-    project.registry.set_tag(project.name, version, "driftloop.eval_dataset", data["eval_id"])
+    if not data.get("candidate"):
+        project.registry.set_tag(project.name, version, "driftloop.eval_dataset", data["eval_id"])
     project.registry.set_alias(project.name, "challenger", version)
     project.store.update_run(run_id, challenger_version=version)
     return version
@@ -664,6 +711,29 @@ def rollback(project: Project, reason: str = "manual rollback", *, run_id: str |
     )
     build_reference(project, previous)
     return previous
+
+
+def force_promote(project: Project, version: str, reason: str) -> str | None:
+    """Make ``version`` the champion at once, without the gate (``driftloop promote --force``);
+    recorded in the champion history with ``reason``. Returns the old champion."""
+    registry, name = project.registry, project.name
+    registry.verified_digest(name, version)  # only a version whose artifact can be trusted
+    current = registry.alias(name, "champion")
+    if current == version:
+        raise WorkflowError(f"Version {version} of '{name}' is the champion already.")
+    build_reference(project, version)  # before the move: monitoring never lacks a reference
+    if current is not None:
+        registry.set_alias(name, "previous", current)
+    registry.set_alias(name, "champion", version)
+    project.store.add_promotion(
+        model=name,
+        action="manual-promote",
+        from_version=current,
+        to_version=version,
+        run_id=f"manual-{uuid.uuid4().hex[:10]}",
+        reason=f"promoted by hand, without the gate: {reason}",
+    )
+    return current
 
 
 # -- after the decision: the post-deploy watch ------------------------------------------------

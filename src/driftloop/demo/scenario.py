@@ -28,6 +28,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from driftloop import workflow
+from driftloop.config import ServingSettings
 from driftloop.demo.data import applicants
 from driftloop.demo.project import write_example
 from driftloop.monitor import Monitor
@@ -67,9 +68,13 @@ class serve_in_thread:
     """Run uvicorn with the app on 127.0.0.1 in a thread: ``with serve_in_thread(app) as url:``."""
 
     def __init__(self, app: Any, port: int | None = None) -> None:
+        from driftloop.serving.http import uvicorn_config
+
         self.port = port or free_port()
+        project = getattr(getattr(app, "state", None), "project", None)
+        settings = project.settings.serving if project is not None else ServingSettings()
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+            uvicorn_config(app, settings, host="127.0.0.1", port=self.port, lifespan="on")
         )
         self.thread = threading.Thread(target=self.server.run, name="driftloop-demo-server", daemon=True)
 

@@ -4,12 +4,18 @@ Routes: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /models``,
 ``POST /models/reload``, ``GET /metrics`` (Prometheus text).
 
 API keys come from the environment variable ``DRIFTLOOP_API_KEYS`` as
-``key=scope+scope;key2=scope`` with scopes ``predict``, ``feedback`` and ``admin`` (admin
-implies the others). When it is unset the API is open, for a laptop; ``/health`` is always open.
+``name:key=scope+scope;name2:key2=scope`` with scopes ``predict``, ``feedback``, ``review`` and
+``admin`` (admin implies the others), sent as ``Authorization: Bearer <key>`` (the scheme in any
+case) or ``X-API-Key: <key>``. With keys set every route but ``/health`` needs one, the OpenAPI
+schema and the docs pages included; a label's stored source is the sending key's name
+(:mod:`driftloop.identity`). When it is unset the API is open, for a laptop: then it answers
+only requests whose Host header is a loopback name, and sources are whatever clients say.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import gc
 import hmac
 import json
@@ -33,9 +39,12 @@ from driftloop import custom
 from driftloop.datasets import stable_fraction
 from driftloop.evaluation import predict
 from driftloop.exceptions import ConfigError
+from driftloop.identity import ApiKey, parse_api_keys, stored_source
 from driftloop.ids import new_ids
+from driftloop.locks import MonitorLock
 from driftloop.project import Project
 from driftloop.serving.batcher import Batcher
+from driftloop.serving.http import Guard
 from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
@@ -44,31 +53,8 @@ __all__ = ["Scope", "app_from_environment", "create_app", "parse_api_keys"]
 
 log = logging.getLogger("driftloop.serving")
 Scope = str
-SCOPES = ("predict", "feedback", "admin")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-def parse_api_keys(text: str | None) -> dict[str, set[str]]:
-    """``"k1=predict+feedback;k2=admin"`` -> ``{"k1": {...}, "k2": {...}}``.
-
-    >>> parse_api_keys("abc=predict+feedback;xyz=admin")["xyz"]
-    {'admin'}
-    """
-    keys: dict[str, set[str]] = {}
-    for part in (text or "").split(";"):
-        if not part.strip():
-            continue
-        key, _, scopes = part.strip().partition("=")
-        wanted = {s for s in scopes.split("+") if s}
-        unknown = wanted - set(SCOPES)
-        if not key or not wanted or unknown:
-            raise ValueError(
-                f"Each entry of DRIFTLOOP_API_KEYS must be 'key=scope+scope' "
-                f"with scopes from {list(SCOPES)}. "
-                f"Got {part.strip()[:4] + '…'!r} with scopes {sorted(wanted)}."
-            )
-        keys[key] = wanted
-    return keys
+JSON_TYPES = ("application/json", "application/")  # application/json, application/*+json
 
 
 _MAX_META_KEYS = 16
@@ -114,6 +100,44 @@ def _metadata(sent: Any, request: Request) -> tuple[dict[str, str], list[str]]:
         else:
             found[key] = value
     return found, problems
+
+
+def _feedback_problems(item: Any, i: int, classes: list[str]) -> list[dict[str, Any]]:
+    """What is wrong with one feedback item (FastAPI's error shape, one per problem)."""
+    if not isinstance(item, dict):
+        return [{"loc": ["feedback", i], "type": "model_type", "msg": f"Item {i} must be an object."}]
+    problems: list[dict[str, Any]] = []
+    pid, label, source = item.get("prediction_id"), item.get("label"), item.get("source")
+    if not isinstance(pid, str) or not pid:
+        problems.append(
+            {
+                "loc": ["feedback", i, "prediction_id"],
+                "type": "missing",
+                "msg": f"Item {i}: 'prediction_id' is required (the id /predict returned).",
+            }
+        )
+    elif (
+        len(pid) > 64
+        or not _is_text(pid)
+        or (source is not None and not (isinstance(source, str) and _is_text(source)))
+    ):
+        problems.append(
+            {
+                "loc": ["feedback", i],
+                "type": "string_unicode",
+                "msg": f"Item {i}: 'prediction_id' (at most 64 characters) and 'source' must be valid "
+                f"Unicode text. Got {ascii(pid)[:80]} and {ascii(source)[:80]} instead.",
+            }
+        )
+    if label is None or str(label) not in classes:
+        problems.append(
+            {
+                "loc": ["feedback", i, "label"],
+                "type": "enum",
+                "msg": f"Item {i}: 'label' must be one of {classes}. Got {label!r:.80} instead.",
+            }
+        )
+    return problems
 
 
 def _shadow_score(
@@ -164,6 +188,8 @@ class _Metrics:
         self.latency_sum: dict[str, float] = {}
         self.shadow = 0
         self.shadow_errors = 0
+        self.guard: Counter[str] = Counter()  # requests the Guard answered: "overload", "host"
+        self.model_errors = 0
 
     def observe(self, version: str, seconds: float, rows: int) -> None:
         with self.lock:
@@ -240,7 +266,14 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         monitor_thread = None
         if background:
             slot.start(settings.reload_interval, also=refresh_routing)
-        if monitor:
+        lock = MonitorLock(project.settings.state_dir)  # one monitor per project, across processes
+        if monitor and not lock.acquire():
+            log.info(
+                "Another process is monitoring '%s' (it holds %s); this server only serves.",
+                project.name,
+                project.settings.state_dir / "monitor.lock",
+            )
+        elif monitor:
             monitor_thread = threading.Thread(
                 target=_monitor_loop, args=(project, stop), daemon=True, name="driftloop-monitor"
             )
@@ -263,56 +296,107 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 writer.stop()
             if monitor_thread is not None:
                 monitor_thread.join(timeout=30)
+                lock.release()
                 from driftloop import workflow
 
                 workflow.shutdown()  # the monitoring loop may have launched DBOS for retrains
 
-    app = FastAPI(title=f"driftloop — {project.name}", version="0.1.0", lifespan=lifespan)
+    # the docs routes are added below, behind the same keys as everything else
+    app = FastAPI(
+        title=f"driftloop — {project.name}",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_middleware(Guard, settings, keys=bool(keys), counts=stats.guard)
     app.state.project, app.state.slot, app.state.writer, app.state.stats = project, slot, writer, stats
     classes, name = project.classes, project.name
     redact = project.schema.redact if project.schema.pii else None  # skipped when nothing is pii
 
-    def require(scope: Scope) -> Callable[[Request], Awaitable[None]]:
-        async def check(request: Request) -> None:
+    def require(scope: Scope | None) -> Callable[[Request], Awaitable[ApiKey | None]]:
+        """A dependency: the calling key (``None`` when the API is open), or 401/403.
+        ``scope=None`` accepts any valid key."""
+
+        async def check(request: Request) -> ApiKey | None:
             if not keys:
-                return
+                return None
             header = request.headers.get("authorization", "")
-            given = (
-                header.removeprefix("Bearer ").strip()
-                if header.startswith("Bearer ")
-                else (request.headers.get("x-api-key", ""))
-            )
+            scheme, _, token = header.strip().partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
             if not given:
                 raise HTTPException(
                     401,
-                    "This route needs an API key: send 'Authorization: Bearer <key>'.",
+                    "This route needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-            granted: set[str] | None = None
-            for key, scopes in keys.items():
+            granted: ApiKey | None = None
+            for key, identity in keys.items():
                 if hmac.compare_digest(key.encode(), given.encode()):
-                    granted = scopes
+                    granted = identity
             if granted is None:
                 raise HTTPException(401, "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
-            if scope not in granted and "admin" not in granted:
+            if scope is not None and not granted.allows(scope):
                 raise HTTPException(
-                    403, f"This route needs the '{scope}' scope; the key has {sorted(granted)}."
+                    403,
+                    f"This route needs the '{scope}' scope; the key '{granted.name}' has "
+                    f"{sorted(granted.scopes)}.",
                 )
+            return granted
 
         return check
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require(None))])
+    async def openapi_schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require(None))])
+    async def swagger() -> Any:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} — docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=[Depends(require(None))])
+    async def redoc() -> Any:
+        from fastapi.openapi.docs import get_redoc_html
+
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} — ReDoc")
+
     async def read_json(request: Request) -> Any:
+        """The body as JSON: 415 unless it is declared JSON, 413 past ``max_body_bytes``, 408 when
+        it does not arrive within ``body_timeout``, 422 when it is not (reasonably nested) JSON."""
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if not (kind == JSON_TYPES[0] or (kind.startswith(JSON_TYPES[1]) and kind.endswith("+json"))):
+            # a cross-site form or text/plain POST cannot send application/json without a preflight
+            raise _BadRequest(
+                415,
+                "The body must be sent as 'Content-Type: application/json'. "
+                f"Got {kind[:80] or 'none'!r} instead.",
+                ("header", "content-type"),
+                "unsupported_media_type",
+            )
         limit = settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise _BadRequest(413, f"The request body is {declared} bytes; the limit is {limit} bytes.")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise _BadRequest(413, f"The request body exceeds the limit of {limit} bytes.")
+        try:
+            async with asyncio.timeout(settings.body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise _BadRequest(413, f"The request body exceeds the limit of {limit} bytes.")
+        except TimeoutError:
+            raise _BadRequest(
+                408,
+                f"The request body did not arrive within serving.body_timeout ({settings.body_timeout:g}s).",
+                kind="timeout",
+            ) from None
         try:
             return json.loads(body)
+        except RecursionError:
+            raise _BadRequest(422, "The body is JSON nested too deeply to read.") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise _BadRequest(422, f"The body must be valid JSON: {exc}.") from None
 
@@ -320,7 +404,17 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         with stats.lock:
             stats.invalid += 1
             stats.requests[(path, status)] += 1
-        await run_in_threadpool(project.store.record_invalid, project.name, path, status, errors)
+        await run_in_threadpool(
+            functools.partial(
+                project.store.record_invalid,
+                project.name,
+                path,
+                status,
+                errors,
+                keep_rows=settings.invalid_retention_rows,
+                keep_seconds=settings.invalid_retention,
+            )
+        )
         return JSONResponse({"detail": errors}, status_code=status)
 
     @app.exception_handler(_BadRequest)
@@ -428,7 +522,25 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 loaded = other
         # on the loop (no thread hop: fastest for small models) or on one long-lived thread
         # (predict_in = "thread": keeps the loop free), merged with other waiting requests
-        label_strs, confidences, rounded = await batcher.predict(loaded.model, records)
+        try:
+            label_strs, confidences, rounded = await batcher.predict(loaded.model, records)
+        except Exception as exc:  # the model's own error: its text may quote inputs, pii included
+            with stats.lock:
+                stats.model_errors += 1
+                stats.requests[("/predict", 500)] += 1
+            log.error(
+                "Version %s of '%s' failed on a request of %d records: %s",
+                loaded.version,
+                name,
+                len(records),
+                project.schema.scrub(str(exc), records),
+            )
+            return JSONResponse(
+                {
+                    "detail": f"The model (version {loaded.version}) failed on this request: {type(exc).__name__}."
+                },
+                status_code=500,
+            )
         now = time.time()
         latency_ms = (time.perf_counter() - started) * 1000
         ids = new_ids(len(records))
@@ -506,11 +618,16 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         }
     }
 
-    @app.post("/feedback", dependencies=[Depends(require("feedback"))], openapi_extra=feedback_body)
-    async def feedback_route(request: Request) -> Any:
-        """Attach labels to logged predictions: one ``{prediction_id, label}`` or ``{"feedback": [...]}``."""
+    @app.post("/feedback", openapi_extra=feedback_body)
+    async def feedback_route(request: Request, key: ApiKey | None = Depends(require("feedback"))) -> Any:
+        """Attach labels to logged predictions: one ``{prediction_id, label}`` or ``{"feedback": [...]}``.
+
+        A batch is answered item by item: valid labels for known predictions are stored, the rest
+        come back with their index and why (``invalid`` or ``unknown``). With API keys the stored
+        source is the key's name (plus the client's ``source`` as a sub-label)."""
         body = await read_json(request)
-        items = body.get("feedback", [body]) if isinstance(body, dict) else body
+        single = not (isinstance(body, dict) and "feedback" in body)
+        items = [body] if single else body["feedback"]
         if not isinstance(items, list) or not items or len(items) > settings.max_batch:
             raise _BadRequest(
                 422,
@@ -519,56 +636,69 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 kind="value_error",
             )
         errors: list[dict[str, Any]] = []
-        clean: list[dict[str, str]] = []
+        clean: list[tuple[int, dict[str, str]]] = []
         for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                errors.append(
-                    {"loc": ["feedback", i], "type": "model_type", "msg": "Each item must be an object."}
-                )
+            problems = _feedback_problems(item, i, classes)
+            if problems:
+                errors += problems
                 continue
-            pid, label = item.get("prediction_id"), item.get("label")
-            source = str(item.get("source") or "api")[:64]
-            if not isinstance(pid, str) or not pid:
-                errors.append(
-                    {
-                        "loc": ["feedback", i, "prediction_id"],
-                        "type": "missing",
-                        "msg": "'prediction_id' is required (the id /predict returned).",
-                    }
-                )
-            elif not _is_text(pid) or not _is_text(source):
-                errors.append(
-                    {
-                        "loc": ["feedback", i],
-                        "type": "string_unicode",
-                        "msg": "'prediction_id' and 'source' must be valid Unicode text. "
-                        f"Got {ascii(pid)[:80]} and {ascii(source)[:80]} instead.",
-                    }
-                )
-            if label is None or str(label) not in classes:
-                errors.append(
-                    {
-                        "loc": ["feedback", i, "label"],
-                        "type": "enum",
-                        "msg": f"'label' must be one of {classes}. Got {label!r} instead.",
-                    }
-                )
-            if not errors:
-                clean.append({"prediction_id": str(pid), "label": str(label), "source": source})
-        if errors:
+            source = stored_source(key, item.get("source"))
+            clean.append(
+                (i, {"prediction_id": item["prediction_id"], "label": str(item["label"]), "source": source})
+            )
+        if errors and (single or not clean):
             return await invalid("/feedback", 422, errors)
         found = await run_in_threadpool(
-            project.store.existing_prediction_ids, [c["prediction_id"] for c in clean]
+            project.store.existing_prediction_ids, [c["prediction_id"] for _, c in clean]
         )
-        unknown = sorted({c["prediction_id"] for c in clean} - found)
-        if unknown:
+        unknown = [(i, c["prediction_id"]) for i, c in clean if c["prediction_id"] not in found]
+        if single and unknown:
             raise _BadRequest(
-                404, f"Unknown prediction id(s): {unknown[:10]}.", ("feedback", "prediction_id"), "not_found"
+                404,
+                f"Unknown prediction id: {unknown[0][1][:64]!r}.",
+                ("feedback", "prediction_id"),
+                "not_found",
             )
-        await run_in_threadpool(project.store.add_feedback, clean)
+        accepted = [c for _, c in clean if c["prediction_id"] in found]
+        if accepted:
+            await run_in_threadpool(project.store.add_feedback, accepted)
+        if errors:
+            await run_in_threadpool(
+                functools.partial(
+                    project.store.record_invalid,
+                    project.name,
+                    "/feedback",
+                    422,
+                    errors,
+                    keep_rows=settings.invalid_retention_rows,
+                    keep_seconds=settings.invalid_retention,
+                )
+            )
         with stats.lock:
-            stats.requests[("/feedback", 200)] += 1
-        return {"accepted": len(clean)}
+            stats.requests[("/feedback", 200 if accepted else 404)] += 1
+            stats.invalid += bool(errors)
+        if single:
+            return {"accepted": len(accepted)}
+        results: list[dict[str, Any]] = [
+            {"index": i, "status": "accepted"} for i, c in clean if c["prediction_id"] in found
+        ]
+        results += [
+            {"index": i, "status": "unknown", "msg": f"Unknown prediction id {pid[:64]!r}."}
+            for i, pid in unknown
+        ]
+        by_index: dict[int, list[str]] = {}
+        for e in errors:
+            by_index.setdefault(int(e["loc"][1]), []).append(e["msg"])
+        results += [{"index": i, "status": "invalid", "msg": " ".join(m)} for i, m in by_index.items()]
+        return JSONResponse(
+            {
+                "accepted": len(accepted),
+                "unknown": len(unknown),
+                "invalid": len(by_index),
+                "items": sorted(results, key=lambda r: r["index"]),
+            },
+            status_code=200 if accepted else 404 if unknown else 422,
+        )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -678,6 +808,13 @@ def _prometheus(
     lines += [
         "# TYPE driftloop_log_queue_depth gauge",
         f'driftloop_log_queue_depth{{model="{name}"}} {writer.depth}',
+        "# TYPE driftloop_log_rows_lost_total counter",
+        f'driftloop_log_rows_lost_total{{model="{name}"}} {writer.rows_lost}',
+        "# TYPE driftloop_rejected_requests_total counter",
+        f'driftloop_rejected_requests_total{{model="{name}",reason="overload"}} {stats.guard["overload"]}',
+        f'driftloop_rejected_requests_total{{model="{name}",reason="host"}} {stats.guard["host"]}',
+        "# TYPE driftloop_model_errors_total counter",
+        f'driftloop_model_errors_total{{model="{name}"}} {stats.model_errors}',
         "# TYPE driftloop_champion_info gauge",
         f'driftloop_champion_info{{model="{name}",version="{loaded.version if loaded else ""}"}} 1',
         "# TYPE driftloop_challenger_info gauge",
@@ -726,25 +863,7 @@ def app_from_environment() -> FastAPI:
         raise ConfigError("DRIFTLOOP_CONFIG must name the driftloop.toml for a multi-worker server.")
     project = Project.load(path)
     wants_monitor = os.environ.get("DRIFTLOOP_SERVE_MONITOR", "1") == "1"
-    return create_app(project, monitor=wants_monitor and _monitor_lock(project))
-
-
-def _monitor_lock(project: Project) -> bool:
-    """True in the one process that holds ``.driftloop/monitor.lock`` (held until it exits)."""
-    import fcntl
-
-    project.settings.state_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(project.settings.state_dir / "monitor.lock", "a+")  # noqa: SIM115  (kept open: the lock)
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return False
-    _LOCKS.append(handle)
-    return True
-
-
-_LOCKS: list[Any] = []
+    return create_app(project, monitor=wants_monitor)  # the worker that gets the lock monitors
 
 
 def _monitor_loop(project: Project, stop: threading.Event) -> None:

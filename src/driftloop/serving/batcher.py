@@ -152,8 +152,10 @@ class Batcher:
                 if len(group) == 1:
                     _fail(group[0].future, exc)
                     continue
-                log.warning(
-                    "A merged call for %d requests failed (%s); predicting each alone.", len(group), exc
+                log.warning(  # only the error's kind: its text may quote inputs (pii)
+                    "A merged call for %d requests failed (%s); predicting each alone.",
+                    len(group),
+                    type(exc).__name__,
                 )
                 for item in group:
                     try:

@@ -22,6 +22,18 @@ the same interpreter (the child is started with ``sys.executable``), so the form
 The child exits when the server's end of the socket closes: at shutdown after the last
 acknowledgement, or when the server is killed (it still commits the frames it had read; none
 of them was acknowledged, so nothing a client was told about is lost either way).
+
+What each mode promises when a process dies:
+
+- ``durable``: a request is answered only after its rows are committed. If the child dies, the
+  requests waiting on it get 503 with ``Retry-After`` (their rows may or may not be stored;
+  their ids were never given out) and the server starts a new child.
+- ``fast``: a request is answered at once and its frame kept until the child acknowledges its
+  commit. If the child dies, every unacknowledged frame is sent again to the new child (the
+  insert skips ids already stored, so a frame committed just before the death is not doubled),
+  and requests that arrive meanwhile are held in the same bounded queue. Rows are lost only if
+  the server itself dies, or stops while no child can be started; ``/metrics`` counts them
+  (``driftloop_log_rows_lost_total``).
 """
 
 from __future__ import annotations
@@ -66,13 +78,16 @@ class ProcessLogWriter:
         self.batches_written = 0
         self._seq = 0
         self._pending_rows = 0
-        self._inflight: deque[tuple[int, int, asyncio.Future[None] | None]] = deque()
+        # frames sent and not yet acknowledged: (sequence, rows, waiting request, payload kept in fast mode)
+        self._inflight: deque[tuple[int, int, asyncio.Future[None] | None, bytes | None]] = deque()
+        self.rows_lost = 0  # fast-mode rows that could not be committed
         self._transport: asyncio.Transport | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._drained: asyncio.Event | None = None
         self._error: str | None = None
         self._stopping = False
+        self._live = False  # a child is ready and has every kept frame: new frames go straight out
         self._restarting: asyncio.Task[None] | None = None
 
     @property
@@ -101,8 +116,11 @@ class ProcessLogWriter:
             start_new_session=True,  # a Ctrl-C meant for the server must not kill it before the flush
         )
         theirs.close()
-        self._ready, self._drained = loop.create_future(), asyncio.Event()
-        self._drained.set()
+        self._ready = loop.create_future()
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        if not self._inflight:
+            self._drained.set()
         self._transport, _ = await loop.create_unix_connection(lambda: _Replies(self), sock=ours)
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
@@ -111,6 +129,10 @@ class ProcessLogWriter:
             self._process.kill()
             raise
         self._error = None
+        for seq, _, _, payload in self._inflight:  # fast mode: what the dead child never confirmed
+            if payload is not None:
+                self._transport.writelines((_FRAME.pack(seq, len(payload)), payload))
+        self._live = True  # only now: a newer frame must never be acknowledged before an older one
 
     async def _restart(self) -> None:
         """The child died: start another, backing off, while requests get 503 + Retry-After."""
@@ -130,20 +152,27 @@ class ProcessLogWriter:
                 delay = min(delay * 2, 30.0)
 
     async def write(self, batch: LogBatch) -> None:
-        """Send one request's rows to the child; in durable mode return once they are committed."""
-        if self._transport is None or self._transport.is_closing():
+        """Send one request's rows to the child; in durable mode return once they are committed.
+
+        In fast mode the frame is kept until its commit is acknowledged; while the child is
+        being restarted frames wait in the same bounded queue and go out when it is up."""
+        fast = self.mode == "fast"
+        down = not self._live or self._transport is None or self._transport.is_closing()
+        if down and not (fast and self._restarting is not None and not self._restarting.done()):
             raise LogUnavailable(f"The log writer process is not running ({self._error or 'stopped'}).")
         count = len(batch.ids)
-        if self.mode == "fast" and self._pending_rows + count > self._max_queue:
+        if fast and self._pending_rows + count > self._max_queue:
             raise QueueFull(f"The log queue holds {self._pending_rows} rows, its limit is {self._max_queue}.")
         payload = marshal.dumps(tuple(batch))  # plain values only: one C call
         self._seq += 1
-        future = asyncio.get_running_loop().create_future() if self.mode == "durable" else None
-        self._inflight.append((self._seq, count, future))
+        future = None if fast else asyncio.get_running_loop().create_future()
+        self._inflight.append((self._seq, count, future, payload if fast else None))
         self._pending_rows += count
         assert self._drained is not None
         self._drained.clear()
-        self._transport.writelines((_FRAME.pack(self._seq, len(payload)), payload))
+        if not down:
+            assert self._transport is not None
+            self._transport.writelines((_FRAME.pack(self._seq, len(payload)), payload))
         if future is not None:
             await future
 
@@ -159,6 +188,11 @@ class ProcessLogWriter:
                 log.error("The log writer did not commit %d rows within %.0f s.", self._pending_rows, timeout)
         if self._transport is not None:
             self._transport.close()
+        lost = sum(count for _, count, _, payload in self._inflight if payload is not None)
+        if lost:
+            self.rows_lost += lost
+            log.error("The log writer stopped with %d fast-mode rows never committed.", lost)
+            self._inflight.clear()
         if self._process is not None:
             process, self._process = self._process, None
             try:
@@ -173,10 +207,12 @@ class ProcessLogWriter:
                 self._ready.set_result(None)
             return
         while self._inflight and self._inflight[0][0] <= seq:
-            _, count, future = self._inflight.popleft()
+            _, count, future, payload = self._inflight.popleft()
             self._pending_rows -= count
             if kind == b"A":
                 self.rows_written += count
+            elif payload is not None:
+                self.rows_lost += count  # fast mode: the child gave up on them after retries
             if future is not None and not future.done():
                 if kind == b"A":
                     future.set_result(None)
@@ -190,19 +226,31 @@ class ProcessLogWriter:
             self._drained.set()
 
     def _lost(self, exc: Exception | None) -> None:
+        self._live = False
         ready = self._ready
         was_running = ready is not None and ready.done() and not ready.cancelled() and not ready.exception()
         self._error = f"its connection closed: {exc}" if exc else "its connection closed"
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(LogUnavailable(f"The log writer did not start ({self._error})."))
-        for _, count, future in self._inflight:
+        kept: deque[tuple[int, int, asyncio.Future[None] | None, bytes | None]] = deque()
+        for item in self._inflight:
+            _, count, future, payload = item
+            if payload is not None and not self._stopping:
+                kept.append(item)  # fast mode: sent again to the next child
+                continue
             self._pending_rows -= count
+            if payload is not None:
+                self.rows_lost += count
             if future is not None and not future.done():
                 future.set_exception(LogUnavailable(f"The log writer process stopped ({self._error})."))
         if self._inflight:
-            log.error("The log writer process stopped with %d frames unacknowledged.", len(self._inflight))
-        self._inflight.clear()
-        if self._drained is not None:
+            log.error(
+                "The log writer process stopped with %d frames unacknowledged (%d kept to send again).",
+                len(self._inflight),
+                len(kept),
+            )
+        self._inflight = kept
+        if self._drained is not None and not kept:
             self._drained.set()
         if was_running and not self._stopping and (self._restarting is None or self._restarting.done()):
             self._restarting = asyncio.get_running_loop().create_task(self._restart())
@@ -259,7 +307,10 @@ def serve(url: str, sock: socket.socket, synchronous: str = "full") -> None:
     buffer = bytearray()
     closed = False
     while not closed:
-        chunk = sock.recv(1 << 20)  # block for the first bytes, then take all that is waiting
+        try:
+            chunk = sock.recv(1 << 20)  # block for the first bytes, then take all that is waiting
+        except OSError:  # ECONNRESET: the server died; commit what was read all the same
+            chunk = b""
         closed = not chunk
         buffer += chunk
         while not closed:
@@ -267,6 +318,8 @@ def serve(url: str, sock: socket.socket, synchronous: str = "full") -> None:
                 chunk = sock.recv(1 << 20, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
+            except OSError:
+                chunk = b""
             closed = not chunk  # b"": the server closed its end
             buffer += chunk
         frames, used = _frames(buffer)

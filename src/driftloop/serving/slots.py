@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from driftloop.evaluation import predict
+from driftloop.exceptions import RegistryError
 from driftloop.project import Project
 
 __all__ = ["LoadedModel", "ModelSlot"]
@@ -36,6 +37,7 @@ class ModelSlot:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.refused: set[str] = set()  # versions whose artifact failed verification (alerted once)
 
     def refresh(self) -> bool:
         """Load the version the alias points to, if it changed. True when a swap happened."""
@@ -46,7 +48,11 @@ class ModelSlot:
                 return changed
             if self.current is not None and self.current.version == version:
                 return False
-            model = self.project.registry.load(self.project.name, version)
+            try:
+                model = self.project.registry.load(self.project.name, version)
+            except RegistryError as exc:
+                self._refuse(version, exc)
+                raise
             predict(model, self._warmup_frame(), self.project.classes)  # fail here, not on a request
             old = self.current
             self.current = LoadedModel(version, model)
@@ -55,6 +61,36 @@ class ModelSlot:
                 "Serving %s version %s (was %s)", self.project.name, version, old.version if old else None
             )
             return True
+
+    def _refuse(self, version: str, exc: RegistryError) -> None:
+        """A version whose artifact cannot be trusted: a clear log line and one alert; the slot
+        keeps the model it has."""
+        keeping = self.current.version if self.current else None
+        log.error(
+            "Refusing %s version %s of '%s'; still serving %s: %s",
+            self.alias,
+            version,
+            self.project.name,
+            keeping,
+            exc,
+        )
+        if version in self.refused:
+            return
+        self.refused.add(version)
+        from driftloop.alerts import make_sinks, system_alert
+
+        try:
+            system_alert(
+                self.project.store,
+                make_sinks(self.project.settings),
+                self.project.name,
+                "model-refused",
+                f"The {self.alias} alias of '{self.project.name}' points at version {version}, whose "
+                f"artifact failed verification; still serving {keeping}. {exc}",
+                metric="registry",
+            )
+        except Exception as alert_error:  # the refusal stands even if the alert cannot be sent
+            log.error("Raising the model-refused alert failed: %s", alert_error)
 
     def _warmup_frame(self) -> pd.DataFrame:
         row: dict[str, Any] = {}

@@ -117,6 +117,7 @@ class LogWriter:
         self._thread: threading.Thread | None = None
         self.rows_written = 0
         self.batches_written = 0
+        self.rows_lost = 0  # fast-mode rows dropped after every retry failed
 
     @property
     def depth(self) -> int:
@@ -210,4 +211,5 @@ class LogWriter:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
                 loop.call_soon_threadsafe(_settle, waiters, error)
         if error is not None and all(f is None for _, f in batch):
+            self.rows_lost += len(rows)
             log.error("Dropped %d fast-mode log rows after retries: %s", len(rows), error)

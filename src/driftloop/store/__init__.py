@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from driftloop.config import FeedbackSettings
 from driftloop.exceptions import ConfigError
+from driftloop.identity import principal
 from driftloop.store import tables as t
 
 __all__ = ["Store", "tables"]
@@ -60,8 +61,19 @@ def make_engine(url: str, synchronous: str = "full") -> Engine:
     )
 
 
+HEAD = "0003"  # the newest revision in store/migrations/versions (a test checks they agree)
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (safe to call on every start)."""
+    """Bring the schema to the newest Alembic revision (safe to call on every start). A store
+    already at ``HEAD`` costs one query: Alembic is imported only when there is work to do."""
+    try:
+        with engine.connect() as conn:
+            current = conn.exec_driver_sql("SELECT version_num FROM driftloop_alembic_version").scalar()
+        if current == HEAD:
+            return
+    except Exception:  # a new database: no version table yet
+        pass
     from alembic import command
     from alembic.config import Config
 
@@ -75,7 +87,8 @@ def migrate(engine: Engine) -> None:
 def _resolve(group: list[dict[str, Any]], policy: FeedbackSettings) -> dict[str, Any]:
     """The label one prediction gets from its (non-quarantined) feedback rows, oldest first."""
     if policy.conflict_rule == "trusted":
-        trusted = [r for r in group if r["source"] in policy.trusted_sources]
+        names = {principal(s) for s in policy.trusted_sources}
+        trusted = [r for r in group if principal(r["source"]) in names]
         return (trusted or group)[-1]
     if policy.conflict_rule == "majority":
         votes = Counter(r["label"] for r in group)
@@ -85,9 +98,11 @@ def _resolve(group: list[dict[str, Any]], policy: FeedbackSettings) -> dict[str,
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# a frame re-sent to a restarted log writer may hold rows its predecessor committed: skip them
 _SQLITE_INSERT = (
-    "INSERT INTO predictions (prediction_id, model, model_version, request_id, ts, inputs, prediction, "
-    "confidence, probabilities, latency_ms, meta, inserted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO predictions (prediction_id, model, model_version, request_id, ts, inputs, "
+    "prediction, confidence, probabilities, latency_ms, meta, inserted_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -111,6 +126,21 @@ def _sqlite_params(rows: Sequence[dict[str, Any]], now: float) -> list[tuple[Any
         )
         for r in rows
     ]
+
+
+def _bounded(errors: list[Any], items: int = 50, chars: int = 500) -> list[Any]:
+    """Errors as stored: at most ``items``, every string cut to ``chars`` characters."""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, str):
+            return value if len(value) <= chars else value[:chars] + "…"
+        if isinstance(value, dict):
+            return {str(k)[:64]: cut(v) for k, v in list(value.items())[:20]}
+        if isinstance(value, list):
+            return [cut(v) for v in value[:20]]
+        return value
+
+    return [cut(e) for e in errors[:items]]
 
 
 class Store:
@@ -142,8 +172,10 @@ class Store:
             return
         now = time.time()
         if self.engine.dialect.name != "sqlite":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
             connection.execute(
-                insert(t.predictions),
+                pg_insert(t.predictions).on_conflict_do_nothing(index_elements=["prediction_id"]),
                 [r if r.get("inserted_at") else {**r, "inserted_at": now} for r in rows],
             )
             return
@@ -363,13 +395,31 @@ class Store:
             rows = [dict(r) for r in conn.execute(query.order_by(order).limit(limit)).mappings()]
             return rows if first else rows[::-1]
 
-    def record_invalid(self, model: str, path: str, status: int, errors: list[Any]) -> None:
+    def record_invalid(
+        self,
+        model: str,
+        path: str,
+        status: int,
+        errors: list[Any],
+        *,
+        keep_rows: int = 10_000,
+        keep_seconds: float = 7 * 86400.0,
+    ) -> None:
+        """Store a rejected request's errors (at most 50, each cut to 500 characters), and keep the
+        table bounded: older than ``keep_seconds`` or beyond the newest ``keep_rows`` is deleted."""
+        now = time.time()
         with self.begin() as conn:
-            conn.execute(
+            key = conn.execute(
                 insert(t.invalid_requests).values(
-                    model=model, ts=time.time(), path=path, status=status, errors=errors[:50]
+                    model=model, ts=now, path=path[:64], status=status, errors=_bounded(errors)
                 )
-            )
+            ).inserted_primary_key
+            new_id = int(key[0]) if key else 0
+            if new_id % 50 == 0 or keep_rows < 50:  # prune now and then, not on every insert
+                ir = t.invalid_requests
+                conn.execute(
+                    ir.delete().where((ir.c.id <= new_id - keep_rows) | (ir.c.ts < now - keep_seconds))
+                )
 
     def count_invalid(self, model: str) -> int:
         with self.engine.connect() as conn:
@@ -431,8 +481,8 @@ class Store:
             query = query.where(f.c.id <= max_feedback_id)
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
-        quarantined = set(policy.quarantined_sources)
-        usable = [r for r in rows if r["source"] not in quarantined]
+        quarantined = {principal(s) for s in policy.quarantined_sources}
+        usable = [r for r in rows if principal(r["source"]) not in quarantined]
         by_prediction: dict[str, list[dict[str, Any]]] = {}
         for r in usable:
             by_prediction.setdefault(r["prediction_id"], []).append(r)
@@ -446,6 +496,58 @@ class Store:
     def max_feedback_id(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.max(t.feedback.c.id))) or 0)
+
+    # -- model artifacts: the digests serving trusts ------------------------------------------
+    def record_artifact(self, model: str, version: str, sha256: str, signature: str | None) -> None:
+        """Record a registered version's artifact digest once; a second call must agree."""
+        try:
+            with self.begin() as conn:
+                conn.execute(
+                    insert(t.model_artifacts).values(
+                        model=model,
+                        version=version,
+                        sha256=sha256,
+                        signature=signature,
+                        created_at=time.time(),
+                    )
+                )
+        except IntegrityError:
+            found = self.artifact(model, version)
+            if found is None or found["sha256"] != sha256:
+                raise ConfigError(
+                    f"Version {version} of '{model}' is already recorded with another artifact digest; "
+                    "refusing to record a second one."
+                ) from None
+
+    def sign_artifact(self, model: str, version: str, signature: str) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                update(t.model_artifacts)
+                .where(t.model_artifacts.c.model == model, t.model_artifacts.c.version == version)
+                .values(signature=signature)
+            )
+
+    def artifact(self, model: str, version: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(t.model_artifacts).where(
+                        t.model_artifacts.c.model == model, t.model_artifacts.c.version == version
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else None
+
+    def artifacts(self, model: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.model_artifacts)
+                .where(t.model_artifacts.c.model == model)
+                .order_by(t.model_artifacts.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
 
     # -- references ------------------------------------------------------------------------
     def reference(self, model: str, model_version: str) -> dict[str, Any] | None:
@@ -683,6 +785,18 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+    def champion(self, model: str) -> str | None:
+        """The champion as driftloop's own history records it (every alias move driftloop makes is
+        a promotions row), read without the registry: what fast, read-only commands show."""
+        moves = ("initial", "promote", "rollback", "manual-promote")
+        with self.engine.connect() as conn:
+            return conn.scalar(
+                select(t.promotions.c.to_version)
+                .where(t.promotions.c.model == model, t.promotions.c.action.in_(moves))
+                .order_by(t.promotions.c.id.desc())
+                .limit(1)
+            )
 
     def promotions(self, model: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -229,3 +229,15 @@ promotions = Table(
     Column("ts", Float, nullable=False),
     UniqueConstraint("run_id", "action", name="uq_promotions_run_action"),
 )
+
+model_artifacts = Table(
+    "model_artifacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("signature", String(64), nullable=True),  # HMAC-SHA256 with DRIFTLOOP_MODEL_KEY
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("model", "version", name="uq_model_artifacts_version"),
+)
