@@ -16,8 +16,9 @@ demo: $(STAMP)
 	rm -rf demo-run
 	$(BIN)/driftloop demo --out demo-run
 
+# the suite runs on every core: most tests wait on servers and subprocesses, not the CPU
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

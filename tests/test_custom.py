@@ -149,7 +149,7 @@ def test_new_vocabulary_and_metric_drift_show_in_windows(project: Project) -> No
         ["driftloop", "drift", "--last", "-5m", "-c", config], env=cli_env(), capture_output=True, text=True
     )
     assert bad.returncode == 2
-    assert "The '--last' option must be a positive duration" in " ".join(bad.stdout.split())
+    assert "'--last': must be a positive duration" in " ".join((bad.stdout + bad.stderr).split())
 
 
 def test_bad_custom_settings_name_key_rule_and_value(tmp_path: Path) -> None:

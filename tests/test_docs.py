@@ -61,3 +61,14 @@ def test_exception_tree() -> None:
         for n in driftloop.__all__
         if n.endswith("Error")
     )
+
+
+def test_store_head_is_the_newest_migration() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from driftloop.store import _MIGRATIONS, HEAD
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD

@@ -818,3 +818,20 @@ def test_item23_no_mlflow_info_lines_and_docs_stand_on_their_own(tmp_path: Path)
     assert not re.search(r"\bINFO\b", out), out
     for doc in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
         assert "DESIGN.md" not in doc.read_text(), f"{doc.name} cites a file outside the repository"
+
+
+def test_item11_open_connections_are_capped(fresh: Project) -> None:
+    project = with_serving(fresh, max_connections=4)
+    with serve_in_thread(create_app(project, background=False)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        time.sleep(0.2)
+        try:
+            over = httpx.get(f"{url}/health", timeout=5)
+        finally:
+            for s in held:
+                s.close()
+        assert over.status_code == 503
+        time.sleep(0.2)
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+    project.close()

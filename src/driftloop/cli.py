@@ -236,10 +236,8 @@ def drift(
 
     try:
         span = parse_duration(last)
-    except ValueError as exc:
-        import click
-
-        raise click.UsageError(f"The '--last' option {exc}.") from None
+    except ValueError as exc:  # a usage error: click's one message and exit code 2
+        raise typer.BadParameter(f"{exc}.", param_hint="'--last'") from None
     project = _project(config)
     n, report = Monitor(project).rollup(since=time.time() - span)
     if report is None:

@@ -536,9 +536,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 project.schema.scrub(str(exc), records),
             )
             return JSONResponse(
-                {
-                    "detail": f"The model (version {loaded.version}) failed on this request: {type(exc).__name__}."
-                },
+                {"detail": f"Version {loaded.version} failed on this request: {type(exc).__name__}."},
                 status_code=500,
             )
         now = time.time()
