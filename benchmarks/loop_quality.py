@@ -37,7 +37,6 @@ from rich.table import Table
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from driftloop import workflow
-from driftloop.evaluation import predict
 from driftloop.project import Project
 from driftloop.training import train
 
@@ -215,7 +214,7 @@ def run_driftloop(
             if champion != version:
                 version, model = champion, project.registry.load(project.name, champion)
             frame = project.schema.frame(records[start:stop])
-            labels, confidence, probs = predict(model, frame, project.classes)
+            labels, confidence, probs, _ = project.task.predict(model, frame)
             correct[start:stop] = labels.astype(str) == y[start:stop]
             batch_ids = [uuid.uuid4().hex for _ in range(start, stop)]
             ids += batch_ids

@@ -15,15 +15,16 @@ import pytest
 
 from driftloop.demo.data import applicants
 from driftloop.demo.scenario import serve_in_thread
-from driftloop.evaluation import predict
 from driftloop.project import Project
 from driftloop.serving import Batcher, Scored, create_app
+from driftloop.tasks import Classification
 from driftloop.training import train
 
 from .conftest import make_project
 from .helpers import with_serving
 
 CLASSES = ["no", "yes"]
+TASK = Classification(CLASSES)
 
 
 class Logistic:
@@ -53,7 +54,7 @@ def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def alone(model: Logistic, records: list[dict[str, Any]]) -> Scored:
     """What one call with only these records gives: the reference every merged answer must equal
     (made by a twin of ``model``, so the calls counted on ``model`` are the batcher's alone)."""
-    labels, confidence, probs = predict(Logistic(model.scale), frame(records), CLASSES)
+    labels, confidence, probs, _ = TASK.predict(Logistic(model.scale), frame(records))
     return Scored([str(v) for v in labels], confidence.tolist(), probs.round(6).tolist())
 
 
@@ -63,7 +64,7 @@ async def concurrently(batcher: Batcher, work: list[tuple[Any, list[dict[str, An
 
 def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
     model = Logistic()
-    batcher = Batcher(frame, CLASSES)
+    batcher = Batcher(frame, TASK)
     work = [(model, [{"x": float(i)}, {"x": i + 0.5}][: 1 + i % 2]) for i in range(6)]
     results = asyncio.run(concurrently(batcher, work))
     assert results == [alone(model, records) for _, records in work]
@@ -76,11 +77,11 @@ def test_the_demo_pipeline_gives_identical_answers_merged_or_alone(trained: Proj
         applicants(40, "B", seed=3).drop(columns="approved").to_dict(orient="records")
     )
     parts = [records[i : i + n] for i, n in zip(range(0, 40, 10), (1, 3, 10, 7), strict=True)]
-    batcher = Batcher(trained.schema.frame, trained.classes)
+    batcher = Batcher(trained.schema.frame, trained.task)
     merged = asyncio.run(concurrently(batcher, [(model, part) for part in parts]))
     assert batcher.calls == 1
     for part, result in zip(parts, merged, strict=True):
-        labels, confidence, probs = predict(model, trained.schema.frame(part), trained.classes)
+        labels, confidence, probs, _ = trained.task.predict(model, trained.schema.frame(part))
         assert result.labels == [str(v) for v in labels]
         assert result.confidences == confidence.tolist()
         assert result.probabilities == probs.round(6).tolist()
@@ -88,7 +89,7 @@ def test_the_demo_pipeline_gives_identical_answers_merged_or_alone(trained: Proj
 
 def test_a_request_that_breaks_the_model_fails_alone() -> None:
     model = Logistic()
-    batcher = Batcher(frame, CLASSES)
+    batcher = Batcher(frame, TASK)
     work = [(model, [{"x": 1.0}]), (model, [{"x": 2.0}, {"x": -1.0}]), (model, [{"x": 3.0}])]
     first, broken, third = asyncio.run(concurrently(batcher, work))
     assert first == alone(model, [{"x": 1.0}]) and third == alone(model, [{"x": 3.0}])
@@ -98,7 +99,7 @@ def test_a_request_that_breaks_the_model_fails_alone() -> None:
 
 def test_requests_for_different_models_never_share_a_call() -> None:
     champion, canary = Logistic(scale=1.0), Logistic(scale=-2.0)
-    batcher = Batcher(frame, CLASSES)
+    batcher = Batcher(frame, TASK)
     work = [(champion if i % 2 else canary, [{"x": float(i)}]) for i in range(6)]
     results = asyncio.run(concurrently(batcher, work))
     assert results == [alone(m, r) for m, r in work]
@@ -107,7 +108,7 @@ def test_requests_for_different_models_never_share_a_call() -> None:
 
 def test_max_rows_caps_a_call_but_a_large_request_stays_whole() -> None:
     model = Logistic()
-    batcher = Batcher(frame, CLASSES, max_rows=5)
+    batcher = Batcher(frame, TASK, max_rows=5)
     work = [(model, [{"x": 1.0}, {"x": 2.0}]) for _ in range(4)] + [(model, [{"x": 0.5}] * 7)]
     results = asyncio.run(concurrently(batcher, work))
     assert results == [alone(m, r) for m, r in work]
@@ -116,7 +117,7 @@ def test_max_rows_caps_a_call_but_a_large_request_stays_whole() -> None:
 
 def test_merging_off_makes_one_call_per_request() -> None:
     model = Logistic()
-    batcher = Batcher(frame, CLASSES, max_rows=1)
+    batcher = Batcher(frame, TASK, max_rows=1)
     asyncio.run(concurrently(batcher, [(model, [{"x": 1.0}, {"x": 2.0}])] * 3))
     assert model.calls == [2, 2, 2] and batcher.calls == 3
 
@@ -124,7 +125,7 @@ def test_merging_off_makes_one_call_per_request() -> None:
 def test_wait_holds_the_first_request_so_later_ones_join() -> None:
     async def staggered(wait: float) -> list[int]:
         model = Logistic()
-        batcher = Batcher(frame, CLASSES, wait=wait)
+        batcher = Batcher(frame, TASK, wait=wait)
         first = asyncio.ensure_future(batcher.predict(model, [{"x": 1.0}]))
         await asyncio.sleep(0.02)
         await asyncio.gather(first, batcher.predict(model, [{"x": 2.0}]))
@@ -140,7 +141,7 @@ def test_in_a_thread_requests_arriving_during_a_call_join_the_next() -> None:
 
     async def run() -> list[Scored]:
         with ThreadPoolExecutor(1) as executor:
-            batcher = Batcher(frame, CLASSES, executor=executor)
+            batcher = Batcher(frame, TASK, executor=executor)
             first = asyncio.ensure_future(batcher.predict(model, [{"x": 1.0}]))
             await asyncio.sleep(0.05)  # the first call is running (held at the gate)
             later = [asyncio.ensure_future(batcher.predict(model, [{"x": float(i)}])) for i in range(3)]
@@ -159,7 +160,7 @@ def test_a_cancelled_drain_leaves_no_request_waiting_forever() -> None:
 
     async def run() -> list[Any]:
         with ThreadPoolExecutor(1) as executor:
-            batcher = Batcher(frame, CLASSES, executor=executor)
+            batcher = Batcher(frame, TASK, executor=executor)
             running = asyncio.ensure_future(batcher.predict(model, [{"x": 1.0}]))
             await asyncio.sleep(0.05)
             queued = asyncio.ensure_future(batcher.predict(model, [{"x": 2.0}]))
@@ -185,7 +186,7 @@ def test_a_cancelled_drain_leaves_no_request_waiting_forever() -> None:
 )
 def test_bad_parameters_raise_the_standard_sentence(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as info:
-        Batcher(frame, CLASSES, **options)
+        Batcher(frame, TASK, **options)
     assert str(info.value) == message
 
 
@@ -216,7 +217,7 @@ def test_over_http_concurrent_requests_are_merged_logged_and_answered_exactly(tm
     merged = int(next(v for k, v in _samples(metrics) if k.startswith("driftloop_model_call_requests_total")))
     assert merged == 64 and calls < 64, (calls, merged)
     clean, _ = project.schema.validate(records)
-    labels, confidence, _ = predict(model, project.schema.frame(clean), project.classes)
+    labels, confidence, _, _ = project.task.predict(model, project.schema.frame(clean))
     for i in range(64):
         assert answers[i]["label"] == labels[i] and answers[i]["confidence"] == confidence[i]
         stored = project.store.prediction(answers[i]["prediction_id"])

@@ -46,7 +46,7 @@ def test_alert_triggers_retrain_that_is_promoted(fresh: Project) -> None:
     assert reference is not None, "monitoring reference resets on promotion"
     # the new reference's outputs and calibration come from the held-out rows, not training rows
     assert reference["profile"]["outputs"]["n"] == decision["eval_rows"]
-    assert min(reference["profile"]["cbpe"]["y"]) < 1.0
+    assert min(reference["profile"]["estimator"]["y"]) < 1.0  # CBPE, calibrated on held-out rows
     manifest = fresh.store.dataset(decision["eval_dataset"])["manifest"]
     assert manifest["kind"] == "eval" and manifest["rows"] == decision["eval_rows"]
     alerts = [a["rule"] for a in fresh.store.alerts(fresh.name)]

@@ -75,13 +75,16 @@ def _main(
 def init(
     folder: Annotated[Path, typer.Argument(help="Where to write the example project.")] = Path("."),
     force: Annotated[bool, typer.Option(help="Overwrite an existing driftloop.toml.")] = False,
+    template: Annotated[
+        str, typer.Option(help="The example: 'loan' (a tabular classifier) or 'regression' (house prices).")
+    ] = "loan",
 ) -> None:
-    """Scaffold a working example project: a tabular loan classifier with a scikit-learn trainer."""
+    """Scaffold a working example project with a scikit-learn trainer and seeded data."""
     from driftloop.demo.project import write_example
 
     if (folder / "driftloop.toml").exists() and not force:
         raise DriftloopError(f"'{folder / 'driftloop.toml'}' already exists; pass --force to overwrite it.")
-    config = write_example(folder)
+    config = write_example(folder, template=template)
     console.print(
         f"Wrote [cyan]{config}[/], trainer.py and data/train.csv.\n"
         f"Next: [bold]cd {folder} && driftloop train && driftloop serve[/]"
@@ -542,11 +545,18 @@ def demo(
         "demo-run"
     ),
     seed: Annotated[int, typer.Option(help="Seed of the data generator.")] = 7,
+    scenario: Annotated[
+        str, typer.Option(help="'loan' (a tabular classifier) or 'regression' (house prices).")
+    ] = "loan",
 ) -> None:
-    """Run the whole loop offline on embedded defaults (about 90 seconds)."""
-    from driftloop.demo.scenario import run_demo
+    """Run the whole loop offline on embedded defaults (about a minute)."""
+    from driftloop.demo.scenario import SCENARIOS, run_demo
 
-    run_demo(out, seed=seed, console=console)
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(
+            f"must be one of {sorted(SCENARIOS)}. Got {scenario!r} instead.", param_hint="'--scenario'"
+        )
+    run_demo(out, seed=seed, console=console, scenario=scenario)
 
 
 def _print_windows(project: Any, limit: int) -> None:

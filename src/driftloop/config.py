@@ -76,22 +76,40 @@ def category_text(value: Any) -> str:
     return str(value)
 
 
-# every window metric the classification monitor computes (per-column ones are listed by pattern)
-WINDOW_METRICS = (
-    "accuracy",
-    "f1_macro",
+def _numbers_as_text(value: Any) -> Any:
+    """A list's numbers as category text (``[1, 2.0]`` -> ``["1", "2"]``); anything else as it is."""
+    if not isinstance(value, list):
+        return value
+    return [category_text(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in value]
+
+
+# what each task scores from labels (its first is the gate's default primary metric); the task
+# modules (driftloop.tasks) compute them, this light module only names them
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "f1_macro"),
+    "regression": ("mae", "rmse", "mape", "r2", "abs_error_p50", "abs_error_p90"),
+}
+# every window metric the monitor computes for a task (per-column ones are listed by pattern)
+_COMMON_WINDOW_METRICS = (
     "labelled",
     "rows",
     "drift_share",
     "drift_score",
     "prediction_drift",
-    "confidence_drift",
-    "mean_confidence",
-    "estimated_accuracy",
-    "estimated_f1_macro",
     "multivariate_auc",
     "multivariate_mmd",
 )
+WINDOW_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": (
+        *TASK_METRICS["classification"],
+        *_COMMON_WINDOW_METRICS,
+        "confidence_drift",
+        "mean_confidence",
+        "estimated_accuracy",
+        "estimated_f1_macro",
+    ),
+    "regression": (*TASK_METRICS["regression"], *_COMMON_WINDOW_METRICS, "estimated_mae"),
+}
 
 
 class _Model(BaseModel):
@@ -150,12 +168,7 @@ class FeatureSettings(_Model):
     def _allowed_as_text(cls, value: Any) -> Any:
         # categories are text everywhere (training frames, requests, snapshots, profiles), so
         # ``allowed = [1, 2]`` means the categories "1" and "2"
-        if isinstance(value, list):
-            return [
-                category_text(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
-                for v in value
-            ]
-        return value
+        return _numbers_as_text(value)
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSettings:
@@ -171,10 +184,30 @@ class FeatureSettings(_Model):
 
 
 class ProjectSettings(_Model):
+    """The model: its name, what kind of model it is (``task``), its label column and classes."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "regression"] = "classification"
     target: str
-    classes: list[str] = Field(min_length=2)
+    classes: list[str] = Field(default_factory=list)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes_as_text(cls, value: Any) -> Any:
+        return _numbers_as_text(value)
+
+    @model_validator(mode="after")
+    def _classes_fit_the_task(self) -> ProjectSettings:
+        if self.task == "classification" and len(set(self.classes)) < 2:
+            raise ValueError(
+                "The 'classes' setting of a classification project must list at least two distinct "
+                f"classes. Got {self.classes} instead"
+            )
+        if self.task == "regression" and self.classes:
+            raise ValueError(
+                f"The 'classes' setting does not apply to a regression project. Got {self.classes} instead"
+            )
+        return self
 
 
 class DataSettings(_Model):
@@ -478,8 +511,8 @@ class WatchSettings(_Model):
 
     windows: int = Field(default=3, ge=0)
     min_labels: int = Field(default=50, ge=1)
-    tolerance: float = Field(default=0.03, ge=0, lt=1)
-    metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    tolerance: float = Field(default=0.03, ge=0)
+    metric: str = "accuracy"
 
 
 class FeedbackSettings(_Model):
@@ -505,10 +538,15 @@ class FeedbackSettings(_Model):
 
 
 class GateSettings(_Model):
-    primary_metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    """The explicit policy a challenger must pass. Metric names are the task's (accuracy and
+    f1_macro for classification; mae, rmse, mape, r2, abs_error_p50, abs_error_p90 for
+    regression); ``primary_metric`` defaults to the task's first. For an error metric
+    ``min_improvement`` is how much it must fall and ``min_value`` is a ceiling."""
+
+    primary_metric: str = "accuracy"
     min_improvement: float = 0.0
-    max_regression: dict[Literal["accuracy", "f1_macro"], float] = Field(default_factory=dict)
-    min_value: dict[Literal["accuracy", "f1_macro"], float] = Field(default_factory=dict)
+    max_regression: dict[str, float] = Field(default_factory=dict)
+    min_value: dict[str, float] = Field(default_factory=dict)
     min_eval_rows: int = Field(default=50, ge=1)
     slices: list[str] = Field(default_factory=list)
     max_slice_regression: float | None = Field(default=None, ge=0)
@@ -538,6 +576,19 @@ class Settings(_Model):
     watch: WatchSettings = WatchSettings()
     rollout: RolloutSettings = RolloutSettings()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """The gate's primary metric and the watch's metric default to the task's first metric."""
+        if not isinstance(data, dict) or not isinstance(data.get("project"), dict):
+            return data
+        first = TASK_METRICS.get(str(data["project"].get("task", "classification")), ("accuracy",))[0]
+        data = dict(data)
+        for section, key in (("gate", "primary_metric"), ("watch", "metric")):
+            if isinstance(data.get(section, {}), dict) and key not in data.get(section, {}):
+                data[section] = {**data.get(section, {}), key: first}
+        return data
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         if self.project.target in self.features:
@@ -552,6 +603,19 @@ class Settings(_Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"alert rule names must be unique. Got {duplicates} more than once")
+        task = self.project.task
+        scored = TASK_METRICS[task]
+        for key, metric in (
+            ("gate.primary_metric", self.gate.primary_metric),
+            ("watch.metric", self.watch.metric),
+            *((f"gate.max_regression.{m}", m) for m in self.gate.max_regression),
+            *((f"gate.min_value.{m}", m) for m in self.gate.min_value),
+        ):
+            if metric not in scored:
+                raise ValueError(
+                    f"The '{key}' setting must name a metric a {task} project scores: {list(scored)}. "
+                    f"Got {metric!r} instead"
+                )
         known = self.window_metrics()
         for i, rule in enumerate(self.alerts):
             if not self.is_window_metric(rule.metric):
@@ -577,7 +641,7 @@ class Settings(_Model):
 
     def window_metrics(self) -> set[str]:
         """Every metric name an alert rule can watch for this project."""
-        known = set(WINDOW_METRICS)
+        known = set(WINDOW_METRICS[self.project.task])
         for column in self.profiled_columns():
             known |= {f"drift.{column}", f"psi.{column}", f"missing.{column}"}
         for name in self.metrics:

@@ -56,11 +56,24 @@ def decide(
     *,
     slices: dict[str, dict[str, float]] | None = None,
     ci: tuple[float, float] | list[float] | None = None,
+    lower_is_better: frozenset[str] = frozenset(),
+    test: str = "McNemar",
+    slice_metric: str = "accuracy",
 ) -> Decision:
     """Apply every rule of ``policy`` to metrics of both models on the same ``n`` rows.
 
-    ``slices`` maps a slice name to its row count and both models' accuracy on it; ``ci`` is
-    the bootstrap 95 % interval of the primary metric's change (challenger minus champion).
+    ``slices`` maps a slice name to its row count and both models' ``slice_metric`` on it;
+    ``ci`` is the bootstrap 95 % interval of the primary metric's change (challenger minus
+    champion). Metrics in ``lower_is_better`` (errors: MAE, RMSE) improve by falling; for them
+    a ``min_value`` is a ceiling. ``test`` names the paired test behind ``p_value``.
+
+    >>> d = decide(GateSettings(primary_metric="mae", min_improvement=0.1, min_eval_rows=10),
+    ...            {"mae": 2.0}, {"mae": 1.5}, n=100, p_value=0.01, lower_is_better=frozenset({"mae"}),
+    ...            test="Wilcoxon", slice_metric="mae")
+    >>> d.accepted
+    True
+    >>> print(d.reasons[1])
+    mae changed by -0.5000 (2.0000 -> 1.5000) (Wilcoxon p = 0.01), an improvement of +0.5000; at least...
     """
     rules: list[RuleResult] = []
     enough = n >= policy.min_eval_rows
@@ -82,10 +95,12 @@ def decide(
     m = policy.primary_metric
     a, b = champion[m], challenger[m]
     change = b - a
+    gain = -change if m in lower_is_better else change  # how much better the challenger is
     # a tie keeps the champion, unless the policy tolerates a small loss (a negative improvement)
     tie = change == 0 and policy.min_improvement >= 0
-    ok = _finite(a, b) and change >= policy.min_improvement and not tie
-    p_text = f" (McNemar p = {p_value:.3g})" if p_value is not None and m == "accuracy" else ""
+    ok = _finite(a, b) and gain >= policy.min_improvement and not tie
+    # the paired test is about the per-row score (right or wrong; the absolute error)
+    p_text = f" ({test} p = {p_value:.3g})" if p_value is not None and m == slice_metric else ""
     if ci is not None:
         p_text += f" [95 % CI of the change {ci[0]:+.4f} to {ci[1]:+.4f}]"
     rules.append(
@@ -98,13 +113,14 @@ def decide(
             ok,
             f"{m} did not change ({a:.4f} -> {b:.4f}){p_text}; a tie keeps the champion."
             if tie
-            else f"{m} changed by {change:+.4f} ({a:.4f} -> {b:.4f}){p_text}; "
-            f"{'at least' if ok else 'below the required'} {policy.min_improvement:+.4f}.",
+            else f"{m} changed by {change:+.4f} ({a:.4f} -> {b:.4f}){p_text}"
+            + (f", an improvement of {gain:+.4f}" if m in lower_is_better else "")
+            + f"; {'at least' if ok else 'below the required'} {policy.min_improvement:+.4f}.",
         )
     )
     for metric, tolerance in sorted(policy.max_regression.items()):
         a, b = champion[metric], challenger[metric]
-        drop = a - b
+        drop = b - a if metric in lower_is_better else a - b  # how much worse the challenger is
         ok = _finite(a, b) and drop <= tolerance
         rules.append(
             RuleResult(
@@ -114,14 +130,17 @@ def decide(
                 b,
                 tolerance,
                 ok,
-                f"{metric} fell by {drop:.4f} ({a:.4f} -> {b:.4f}), more than the tolerated {tolerance:.4f}."
+                f"{metric} {'rose' if metric in lower_is_better else 'fell'} by {drop:.4f} "
+                f"({a:.4f} -> {b:.4f}), more than the tolerated {tolerance:.4f}."
                 if not ok
                 else f"{metric} regression {max(drop, 0):.4f} is within the tolerated {tolerance:.4f}.",
             )
         )
     for metric, floor in sorted(policy.min_value.items()):
         b = challenger[metric]
-        ok = _finite(b) and b >= floor
+        ceiling = metric in lower_is_better  # for an error, the bound is a ceiling
+        ok = _finite(b) and (b <= floor if ceiling else b >= floor)
+        bound = "ceiling" if ceiling else "floor"
         rules.append(
             RuleResult(
                 "min_value",
@@ -130,14 +149,18 @@ def decide(
                 b,
                 floor,
                 ok,
-                f"The challenger's {metric} {b:.4f} is below the floor {floor:.4f}."
+                f"The challenger's {metric} {b:.4f} is {'above' if ceiling else 'below'} the "
+                f"{bound} {floor:.4f}."
                 if not ok
-                else f"The challenger's {metric} {b:.4f} meets the floor {floor:.4f}.",
+                else f"The challenger's {metric} {b:.4f} meets the {bound} {floor:.4f}.",
             )
         )
     if policy.require_significance:
-        significant = ci[0] > 0 if ci is not None else (p_value is not None and p_value < policy.alpha)
-        if m == "accuracy" and p_value is not None:
+        if ci is not None:  # the interval of the change must exclude zero on the side of "better"
+            significant = ci[1] < 0 if m in lower_is_better else ci[0] > 0
+        else:
+            significant = p_value is not None and p_value < policy.alpha
+        if m == slice_metric and p_value is not None:
             significant = significant and p_value < policy.alpha
         rules.append(
             RuleResult(
@@ -155,8 +178,13 @@ def decide(
     if policy.max_slice_regression is not None and slices:
         big = {k: v for k, v in slices.items() if v["n"] >= policy.min_slice_rows}
         if big:
-            worst_name, worst = max(big.items(), key=lambda kv: kv[1]["champion"] - kv[1]["challenger"])
-            drop = worst["champion"] - worst["challenger"]
+            sign = -1.0 if slice_metric in lower_is_better else 1.0
+
+            def loss(item: tuple[str, dict[str, float]]) -> float:
+                return sign * (item[1]["champion"] - item[1]["challenger"])
+
+            worst_name, worst = max(big.items(), key=loss)
+            drop = loss((worst_name, worst))
             ok = drop <= policy.max_slice_regression
             rules.append(
                 RuleResult(
@@ -166,7 +194,7 @@ def decide(
                     worst["challenger"],
                     policy.max_slice_regression,
                     ok,
-                    f"Slice {worst_name} (n = {worst['n']:.0f}) lost {drop:.4f} accuracy "
+                    f"Slice {worst_name} (n = {worst['n']:.0f}) lost {drop:.4f} {slice_metric} "
                     f"({worst['champion']:.4f} -> {worst['challenger']:.4f}), more than the tolerated "
                     f"{policy.max_slice_regression:.4f}."
                     if not ok

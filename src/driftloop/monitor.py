@@ -19,9 +19,7 @@ import pandas as pd
 from driftloop.alerts import dispatch, make_sinks, should_fire, system_alert
 from driftloop.custom import metric_frame, metric_spec
 from driftloop.drift import DriftReport, compare
-from driftloop.drift.cbpe import CBPE
 from driftloop.drift.multivariate import domain_classifier, mmd
-from driftloop.evaluation import metrics
 from driftloop.exceptions import NotFoundError
 from driftloop.profiles import Profile
 from driftloop.project import Project
@@ -42,13 +40,14 @@ class MonitorRun:
 
 @dataclass(frozen=True)
 class Reference:
-    """The champion's reference, deserialised once: its row, both profiles and the CBPE calibration."""
+    """The champion's reference, deserialised once: its row, both profiles and the fitted
+    label-free estimator (CBPE for classes, DLE for regression) as the task stores it."""
 
     version: str
     row: dict[str, Any]
     features: Profile
     outputs: Profile
-    cbpe: CBPE | None
+    estimator: dict[str, Any] | None
     custom: Profile | None = None
     scores: dict[str, float] = field(default_factory=dict)  # the champion's held-out scores
 
@@ -95,7 +94,7 @@ class Monitor:
                 row,
                 Profile.from_dict(profile["features"]),
                 Profile.from_dict(profile["outputs"]),
-                CBPE.from_dict(profile["cbpe"]) if "cbpe" in profile else None,
+                profile.get("estimator", profile.get("cbpe")),  # "cbpe": references made before tasks
                 Profile.from_dict(profile["custom"]) if "custom" in profile else None,
                 dict(profile.get("scores", {})),
             )
@@ -237,13 +236,10 @@ class Monitor:
         inputs = schema.frame(pd.DataFrame([r["inputs"] for r in rows]), strict=False)
         keys = np.array([r["seq"] for r in rows], dtype="float64")
         keys = (keys * 0.6180339887498949) % 1.0  # golden-ratio hash of the sequence number
-        current = Profile.from_frame(ref.features.spec, schema.profile_frame(inputs), keys=keys)
-        outputs = pd.DataFrame(
-            {
-                "__prediction__": [r["prediction"] for r in rows],
-                "__confidence__": [r["confidence"] for r in rows],
-            }
-        )
+        features = schema.profile_frame(inputs)
+        current = Profile.from_frame(ref.features.spec, features, keys=keys)
+        task = self.project.task
+        outputs = task.output_frame([r["prediction"] for r in rows], [r["confidence"] for r in rows])
         current_outputs = Profile.from_frame(ref.outputs.spec, outputs, keys=keys)
         limits: dict[str, Any] = {
             "fdr": settings.fdr,
@@ -252,8 +248,7 @@ class Monitor:
         }
         report = compare(ref.features, current, **limits)
         out_report = compare(ref.outputs, current_outputs, **limits)
-        pred, conf = out_report["__prediction__"], out_report["__confidence__"]
-        confidence = outputs["__confidence__"].to_numpy()
+        pred = out_report["__prediction__"]
         n = len(rows)
         window_metrics = [
             m
@@ -288,24 +283,25 @@ class Monitor:
                 threshold=pred.effect_threshold,
                 flagged=pred.drifted,
             ),
-            _metric(
-                "confidence_drift",
-                conf.effect,
-                n,
-                p_value=conf.p_value,
-                threshold=conf.effect_threshold,
-                flagged=conf.drifted,
-            ),
-            _metric("mean_confidence", float(confidence.mean()), n),
-            _metric("estimated_accuracy", ref.cbpe.estimate(confidence) if ref.cbpe else None, n),
-            _metric(
-                "estimated_f1_macro",
-                ref.cbpe.estimate_f1(confidence, outputs["__prediction__"].to_numpy())
-                if ref.cbpe and ref.cbpe.errors_ is not None
-                else None,
-                n,
-            ),
         ]
+        if "__confidence__" in outputs:  # a task with a confidence per prediction
+            conf = out_report["__confidence__"]
+            window_metrics += [
+                _metric(
+                    "confidence_drift",
+                    conf.effect,
+                    n,
+                    p_value=conf.p_value,
+                    threshold=conf.effect_threshold,
+                    flagged=conf.drifted,
+                ),
+                _metric("mean_confidence", float(outputs["__confidence__"].mean()), n),
+            ]
+        if ref.estimator is not None:  # label-free estimates: CBPE, DLE
+            window_metrics += [
+                _metric(name, value, n)
+                for name, value in task.estimates(ref.estimator, features, outputs).items()
+            ]
         if settings.multivariate and min(len(ref.features.sample), len(current.sample)) >= 100:
             dc = domain_classifier(ref.features.sample, current.sample, min_effect=settings.min_auc_effect)
             window_metrics.append(
@@ -381,7 +377,7 @@ class Monitor:
         """Accuracy and F1 from feedback for the windows this pass closed and the newest
         ``relabel_windows`` before them, as labels arrive."""
         keep = self.project.settings.monitor.relabel_windows
-        store, name, classes = self.project.store, self.project.name, self.project.classes
+        store, name, task = self.project.store, self.project.name, self.project.task
         if keep == 0 and closed == 0:
             return
         recent = store.windows(name, limit=max(keep, closed, 1))
@@ -400,7 +396,7 @@ class Monitor:
             part = frame[(frame["seq"] >= w["start_seq"]) & (frame["seq"] <= w["end_seq"])]
             if part.empty:
                 continue
-            scores = metrics(part["label"].to_numpy(), part["prediction"].to_numpy(), classes)
+            scores = task.metrics(part["label"].to_numpy(), part["prediction"].to_numpy())
             n = len(part)
             store.upsert_metrics(
                 w["id"], [*(_metric(k, v, n) for k, v in scores.items()), _metric("labelled", float(n), n)]

@@ -12,6 +12,7 @@ from driftloop.store import Store
 if TYPE_CHECKING:
     from driftloop.registry import MlflowRegistry
     from driftloop.schema import FeatureSchema
+    from driftloop.tasks import Task
 
 __all__ = ["Project"]
 
@@ -43,6 +44,13 @@ class Project:
     @cached_property
     def store(self) -> Store:
         return Store(self.settings.store.url, synchronous=self.settings.store.sqlite_synchronous)
+
+    @cached_property
+    def task(self) -> Task:
+        """What differs between kinds of model (:mod:`driftloop.tasks`)."""
+        from driftloop.tasks import make_task
+
+        return make_task(self.settings)
 
     @cached_property
     def registry(self) -> MlflowRegistry:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from driftloop.config import RetrainSettings
+from driftloop.tasks import Classification, Task
 
 __all__ = ["WEIGHT", "resample_by_weight", "training_set"]
 
@@ -61,14 +62,26 @@ def training_set(
     target: str,
     *,
     now: float,
+    task: Task | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(training rows, the manifest's ``sampling`` section). ``production`` carries the served
-    prediction (``__prediction__``) and its time (``__ts__``) beside the inputs and label."""
+    prediction (``__prediction__``) and its time (``__ts__``) beside the inputs and label.
+
+    The ``task`` says which labels corrected their prediction and what a stratum is (the true
+    class, or an error quantile); without one, labels are classes."""
     seed = rt.seed
     why: dict[str, Any] = {"seed": seed, "lookback": rt.lookback, "holdout_fraction": rt.holdout_fraction}
     prod = production
+    task = task or Classification(sorted({str(v) for v in production[target]}) if len(production) else [])
     corrected = (
-        prod[target].astype(str) != prod["__prediction__"].astype(str) if len(prod) else pd.Series(dtype=bool)
+        pd.Series(task.corrected(prod[target], prod["__prediction__"]), index=prod.index)
+        if len(prod)
+        else pd.Series(dtype=bool)
+    )
+    strata = (
+        pd.Series(task.strata(prod[target], prod["__prediction__"]), index=prod.index)
+        if len(prod)
+        else pd.Series(dtype=object)
     )
     feedback: dict[str, Any] = {"corrected": int(corrected.sum()), "confirmed": int((~corrected).sum())}
     if rt.corrected_share is not None and feedback["corrected"] and feedback["confirmed"]:
@@ -81,10 +94,8 @@ def training_set(
         prod = pd.concat([fix, ok]).sort_index()
         feedback.update(corrected_share=s, corrected_kept=len(fix), confirmed_kept=len(ok))
     why["feedback"] = feedback
-    # error rates per true class, on all production rows of the lookback (before balancing)
-    errors = (
-        corrected.groupby(production[target].astype(str)).mean().round(4).to_dict() if len(production) else {}
-    )
+    # error rates per stratum (true class), on all production rows of the lookback (before balancing)
+    errors = corrected.groupby(strata).mean().round(4).to_dict() if len(production) else {}
     why["error_rate_by_class"] = errors
 
     share = rt.replay_fraction
@@ -101,12 +112,21 @@ def training_set(
     }
 
     training = pd.concat(
-        [prod.assign(__source__="feedback"), replay.assign(__source__="replay")], ignore_index=True
+        [
+            prod.assign(__source__="feedback", __stratum__=strata.loc[prod.index].to_numpy()),
+            replay.assign(
+                __source__="replay",
+                __stratum__=task.strata(replay[target], replay[target])
+                if task.name == "classification"
+                else "replay",
+            ),
+        ],
+        ignore_index=True,
     )
     if rt.max_per_class is not None:
         capped = [
             _take(group, rt.max_per_class, seed + i)
-            for i, (_, group) in enumerate(training.groupby(training[target].astype(str), sort=True))
+            for i, (_, group) in enumerate(training.groupby(training["__stratum__"].astype(str), sort=True))
         ]
         training = pd.concat(capped).sort_index() if capped else training
         why["max_per_class"] = rt.max_per_class
@@ -119,7 +139,7 @@ def training_set(
         weights *= 0.5 ** (np.maximum(age, 0.0) / rt.recency_half_life)
         why["recency_half_life_seconds"] = rt.recency_half_life
     if rt.error_oversampling > 0 and errors:
-        per_row = training[target].astype(str).map(errors).fillna(0.0).to_numpy("float64")
+        per_row = training["__stratum__"].astype(str).map(errors).fillna(0.0).to_numpy("float64")
         weights *= 1.0 + rt.error_oversampling * per_row
         why["error_oversampling"] = rt.error_oversampling
     if not np.allclose(weights, 1.0):
@@ -127,8 +147,11 @@ def training_set(
         why["weights"] = {
             "min": round(float(training[WEIGHT].min()), 4),
             "max": round(float(training[WEIGHT].max()), 4),
-            "by_class": training.groupby(training[target].astype(str))[WEIGHT].sum().round(2).to_dict(),
+            "by_class": training.groupby(training["__stratum__"].astype(str))[WEIGHT]
+            .sum()
+            .round(2)
+            .to_dict(),
         }
     why["rows_by_source"] = training["__source__"].value_counts().sort_index().to_dict()
-    why["rows_by_class"] = training[target].astype(str).value_counts().sort_index().to_dict()
-    return training.drop(columns=[c for c in (*_INTERNAL, "__source__") if c in training]), why
+    why["rows_by_class"] = training["__stratum__"].astype(str).value_counts().sort_index().to_dict()
+    return training.drop(columns=[c for c in (*_INTERNAL, "__source__", "__stratum__") if c in training]), why

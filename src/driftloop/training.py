@@ -19,8 +19,6 @@ import pandas as pd
 
 from driftloop.custom import metric_frame, metric_spec
 from driftloop.datasets import Dataset, file_sha256, read_table, stable_fraction, write_snapshot
-from driftloop.drift.cbpe import CBPE
-from driftloop.evaluation import metrics, predict
 from driftloop.exceptions import ConfigError, SchemaError, TrainerError
 from driftloop.plugins import load_function
 from driftloop.profiles import Profile, ProfileSpec
@@ -65,14 +63,7 @@ def labelled_frame(project: Project, df: pd.DataFrame, what: str) -> pd.DataFram
             f"The {what} must have the target column '{target}'. Got columns {sorted(map(str, df.columns))}."
         )
     X = project.schema.frame(df)
-    y = df[target].astype(str)
-    unknown = sorted(set(y) - set(project.classes))
-    if unknown:
-        raise SchemaError(
-            f"Every label in the {what} must be one of the classes {project.classes}. "
-            f"Got {unknown[:5]} instead."
-        )
-    X[target] = y.to_numpy()
+    X[target] = project.task.targets(df[target], what).to_numpy()
     return X
 
 
@@ -99,6 +90,11 @@ def snapshot_training_data(project: Project) -> Dataset:
     return dataset
 
 
+def class_column(project: Project) -> str | None:
+    """The target, when it holds classes (rare classes are kept out of validation splits)."""
+    return project.settings.project.target if project.task.classes else None
+
+
 def golden_frame(project: Project) -> pd.DataFrame:
     """The fixed golden evaluation set (``data.golden``), keyed ``golden:<row>``; empty if none."""
     path = project.settings.data.golden
@@ -114,8 +110,8 @@ MIN_CLASS_ROWS = 5  # a class with fewer rows is never held out: the trainer nee
 
 
 def split_validation(df: pd.DataFrame, target: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stable split by row key: the same rows are always held out. With ``target``, the rows of
-    a class with fewer than ``MIN_CLASS_ROWS`` rows all stay in training."""
+    """Stable split by row key: the same rows are always held out. With ``target`` (a class
+    column), the rows of a class with fewer than ``MIN_CLASS_ROWS`` rows all stay in training."""
     mask = df["__key__"].map(lambda k: stable_fraction(str(k)) < VALIDATION_SHARE).to_numpy(bool)
     if target is not None and target in df:
         counts = df[target].astype(str).value_counts()
@@ -159,7 +155,7 @@ def fit_and_register(
         else:
             train_df = resample_by_weight(train_df, seed=0)
     # the trainer sees exactly the dtypes serving will pass to predict_proba
-    y = train_df[target].astype(str)
+    y = project.task.targets(train_df[target], "training data")
     try:
         model = fit(project.schema.frame(train_df), y, **project.settings.trainer.params, **extra)
     except Exception as exc:
@@ -175,18 +171,12 @@ def fit_and_register(
             f"The trainer {entrypoint!r} failed on {len(train_df)} rows with class counts {counts}: "
             f"{type(exc).__name__}: {str(exc)[:500]}.{hint}"
         ) from exc
-    for attribute in ("predict_proba", "classes_"):
-        if not hasattr(model, attribute):
-            raise TrainerError(
-                f"The trainer {entrypoint!r} must return a fitted classifier with '{attribute}'. "
-                f"Got a {type(model).__name__} without it."
-            )
+    project.task.check_model(model, entrypoint)
     scores: dict[str, float] = {}
     if len(valid_df):
-        labels, _, _ = predict(model, project.schema.frame(valid_df), project.classes)
+        labels = project.task.predict(model, project.schema.frame(valid_df)).labels
         scores = {
-            f"validation_{k}": v
-            for k, v in metrics(valid_df[target].to_numpy(), labels, project.classes).items()
+            f"validation_{k}": v for k, v in project.task.metrics(valid_df[target].to_numpy(), labels).items()
         }
     tags = {
         "driftloop.run_key": run_key,
@@ -208,7 +198,7 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
     """``driftloop train``: snapshot, fit, register; alias ``champion`` if none exists."""
     dataset = snapshot_training_data(project)
     df = dataset.load()
-    train_df, valid_df = split_validation(df, project.settings.project.target)
+    train_df, valid_df = split_validation(df, class_column(project))
     version, scores = fit_and_register(
         project, train_df, valid_df, dataset_id=dataset.id, run_key=f"train-{uuid.uuid4().hex[:12]}"
     )
@@ -249,39 +239,24 @@ def reference_profiles(
     valid = (
         held_out
         if held_out is not None and len(held_out)
-        else split_validation(df, project.settings.project.target)[1]
+        else split_validation(df, class_column(project))[1]
         if "__key__" in df
         else df
     )
     if not len(valid):
         valid = df
+    task, target = project.task, project.settings.project.target
     outputs = output_frame(project, model, valid)
-    out_spec = ProfileSpec(
-        numeric={
-            "__confidence__": ProfileSpec.fit(outputs, ["__confidence__"], [], bins=settings.bins).numeric[
-                "__confidence__"
-            ]
-        },
-        categorical={"__prediction__": list(project.classes)},
-        sample_size=0,
-    )
-    target = project.settings.project.target
-    correct = outputs["__prediction__"].to_numpy() == valid[target].astype(str).to_numpy()
-    cbpe = CBPE().fit(
-        outputs["__confidence__"].to_numpy(),
-        correct,
-        predicted=outputs["__prediction__"].to_numpy(),
-        actual=valid[target].astype(str).to_numpy(),
-        classes=list(project.classes),
-    )
-    scores = metrics(
-        valid[target].astype(str).to_numpy(), outputs["__prediction__"].to_numpy(), project.classes
-    )
+    out_spec = task.output_spec(outputs, settings.bins)
+    y_valid = task.targets(valid[target], "held-out rows").to_numpy()
+    valid_features = project.schema.profile_frame(project.schema.frame(valid))
+    scores = task.metrics(y_valid, outputs["__prediction__"].to_numpy())
     reference: dict[str, Any] = {
         "features": feature_profile.to_dict(),
         "outputs": Profile.from_frame(out_spec, outputs).to_dict(),
-        "cbpe": cbpe.to_dict(),
-        "scores": {k: round(v, 6) for k, v in scores.items()},
+        # the label-free estimator (CBPE, DLE), fitted on rows the model did not learn from
+        "estimator": task.fit_estimator(valid_features, outputs, y_valid),
+        "scores": {k: round(v, 6) for k, v in scores.items() if v == v},
     }
     if project.settings.metrics:
         values = metric_frame(project.settings, project.schema.frame(valid).reset_index(drop=True), outputs)
@@ -290,8 +265,8 @@ def reference_profiles(
 
 
 def output_frame(project: Project, model: Any, df: pd.DataFrame) -> pd.DataFrame:
-    labels, confidence, _ = predict(model, project.schema.frame(df), project.classes)
-    return pd.DataFrame({"__prediction__": labels, "__confidence__": confidence})
+    out = project.task.predict(model, project.schema.frame(df))
+    return project.task.output_frame(out.labels, out.confidence)
 
 
 def build_reference(project: Project, version: str) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from driftloop import __version__
 from driftloop.datasets import file_sha256, stable_fraction, write_snapshot
-from driftloop.evaluation import bootstrap_diff, mcnemar, metrics, predict
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide
 from driftloop.monitor import Monitor, MonitorRun
@@ -33,6 +32,7 @@ from driftloop.project import Project
 from driftloop.sampling import training_set
 from driftloop.training import (
     build_reference,
+    class_column,
     fit_and_register,
     golden_frame,
     labelled_frame,
@@ -358,12 +358,14 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     else:
         prod_train, evaluation = prod, pd.DataFrame()
     if len(evaluation) == 0:  # no production labels yet: hold out the original validation rows
-        original, evaluation = split_validation(original, target)
+        original, evaluation = split_validation(original, class_column(project))
     golden = golden_frame(project)
     if len(golden):
         evaluation = pd.concat([evaluation, golden], ignore_index=True)
     # the run's clock is fixed by the plan, so a replayed step builds the same (content-addressed) set
-    training, sampling = training_set(prod_train, original, rt, target, now=plan["planned_at"])
+    training, sampling = training_set(
+        prod_train, original, rt, target, now=plan["planned_at"], task=project.task
+    )
     replay_n = sampling["replay"]["rows"]
     cutoff_seq = rows[-1]["seq"] if rows else 0
     composition = {
@@ -467,21 +469,19 @@ def evaluate_step(run_id: str, data: dict[str, Any], challenger: str, champion: 
     project = _step(run_id, "evaluate")
     df = pd.read_parquet(data["eval_path"])
     target = project.settings.project.target
-    X, y = project.schema.frame(df), df[target].to_numpy().astype(str)
+    task = project.task
+    X, y = project.schema.frame(df), task.targets(df[target], "evaluation set").to_numpy()
     out: dict[str, Any] = {"n": len(df)}
     correct, predicted = {}, {}
     for role, version in (("champion", champion), ("challenger", challenger)):
-        labels, _, _ = predict(project.registry.load(project.name, version), X, project.classes)
-        out[role] = metrics(y, labels, project.classes)
-        correct[role] = labels.astype(str) == y
-        predicted[role] = labels.astype(str)
-    out["mcnemar_p"] = mcnemar(correct["champion"], correct["challenger"]) if len(df) else None
+        labels = task.predict(project.registry.load(project.name, version), X).labels
+        out[role] = task.metrics(y, labels)
+        correct[role] = task.row_scores(y, labels)  # per row: 1/0 right, or the absolute error
+        predicted[role] = labels
     primary = project.settings.gate.primary_metric
-    out["ci"] = (
-        bootstrap_diff(y, predicted["champion"], predicted["challenger"], project.classes, primary)
-        if len(df)
-        else None
-    )
+    p_value, ci = task.paired(y, predicted["champion"], predicted["challenger"], primary)
+    out["mcnemar_p"] = p_value  # the task's paired test (McNemar for classes)
+    out["ci"] = ci
     slices: dict[str, dict[str, float]] = {}
     for name in project.settings.gate.slices:  # "class" (the true label) or a categorical feature
         keys = y if name == "class" else X[name].astype(str).to_numpy()
@@ -521,6 +521,9 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
         scores.get("mcnemar_p"),
         slices=scores.get("slices"),
         ci=scores.get("ci"),
+        lower_is_better=project.task.lower_is_better,
+        test=project.task.paired_test,
+        slice_metric=project.task.slice_metric,
     )
     row = project.store.add_decision(
         run_id=run_id,
@@ -601,24 +604,27 @@ def canary_check_step(
             "reason": f"alert '{alarms[-1]['rule']}' during the {share:.0%} canary: {alarms[-1]['message']}",
         }
     rows = project.store.labelled(name, start_seq=started["seq"] + 1, policy=project.settings.feedback)
-    correct: dict[str, list[bool]] = {challenger: [], champion: []}
+    pairs: dict[str, tuple[list[str], list[str]]] = {challenger: ([], []), champion: ([], [])}
     for r in rows:
-        if r["model_version"] in correct:
-            correct[r["model_version"]].append(r["prediction"] == r["label"])
-    n_new, n_old = len(correct[challenger]), len(correct[champion])
+        if r["model_version"] in pairs:
+            pairs[r["model_version"]][0].append(r["label"])
+            pairs[r["model_version"]][1].append(r["prediction"])
+    n_new, n_old = len(pairs[challenger][0]), len(pairs[champion][0])
     timed_out = time.time() - started["ts"] > rollout.step_timeout
     if n_new < rollout.step_labels and not (timed_out and n_new):
         if timed_out:
             return {"state": "fail", "reason": f"no labelled canary traffic within {rollout.step_timeout:g}s"}
         return {"state": "wait"}
-    acc_new = sum(correct[challenger]) / n_new
+    task, metric = project.task, project.settings.gate.primary_metric
+    acc_new = task.metrics(*pairs[challenger])[metric]
     if n_old == 0:
-        return {"state": "pass", "reason": f"canary accuracy {acc_new:.3f} on {n_new} rows"}
-    acc_old = sum(correct[champion]) / n_old
-    if acc_new < acc_old - rollout.tolerance:
+        return {"state": "pass", "reason": f"canary {metric} {acc_new:.3f} on {n_new} rows"}
+    acc_old = task.metrics(*pairs[champion])[metric]
+    worse = acc_new - acc_old if metric in task.lower_is_better else acc_old - acc_new
+    if worse > rollout.tolerance:
         return {
             "state": "fail",
-            "reason": f"in the {share:.0%} canary, {challenger} scored accuracy {acc_new:.3f} on {n_new} "
+            "reason": f"in the {share:.0%} canary, {challenger} scored {metric} {acc_new:.3f} on {n_new} "
             f"labelled requests against {champion}'s {acc_old:.3f} on {n_old}, more than "
             f"{rollout.tolerance:g} worse",
         }
@@ -800,7 +806,9 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         basis = f"over its last {len(before)} windows"
     if live_new is None or live_old is None:
         verdict = {"action": "watch-kept", "reason": f"no {ws.metric} to compare for {old} and {new}"}
-    elif live_new < live_old - ws.tolerance:
+    elif (
+        live_new - live_old if ws.metric in project.task.lower_is_better else live_old - live_new
+    ) > ws.tolerance:
         verdict = {
             "action": "watch-rollback",
             "reason": f"post-deploy watch: {ws.metric} ({source}) of {new} over its first {len(after)} "

@@ -1,12 +1,17 @@
-"""The example project written by ``driftloop init`` and used by ``driftloop demo``."""
+"""The example projects written by ``driftloop init --template NAME`` and used by ``driftloop demo``.
+
+Templates: ``loan`` (a tabular classifier, the default) and ``regression`` (house prices).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from driftloop.demo import houses
 from driftloop.demo.data import applicants
+from driftloop.exceptions import ConfigError
 
-__all__ = ["CONFIG", "TRAINER", "write_example"]
+__all__ = ["CONFIG", "TEMPLATES", "TRAINER", "write_example"]
 
 CONFIG = """\
 # driftloop project: a loan-approval classifier. Every setting is documented in docs/config.md.
@@ -136,16 +141,27 @@ def write_example(
     window: str = "1000 rows",
     replay_fraction: float = 0.25,
     reload_interval: str = "2s",
+    template: str = "loan",
 ) -> Path:
-    """Write driftloop.toml, trainer.py and data/train.csv (concept A) into ``folder``."""
+    """Write driftloop.toml, trainer.py and data/train.csv (concept A) of ``template`` into ``folder``."""
+    if template not in TEMPLATES:
+        raise ConfigError(f"The template must be one of {sorted(TEMPLATES)}. Got {template!r} instead.")
+    config_text, trainer, data = TEMPLATES[template]
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "driftloop.toml"
     config.write_text(
-        CONFIG.format(
+        config_text.format(
             port=port, window=window, replay_fraction=replay_fraction, reload_interval=reload_interval
         )
     )
-    (folder / "trainer.py").write_text(TRAINER)
+    (folder / "trainer.py").write_text(trainer)
     (folder / "data").mkdir(exist_ok=True)
-    applicants(rows, "A", seed=seed).to_csv(folder / "data" / "train.csv", index=False)
+    data(rows, "A", seed=seed).to_csv(folder / "data" / "train.csv", index=False)
     return config
+
+
+# name -> (driftloop.toml, trainer.py, the data generator: (rows, concept, seed) -> frame)
+TEMPLATES = {
+    "loan": (CONFIG, TRAINER, applicants),
+    "regression": (houses.CONFIG, houses.TRAINER, houses.houses),
+}

@@ -16,12 +16,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import uvicorn
 from rich.console import Console
 from rich.progress import Progress
@@ -30,6 +32,7 @@ from rich.table import Table
 from driftloop import workflow
 from driftloop.config import ServingSettings
 from driftloop.demo.data import applicants
+from driftloop.demo.houses import houses
 from driftloop.demo.project import write_example
 from driftloop.monitor import Monitor
 from driftloop.project import Project
@@ -37,6 +40,22 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 __all__ = ["DemoResult", "free_port", "run_demo", "serve_in_thread"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A template's stream: its data generator (rows, concept, seed) and the metric it is judged by."""
+
+    template: str
+    data: Callable[..., pd.DataFrame]
+    target: str
+    metric: str  # accuracy (higher is better) or mae (lower is better)
+
+
+SCENARIOS = {
+    "loan": Scenario("loan", applicants, "approved", "accuracy"),
+    "regression": Scenario("regression", houses, "price", "mae"),
+}
 
 
 @dataclass
@@ -48,11 +67,12 @@ class DemoResult:
     promoted: int
     rejected: int
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = "accuracy"
 
     @property
     def summary(self) -> str:
         return (
-            f"accuracy before drift {self.before:.3f} | after drift {self.after_drift:.3f} | "
+            f"{self.metric} before drift {self.before:.3f} | after drift {self.after_drift:.3f} | "
             f"after promotion {self.after_promotion:.3f} | retrains promoted {self.promoted}, "
             f"rejected {self.rejected} | artifacts in {self.folder}"
         )
@@ -102,8 +122,12 @@ def run_demo(
     label_share: float = 0.2,
     batch: int = 250,
     console: Console | None = None,
+    scenario: str = "loan",
 ) -> DemoResult:
     console = console or Console()
+    if scenario not in SCENARIOS:
+        raise ValueError(f"The scenario must be one of {sorted(SCENARIOS)}. Got {scenario!r} instead.")
+    stream = SCENARIOS[scenario]
     folder = folder.resolve()
     if (folder / ".driftloop").exists():
         raise FileExistsError(
@@ -116,14 +140,16 @@ def run_demo(
         window=f"{window_rows} rows",
         replay_fraction=0.1,
         reload_interval="250ms",
+        template=stream.template,
     )
     project = Project.load(config)
     rng = np.random.default_rng(seed + 1)
-    console.rule("[bold]driftloop demo")
+    console.rule(f"[bold]driftloop demo: {scenario}")
     console.print(f"Project written to [cyan]{folder}[/]; training the first champion on concept A…")
     first = train(project)
     console.print(
-        f"Champion: version {first.version} (validation accuracy {first.metrics['validation_accuracy']:.3f})"
+        f"Champion: version {first.version} "
+        f"(validation {stream.metric} {first.metrics[f'validation_{stream.metric}']:.3f})"
     )
     workflow.launch(project)
     monitor = Monitor(project)
@@ -143,15 +169,19 @@ def run_demo(
                 concept = "A" if w < drift_at else "B"
                 if w == drift_at:
                     events.setdefault(w, []).append("concept changes A→B")
-                df = applicants(window_rows, concept, seed=rng)
-                records = df.drop(columns="approved").to_dict(orient="records")
+                df = stream.data(window_rows, concept, seed=rng)
+                records = df.drop(columns=stream.target).to_dict(orient="records")
                 ids: list[str] = []
                 for start in range(0, window_rows, batch):
                     response = client.post("/predict", json={"records": records[start : start + batch]})
                     response.raise_for_status()
                     body = response.json()
                     for j, p in enumerate(body["predictions"]):
-                        truth[p["prediction_id"]] = (df["approved"].iloc[start + j], w, body["model_version"])
+                        truth[p["prediction_id"]] = (
+                            df[stream.target].iloc[start + j],
+                            w,
+                            body["model_version"],
+                        )
                         ids.append(p["prediction_id"])
                 # reviewers label last window's sample now (one window late), and sample this one
                 _send_labels(client, pending_labels)
@@ -195,8 +225,8 @@ def run_demo(
         workflow.monitor_and_trigger(project, monitor)
     finally:
         workflow.shutdown()
-    timeline = _timeline(project, truth, events, windows)
-    _print_timeline(console, timeline)
+    timeline = _timeline(project, truth, events, windows, stream.metric)
+    _print_timeline(console, timeline, stream.metric)
     first_version = first.version
     acc = {row["window"]: row for row in timeline}
     before = _mean([acc[w]["accuracy"] for w in range(drift_at)])
@@ -206,7 +236,7 @@ def run_demo(
     after_promo = _mean(
         [acc[w]["accuracy"] for w in range(drift_at, windows) if first_version not in acc[w]["served"]]
     )
-    result = DemoResult(folder, before, after_drift, after_promo, promoted, rejected, timeline)
+    result = DemoResult(folder, before, after_drift, after_promo, promoted, rejected, timeline, stream.metric)
     (folder / "summary.txt").write_text(result.summary + "\n")
     console.print(f"[bold]summary:[/] {result.summary}")
     project.close()
@@ -230,14 +260,22 @@ def _wait_for_swap(client: httpx.Client, project: Project, timeout: float = 30.0
 
 
 def _timeline(
-    project: Project, truth: dict[str, tuple[str, int, str]], events: dict[int, list[str]], windows: int
+    project: Project,
+    truth: dict[str, tuple[Any, int, str]],
+    events: dict[int, list[str]],
+    windows: int,
+    metric: str = "accuracy",
 ) -> list[dict[str, Any]]:
-    per_window: dict[int, list[tuple[bool, str]]] = {}
+    per_window: dict[int, list[tuple[float, str]]] = {}
     labels = {}
     for row in project.store.predictions_after(project.name, 0, 10_000_000):
         labels[row["prediction_id"]] = row["prediction"]
     for pid, (label, w, version) in truth.items():
-        per_window.setdefault(w, []).append((labels.get(pid) == label, version))
+        served = labels.get(pid)
+        score = (  # per row: right or wrong; or the absolute error
+            float(served == label) if metric == "accuracy" else abs(float(served or "nan") - float(label))
+        )
+        per_window.setdefault(w, []).append((score, version))
     monitored = project.store.windows(project.name, limit=windows + 5)
     timeline = []
     for w in range(windows):
@@ -247,10 +285,10 @@ def _timeline(
             {
                 "window": w,
                 "accuracy": float(np.mean([ok for ok, _ in rows])) if rows else float("nan"),
-                "monitored_accuracy": (metrics.get("accuracy") or {}).get("value"),
+                "monitored_accuracy": (metrics.get(metric) or {}).get("value"),
                 "labelled": (metrics.get("labelled") or {}).get("n", 0),
                 "drift_share": (metrics.get("drift_share") or {}).get("value"),
-                "estimated_accuracy": (metrics.get("estimated_accuracy") or {}).get("value"),
+                "estimated_accuracy": (metrics.get(f"estimated_{metric}") or {}).get("value"),
                 "multivariate_auc": (metrics.get("multivariate_auc") or {}).get("value"),
                 "prediction_drift": (metrics.get("prediction_drift") or {}).get("value"),
                 "served": sorted({v for _, v in rows}),
@@ -260,13 +298,13 @@ def _timeline(
     return timeline
 
 
-def _print_timeline(console: Console, timeline: list[dict[str, Any]]) -> None:
+def _print_timeline(console: Console, timeline: list[dict[str, Any]], metric: str = "accuracy") -> None:
     table = Table(title="timeline (one row per monitoring window)")
     for column in (
         "window",
         "served by",
-        "accuracy (truth)",
-        "accuracy (feedback)",
+        f"{metric} (truth)",
+        f"{metric} (feedback)",
         "estimated (no labels)",
         "labels",
         "drifted features",

@@ -37,7 +37,6 @@ from starlette.concurrency import run_in_threadpool
 
 from driftloop import custom
 from driftloop.datasets import stable_fraction
-from driftloop.evaluation import predict
 from driftloop.exceptions import ConfigError
 from driftloop.identity import ApiKey, parse_api_keys, stored_source
 from driftloop.ids import new_ids
@@ -48,6 +47,7 @@ from driftloop.serving.http import Guard
 from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
+from driftloop.tasks import Task
 
 __all__ = ["Scope", "app_from_environment", "create_app", "parse_api_keys"]
 
@@ -102,7 +102,7 @@ def _metadata(sent: Any, request: Request) -> tuple[dict[str, str], list[str]]:
     return found, problems
 
 
-def _feedback_problems(item: Any, i: int, classes: list[str]) -> list[dict[str, Any]]:
+def _feedback_problems(item: Any, i: int, task: Task) -> list[dict[str, Any]]:
     """What is wrong with one feedback item (FastAPI's error shape, one per problem)."""
     if not isinstance(item, dict):
         return [{"loc": ["feedback", i], "type": "model_type", "msg": f"Item {i} must be an object."}]
@@ -129,14 +129,9 @@ def _feedback_problems(item: Any, i: int, classes: list[str]) -> list[dict[str, 
                 f"Unicode text. Got {ascii(pid)[:80]} and {ascii(source)[:80]} instead.",
             }
         )
-    if label is None or str(label) not in classes:
-        problems.append(
-            {
-                "loc": ["feedback", i, "label"],
-                "type": "enum",
-                "msg": f"Item {i}: 'label' must be one of {classes}. Got {label!r:.80} instead.",
-            }
-        )
+    wrong = task.label_error(label)  # one of the classes; a finite number
+    if wrong is not None:
+        problems.append({"loc": ["feedback", i, "label"], "type": "enum", "msg": f"Item {i}: {wrong}"})
     return problems
 
 
@@ -145,7 +140,7 @@ def _shadow_score(
 ) -> None:
     """Score the same rows with the challenger; log its outputs against the same prediction ids."""
     try:
-        labels, confidence, probs = predict(model.model, project.schema.frame(records), project.classes)
+        labels, confidence, probs, _ = project.task.predict(model.model, project.schema.frame(records))
         now = time.time()
         project.store.insert_shadow(
             [
@@ -155,8 +150,10 @@ def _shadow_score(
                     "model_version": model.version,
                     "ts": now,
                     "prediction": str(labels[i]),
-                    "confidence": float(confidence[i]),
-                    "probabilities": {c: round(float(probs[i, j]), 6) for j, c in enumerate(project.classes)},
+                    "confidence": None if confidence[i] != confidence[i] else float(confidence[i]),
+                    "probabilities": {}
+                    if probs is None
+                    else {c: round(float(probs[i, j]), 6) for j, c in enumerate(project.task.classes)},
                 }
                 for i, pid in enumerate(ids)
             ]
@@ -225,7 +222,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     predictor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-predict")
     batcher = Batcher(  # concurrent requests' records go to the model in one call
         project.schema.frame,
-        project.classes,
+        project.task,
         max_rows=settings.dynamic_batch_rows if settings.dynamic_batching else 1,
         wait=settings.dynamic_batch_wait if settings.dynamic_batching else 0.0,
         executor=predictor if settings.predict_in == "thread" else None,
@@ -312,7 +309,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     )
     app.add_middleware(Guard, settings, keys=bool(keys), counts=stats.guard)
     app.state.project, app.state.slot, app.state.writer, app.state.stats = project, slot, writer, stats
-    classes, name = project.classes, project.name
+    classes, name = project.task.classes, project.name
     redact = project.schema.redact if project.schema.pii else None  # skipped when nothing is pii
 
     def require(scope: Scope | None) -> Callable[[Request], Awaitable[ApiKey | None]]:
@@ -542,15 +539,18 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         now = time.time()
         latency_ms = (time.perf_counter() - started) * 1000
         ids = new_ids(len(records))
-        out = [
-            {
-                "prediction_id": pid,
-                "label": label_strs[i],
-                "confidence": confidences[i],
-                "probabilities": dict(zip(classes, rounded[i], strict=True)),
-            }
-            for i, pid in enumerate(ids)
-        ]
+        if classes:
+            out = [
+                {
+                    "prediction_id": pid,
+                    "label": label_strs[i],
+                    "confidence": confidences[i],
+                    "probabilities": dict(zip(classes, rounded[i], strict=True)),
+                }
+                for i, pid in enumerate(ids)
+            ]
+        else:  # a regression model: the predicted value
+            out = [{"prediction_id": pid, "value": float(label_strs[i])} for i, pid in enumerate(ids)]
         log_batch = LogBatch(
             name,
             loaded.version,
@@ -606,7 +606,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                         "type": "object",
                         "properties": {
                             "prediction_id": {"type": "string"},
-                            "label": {"type": "string", "enum": classes},
+                            "label": {"type": "string", "enum": classes} if classes else {"type": "number"},
                             "source": {"type": "string"},
                             "feedback": {"type": "array", "items": {"type": "object"}},
                         },
@@ -636,13 +636,20 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         errors: list[dict[str, Any]] = []
         clean: list[tuple[int, dict[str, str]]] = []
         for i, item in enumerate(items):
-            problems = _feedback_problems(item, i, classes)
+            problems = _feedback_problems(item, i, project.task)
             if problems:
                 errors += problems
                 continue
             source = stored_source(key, item.get("source"))
             clean.append(
-                (i, {"prediction_id": item["prediction_id"], "label": str(item["label"]), "source": source})
+                (
+                    i,
+                    {
+                        "prediction_id": item["prediction_id"],
+                        "label": project.task.parse_label(item["label"]),
+                        "source": source,
+                    },
+                )
             )
         if errors and (single or not clean):
             return await invalid("/feedback", 422, errors)

@@ -17,7 +17,8 @@ request fails alone.
 >>> from sklearn.dummy import DummyClassifier
 >>> import pandas as pd
 >>> model = DummyClassifier(strategy="prior").fit([[0], [1], [1]], ["no", "yes", "yes"])
->>> batcher = Batcher(lambda records: pd.DataFrame(records), ["no", "yes"])
+>>> from driftloop.tasks import Classification
+>>> batcher = Batcher(lambda records: pd.DataFrame(records), Classification(["no", "yes"]))
 >>> async def two_requests():
 ...     return await asyncio.gather(batcher.predict(model, [{"x": 1}]),
 ...                                 batcher.predict(model, [{"x": 2}, {"x": 3}]))
@@ -39,7 +40,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from driftloop.evaluation import predict
+from driftloop.tasks import Task
 
 __all__ = ["Batcher", "Scored"]
 
@@ -50,8 +51,8 @@ class Scored(NamedTuple):
     """One request's predictions, as plain Python lists (ready for JSON and the log)."""
 
     labels: list[str]
-    confidences: list[float]
-    probabilities: list[list[float]]  # rounded to 6 places, aligned with the project's classes
+    confidences: list[float | None]  # None where the task has no confidence (regression)
+    probabilities: list[list[float]]  # rounded to 6 places, aligned with the task's classes ([] if none)
 
 
 class _Waiting(NamedTuple):
@@ -67,8 +68,9 @@ class Batcher:
     ----------
     frame
         Records -> the DataFrame the model takes (the schema's :meth:`FeatureSchema.frame`).
-    classes
-        The project's classes; probabilities come back in this order.
+    task
+        The project's task (:mod:`driftloop.tasks`): it predicts, and its classes order the
+        probabilities.
     max_rows
         The most rows one call may hold. A single request larger than this is still predicted
         whole; ``1`` turns merging off (every request is its own call).
@@ -83,7 +85,7 @@ class Batcher:
     def __init__(
         self,
         frame: Callable[[list[dict[str, Any]]], pd.DataFrame],
-        classes: list[str],
+        task: Task,
         *,
         max_rows: int = 1000,
         wait: float = 0.0,
@@ -93,7 +95,7 @@ class Batcher:
             raise ValueError(f"The 'max_rows' of a Batcher must be at least 1. Got {max_rows!r} instead.")
         if wait < 0:
             raise ValueError(f"The 'wait' of a Batcher must be 0 or more seconds. Got {wait!r} instead.")
-        self.frame, self.classes = frame, list(classes)
+        self.frame, self.task = frame, task
         self.max_rows, self.wait, self.executor = max_rows, wait, executor
         self._waiting: deque[_Waiting] = deque()
         self._drainer: asyncio.Task[None] | None = None
@@ -177,11 +179,11 @@ class Batcher:
 
     def _score(self, model: Any, parts: list[list[dict[str, Any]]]) -> list[Scored]:
         records = parts[0] if len(parts) == 1 else [r for part in parts for r in part]
-        labels, confidence, probs = predict(model, self.frame(records), self.classes)
+        labels, confidence, probs, _ = self.task.predict(model, self.frame(records))
         # one conversion to plain lists for the whole call, then slices per request
         label_list = [str(label) for label in labels]
-        confidences = confidence.tolist()
-        rounded = probs.round(6).tolist()
+        confidences = [None if c != c else c for c in confidence.tolist()]  # NaN: the task has none
+        rounded = probs.round(6).tolist() if probs is not None else [[] for _ in label_list]
         out, start = [], 0
         for part in parts:
             end = start + len(part)

@@ -14,7 +14,6 @@ from typing import Any
 
 import pandas as pd
 
-from driftloop.evaluation import predict
 from driftloop.exceptions import RegistryError
 from driftloop.project import Project
 
@@ -53,7 +52,7 @@ class ModelSlot:
             except RegistryError as exc:
                 self._refuse(version, exc)
                 raise
-            predict(model, self._warmup_frame(), self.project.classes)  # fail here, not on a request
+            self.project.task.predict(model, self._warmup_frame())  # fail here, not on a request
             old = self.current
             self.current = LoadedModel(version, model)
             self.swaps += 1

@@ -50,8 +50,8 @@ class LogBatch(NamedTuple):
     ids: list[str]
     inputs: list[dict[str, Any]]
     labels: list[str]
-    confidences: list[float]
-    probabilities: list[list[float]]  # aligned with ``classes``
+    confidences: list[float | None]  # None for a task without confidence
+    probabilities: list[list[float]]  # aligned with ``classes`` ([] for a task without classes)
     metrics: list[dict[str, float]] | None  # custom metrics sent per record ({} for none)
 
     def rows(self) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ predictions = Table(
     Column("ts", Float, nullable=False),
     Column("inputs", JSON, nullable=False),
     Column("prediction", String(256), nullable=False),
-    Column("confidence", Float, nullable=False),
+    Column("confidence", Float, nullable=True),  # none for a regression model
     Column("probabilities", JSON, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("meta", JSON, nullable=True),
@@ -159,7 +159,7 @@ shadow_predictions = Table(
     Column("model_version", String(32), nullable=False),
     Column("ts", Float, nullable=False),
     Column("prediction", String(256), nullable=False),
-    Column("confidence", Float, nullable=False),
+    Column("confidence", Float, nullable=True),
     Column("probabilities", JSON, nullable=False),
 )
 
