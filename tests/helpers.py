@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import itertools
 import re
+import subprocess
+import sys
+import time
 
 import httpx
 import numpy as np
@@ -121,3 +124,37 @@ def with_serving(project: Project, **settings: object) -> Project:
     path.write_text(text)
     project.close()
     return Project.load(path)
+
+
+def serve_subprocess(config: str, port: int, *extra: str, output: bool = False) -> subprocess.Popen[str]:
+    """``driftloop serve`` as a process of its own (no monitoring), once ``/health`` names a
+    champion. With ``output`` its stdout (and stderr) can be read."""
+    from .conftest import cli_env
+
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "driftloop.cli",
+            "serve",
+            "-c",
+            config,
+            "--port",
+            str(port),
+            "--no-monitor",
+            *extra,
+        ],
+        env=cli_env(),
+        stdout=subprocess.PIPE if output else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()["champion"]:
+                return server
+        except (httpx.HTTPError, ValueError):
+            time.sleep(0.1)
+    server.kill()
+    raise AssertionError(f"driftloop serve on port {port} did not come up")

@@ -39,7 +39,7 @@ from driftloop.serving.writer import LogBatch
 from driftloop.training import train
 
 from .conftest import ROOT, cli_env, make_project
-from .helpers import send, with_serving
+from .helpers import send, serve_subprocess, with_serving
 
 GOOD = {
     "income": 52000,
@@ -425,31 +425,9 @@ def test_item9_forty_concurrent_8mib_bodies_keep_memory_bounded(tmp_path: Path) 
     project = make_project(tmp_path / "p")
     train(project)
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "driftloop.cli",
-            "serve",
-            "-c",
-            str(project.settings.root / "driftloop.toml"),
-            "--port",
-            str(port),
-            "--no-monitor",
-        ],
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = serve_subprocess(str(project.settings.root / "driftloop.toml"), port)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).json()["champion"]:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         start = _peak_rss_mb(server.pid)
         record = json.dumps({**GOOD, "income": 52000.5}).encode()
         body = b'{"records": [' + b",".join([record] * (8 * 1024 * 1024 // (len(record) + 1) - 10)) + b"]}"
@@ -783,24 +761,11 @@ def test_item22_a_single_row_class_trains_or_fails_with_a_sentence(tmp_path: Pat
 def test_item23_serve_prints_its_url_and_a_busy_port_is_one_sentence(fresh: Project) -> None:
     config = str(fresh.settings.root / "driftloop.toml")
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "driftloop.cli", "serve", "-c", config, "--port", str(port), "--no-monitor"],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server = serve_subprocess(config, port, output=True)
     try:
         assert server.stdout is not None
         first = server.stdout.readline()
         assert f"http://127.0.0.1:{port}" in first, first
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         busy = _driftloop("serve", "-c", config, "--port", str(port))
         assert busy.returncode == 1 and f"Port {port}" in busy.stdout, busy.stdout + busy.stderr
         assert len((busy.stdout + busy.stderr).strip().splitlines()) <= 2

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,8 +18,8 @@ from driftloop.project import Project
 from driftloop.serving import create_app, parse_api_keys
 from driftloop.training import fit_and_register, snapshot_training_data, split_validation, train
 
-from .conftest import cli_env, make_project
-from .helpers import with_serving
+from .conftest import make_project
+from .helpers import serve_subprocess, with_serving
 
 GOOD = {
     "income": 52000,
@@ -234,30 +232,8 @@ def test_durable_log_survives_sigkill_under_load(tmp_path: Path, log_writer: str
     acknowledged: list[str] = []
     for trial in range(3):
         port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "driftloop.cli",
-                "serve",
-                "-c",
-                config,
-                "--port",
-                str(port),
-                "--no-monitor",
-            ],
-            env=cli_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = serve_subprocess(config, port)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).json()["champion"]:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         stop = threading.Event()
 
         def load(url: str = url, stop: threading.Event = stop) -> None:
