@@ -84,6 +84,9 @@ def test_a_regression_model_is_served_monitored_retrained_and_gated(homes: Proje
     estimated = [w["metrics"]["estimated_mae"]["value"] for w in before + after]
     assert all(e is not None and e > 0 for e in estimated)
     assert any(w["metrics"]["drift.size_m2"]["flagged"] for w in after)
+    # the residuals: like the reference's before the turn, shifted after it (B is under-priced)
+    assert not any(w["metrics"]["error_drift"]["flagged"] for w in before)
+    assert all(w["metrics"]["error_drift"]["flagged"] for w in after)
     (run,) = homes.store.runs(homes.name)
     row = workflow.wait(run["id"])
     assert row["status"] == "promoted", (row, homes.store.decision(run["id"]))

@@ -108,7 +108,7 @@ WINDOW_METRICS: dict[str, tuple[str, ...]] = {
         "estimated_accuracy",
         "estimated_f1_macro",
     ),
-    "regression": (*TASK_METRICS["regression"], *_COMMON_WINDOW_METRICS, "estimated_mae"),
+    "regression": (*TASK_METRICS["regression"], *_COMMON_WINDOW_METRICS, "estimated_mae", "error_drift"),
 }
 
 

@@ -391,15 +391,33 @@ class Monitor:
         )
         if not labelled:
             return
+        reference = self.reference()
         frame = pd.DataFrame(labelled)
         for w in recent:
             part = frame[(frame["seq"] >= w["start_seq"]) & (frame["seq"] <= w["end_seq"])]
             if part.empty:
                 continue
-            scores = task.metrics(part["label"].to_numpy(), part["prediction"].to_numpy())
+            y, predicted = part["label"].to_numpy(), part["prediction"].to_numpy()
+            scores = task.metrics(y, predicted)
             n = len(part)
+            drifts = task.label_drift(reference.estimator, y, predicted) if reference.estimator else {}
             store.upsert_metrics(
-                w["id"], [*(_metric(k, v, n) for k, v in scores.items()), _metric("labelled", float(n), n)]
+                w["id"],
+                [
+                    *(_metric(k, v, n) for k, v in scores.items()),
+                    _metric("labelled", float(n), n),
+                    *(
+                        _metric(
+                            k,
+                            d["value"],
+                            n,
+                            p_value=d["p_value"],
+                            threshold=d["threshold"],
+                            flagged=d["flagged"],
+                        )
+                        for k, d in drifts.items()
+                    ),
+                ],
             )
 
     def _evaluate_rules(self, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -84,3 +84,7 @@ class Task(Protocol):
         self, estimator: dict[str, Any], features: pd.DataFrame, outputs: pd.DataFrame
     ) -> dict[str, float | None]:
         """Label-free window metrics (``estimated_<metric>``) from the fitted estimator."""
+
+    def label_drift(self, estimator: dict[str, Any], y_true: Any, y_pred: Any) -> dict[str, dict[str, Any]]:
+        """Window metrics that compare labelled rows with the reference's (regression: the
+        residual distribution), each as ``{"value", "p_value", "threshold", "flagged"}``."""

@@ -162,3 +162,6 @@ class Classification:
             if cbpe.errors_ is not None
             else None,
         }
+
+    def label_drift(self, estimator: dict[str, Any], y_true: Any, y_pred: Any) -> dict[str, dict[str, Any]]:
+        return {}

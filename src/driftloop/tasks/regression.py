@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from driftloop.config import TASK_METRICS
 from driftloop.evaluation import bootstrap_diff, wilcoxon
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Regression"]
 
 METRICS: tuple[str, ...] = TASK_METRICS["regression"]
+RESIDUAL_SAMPLE = 500  # residuals of the reference's held-out rows kept for error drift
 
 
 def _floats(values: Any) -> np.ndarray:
@@ -149,16 +151,34 @@ class Regression:
         from driftloop.drift.dle import DLE
 
         prediction = outputs["__prediction__"].to_numpy("float64")
-        return DLE().fit(features.reset_index(drop=True), prediction, _floats(y_true)).to_dict()
+        actual = _floats(y_true)
+        residuals = actual - prediction
+        if residuals.size > RESIDUAL_SAMPLE:  # an evenly spaced quantile sample keeps the shape
+            residuals = np.quantile(residuals, np.linspace(0, 1, RESIDUAL_SAMPLE))
+        return {
+            "dle": DLE().fit(features.reset_index(drop=True), prediction, actual).to_dict(),
+            "residuals": [round(float(r), 6) for r in np.sort(residuals)],
+        }
 
     def estimates(
         self, estimator: dict[str, Any], features: pd.DataFrame, outputs: pd.DataFrame
     ) -> dict[str, float | None]:
         from driftloop.drift.dle import DLE
 
-        dle = DLE.from_dict(estimator)
-        return {
-            "estimated_mae": dle.estimate(
-                features.reset_index(drop=True), outputs["__prediction__"].to_numpy()
-            )
-        }
+        dle = DLE.from_dict(estimator["dle"])
+        prediction = outputs["__prediction__"].to_numpy()
+        return {"estimated_mae": dle.estimate(features.reset_index(drop=True), prediction)}
+
+    def label_drift(self, estimator: dict[str, Any], y_true: Any, y_pred: Any) -> dict[str, dict[str, Any]]:
+        """``error_drift``: the KS distance between the window's residuals (label minus
+        prediction) and the reference's, flagged when significant at 5 % and at least 0.1: the
+        model errs differently (larger, or biased one way), whatever the inputs did."""
+        reference = np.asarray(estimator.get("residuals", []), dtype="float64")
+        residuals = _floats(y_true) - _floats(y_pred)
+        residuals = residuals[np.isfinite(residuals)]
+        if reference.size < 10 or residuals.size < 10:
+            return {}
+        test = stats.ks_2samp(residuals, reference)
+        statistic, p = float(test.statistic), float(test.pvalue)
+        flagged = p < 0.05 and statistic >= 0.1
+        return {"error_drift": {"value": statistic, "p_value": p, "threshold": 0.1, "flagged": flagged}}
