@@ -236,3 +236,51 @@ def test_threshold_rules_fire_once_per_streak_unless_asked_to_repeat() -> None:
 
     assert fires(once) == [1]
     assert fires(again) == [1, 4, 7, 10]
+
+
+def test_cbpe_takes_probabilities_as_users_hold_them_and_refuses_the_rest() -> None:
+    from driftloop.drift.cbpe import CBPE
+
+    rng = np.random.default_rng(7)
+    positive = rng.uniform(0, 1, 20_000)
+    y = rng.random(20_000) < positive
+    confidence = np.maximum(positive, 1 - positive)
+    realised = float(np.mean((positive > 0.5) == y))
+    for labels, classes in (
+        (y.astype(int), None),
+        (y.astype(float), [0, 1]),
+        (np.where(y, "yes", "no"), ["no", "yes"]),
+    ):
+        cbpe = CBPE.from_probabilities(positive, labels, classes)
+        assert abs(cbpe.estimate(confidence) - realised) < 0.01, (labels.dtype, cbpe.estimate(confidence))
+        assert (
+            cbpe.estimate_f1(confidence, np.where(positive > 0.5, cbpe.classes_[1], cbpe.classes_[0])) > 0.7
+        )
+    matrix = np.column_stack([1 - positive, positive])
+    assert CBPE.from_probabilities(matrix, y.astype(int)).estimate(confidence) == pytest.approx(
+        CBPE.from_probabilities(positive, y.astype(int)).estimate(confidence)
+    )
+    with pytest.raises(ConfigError, match="one column per class"):
+        CBPE.from_probabilities(matrix, y, classes=["a", "b", "c"])
+    with pytest.raises(ConfigError, match=r"one of the classes \['0', '1'\]. Got \['2'\]"):
+        CBPE.from_probabilities(positive, np.full(20_000, 2))
+    with pytest.raises(ConfigError, match="one label per row"):
+        CBPE.from_probabilities(positive, y[:10])
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        CBPE.from_probabilities(positive * 100, y)
+
+
+def test_cbpe_band_covers_the_realised_accuracy_of_calibrated_windows() -> None:
+    from driftloop.drift.cbpe import CBPE
+
+    rng = np.random.default_rng(11)
+    reference = rng.uniform(0.5, 1.0, 20_000)
+    cbpe = CBPE().fit(reference, rng.random(20_000) < reference)
+    inside = 0
+    for _ in range(200):
+        window = rng.uniform(0.6, 1.0, 500)
+        realised = float(np.mean(rng.random(500) < window))
+        low, high = cbpe.band(window)
+        inside += low <= realised <= high
+        assert high - low < 0.08
+    assert 0.88 <= inside / 200 <= 0.99, inside

@@ -106,6 +106,8 @@ WINDOW_METRICS: dict[str, tuple[str, ...]] = {
         "confidence_drift",
         "mean_confidence",
         "estimated_accuracy",
+        "estimated_accuracy_low",
+        "estimated_accuracy_high",
         "estimated_f1_macro",
     ),
     "regression": (*TASK_METRICS["regression"], *_COMMON_WINDOW_METRICS, "estimated_mae", "error_drift"),

@@ -208,7 +208,7 @@ def monitor_and_trigger(
 def _new_labels(project: Project) -> tuple[int, int | None]:
     """(labels since the last finished run's data, that run's ``since_seq``)."""
     runs = project.store.runs(project.name, limit=200)
-    finished = [r for r in runs if r["status"] in ("promoted", "rejected")]
+    finished = [r for r in runs if r["status"] in ("promoted", "rejected", "skipped")]
     cutoff = finished[-1]["options"].get("cutoff_seq", 0) if finished else 0
     champion = project.champion()  # after a rollback, the run that made the current champion
     made = [r for r in runs if r["status"] == "promoted" and r["challenger_version"] == champion]

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from driftloop.exceptions import NotFittedError
+from driftloop.config import category_text
+from driftloop.exceptions import ConfigError, NotFittedError
 
 __all__ = ["CBPE"]
 
@@ -83,6 +84,93 @@ class CBPE:
         """Expected accuracy of predictions made with these confidences."""
         p = self._calibrated(confidence)
         return float(p.mean()) if p.size else float("nan")
+
+    def band(self, confidence: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+        """The range the realised accuracy of these predictions falls in 95 % of the time if the
+        calibration holds: each prediction is right with its calibrated probability, so the
+        count of right ones has variance ``sum p (1 - p)`` (sampling error, not calibration
+        error). It tells a 0.005 move from noise: on 1,000 rows at 0.9 it is about ±0.019.
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> conf = rng.uniform(0.5, 1.0, 5000)
+        >>> cbpe = CBPE().fit(conf, rng.random(5000) < conf)
+        >>> low, high = cbpe.band(np.full(1000, 0.9))
+        >>> round(low, 2), round(high, 2)
+        (0.88, 0.92)
+        """
+        p = self._calibrated(confidence)
+        if not p.size:
+            return float("nan"), float("nan")
+        half = z * float(np.sqrt(np.sum(p * (1 - p)))) / p.size
+        centre = float(p.mean())
+        return max(centre - half, 0.0), min(centre + half, 1.0)
+
+    @classmethod
+    def from_probabilities(cls, probabilities: Any, labels: Any, classes: list[Any] | None = None) -> CBPE:
+        """Fit from what a user holds: a model's probabilities and the true labels.
+
+        ``probabilities`` is a column for the positive class of a binary model (then
+        ``classes`` is ``[negative, positive]``, by default ``[0, 1]``) or a matrix with a
+        column per class in the order of ``classes``; labels may be strings, ints or floats
+        (``1.0`` is the class ``1``). Inputs it cannot interpret are refused with one sentence.
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> positive = rng.uniform(0, 1, 5000)
+        >>> y = (rng.random(5000) < positive).astype(float)     # calibrated, labels as floats
+        >>> round(CBPE.from_probabilities(positive, y).estimate(np.maximum(positive, 1 - positive)), 2)
+        0.75
+        >>> CBPE.from_probabilities(positive * 2, y)
+        Traceback (most recent call last):
+        ...
+        driftloop.exceptions.ConfigError: The 'probabilities' of CBPE.from_probabilities must lie ...
+        """
+        probs = np.asarray(probabilities, dtype="float64")
+        truth = np.asarray(labels, dtype=object).ravel()
+        if probs.ndim == 1:
+            classes = list(classes) if classes is not None else [0, 1]
+            if len(classes) != 2:
+                raise ConfigError(
+                    "A single column of 'probabilities' is the positive class of a binary model, so "
+                    f"'classes' must name two classes. Got {classes!r} instead."
+                )
+            probs = np.column_stack([1 - probs, probs])
+        elif probs.ndim == 2:
+            classes = list(classes) if classes is not None else list(range(probs.shape[1]))
+            if probs.shape[1] != len(classes):
+                raise ConfigError(
+                    f"The 'probabilities' of CBPE.from_probabilities must have one column per class "
+                    f"({len(classes)}). Got {probs.shape[1]} columns instead."
+                )
+        else:
+            raise ConfigError(
+                "The 'probabilities' of CBPE.from_probabilities must be a column or a matrix. "
+                f"Got an array of shape {probs.shape} instead."
+            )
+        if len(probs) != len(truth) or not len(probs):
+            raise ConfigError(
+                "CBPE.from_probabilities needs one label per row of probabilities. "
+                f"Got {len(probs)} rows and {len(truth)} labels instead."
+            )
+        finite = probs[np.isfinite(probs)]
+        if finite.size != probs.size or finite.min() < 0 or finite.max() > 1:
+            raise ConfigError(
+                "The 'probabilities' of CBPE.from_probabilities must lie between 0 and 1. "
+                f"Got values up to {np.nanmax(np.abs(probs)):.5g} instead."
+            )
+        names = [category_text(c) for c in classes]
+        text = np.array([category_text(v) for v in truth], dtype=object)
+        unknown = sorted(set(text) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"Every label given to CBPE.from_probabilities must be one of the classes {names}. "
+                f"Got {unknown[:5]} instead."
+            )
+        best = probs.argmax(axis=1)
+        predicted = np.asarray(names, dtype=object)[best]
+        confidence = probs[np.arange(len(probs)), best]
+        return cls().fit(confidence, predicted == text, predicted=predicted, actual=text, classes=names)
 
     def estimate_f1(self, confidence: np.ndarray, predicted: np.ndarray) -> float:
         """Expected macro F1 of these predictions (the classes' mean, as ``f1_score(average="macro")``).

@@ -839,7 +839,7 @@ def _prometheus(
     runs = project.store.runs(name, limit=1000)
     by_status = Counter(r["status"] for r in runs)
     lines.append("# TYPE driftloop_retrain_runs_total counter")
-    for state in ("queued", "running", "promoted", "rejected", "failed"):
+    for state in ("queued", "running", "promoted", "rejected", "skipped", "failed"):
         lines.append(f'driftloop_retrain_runs_total{{model="{name}",status="{state}"}} {by_status[state]}')
     finished = [r["finished_at"] - r["started_at"] for r in runs if r["finished_at"]]
     lines += [

@@ -156,8 +156,11 @@ class Classification:
 
         cbpe = CBPE.from_dict(estimator)
         confidence = outputs["__confidence__"].to_numpy()
+        low, high = cbpe.band(confidence)  # sampling error: where the realised accuracy should fall
         return {
             "estimated_accuracy": cbpe.estimate(confidence),
+            "estimated_accuracy_low": low,
+            "estimated_accuracy_high": high,
             "estimated_f1_macro": cbpe.estimate_f1(confidence, outputs["__prediction__"].to_numpy())
             if cbpe.errors_ is not None
             else None,
