@@ -223,6 +223,13 @@ def monitor_command(
         workflow.shutdown()
         lock.release()
     console.print(f"Closed {len(result.windows)} window(s); {len(result.alerts)} alert(s).")
+    gaps = Monitor(project).reference_gaps()
+    if gaps:
+        console.print(
+            f"[yellow]note:[/] the champion's reference was built without {', '.join(gaps)}, so "
+            f"{'it is' if len(gaps) == 1 else 'they are'} not monitored; run 'driftloop reference --rebuild'.",
+            highlight=False,
+        )
     _print_windows(project, limit=max(5, len(result.windows)))
 
 
@@ -299,6 +306,41 @@ def retrain(
             _print_run(project, row)
     finally:
         workflow.shutdown()
+
+
+@app.command()
+def reference(
+    config: ConfigOption = DEFAULT_CONFIG,
+    rebuild: Annotated[
+        bool, typer.Option(help="Rebuild the champion's reference for the current settings.")
+    ] = False,
+) -> None:
+    """What the champion's monitoring reference covers; with --rebuild, build it again from its
+    training data for the current settings (an embedding added after training, new bins)."""
+    from driftloop.monitor import Monitor
+    from driftloop.training import build_reference
+
+    project = _project(config)
+    version = project.champion()
+    if version is None:
+        raise DriftloopError(f"Model '{project.name}' has no champion yet; run 'driftloop train' first.")
+    if rebuild:
+        project.store.delete_reference(project.name, version)
+        with console.status("rebuilding the reference…"):
+            build_reference(project, version)
+    monitor = Monitor(project)
+    spec = monitor.reference().features.spec
+    gaps = monitor.reference_gaps()
+    console.print(
+        f"The reference of {project.name} version {version} profiles {len(spec.numeric)} numeric and "
+        f"{len(spec.categorical)} categorical column(s)"
+        + (
+            f"; it lacks {', '.join(gaps)} (run 'driftloop reference --rebuild')."
+            if gaps
+            else ", everything the settings ask for."
+        ),
+        highlight=False,
+    )
 
 
 @app.command()

@@ -165,6 +165,16 @@ class FeatureSettings(_Model):
     pii: Literal["hash", "drop"] | None = None
     embedding: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_embedded_by_default(cls, data: Any) -> Any:
+        """A text feature is monitored through its length and, unless ``embedding = "none"``,
+        the built-in hashing embedding, so new vocabulary shows as drift without any set-up."""
+        if isinstance(data, dict) and data.get("type") == "text":
+            chosen = data.get("embedding", DEFAULT_TEXT_EMBEDDING)
+            data = {**data, "embedding": None if chosen == "none" else chosen}
+        return data
+
     @field_validator("allowed", mode="before")
     @classmethod
     def _allowed_as_text(cls, value: Any) -> Any:
@@ -243,6 +253,7 @@ class RegistrySettings(_Model):
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_TEXT_EMBEDDING = "driftloop.embeddings:hashing"
 
 
 class ServingSettings(_Model):

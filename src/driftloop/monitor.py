@@ -78,6 +78,7 @@ class Monitor:
         self.project = project
         self.sinks = make_sinks(project.settings)
         self._reference: Reference | None = None
+        self._warned_gaps = False
 
     def reference(self) -> Reference:
         """The champion's reference (built once per champion version, then cached)."""
@@ -99,6 +100,18 @@ class Monitor:
                 dict(profile.get("scores", {})),
             )
         return self._reference
+
+    def reference_gaps(self) -> list[str]:
+        """Monitored columns the settings ask for that the champion's reference was built without
+        (an embedding configured after training, a feature added): they are not monitored until
+        the reference is rebuilt (``driftloop reference --rebuild``) or a new champion arrives."""
+        spec = self.reference().features.spec
+        known = set(spec.numeric) | set(spec.categorical)
+        wanted = list(self.project.settings.profiled_columns())
+        for name, feature in self.project.settings.features.items():
+            if feature.type == "text" and feature.embedding and not feature.pii:
+                wanted.append(f"{name}.e0")
+        return [c for c in wanted if c not in known]
 
     def rollup(self, *, since: float, until: float | None = None) -> tuple[int, DriftReport | None]:
         """Drift over a longer span (an hour, a day) by merging the stored window profiles.
@@ -182,6 +195,16 @@ class Monitor:
         result = MonitorRun()
         now = time.time() if now is None else now
         reference = self.reference()
+        gaps = self.reference_gaps()
+        if gaps and not self._warned_gaps:
+            self._warned_gaps = True
+            log.warning(
+                "The reference of version %s was built without %s, so %s not monitored; run "
+                "'driftloop reference --rebuild' to rebuild it for the current settings.",
+                reference.version,
+                ", ".join(gaps),
+                "it is" if len(gaps) == 1 else "they are",
+            )
         store, name = self.project.store, self.project.name
         last = store.last_window(name)
         after = last["end_seq"] if last else 0

@@ -563,6 +563,15 @@ class Store:
             )
         return dict(row) if row else None
 
+    def delete_reference(self, model: str, model_version: str) -> None:
+        """Forget a version's reference so that the next use rebuilds it (windows keep theirs)."""
+        with self.begin() as conn:
+            conn.execute(
+                t.references.delete().where(
+                    t.references.c.model == model, t.references.c.model_version == model_version
+                )
+            )
+
     def add_reference(
         self, model: str, model_version: str, dataset_id: str, profile: dict[str, Any]
     ) -> dict[str, Any]:
