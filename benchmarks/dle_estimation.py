@@ -111,9 +111,7 @@ def main() -> None:
     columns = {"driftloop DLE": ours, "reference MAE carried": carried}
     if peer is not None:
         columns["NannyML DLE"] = peer
-    print(
-        f"{args.windows} windows of {args.rows} rows, covariate shift growing by window (seed {args.seed})"
-    )
+    print(f"{args.windows} windows of {args.rows} rows, covariate shift growing by window (seed {args.seed})")
     print(f"{'window':>6} {'realised MAE':>13} " + " ".join(f"{name:>22}" for name in columns))
     for i, value in enumerate(realised):
         print(f"{i:>6} {value:>13.2f} " + " ".join(f"{col[i]:>22.2f}" for col in columns.values()))

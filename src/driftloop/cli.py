@@ -227,7 +227,8 @@ def monitor_command(
     if gaps:
         console.print(
             f"[yellow]note:[/] the champion's reference was built without {', '.join(gaps)}, so "
-            f"{'it is' if len(gaps) == 1 else 'they are'} not monitored; run 'driftloop reference --rebuild'.",
+            f"{'it is' if len(gaps) == 1 else 'they are'} not monitored; "
+            "run 'driftloop reference --rebuild'.",
             highlight=False,
         )
     _print_windows(project, limit=max(5, len(result.windows)))
