@@ -102,7 +102,7 @@ class ProcessLogWriter:
     async def _spawn(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
-        self._process = subprocess.Popen(
+        self._process = process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -126,8 +126,10 @@ class ProcessLogWriter:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except BaseException:
             self._transport.close()
-            self._process.kill()
+            process.kill()
             raise
+        if self._transport.is_closing():  # it died between saying it was ready and now
+            raise LogUnavailable("The log writer process stopped as it started.")
         self._error = None
         for seq, _, _, payload in self._inflight:  # fast mode: what the dead child never confirmed
             if payload is not None:
@@ -158,7 +160,9 @@ class ProcessLogWriter:
         being restarted frames wait in the same bounded queue and go out when it is up."""
         fast = self.mode == "fast"
         down = not self._live or self._transport is None or self._transport.is_closing()
-        if down and not (fast and self._restarting is not None and not self._restarting.done()):
+        # fast mode holds frames while the child is down (or its death is still being noticed:
+        # a closing transport before connection_lost); they go out when a child is up again
+        if down and (not fast or self._stopping or self._ready is None):
             raise LogUnavailable(f"The log writer process is not running ({self._error or 'stopped'}).")
         count = len(batch.ids)
         if fast and self._pending_rows + count > self._max_queue:
@@ -177,11 +181,16 @@ class ProcessLogWriter:
             await future
 
     async def stop(self, timeout: float = 60.0) -> None:
-        """Wait for everything sent to be committed, then let the child exit."""
+        """Wait for everything sent to be committed, then let the child exit. A child being
+        started again is waited for first, so that the frames it is to take are not lost."""
+        if self._restarting is not None and not self._restarting.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._restarting), timeout)
         self._stopping = True
         if self._restarting is not None:
             self._restarting.cancel()
-        if self._transport is not None and not self._transport.is_closing() and self._drained is not None:
+        live = self._live and self._transport is not None and not self._transport.is_closing()
+        if live and self._drained is not None:  # a child that is up commits what it was sent
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout)
             except TimeoutError:
