@@ -40,15 +40,7 @@ from driftloop.training import train
 
 from .conftest import ROOT, cli_env, make_project
 from .helpers import send, serve_subprocess, with_serving
-
-GOOD = {
-    "income": 52000,
-    "debt_ratio": 0.3,
-    "credit_score": 700,
-    "age": 40,
-    "employment": "salaried",
-    "purpose": "car",
-}
+from .test_serving import GOOD
 
 
 def _edit(project: Project, old: str, new: str) -> Project:
