@@ -39,6 +39,11 @@ def test_undrifted_windows_stay_quiet_and_drifted_ones_flag(trained: Project) ->
         assert abs(w["metrics"]["estimated_accuracy"]["value"] - w["metrics"]["accuracy"]["value"]) < 0.06
         assert w["metrics"]["multivariate_mmd"]["flagged"] is False
         assert abs(w["metrics"]["estimated_f1_macro"]["value"] - w["metrics"]["f1_macro"]["value"]) < 0.06
+        # ROC AUC and each class's precision, recall and F1, from feedback and estimated with a band
+        for metric in ("roc_auc", "precision.yes", "recall.no", "f1.yes"):
+            realised, estimated = w["metrics"][metric]["value"], w["metrics"][f"estimated_{metric}"]["value"]
+            low, high = (w["metrics"][f"estimated_{metric}_{end}"]["value"] for end in ("low", "high"))
+            assert low < estimated < high and abs(estimated - realised) < 0.08, (metric, realised, low, high)
     assert not [a for a in first.alerts if a["rule"] == "feature-drift"]
     # a longer span merges the windows' stored profiles; the verdict equals a profile of all rows
     n, rollup = monitor.rollup(since=0)

@@ -89,6 +89,25 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1_macro"),
     "regression": ("mae", "rmse", "mape", "r2", "abs_error_p50", "abs_error_p90"),
 }
+
+
+def classification_metrics(classes: list[str], positive_class: str | None = None) -> tuple[str, ...]:
+    """Every metric a classifier is scored on from labels, in the order reports show them.
+
+    >>> classification_metrics(["no", "yes"], "yes")[:6]
+    ('accuracy', 'f1_macro', 'roc_auc', 'precision', 'recall', 'f1')
+    >>> classification_metrics(["a", "b", "c"])[:5]
+    ('accuracy', 'f1_macro', 'roc_auc', 'top_k_accuracy', 'precision.a')
+    """
+    names: list[str] = [*TASK_METRICS["classification"], "roc_auc"]
+    if len(classes) > 2:
+        names.append("top_k_accuracy")  # with two classes the top 2 always hold the truth
+    if positive_class is not None:
+        names += ["precision", "recall", "f1"]
+    names += [f"{m}.{c}" for c in classes for m in ("precision", "recall", "f1")]
+    return tuple(names)
+
+
 # every window metric the monitor computes for a task (per-column ones are listed by pattern)
 _COMMON_WINDOW_METRICS = (
     "labelled",
@@ -110,7 +129,14 @@ WINDOW_METRICS: dict[str, tuple[str, ...]] = {
         "estimated_accuracy_high",
         "estimated_f1_macro",
     ),
-    "regression": (*TASK_METRICS["regression"], *_COMMON_WINDOW_METRICS, "estimated_mae", "error_drift"),
+    "regression": (
+        *TASK_METRICS["regression"],
+        *_COMMON_WINDOW_METRICS,
+        "estimated_mae",
+        "estimated_mae_low",
+        "estimated_mae_high",
+        "error_drift",
+    ),
 }
 
 
@@ -202,6 +228,13 @@ class ProjectSettings(_Model):
     task: Literal["classification", "regression"] = "classification"
     target: str
     classes: list[str] = Field(default_factory=list)
+    positive_class: str | None = None  # scores precision, recall and F1 for this class
+    top_k: int = Field(default=2, ge=1)  # top_k_accuracy: the truth among the k likeliest classes
+
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _positive_as_text(cls, value: Any) -> Any:
+        return category_text(value) if isinstance(value, int | float) else value
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -218,6 +251,16 @@ class ProjectSettings(_Model):
         if self.task == "regression" and self.classes:
             raise ValueError(
                 f"The 'classes' setting does not apply to a regression project. Got {self.classes} instead"
+            )
+        if self.positive_class is not None and self.positive_class not in self.classes:
+            raise ValueError(
+                f"The 'positive_class' setting must be one of the classes {self.classes}. "
+                f"Got {self.positive_class!r} instead"
+            )
+        if self.task == "classification" and len(self.classes) > 2 and self.top_k >= len(self.classes):
+            raise ValueError(
+                f"The 'top_k' setting must be smaller than the number of classes ({len(self.classes)}). "
+                f"Got {self.top_k} instead"
             )
         return self
 
@@ -617,7 +660,7 @@ class Settings(_Model):
         if duplicates:
             raise ValueError(f"alert rule names must be unique. Got {duplicates} more than once")
         task = self.project.task
-        scored = TASK_METRICS[task]
+        scored = self.scored_metrics()
         for key, metric in (
             ("gate.primary_metric", self.gate.primary_metric),
             ("watch.metric", self.watch.metric),
@@ -652,9 +695,18 @@ class Settings(_Model):
                 columns.append(name)
         return columns
 
+    def scored_metrics(self) -> tuple[str, ...]:
+        """Every metric the project's task scores from labels (the gate can judge any of them)."""
+        if self.project.task == "classification":
+            return classification_metrics(list(self.project.classes), self.project.positive_class)
+        return TASK_METRICS[self.project.task]
+
     def window_metrics(self) -> set[str]:
         """Every metric name an alert rule can watch for this project."""
         known = set(WINDOW_METRICS[self.project.task])
+        if self.project.task == "classification":  # each also estimated by CBPE, with its band
+            for m in self.scored_metrics():
+                known |= {m, f"estimated_{m}", f"estimated_{m}_low", f"estimated_{m}_high"}
         for column in self.profiled_columns():
             known |= {f"drift.{column}", f"psi.{column}", f"missing.{column}"}
         for name in self.metrics:

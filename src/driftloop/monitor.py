@@ -262,7 +262,11 @@ class Monitor:
         features = schema.profile_frame(inputs)
         current = Profile.from_frame(ref.features.spec, features, keys=keys)
         task = self.project.task
-        outputs = task.output_frame([r["prediction"] for r in rows], [r["confidence"] for r in rows])
+        outputs = task.output_frame(
+            [r["prediction"] for r in rows],
+            [r["confidence"] for r in rows],
+            [r.get("probabilities") for r in rows],
+        )
         current_outputs = Profile.from_frame(ref.outputs.spec, outputs, keys=keys)
         limits: dict[str, Any] = {
             "fdr": settings.fdr,
@@ -421,7 +425,7 @@ class Monitor:
             if part.empty:
                 continue
             y, predicted = part["label"].to_numpy(), part["prediction"].to_numpy()
-            scores = task.metrics(y, predicted)
+            scores = task.metrics(y, predicted, part["probabilities"].tolist())
             n = len(part)
             drifts = task.label_drift(reference.estimator, y, predicted) if reference.estimator else {}
             store.upsert_metrics(

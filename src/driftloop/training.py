@@ -174,10 +174,9 @@ def fit_and_register(
     project.task.check_model(model, entrypoint)
     scores: dict[str, float] = {}
     if len(valid_df):
-        labels = project.task.predict(model, project.schema.frame(valid_df)).labels
-        scores = {
-            f"validation_{k}": v for k, v in project.task.metrics(valid_df[target].to_numpy(), labels).items()
-        }
+        out = project.task.predict(model, project.schema.frame(valid_df))
+        metrics = project.task.metrics(valid_df[target].to_numpy(), out.labels, out.probabilities)
+        scores = {f"validation_{k}": v for k, v in metrics.items()}
     tags = {
         "driftloop.run_key": run_key,
         "driftloop.dataset": dataset_id,
@@ -246,11 +245,12 @@ def reference_profiles(
     if not len(valid):
         valid = df
     task, target = project.task, project.settings.project.target
-    outputs = output_frame(project, model, valid)
+    predictions = project.task.predict(model, project.schema.frame(valid))
+    outputs = project.task.output_frame(predictions.labels, predictions.confidence, predictions.probabilities)
     out_spec = task.output_spec(outputs, settings.bins)
     y_valid = task.targets(valid[target], "held-out rows").to_numpy()
     valid_features = project.schema.profile_frame(project.schema.frame(valid))
-    scores = task.metrics(y_valid, outputs["__prediction__"].to_numpy())
+    scores = task.metrics(y_valid, outputs["__prediction__"].to_numpy(), predictions.probabilities)
     reference: dict[str, Any] = {
         "features": feature_profile.to_dict(),
         "outputs": Profile.from_frame(out_spec, outputs).to_dict(),
@@ -266,7 +266,7 @@ def reference_profiles(
 
 def output_frame(project: Project, model: Any, df: pd.DataFrame) -> pd.DataFrame:
     out = project.task.predict(model, project.schema.frame(df))
-    return project.task.output_frame(out.labels, out.confidence)
+    return project.task.output_frame(out.labels, out.confidence, out.probabilities)
 
 
 def build_reference(project: Project, version: str) -> dict[str, Any]:

@@ -472,14 +472,22 @@ def evaluate_step(run_id: str, data: dict[str, Any], challenger: str, champion: 
     task = project.task
     X, y = project.schema.frame(df), task.targets(df[target], "evaluation set").to_numpy()
     out: dict[str, Any] = {"n": len(df)}
-    correct, predicted = {}, {}
+    correct, predicted, probabilities = {}, {}, {}
     for role, version in (("champion", champion), ("challenger", challenger)):
-        labels = task.predict(project.registry.load(project.name, version), X).labels
-        out[role] = task.metrics(y, labels)
+        made = task.predict(project.registry.load(project.name, version), X)
+        labels = made.labels
+        out[role] = task.metrics(y, labels, made.probabilities)
         correct[role] = task.row_scores(y, labels)  # per row: 1/0 right, or the absolute error
-        predicted[role] = labels
+        predicted[role], probabilities[role] = labels, made.probabilities
     primary = project.settings.gate.primary_metric
-    p_value, ci = task.paired(y, predicted["champion"], predicted["challenger"], primary)
+    p_value, ci = task.paired(
+        y,
+        predicted["champion"],
+        predicted["challenger"],
+        primary,
+        probabilities["champion"],
+        probabilities["challenger"],
+    )
     out["mcnemar_p"] = p_value  # the task's paired test (McNemar for classes)
     out["ci"] = ci
     slices: dict[str, dict[str, float]] = {}
@@ -604,11 +612,15 @@ def canary_check_step(
             "reason": f"alert '{alarms[-1]['rule']}' during the {share:.0%} canary: {alarms[-1]['message']}",
         }
     rows = project.store.labelled(name, start_seq=started["seq"] + 1, policy=project.settings.feedback)
-    pairs: dict[str, tuple[list[str], list[str]]] = {challenger: ([], []), champion: ([], [])}
+    pairs: dict[str, tuple[list[str], list[str], list[Any]]] = {
+        challenger: ([], [], []),
+        champion: ([], [], []),
+    }
     for r in rows:
         if r["model_version"] in pairs:
             pairs[r["model_version"]][0].append(r["label"])
             pairs[r["model_version"]][1].append(r["prediction"])
+            pairs[r["model_version"]][2].append(r.get("probabilities"))
     n_new, n_old = len(pairs[challenger][0]), len(pairs[champion][0])
     timed_out = time.time() - started["ts"] > rollout.step_timeout
     if n_new < rollout.step_labels and not (timed_out and n_new):

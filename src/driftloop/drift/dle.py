@@ -56,6 +56,7 @@ class DLE:
         self.categories_: dict[str, list[str]] | None = None
         self.coef_: list[float] | None = None
         self.intercept_: float | None = None
+        self.spread_: float | None = None  # sd of a row's absolute error about its expected one
 
     def _design(self, frame: pd.DataFrame, prediction: np.ndarray) -> np.ndarray:
         assert self.edges_ is not None and self.categories_ is not None
@@ -106,6 +107,8 @@ class DLE:
             self.coef_ = coef.tolist()
         else:
             self.intercept_, self.coef_ = mean, []
+        left = error - self.errors(frame, prediction) if error.size else error
+        self.spread_ = float(left.std(ddof=1)) if left.size > 1 else 0.0
         return self
 
     def errors(self, frame: pd.DataFrame, prediction: np.ndarray) -> np.ndarray:
@@ -122,6 +125,27 @@ class DLE:
         errors = self.errors(frame, prediction)
         return float(errors.mean()) if errors.size else float("nan")
 
+    def band(self, frame: pd.DataFrame, prediction: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+        """Where the realised MAE of these rows falls 95 % of the time if the error model holds:
+        the estimate plus or minus ``z`` standard errors of a mean of ``n`` rows' absolute errors,
+        each scattered about its expected value as on the reference (sampling error, as
+        NannyML's bands; an error model that no longer holds is what the labels show).
+
+        >>> import numpy as np, pandas as pd
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.uniform(0, 10, 4000); y = x + rng.normal(0, 1, 4000)
+        >>> dle = DLE().fit(pd.DataFrame({"x": x}), x, y)
+        >>> low, high = dle.band(pd.DataFrame({"x": x[:1000]}), x[:1000])
+        >>> bool(low < 0.8 < high), round(high - low, 2)
+        (True, 0.07)
+        """
+        errors = self.errors(frame, prediction)
+        if not errors.size:
+            return float("nan"), float("nan")
+        half = z * float(self.spread_ or 0.0) / float(np.sqrt(errors.size))
+        centre = float(errors.mean())
+        return max(centre - half, 0.0), centre + half
+
     def to_dict(self) -> dict[str, Any]:
         if self.coef_ is None:
             raise NotFittedError("An unfitted DLE has nothing to serialise; call fit first.")
@@ -132,6 +156,7 @@ class DLE:
             "categories": self.categories_,
             "coef": self.coef_,
             "intercept": self.intercept_,
+            "spread": self.spread_,
         }
 
     @classmethod
@@ -140,4 +165,5 @@ class DLE:
         made.edges_ = {k: list(v) for k, v in data["edges"].items()}
         made.categories_ = {k: list(v) for k, v in data["categories"].items()}
         made.coef_, made.intercept_ = list(data["coef"]), float(data["intercept"])
+        made.spread_ = data.get("spread")  # None in references made before bands
         return made

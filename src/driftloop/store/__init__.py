@@ -465,6 +465,7 @@ class Store:
                 p.c.prediction_id,
                 p.c.inputs,
                 p.c.prediction,
+                p.c.probabilities,
                 p.c.model_version,
                 p.c.ts,
                 f.c.label,

@@ -54,13 +54,21 @@ class Task(Protocol):
     def parse_label(self, value: Any) -> str:
         """A valid label as stored (text)."""
 
-    def metrics(self, y_true: Any, y_pred: Any) -> dict[str, float]: ...
+    def metrics(self, y_true: Any, y_pred: Any, probabilities: Any = None) -> dict[str, float]:
+        """Every metric the rows allow; ``probabilities`` (a matrix, or logged ``{class: p}``
+        rows) adds those that rank (ROC AUC, top-k accuracy)."""
 
     def row_scores(self, y_true: Any, y_pred: Any) -> np.ndarray:
         """Per-row contribution to :attr:`slice_metric` (1/0 correct; absolute error)."""
 
     def paired(
-        self, y_true: Any, pred_a: Any, pred_b: Any, metric: str
+        self,
+        y_true: Any,
+        pred_a: Any,
+        pred_b: Any,
+        metric: str,
+        probabilities_a: Any = None,
+        probabilities_b: Any = None,
     ) -> tuple[float | None, tuple[float, float] | None]:
         """(p-value, 95 % bootstrap CI of ``metric(b) - metric(a)``) on the same rows."""
 
@@ -70,7 +78,7 @@ class Task(Protocol):
     def strata(self, y_true: Any, y_pred: Any) -> np.ndarray:
         """A stratum per row, for error-targeted sampling."""
 
-    def output_frame(self, labels: Any, confidence: Any) -> pd.DataFrame:
+    def output_frame(self, labels: Any, confidence: Any, probabilities: Any = None) -> pd.DataFrame:
         """The outputs monitoring profiles (``__prediction__``, and ``__confidence__`` where the
         task has one), from what was logged."""
 

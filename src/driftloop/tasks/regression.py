@@ -93,7 +93,7 @@ class Regression:
     def parse_label(self, value: Any) -> str:
         return repr(float(value))
 
-    def metrics(self, y_true: Any, y_pred: Any) -> dict[str, float]:
+    def metrics(self, y_true: Any, y_pred: Any, probabilities: Any = None) -> dict[str, float]:
         y, p = _floats(y_true), _floats(y_pred)
         if y.size == 0:
             return dict.fromkeys(METRICS, float("nan"))
@@ -114,7 +114,13 @@ class Regression:
         return np.asarray(np.abs(_floats(y_pred) - _floats(y_true)), dtype="float64")
 
     def paired(
-        self, y_true: Any, pred_a: Any, pred_b: Any, metric: str
+        self,
+        y_true: Any,
+        pred_a: Any,
+        pred_b: Any,
+        metric: str,
+        probabilities_a: Any = None,
+        probabilities_b: Any = None,
     ) -> tuple[float | None, tuple[float, float] | None]:
         y, a, b = _floats(y_true), _floats(pred_a), _floats(pred_b)
         if not len(y):
@@ -137,7 +143,7 @@ class Regression:
         edges = np.quantile(error, [0.25, 0.5, 0.75])
         return np.array([f"q{int(np.searchsorted(edges, e, side='left')) + 1}" for e in error], dtype=object)
 
-    def output_frame(self, labels: Any, confidence: Any) -> pd.DataFrame:
+    def output_frame(self, labels: Any, confidence: Any, probabilities: Any = None) -> pd.DataFrame:
         return pd.DataFrame({"__prediction__": _floats(labels)})
 
     def output_spec(self, outputs: pd.DataFrame, bins: int) -> ProfileSpec:
@@ -167,7 +173,11 @@ class Regression:
 
         dle = DLE.from_dict(estimator["dle"])
         prediction = outputs["__prediction__"].to_numpy()
-        return {"estimated_mae": dle.estimate(features.reset_index(drop=True), prediction)}
+        frame = features.reset_index(drop=True)
+        out: dict[str, float | None] = {"estimated_mae": dle.estimate(frame, prediction)}
+        if dle.spread_ is not None:  # references made before bands have no spread
+            out["estimated_mae_low"], out["estimated_mae_high"] = dle.band(frame, prediction)
+        return out
 
     def label_drift(self, estimator: dict[str, Any], y_true: Any, y_pred: Any) -> dict[str, dict[str, Any]]:
         """``error_drift``: the KS distance between the window's residuals (label minus
