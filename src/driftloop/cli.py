@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from driftloop.exceptions import DriftloopError
+from driftloop.exceptions import ConfigError, DriftloopError
 
 app = typer.Typer(
     add_completion=False,
@@ -76,7 +76,11 @@ def init(
     folder: Annotated[Path, typer.Argument(help="Where to write the example project.")] = Path("."),
     force: Annotated[bool, typer.Option(help="Overwrite an existing driftloop.toml.")] = False,
     template: Annotated[
-        str, typer.Option(help="The example: 'loan' (a tabular classifier) or 'regression' (house prices).")
+        str,
+        typer.Option(
+            help="The example: 'loan' (a tabular classifier), 'images' (an image classifier), "
+            "'documents' (a document classifier) or 'regression' (house prices)."
+        ),
     ] = "loan",
 ) -> None:
     """Scaffold a working example project with a scikit-learn trainer and seeded data."""
@@ -84,7 +88,10 @@ def init(
 
     if (folder / "driftloop.toml").exists() and not force:
         raise DriftloopError(f"'{folder / 'driftloop.toml'}' already exists; pass --force to overwrite it.")
-    config = write_example(folder, template=template)
+    try:
+        config = write_example(folder, template=template)
+    except ConfigError as exc:  # a usage error: click's one message and exit code 2
+        raise typer.BadParameter(str(exc), param_hint="'--template'") from None
     console.print(
         f"Wrote [cyan]{config}[/], trainer.py and data/train.csv.\n"
         f"Next: [bold]cd {folder} && driftloop train && driftloop serve[/]"
@@ -250,7 +257,8 @@ def drift(
     except ValueError as exc:  # a usage error: click's one message and exit code 2
         raise typer.BadParameter(f"{exc}.", param_hint="'--last'") from None
     project = _project(config)
-    n, report = Monitor(project).rollup(since=time.time() - span)
+    monitor = Monitor(project)
+    n, report = monitor.rollup(since=time.time() - span)
     if report is None:
         console.print(
             f"No windows in the last {last} against the current reference; run 'driftloop monitor'."
@@ -275,6 +283,17 @@ def drift(
     console.print(
         f"{len(report.drifted)} of {len(report.columns)} columns drifted: {', '.join(report.drifted) or '-'}"
     )
+    for name, change in monitor.vocabulary(since=time.time() - span).items():
+        words = Table(
+            title=f"vocabulary of '{name}': {change['documents']:,} documents, "
+            f"Jensen-Shannon distance {change['distance']:.3f} from the reference"
+        )
+        for column in ("change", "term", "share of documents then", "now"):
+            words.add_column(column)
+        for kind in ("new", "rose", "fell"):
+            for t in change[kind]:
+                words.add_row(kind, t["term"], f"{t['reference']:.1%}", f"{t['current']:.1%}")
+        console.print(words)
 
 
 @app.command()
@@ -589,7 +608,11 @@ def demo(
     ),
     seed: Annotated[int, typer.Option(help="Seed of the data generator.")] = 7,
     scenario: Annotated[
-        str, typer.Option(help="'loan' (a tabular classifier) or 'regression' (house prices).")
+        str,
+        typer.Option(
+            help="'loan' (a tabular classifier), 'images' (an image classifier), "
+            "'documents' (a document classifier) or 'regression' (house prices)."
+        ),
     ] = "loan",
 ) -> None:
     """Run the whole loop offline on embedded defaults (about a minute)."""

@@ -182,7 +182,7 @@ class Window(_Model):
 class FeatureSettings(_Model):
     """One input feature: its type and optional constraints."""
 
-    type: Literal["numeric", "categorical", "text"]
+    type: Literal["numeric", "categorical", "text", "image"]
     required: bool = True
     min: float | None = None
     max: float | None = None
@@ -190,6 +190,8 @@ class FeatureSettings(_Model):
     max_length: int | None = None
     pii: Literal["hash", "drop"] | None = None
     embedding: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    max_bytes: int = Field(default=5_000_000, gt=0)  # an image's file size, decoded from base64
+    max_pixels: int = Field(default=16_000_000, gt=0)  # width x height, against decompression bombs
 
     @model_validator(mode="before")
     @classmethod
@@ -199,6 +201,8 @@ class FeatureSettings(_Model):
         if isinstance(data, dict) and data.get("type") == "text":
             chosen = data.get("embedding", DEFAULT_TEXT_EMBEDDING)
             data = {**data, "embedding": None if chosen == "none" else chosen}
+        elif isinstance(data, dict) and data.get("embedding") == "none":
+            data = {**data, "embedding": None}
         return data
 
     @field_validator("allowed", mode="before")
@@ -210,8 +214,10 @@ class FeatureSettings(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSettings:
-        if self.embedding is not None and self.type != "text":
-            raise ValueError(f"'embedding' applies to text features only. Got type {self.type!r}")
+        if self.embedding is not None and self.type not in ("text", "image"):
+            raise ValueError(f"'embedding' applies to text and image features only. Got type {self.type!r}")
+        if self.type == "image" and self.pii:
+            raise ValueError("an image feature cannot be marked 'pii'; leave it out of the schema instead")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"'min' must not exceed 'max'. Got min={self.min}, max={self.max}")
         if self.allowed is not None and self.type != "categorical":
@@ -691,6 +697,10 @@ class Settings(_Model):
                 continue
             if feature.type == "text":
                 columns.append(f"{name}.length")
+            elif feature.type == "image":
+                from driftloop.images import DESCRIPTORS
+
+                columns += [f"{name}.{d}" for d in DESCRIPTORS]
             else:
                 columns.append(name)
         return columns
@@ -709,6 +719,9 @@ class Settings(_Model):
                 known |= {m, f"estimated_{m}", f"estimated_{m}_low", f"estimated_{m}_high"}
         for column in self.profiled_columns():
             known |= {f"drift.{column}", f"psi.{column}", f"missing.{column}"}
+        for name, feature in self.features.items():
+            if feature.type == "text" and not feature.pii:
+                known.add(f"vocabulary.{name}")  # the Jensen-Shannon distance of its terms
         for name in self.metrics:
             known |= {f"metric.{name}", f"drift.metric.{name}"}
         return known

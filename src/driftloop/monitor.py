@@ -22,6 +22,7 @@ from driftloop.drift import DriftReport, compare
 from driftloop.drift.multivariate import domain_classifier, mmd
 from driftloop.exceptions import NotFoundError
 from driftloop.profiles import Profile
+from driftloop.profiles.terms import TermCounts, vocabulary_change
 from driftloop.project import Project
 from driftloop.training import build_reference
 
@@ -50,6 +51,7 @@ class Reference:
     estimator: dict[str, Any] | None
     custom: Profile | None = None
     scores: dict[str, float] = field(default_factory=dict)  # the champion's held-out scores
+    terms: dict[str, TermCounts] = field(default_factory=dict)  # text features' vocabulary counts
 
 
 def _metric(
@@ -98,8 +100,27 @@ class Monitor:
                 profile.get("estimator", profile.get("cbpe")),  # "cbpe": references made before tasks
                 Profile.from_dict(profile["custom"]) if "custom" in profile else None,
                 dict(profile.get("scores", {})),
+                {k: TermCounts.from_dict(v) for k, v in profile.get("terms", {}).items()},
             )
         return self._reference
+
+    def vocabulary(self, *, since: float, until: float | None = None, top: int = 10) -> dict[str, Any]:
+        """Per text feature, the terms that rose, fell or are new over a span, against the
+        reference, from the windows' stored term counts merged (see :mod:`driftloop.profiles.terms`)."""
+        ref = self.reference()
+        rows = self.project.store.window_profiles(
+            self.project.name, since=since, until=until, reference_id=ref.row["id"]
+        )
+        out: dict[str, Any] = {}
+        for name, reference in ref.terms.items():
+            merged = reference.empty()
+            for row in rows:
+                stored = row["profile"].get("terms", {}).get(name)
+                if stored is not None:
+                    merged = merged.merge(TermCounts.from_dict(stored, reference.vocabulary))
+            if merged.documents:
+                out[name] = vocabulary_change(reference, merged, top=top)
+        return out
 
     def reference_gaps(self) -> list[str]:
         """Monitored columns the settings ask for that the champion's reference was built without
@@ -109,7 +130,7 @@ class Monitor:
         known = set(spec.numeric) | set(spec.categorical)
         wanted = list(self.project.settings.profiled_columns())
         for name, feature in self.project.settings.features.items():
-            if feature.type == "text" and feature.embedding and not feature.pii:
+            if feature.type in ("text", "image") and feature.embedding and not feature.pii:
                 wanted.append(f"{name}.e0")
         return [c for c in wanted if c not in known]
 
@@ -256,7 +277,7 @@ class Monitor:
     def _score(self, rows: list[dict[str, Any]], ref: Reference) -> int:
         settings = self.project.settings.monitor
         schema = self.project.schema
-        inputs = schema.frame(pd.DataFrame([r["inputs"] for r in rows]), strict=False)
+        inputs = schema.frame(pd.DataFrame([r["inputs"] for r in rows]), strict=False, decode=False)
         keys = np.array([r["seq"] for r in rows], dtype="float64")
         keys = (keys * 0.6180339887498949) % 1.0  # golden-ratio hash of the sequence number
         features = schema.profile_frame(inputs)
@@ -324,6 +345,11 @@ class Monitor:
                 ),
                 _metric("mean_confidence", float(outputs["__confidence__"].mean()), n),
             ]
+        terms = {name: counts.empty().add(inputs[name].tolist()) for name, counts in ref.terms.items()}
+        window_metrics += [
+            _metric(f"vocabulary.{name}", vocabulary_change(ref.terms[name], counts, top=0)["distance"], n)
+            for name, counts in terms.items()
+        ]
         if ref.estimator is not None:  # label-free estimates: CBPE, DLE
             window_metrics += [
                 _metric(name, value, n)
@@ -373,6 +399,11 @@ class Monitor:
                 "features": current.to_dict(include_spec=False),
                 "outputs": current_outputs.to_dict(include_spec=False),
                 **({"custom": custom_profile.to_dict()} if custom_profile is not None else {}),
+                **(
+                    {"terms": {k: v.to_dict(include_vocabulary=False) for k, v in terms.items()}}
+                    if terms
+                    else {}
+                ),
             },
             created_at=time.time(),
         )

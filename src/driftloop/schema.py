@@ -20,7 +20,16 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 
 from driftloop.config import FeatureSettings, category_text
 from driftloop.exceptions import SchemaError
@@ -78,6 +87,10 @@ class FeatureSchema:
     def text(self) -> list[str]:
         return [n for n, f in self.features.items() if f.type == "text"]
 
+    @property
+    def images(self) -> list[str]:
+        return [n for n, f in self.features.items() if f.type == "image"]
+
     def _build_model(self) -> type[BaseModel]:
         fields: dict[str, Any] = {}
         for name, feature in self.features.items():
@@ -85,6 +98,12 @@ class FeatureSchema:
             if feature.type == "numeric":
                 annotation = float
                 constraint = Field(ge=feature.min, le=feature.max, allow_inf_nan=False)
+            elif feature.type == "image":
+                from driftloop import images
+
+                limits = {"max_bytes": feature.max_bytes, "max_pixels": feature.max_pixels}
+                annotation = Annotated[str, AfterValidator(lambda v, k=limits: images.check(v, **k))]
+                constraint = Field()
             elif feature.type == "categorical":
                 # a category is text: 1, 1.0 and "1" are the same category "1" everywhere
                 allowed = Literal[tuple(feature.allowed)] if feature.allowed else str
@@ -192,13 +211,17 @@ class FeatureSchema:
             out[name] = value
         return out
 
-    def frame(self, records: list[dict[str, Any]] | pd.DataFrame, strict: bool = True) -> pd.DataFrame:
-        """Records -> a DataFrame with the schema's columns, in order, with stable dtypes.
+    def frame(
+        self, records: list[dict[str, Any]] | pd.DataFrame, strict: bool = True, decode: bool = True
+    ) -> pd.DataFrame:
+        """Records -> a DataFrame with the schema's columns, in order, with stable dtypes: what a
+        model is given. Image features are decoded to RGB arrays, unless ``decode=False`` (data
+        to store, such as snapshots, keeps each image as its base64 text).
 
         ``strict=False`` fills missing columns with nulls (logged rows whose pii fields were dropped).
         """
         if not isinstance(records, pd.DataFrame):
-            return self._frame_from_records(records, strict)
+            return self._frame_from_records(records, strict, decode)
         df = records
         missing = [name for name in self.features if name not in df.columns]
         required_missing = [n for n in missing if self.features[n].required] if strict else []
@@ -212,11 +235,34 @@ class FeatureSchema:
             column = df[name] if name in df.columns else pd.Series(None, index=df.index)
             if feature.type == "numeric":
                 out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+            elif feature.type == "image" and decode:
+                out[name] = self._decoded(name, column.tolist(), index=df.index)
             else:
                 out[name] = _as_text(column)
         return out
 
-    def _frame_from_records(self, records: list[dict[str, Any]], strict: bool) -> pd.DataFrame:
+    def _decoded(self, name: str, values: list[Any], index: Any = None) -> pd.Series:
+        """An image feature's base64 texts as decoded RGB arrays (``None`` where missing)."""
+        from driftloop import images
+
+        feature = self.features[name]
+        arrays: list[Any] = []
+        for i, value in enumerate(values):
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                arrays.append(None)
+                continue
+            if isinstance(value, np.ndarray):  # decoded already
+                arrays.append(value)
+                continue
+            try:
+                arrays.append(images.decode(str(value), feature.max_bytes, feature.max_pixels))
+            except ValueError as exc:
+                raise SchemaError(f"Image feature '{name}', row {i}: {exc}.") from None
+        return pd.Series(arrays, index=index, dtype=object)
+
+    def _frame_from_records(
+        self, records: list[dict[str, Any]], strict: bool, decode: bool = True
+    ) -> pd.DataFrame:
         """The hot path of serving: plain lists to columns, one DataFrame at the end."""
         columns: dict[str, Any] = {}
         for name, feature in self.features.items():
@@ -225,24 +271,32 @@ class FeatureSchema:
                 raise SchemaError(f"Every record must have the required feature '{name}'.")
             if feature.type == "numeric":
                 columns[name] = np.array(values, dtype="float64")  # None becomes NaN
+            elif feature.type == "image" and decode:
+                columns[name] = self._decoded(name, values)
             else:
                 columns[name] = pd.Series(values, dtype=object)  # object, as the training frames have
         return pd.DataFrame(columns, copy=False)
 
     def embed(self, name: str, values: pd.Series) -> np.ndarray:
-        """The configured embedding of text feature ``name``: an ``(n, d)`` float array."""
+        """The configured embedding of feature ``name``: an ``(n, d)`` float array (a text
+        feature's function gets strings, an image feature's the decoded arrays)."""
         entrypoint = self.features[name].embedding
         assert entrypoint is not None
         embedder = self._embedders.get(name)
         if embedder is None:
             embedder = load_function(entrypoint, self.root, f"features.{name}.embedding")
             self._embedders[name] = embedder
-        texts = values.astype(object).where(values.notna(), "").tolist()
+        if self.features[name].type == "image":
+            texts = values.tolist()
+            what = "images"
+        else:
+            texts = values.astype(object).where(values.notna(), "").tolist()
+            what = "texts"
         out = np.asarray(embedder(texts), dtype="float64")
         if out.ndim != 2 or out.shape[0] != len(texts):
             raise SchemaError(
                 f"The embedding function {entrypoint!r} of feature '{name}' must return an array of "
-                f"shape (n, d) for n texts. Got shape {out.shape} for {len(texts)} texts."
+                f"shape (n, d) for n {what}. Got shape {out.shape} for {len(texts)} {what}."
             )
         return out
 
@@ -260,4 +314,22 @@ class FeatureSchema:
                 vectors = self.embed(name, df[name])
                 for i in range(vectors.shape[1]):
                     out[f"{name}.e{i}"] = vectors[:, i]
+        for name in self.images:
+            from driftloop.images import descriptors
+
+            cells = self._decoded(name, df[name].tolist()).tolist()  # text or arrays
+            described = descriptors(cells)
+            for column in described.columns:
+                out[f"{name}.{column}"] = described[column].to_numpy()
+            if self.features[name].embedding:
+                present = [i for i, c in enumerate(cells) if c is not None]
+                if present:
+                    vectors = self.embed(name, pd.Series([cells[i] for i in present], dtype=object))
+                else:  # no image in these rows: the embedding's width, from one blank pixel
+                    blank = pd.Series([np.zeros((1, 1, 3), dtype=np.uint8)], dtype=object)
+                    vectors = self.embed(name, blank)[:0]
+                for i in range(vectors.shape[1]):
+                    full = np.full(len(cells), np.nan)
+                    full[present] = vectors[:, i]
+                    out[f"{name}.e{i}"] = full
         return out

@@ -22,6 +22,7 @@ from driftloop.datasets import Dataset, file_sha256, read_table, stable_fraction
 from driftloop.exceptions import ConfigError, SchemaError, TrainerError
 from driftloop.plugins import load_function
 from driftloop.profiles import Profile, ProfileSpec
+from driftloop.profiles.terms import TermCounts
 from driftloop.project import Project
 from driftloop.sampling import WEIGHT, resample_by_weight
 
@@ -62,7 +63,7 @@ def labelled_frame(project: Project, df: pd.DataFrame, what: str) -> pd.DataFram
         raise SchemaError(
             f"The {what} must have the target column '{target}'. Got columns {sorted(map(str, df.columns))}."
         )
-    X = project.schema.frame(df)
+    X = project.schema.frame(df, decode=False)  # as stored: an image stays its base64 text
     X[target] = project.task.targets(df[target], what).to_numpy()
     return X
 
@@ -70,7 +71,18 @@ def labelled_frame(project: Project, df: pd.DataFrame, what: str) -> pd.DataFram
 def snapshot_training_data(project: Project) -> Dataset:
     """Snapshot the configured training file as a content-addressed dataset."""
     path = project.settings.path(project.settings.data.train)
-    df = labelled_frame(project, read_table(path), f"training data '{path.name}'")
+    raw = read_table(path)
+    for name in project.schema.images:  # a folder of pictures plus a labels file: inline them
+        if name in raw.columns:
+            from driftloop.images import inline
+
+            try:
+                raw[name] = inline(
+                    raw[name].tolist(), path.parent, f"Image feature '{name}' of '{path.name}'"
+                )
+            except ValueError as exc:
+                raise SchemaError(f"{exc}.") from None
+    df = labelled_frame(project, raw, f"training data '{path.name}'")
     df["__key__"] = [f"train:{i}" for i in range(len(df))]
     target = project.settings.project.target
     manifest = {
@@ -233,6 +245,12 @@ def reference_profiles(
         sample_size=settings.sample_size,
     )
     feature_profile = Profile.from_frame(spec, features)
+    texts = project.schema.frame(df, decode=False)
+    terms = {
+        name: TermCounts.fit(texts[name].tolist()).to_dict()
+        for name in project.schema.text
+        if name not in project.schema.pii
+    }
     # outputs and calibration need rows the model did not learn from: the run's held-out
     # evaluation set, else the training snapshot's stable validation split
     valid = (
@@ -257,6 +275,7 @@ def reference_profiles(
         # the label-free estimator (CBPE, DLE), fitted on rows the model did not learn from
         "estimator": task.fit_estimator(valid_features, outputs, y_valid),
         "scores": {k: round(v, 6) for k, v in scores.items() if v == v},
+        **({"terms": terms} if terms else {}),
     }
     if project.settings.metrics:
         values = metric_frame(project.settings, project.schema.frame(valid).reset_index(drop=True), outputs)

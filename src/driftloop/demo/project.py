@@ -1,13 +1,14 @@
 """The example projects written by ``driftloop init --template NAME`` and used by ``driftloop demo``.
 
-Templates: ``loan`` (a tabular classifier, the default) and ``regression`` (house prices).
+Templates: ``loan`` (a tabular classifier, the default), ``images`` (an image classifier),
+``documents`` (a document classifier on text) and ``regression`` (house prices).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from driftloop.demo import houses
+from driftloop.demo import documents, houses, shapes
 from driftloop.demo.data import applicants
 from driftloop.exceptions import ConfigError
 
@@ -164,4 +165,6 @@ def write_example(
 TEMPLATES = {
     "loan": (CONFIG, TRAINER, applicants),
     "regression": (houses.CONFIG, houses.TRAINER, houses.houses),
+    "images": (shapes.CONFIG, shapes.TRAINER, shapes.shapes),
+    "documents": (documents.CONFIG, documents.TRAINER, documents.documents),
 }

@@ -32,8 +32,10 @@ from rich.table import Table
 from driftloop import workflow
 from driftloop.config import ServingSettings
 from driftloop.demo.data import applicants
+from driftloop.demo.documents import documents
 from driftloop.demo.houses import houses
 from driftloop.demo.project import write_example
+from driftloop.demo.shapes import shapes
 from driftloop.monitor import Monitor
 from driftloop.project import Project
 from driftloop.serving import create_app
@@ -50,11 +52,15 @@ class Scenario:
     data: Callable[..., pd.DataFrame]
     target: str
     metric: str  # accuracy (higher is better) or mae (lower is better)
+    window_rows: int = 3000  # rows per monitoring window in the demo
+    train_rows: int = 5000  # rows of the first training set
 
 
 SCENARIOS = {
     "loan": Scenario("loan", applicants, "approved", "accuracy"),
     "regression": Scenario("regression", houses, "price", "mae"),
+    "images": Scenario("images", shapes, "shape", "accuracy", window_rows=1000, train_rows=3000),
+    "documents": Scenario("documents", documents, "doc_type", "accuracy", window_rows=1500, train_rows=3000),
 }
 
 
@@ -118,7 +124,7 @@ def run_demo(
     seed: int = 7,
     windows: int = 14,
     drift_at: int = 5,
-    window_rows: int = 3000,
+    window_rows: int | None = None,
     label_share: float = 0.2,
     batch: int = 250,
     console: Console | None = None,
@@ -128,6 +134,7 @@ def run_demo(
     if scenario not in SCENARIOS:
         raise ValueError(f"The scenario must be one of {sorted(SCENARIOS)}. Got {scenario!r} instead.")
     stream = SCENARIOS[scenario]
+    window_rows = window_rows or stream.window_rows
     folder = folder.resolve()
     if (folder / ".driftloop").exists():
         raise FileExistsError(
@@ -136,7 +143,7 @@ def run_demo(
     config = write_example(
         folder,
         seed=seed,
-        rows=5000,
+        rows=stream.train_rows,
         window=f"{window_rows} rows",
         replay_fraction=0.1,
         reload_interval="250ms",

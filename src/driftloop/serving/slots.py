@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from driftloop.exceptions import RegistryError
@@ -98,6 +99,10 @@ class ModelSlot:
                 row[name] = f.min if f.min is not None else 0.0
             elif f.type == "categorical":
                 row[name] = f.allowed[0] if f.allowed else ""
+            elif f.type == "image":
+                from driftloop.images import encode
+
+                row[name] = encode(np.full((8, 8, 3), 128, dtype=np.uint8))
             else:
                 row[name] = ""
         return self.project.schema.frame([row])
