@@ -69,14 +69,17 @@ def multi_worker_round(project: Project, workers: int = 2, threads: int = 8, bat
     lock = threading.Lock()
     records = applicants(50, "A", seed=5).drop(columns="approved").to_dict(orient="records")
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
+        # up when every worker has answered (a worker still importing under CPU load would
+        # otherwise leave all the traffic to the first one ready)
+        deadline, ready = time.time() + 90, set()
+        while time.time() < deadline and len(ready) < workers:
             try:
-                if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                    break
+                health = httpx.get(f"{url}/health", timeout=1).json()  # a new connection each time
+                if health["status"] == "ok":
+                    ready.add(health["worker"])
             except (httpx.HTTPError, ValueError):
                 time.sleep(0.2)
-        else:
+        if not ready:
             raise AssertionError("the multi-worker server did not come up")
 
         def client() -> None:

@@ -163,7 +163,7 @@ def test_bad_custom_settings_name_key_rule_and_value(tmp_path: Path) -> None:
         Settings.from_dict({**base, "metrics": {"freshness": {"max": 1}}}, root=tmp_path)
     with pytest.raises(ConfigError, match="custom metric names must be letters"):
         Settings.from_dict({**base, "metrics": {"bad name": {"min": 0, "max": 1}}}, root=tmp_path)
-    with pytest.raises(ConfigError, match="'embedding' applies to text features only"):
+    with pytest.raises(ConfigError, match="'embedding' applies to text and image features only"):
         Settings.from_dict(
             {**base, "features": {"x": {"type": "numeric", "embedding": "m:f"}}}, root=tmp_path
         )
