@@ -1,11 +1,14 @@
 """The whole loop (monitor -> trigger -> retrain -> gate -> promote) replayed offline over
-streams with known abrupt drifts, beside a never-retrained model, a fixed-schedule retrain and
-an online adaptive random forest (river's ARFClassifier, when installed).
+drifting streams, beside the baselines a user would compare against, all with the same label
+delay: never retrained, a fixed schedule, a plain sliding-window retrain (every 1,000 rows on
+the last 4,000 labelled rows, no monitoring, no gate) and river's online ARF and Hoeffding
+adaptive tree (when river is installed: pip install -r benchmarks/requirements-loop.txt).
 
     python benchmarks/loop_quality.py [--rows 30000] [--seeds 0,1,2] [--label-shares 1.0,0.1]
 
-Streams are the project's own Agrawal-style and SEA-style generators: 3 abrupt concept changes
-at 1/4, 1/2 and 3/4 of the stream. Every row is predicted before its label is known
+Streams are the project's own: Agrawal-style and SEA-style with 3 abrupt concept changes at 1/4,
+1/2 and 3/4 of the stream, SEA with gradual drift (the threshold slides), and Agrawal with
+recurring concepts (f1, f2, f1, f2). Every row is predicted before its label is known
 (prequential); labels arrive ``--delay`` rows later, for all rows or for a random share.
 
 driftloop runs for real: each stream gets a project folder with a SQLite store, a local MLflow
@@ -13,7 +16,8 @@ registry and the DBOS workflow; predictions and feedback go into the store; ``mo
 runs after every window; the alert rule (accuracy 3 points below the champion's own held-out
 score) queues the retraining workflow, whose gate decides. Reported per stream and label share:
 prequential accuracy of each approach (mean over seeds), and driftloop's retrains, how many
-were promoted and how many rejected.
+were promoted, rejected and rolled back, and the mean gate optimism (the gate's estimate of a
+promoted model minus the accuracy it reached live over as many labelled rows).
 """
 
 from __future__ import annotations
@@ -108,7 +112,41 @@ def agrawal(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     return X, np.where(y ^ noise, "1", "0")
 
 
-STREAMS: dict[str, Callable[[int, int], tuple[pd.DataFrame, np.ndarray]]] = {"agrawal": agrawal, "sea": sea}
+def sea_gradual(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """SEA with gradual drift: theta slides from 7 to 10 and back over the stream (no jump), so
+    the best training window is neither 'all' nor 'since the last alert'; 10 % label noise."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.uniform(0, 10, (n, 3)), columns=["x1", "x2", "x3"])
+    theta = 8.5 + 1.5 * np.sin(np.linspace(0, 2 * np.pi, n))
+    y = (X["x1"] + X["x2"] <= theta).to_numpy()
+    noise = rng.random(n) < 0.1
+    return X, np.where(y ^ noise, "1", "0")
+
+
+def agrawal_recurring(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Agrawal with recurring concepts: f1 -> f2 -> f1 -> f2 by quarter, fresh rows throughout
+    (rows of an earlier concept become useful again); 5 % label noise."""
+    X, _ = agrawal(n, seed)
+    age, salary = X["age"].to_numpy(), X["salary"].to_numpy()
+    young, middle, old = age < 40, (age >= 40) & (age < 60), age >= 60
+    f1 = young | old
+    f2 = (
+        (young & (salary >= 50_000) & (salary <= 100_000))
+        | (middle & (salary >= 75_000) & (salary <= 125_000))
+        | (old & (salary >= 25_000) & (salary <= 75_000))
+    )
+    quarter = np.minimum(np.arange(n) // (n // 4), 3)
+    y = np.where(quarter % 2 == 0, f1, f2)
+    noise = np.random.default_rng(seed + 7).random(n) < 0.05
+    return X, np.where(y ^ noise, "1", "0")
+
+
+STREAMS: dict[str, Callable[[int, int], tuple[pd.DataFrame, np.ndarray]]] = {
+    "agrawal": agrawal,
+    "sea": sea,
+    "sea-gradual": sea_gradual,
+    "agrawal-recurring": agrawal_recurring,
+}
 
 
 def model() -> HistGradientBoostingClassifier:
@@ -168,6 +206,7 @@ lookback = 4000
 every_new_labels = 1000
 replay_fraction = 0.0
 holdout_fraction = 0.2
+refit = true
 
 [gate]
 min_improvement = 0.0
@@ -176,7 +215,6 @@ min_eval_rows = 30
 [watch]
 windows = 2
 min_labels = 30
-tolerance = 0.05
 """
 
 
@@ -249,16 +287,20 @@ def run_driftloop(
             if (stop - INITIAL) % 500 == 0 or stop == len(X):
                 workflow.monitor_and_trigger(project)
                 for run in project.store.runs(project.name, active_only=True):
-                    workflow.wait(run["id"])
+                    workflow.wait(run["id"])  # a run waiting for evaluation rows returns at once
             progress.update(task, advance=stop - start)
         runs = project.store.runs(project.name, limit=1000)
         rollbacks = sum(p["action"] == "rollback" for p in project.store.promotions(project.name))
+        from driftloop.watch import optimism_summary
+
+        optimism = optimism_summary(project, limit=1000)
         return {
             "accuracy": float(correct[INITIAL:].mean()),
             "retrains": len(runs),
             "promoted": sum(r["status"] == "promoted" for r in runs),
             "rejected": sum(r["status"] == "rejected" for r in runs),
             "rollbacks": rollbacks,
+            "optimism": optimism["mean"] if optimism else float("nan"),
         }
     finally:
         workflow.shutdown()
@@ -288,13 +330,32 @@ def run_schedule(X: pd.DataFrame, y: np.ndarray, share: float, delay: int, seed:
     return float(correct[INITIAL:].mean())
 
 
-def run_arf(X: pd.DataFrame, y: np.ndarray, share: float, delay: int, seed: int) -> float | None:
+def run_sliding(X: pd.DataFrame, y: np.ndarray, share: float, delay: int, seed: int) -> float:
+    """The plain baseline: every 1,000 rows, retrain on the last 4,000 labelled rows that have
+    arrived; no monitoring, no gate."""
+    labelled = labelled_mask(len(X), share, seed)
+    model = fit(X.iloc[:INITIAL], y[:INITIAL])
+    correct = np.zeros(len(X), dtype=bool)
+    for start in range(INITIAL, len(X), 1000):
+        stop = min(start + 1000, len(X))
+        correct[start:stop] = model.predict(X.iloc[start:stop]) == y[start:stop]
+        arrived = np.arange(0, max(INITIAL, stop - delay))
+        arrived = arrived[(arrived < INITIAL) | labelled[arrived]][-4000:]
+        if len(np.unique(y[arrived])) == 2:
+            model = fit(X.iloc[arrived], y[arrived])
+    return float(correct[INITIAL:].mean())
+
+
+def run_river(X: pd.DataFrame, y: np.ndarray, share: float, delay: int, seed: int, kind: str) -> float | None:
+    """An online learner from river (``arf``: ARFClassifier, ``hat``: HoeffdingAdaptiveTreeClassifier)
+    that learns each label when it arrives; None when river is not installed."""
     try:
         from river.forest import ARFClassifier
+        from river.tree import HoeffdingAdaptiveTreeClassifier
     except ImportError:
         return None
     labelled = labelled_mask(len(X), share, seed)
-    model = ARFClassifier(seed=seed)
+    model = ARFClassifier(seed=seed) if kind == "arf" else HoeffdingAdaptiveTreeClassifier(seed=seed)
     rows = X.to_dict(orient="records")
     for i in range(INITIAL):
         model.learn_one(rows[i], y[i])
@@ -316,7 +377,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--label-shares", default="1.0,0.1")
     parser.add_argument("--delay", type=int, default=500, help="rows between a prediction and its label")
-    parser.add_argument("--streams", default="agrawal,sea")
+    parser.add_argument("--streams", default="agrawal,sea,sea-gradual,agrawal-recurring")
     args = parser.parse_args()
     os.environ.setdefault("DRIFTLOOP_DBOS_LOG_LEVEL", "ERROR")
     logging.getLogger("driftloop").setLevel(logging.ERROR)
@@ -344,12 +405,14 @@ def main() -> None:
                             **loop,
                             "never": run_static(X, y),
                             "schedule": run_schedule(X, y, share, args.delay, seed),
-                            "arf": run_arf(X, y, share, args.delay, seed),
+                            "sliding": run_sliding(X, y, share, args.delay, seed),
+                            "arf": run_river(X, y, share, args.delay, seed, "arf"),
+                            "hat": run_river(X, y, share, args.delay, seed, "hat"),
                         }
                     )
     df = pd.DataFrame(results)
     table = Table(
-        title=f"prequential accuracy, {args.rows:,} rows, 3 abrupt drifts, labels {args.delay} rows late, "
+        title=f"prequential accuracy, {args.rows:,} rows, labels {args.delay} rows late, "
         f"mean of seeds {args.seeds}"
     )
     for column in (
@@ -358,26 +421,32 @@ def main() -> None:
         "driftloop",
         "never retrained",
         f"every {SCHEDULE:,} rows",
+        "sliding 1k/4k",
         "river ARF",
+        "river HAT",
         "retrains",
         "promoted",
         "rejected",
         "rolled back",
+        "gate optimism",
     ):
         table.add_column(column, justify="right")
     for (stream, share), group in df.groupby(["stream", "share"], sort=False):
-        arf = group["arf"].dropna()
+        arf, hat = group["arf"].dropna(), group["hat"].dropna()
         table.add_row(
             str(stream),
             f"{share:.0%}",
             f"{group['accuracy'].mean():.4f}",
             f"{group['never'].mean():.4f}",
             f"{group['schedule'].mean():.4f}",
+            f"{group['sliding'].mean():.4f}",
             f"{arf.mean():.4f}" if len(arf) else "not installed",
+            f"{hat.mean():.4f}" if len(hat) else "not installed",
             str(int(group["retrains"].sum())),
             str(int(group["promoted"].sum())),
             str(int(group["rejected"].sum())),
             str(int(group["rollbacks"].sum())),
+            f"{group['optimism'].mean():+.4f}",
         )
     console.print(table)
     console.print(f"per seed:\n{df.round(4).to_string(index=False)}")

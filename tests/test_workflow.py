@@ -203,6 +203,13 @@ def test_cron_schedule_starts_a_retrain(tmp_path: Path) -> None:
             time.sleep(0.2)
         runs = project.store.runs(project.name)
         assert runs and runs[0]["trigger"] == "schedule:*/2 * * * * *"
+        # no labels yet: the run waits (and says why) instead of training what the gate can't judge
+        row = workflow.wait(runs[0]["id"])
+        assert row["status"] == "waiting" and "0 labelled rows came after" in row["error"], row
+        time.sleep(2.5)
+        assert len(project.store.runs(project.name)) == 1, "the schedule does not pile up waiting runs"
+        send(project, 300, "A", seed=31, label_share=0.5)
+        workflow.monitor_and_trigger(project)
         assert workflow.wait(runs[0]["id"])["status"] in ("promoted", "rejected")
     finally:
         workflow.shutdown()

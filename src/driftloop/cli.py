@@ -476,6 +476,17 @@ def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
         history.add_row(_when(p["ts"]), p["action"], p["from_version"] or "-", p["to_version"], p["reason"])
     console.print(history)
     _print_runs(project)
+    from driftloop.watch import optimism_summary
+
+    optimism = optimism_summary(project)
+    if optimism:
+        last = optimism["records"][-1]
+        console.print(
+            f"gate optimism: {optimism['mean']:+.4f} {optimism['metric']} on average over {optimism['n']} "
+            f"promotion(s) (gate estimate minus the live score over as many labelled rows; latest: gate "
+            f"{last['gate']:.4f}, live {last['live']:.4f} on {last['n']} rows)",
+            highlight=False,
+        )
     ok = project.store.monitor_runs(project.name, limit=1, ok=True)
     failed = project.store.monitor_runs(project.name, limit=1, ok=False)
     console.print(
@@ -707,6 +718,21 @@ def _print_run(project: Any, row: dict[str, Any]) -> None:
         console.print(
             f"  training set: {training['rows']} rows ({sources}; classes {classes}); "
             f"evaluation set: {training.get('eval_rows', '-')} rows",
+            highlight=False,
+        )
+        if training.get("evaluation"):
+            console.print(f"  evaluated on {training['evaluation']}", highlight=False)
+        for c in training.get("candidates", []):
+            console.print(f"  candidate '{c['name']}': {c['rows']} rows, {c['window']}", highlight=False)
+        for c in training.get("left_out", []):
+            console.print(f"  candidate '{c['name']}' left out: {c['reason']}", highlight=False)
+    options = row.get("options") or {}
+    if options.get("chosen"):
+        console.print(f"  chosen: {options['chosen']}", highlight=False)
+    if options.get("deployed_version"):
+        console.print(
+            f"  evaluated version {options['evaluated_version']}; deployed version "
+            f"{options['deployed_version']}, refitted on its rows plus the evaluation rows (retrain.refit)",
             highlight=False,
         )
     for reason in decision.get("reasons", []):

@@ -492,6 +492,27 @@ class SinkSettings(_Model):
         return self
 
 
+class CandidateSettings(_Model):
+    """One candidate training window of a retrain run: which labelled rows a challenger learns from.
+
+    ``rows``: the newest this many labelled production rows (none: every row of the lookback);
+    ``since_alert``: only rows from the triggering alert's first window on (a candidate that
+    is left out when the run has no alert or too few such rows); ``replay_fraction`` and
+    ``recency_half_life``: this candidate's own, else the ``[retrain]`` values.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]{0,31}$")
+    rows: int | None = Field(default=None, ge=1)
+    since_alert: bool = False
+    replay_fraction: float | None = Field(default=None, ge=0, le=1)
+    recency_half_life: float | None = None
+
+    @field_validator("recency_half_life", mode="before")
+    @classmethod
+    def _half_life(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+
 class RetrainSettings(_Model):
     """What a retrain reads, and how often automatic triggers may start one.
 
@@ -501,6 +522,21 @@ class RetrainSettings(_Model):
     Every run, manual ones too, trains on at least ``min_train_rows`` rows: replay of the
     previous training data fills what the labelled production rows leave short (beyond its
     ``replay_fraction`` share), and a run that still has fewer is skipped with a sentence.
+
+    **Evaluation out of time** (``evaluation = "out_of_time"``, the default): champion and
+    challengers are scored on the newest labelled rows that came after the champion's own
+    training data, which no candidate trains on; ``holdout_fraction`` of the lookback's rows,
+    at least ``gate.min_eval_rows``. ``"random"`` holds out a stable hash share instead (rows
+    from the same period the challenger learns from, which flatters it). An automatic trigger
+    with fewer such rows than ``gate.min_eval_rows`` waits for them (up to ``max_wait``, then
+    the run is skipped) instead of training a challenger the gate cannot judge.
+
+    **Candidates**: every run trains one challenger per entry of ``candidates`` (default: all
+    rows of the lookback; the newest quarter of it; the rows since the alert, for an alert's
+    run), scores each on the same rows, and only the best goes to the gate, whose p-value is
+    multiplied by the number of candidates (Bonferroni). With ``refit = true`` the accepted
+    winner's recipe is fitted again on its rows plus the evaluation rows, and that model is
+    deployed; the run records which version was evaluated and which deployed.
     """
 
     schedule: str | None = None
@@ -517,11 +553,41 @@ class RetrainSettings(_Model):
     recency_half_life: float | None = None
     max_per_class: int | None = Field(default=None, ge=1)
     seed: int = 0
+    evaluation: Literal["out_of_time", "random"] = "out_of_time"
+    candidates: list[CandidateSettings] | None = None
+    refit: bool = False
+    max_wait: float = 7 * 86400.0
 
     @field_validator("cooldown", mode="before")
     @classmethod
     def _dur(cls, value: Any) -> float:
         return 0.0 if value in (0, "0") else parse_duration(value)
+
+    @field_validator("max_wait", mode="before")
+    @classmethod
+    def _wait(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, value: list[CandidateSettings] | None) -> list[CandidateSettings] | None:
+        if value is not None:
+            if not value:
+                raise ValueError('needs at least one candidate, such as [{ name = "all" }]')
+            names = [c.name for c in value]
+            if len(set(names)) != len(names):
+                raise ValueError(f"candidate names must differ. Got {names}")
+        return value
+
+    def candidate_windows(self) -> list[CandidateSettings]:
+        """The configured candidates, else the default three (small enough for a laptop)."""
+        if self.candidates is not None:
+            return self.candidates
+        return [
+            CandidateSettings(name="all"),
+            CandidateSettings(name="recent", rows=max(self.min_train_rows, self.lookback // 4)),
+            CandidateSettings(name="since-alert", since_alert=True),
+        ]
 
     @field_validator("recency_half_life", mode="before")
     @classmethod
@@ -562,18 +628,23 @@ class RolloutSettings(_Model):
 
 
 class WatchSettings(_Model):
-    """The post-deploy watch: after a promotion, the new champion's live performance over its
-    first ``windows`` windows is compared with the old champion's score on the gate's held-out
-    rows (the freshest data both were judged on); more than ``tolerance`` worse, and the
-    promotion is rolled back and an alert raised.
+    """The post-deploy watch, paired: after a promotion, the previous champion scores the same
+    live rows the new one served (its predictions made from the logged inputs), and the two are
+    compared on the rows that got labels with the task's paired test. The promotion is rolled
+    back only on significant evidence of harm: the new model worse by more than ``tolerance``
+    with a p-value below ``alpha``; else it is kept.
 
-    Live performance is from feedback when the windows have at least ``min_labels`` labelled
-    rows, else the label-free estimate (CBPE). ``windows = 0`` turns the watch off.
+    The verdict comes once the first ``windows`` windows are in and they hold at least
+    ``min_labels`` labelled rows; with fewer, the label-free estimates of both may raise the
+    question (an alert), never decide it, and after ``max_windows`` windows the model is kept.
+    ``windows = 0`` turns the watch off.
     """
 
     windows: int = Field(default=3, ge=0)
+    max_windows: int = Field(default=12, ge=1)
     min_labels: int = Field(default=50, ge=1)
-    tolerance: float = Field(default=0.03, ge=0)
+    tolerance: float = Field(default=0.0, ge=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
     metric: str = "accuracy"
 
 

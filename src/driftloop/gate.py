@@ -59,21 +59,24 @@ def decide(
     lower_is_better: frozenset[str] = frozenset(),
     test: str = "McNemar",
     slice_metric: str = "accuracy",
+    compared: int = 1,
 ) -> Decision:
     """Apply every rule of ``policy`` to metrics of both models on the same ``n`` rows.
 
-    ``slices`` maps a slice name to its row count and both models' ``slice_metric`` on it;
-    ``ci`` is the bootstrap 95 % interval of the primary metric's change (challenger minus
-    champion). Metrics in ``lower_is_better`` (errors: MAE, RMSE) improve by falling; for them
-    a ``min_value`` is a ceiling. ``test`` names the paired test behind ``p_value``.
+        ``slices`` maps a slice name to its row count and both models' ``slice_metric`` on it;
+        ``ci`` is the bootstrap 95 % interval of the primary metric's change (challenger minus
+        champion). Metrics in ``lower_is_better`` (errors: MAE, RMSE) improve by falling; for them
+        a ``min_value`` is a ceiling. ``test`` names the paired test behind ``p_value``; ``compared``
+    is how many candidates were scored to pick the challenger (``p_value`` is already multiplied by
+    it, Bonferroni, and the sentence says so).
 
-    >>> d = decide(GateSettings(primary_metric="mae", min_improvement=0.1, min_eval_rows=10),
-    ...            {"mae": 2.0}, {"mae": 1.5}, n=100, p_value=0.01, lower_is_better=frozenset({"mae"}),
-    ...            test="Wilcoxon", slice_metric="mae")
-    >>> d.accepted
-    True
-    >>> print(d.reasons[1])
-    mae changed by -0.5000 (2.0000 -> 1.5000) (Wilcoxon p = 0.01), an improvement of +0.5000; at least...
+        >>> d = decide(GateSettings(primary_metric="mae", min_improvement=0.1, min_eval_rows=10),
+        ...            {"mae": 2.0}, {"mae": 1.5}, n=100, p_value=0.01, lower_is_better=frozenset({"mae"}),
+        ...            test="Wilcoxon", slice_metric="mae")
+        >>> d.accepted
+        True
+        >>> print(d.reasons[1])
+        mae changed by -0.5000 (2.0000 -> 1.5000) (Wilcoxon p = 0.01), an improvement of +0.5000; at least...
     """
     rules: list[RuleResult] = []
     enough = n >= policy.min_eval_rows
@@ -100,7 +103,8 @@ def decide(
     tie = change == 0 and policy.min_improvement >= 0
     ok = _finite(a, b) and gain >= policy.min_improvement and not tie
     # the paired test is about the per-row score (right or wrong; the absolute error)
-    p_text = f" ({test} p = {p_value:.3g})" if p_value is not None and m == slice_metric else ""
+    corrected = f", x{compared} for the {compared} candidates compared" if compared > 1 else ""
+    p_text = f" ({test} p = {p_value:.3g}{corrected})" if p_value is not None and m == slice_metric else ""
     if ci is not None:
         p_text += f" [95 % CI of the change {ci[0]:+.4f} to {ci[1]:+.4f}]"
     rules.append(

@@ -2,7 +2,8 @@
 
 ``retrain`` is a DBOS workflow of checkpointed steps::
 
-    plan -> snapshot -> train -> evaluate -> gate -> promote | reject -> finish
+    plan -> snapshot -> train (one per candidate window) -> evaluate (all, out of time; the
+    best is the challenger) -> gate -> [refit] -> [canary] -> promote | reject -> finish
 
 A process that dies mid-run resumes at the step it was in when DBOS next launches with the
 same application version; every step is idempotent (content-addressed snapshots, versions
@@ -24,12 +25,12 @@ import pandas as pd
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from driftloop import __version__
+from driftloop.candidates import candidate_sets, out_of_time_split
 from driftloop.datasets import file_sha256, stable_fraction, write_snapshot
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide
 from driftloop.monitor import Monitor, MonitorRun
 from driftloop.project import Project
-from driftloop.sampling import training_set
 from driftloop.training import (
     build_reference,
     class_column,
@@ -38,13 +39,16 @@ from driftloop.training import (
     labelled_frame,
     split_validation,
 )
+from driftloop.watch import post_deploy_watch
 
 __all__ = [
     "launch",
     "monitor_and_trigger",
     "post_deploy_watch",
+    "release_waiting",
     "rollback",
     "shutdown",
+    "start_or_wait",
     "start_retrain",
     "wait",
 ]
@@ -155,8 +159,61 @@ def start_retrain(
     return run_id
 
 
+def start_or_wait(project: Project, trigger: str, *, since_seq: int | None = None) -> str:
+    """An automatic trigger's run: queued when an out-of-time evaluation has the rows the gate
+    needs, else recorded as ``waiting`` with the reason, and queued by a later monitoring pass
+    once they arrived (:func:`release_waiting`). Manual runs never wait: a person asked."""
+    launch(project)
+    have, need = evidence(project)
+    if have >= need or project.settings.retrain.evaluation != "out_of_time":
+        return start_retrain(project, trigger, since_seq=since_seq)
+    run_id = f"retrain-{project.name}-{uuid.uuid4().hex[:10]}"
+    reason = (
+        f"waiting for labels: {have} labelled rows came after the champion's training data, and the "
+        f"gate needs gate.min_eval_rows ({need}) such rows to judge a challenger out of time"
+    )
+    project.store.add_run(
+        run_id,
+        project.name,
+        trigger,
+        {"trainer": None, "since_seq": since_seq, "candidate": None},
+        status="waiting",
+        error=reason,
+    )
+    log.info("Retrain run %s (%s) is %s.", run_id, trigger, reason)
+    return run_id
+
+
+def release_waiting(project: Project, now: float | None = None) -> list[str]:
+    """Queue the waiting runs whose evidence has arrived; skip those that waited past
+    ``retrain.max_wait``. Returns the ids queued."""
+    now = time.time() if now is None else now
+    queued: list[str] = []
+    for run in project.store.runs(project.name, limit=50, status="waiting"):
+        have, need = evidence(project)
+        if have >= need:
+            launch(project)
+            project.store.update_run(run["id"], status="queued", step=None, error=None)
+            queue = DBOS.retrieve_queue(QUEUE)
+            assert queue is not None
+            with SetWorkflowID(run["id"]):
+                queue.enqueue(retrain, run["id"])
+            log.info("Retrain run %s has its %d evaluation rows and is queued.", run["id"], have)
+            queued.append(run["id"])
+        elif now - run["started_at"] > project.settings.retrain.max_wait:
+            project.store.update_run(
+                run["id"],
+                status="skipped",
+                step="done",
+                finished_at=now,
+                error=f"waited longer than retrain.max_wait ({project.settings.retrain.max_wait:g}s): "
+                f"{run['error']}",
+            )
+    return queued
+
+
 def wait(run_id: str, timeout: float = 600.0) -> dict[str, Any]:
-    """Block until a run ends; returns its row.
+    """Block until a run ends, or is found waiting for evidence; returns its row.
 
     A run is recorded in the store a moment before DBOS enqueues it (``start_retrain``), so a
     caller that found the row may ask before DBOS knows the id: that gap is waited out too.
@@ -166,6 +223,8 @@ def wait(run_id: str, timeout: float = 600.0) -> dict[str, Any]:
         raise NotFoundError(f"Retrain run {run_id!r} does not exist.")
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if (store.run(run_id) or {}).get("status") == "waiting":
+            break  # not enqueued until its evaluation rows arrive
         found = DBOS.get_workflow_status(run_id)  # None until the run is enqueued
         if found is not None and found.status in (
             "SUCCESS",
@@ -187,8 +246,11 @@ def monitor_and_trigger(
     monitor = monitor or Monitor(project)
     result = monitor.run(flush=flush)
     post_deploy_watch(project, monitor)
+    release_waiting(project)
     for request in result.retrain_requests:
-        active = project.store.runs(project.name, active_only=True)
+        active = project.store.runs(project.name, active_only=True) or project.store.runs(
+            project.name, status="waiting"
+        )
         if active:
             log.info(
                 "Alert %s: a retrain is already queued or running (%s)", request["trigger"], active[-1]["id"]
@@ -199,7 +261,7 @@ def monitor_and_trigger(
         if reason:
             log.info("Alert %s does not retrain: %s", request["trigger"], reason)
             continue
-        run_id = start_retrain(project, request["trigger"], since_seq=request["since_seq"])
+        run_id = start_or_wait(project, request["trigger"], since_seq=request["since_seq"])
         project.store.set_alert_run(request["alert_id"], run_id)
     _labels_trigger(project)
     return result
@@ -211,7 +273,12 @@ def _new_labels(project: Project) -> tuple[int, int | None]:
     finished = [r for r in runs if r["status"] in ("promoted", "rejected", "skipped")]
     cutoff = finished[-1]["options"].get("cutoff_seq", 0) if finished else 0
     champion = project.champion()  # after a rollback, the run that made the current champion
-    made = [r for r in runs if r["status"] == "promoted" and r["challenger_version"] == champion]
+    made = [
+        r
+        for r in runs
+        if r["status"] == "promoted"
+        and champion in (r["challenger_version"], (r["options"] or {}).get("deployed_version"))
+    ]
     since = made[-1]["options"].get("since_seq") if made else None
     new = project.store.labelled(project.name, start_seq=cutoff + 1, policy=project.settings.feedback)
     return len(new), since
@@ -226,7 +293,7 @@ def _labels_trigger(project: Project) -> str | None:
     if count < every or automatic_retrain_blocked(project):
         return None
     # the same start as the run that made the current champion: its concept, with more labels
-    return start_retrain(project, f"labels:{count}", since_seq=since)
+    return start_or_wait(project, f"labels:{count}", since_seq=since)
 
 
 def automatic_retrain_blocked(project: Project, now: float | None = None) -> str | None:
@@ -238,6 +305,8 @@ def automatic_retrain_blocked(project: Project, now: float | None = None) -> str
     runs = project.store.runs(project.name, limit=200)
     if any(r["status"] in ("queued", "running") for r in runs):
         return "a retrain is already queued or running"
+    if any(r["status"] == "waiting" for r in runs):
+        return "a retrain is already waiting for labels"
     automatic = [r for r in runs if not r["trigger"].startswith("manual")]
     if automatic and rt.cooldown and now - automatic[-1]["started_at"] < rt.cooldown:
         return f"the last automatic retrain started less than retrain.cooldown ({rt.cooldown:g}s) ago"
@@ -260,7 +329,7 @@ def scheduled_retrain(scheduled_at: Any, context: Any) -> None:
     if reason:
         log.info("The scheduled retrain is skipped: %s", reason)
         return
-    start_retrain(project, f"schedule:{project.settings.retrain.schedule}")
+    start_or_wait(project, f"schedule:{project.settings.retrain.schedule}")
 
 
 # -- the workflow --------------------------------------------------------------------------------
@@ -276,9 +345,15 @@ def retrain(run_id: str) -> str:
                 run_id, status="skipped", step="done", error=data["skip"], finished_at=time.time()
             )
             return "skipped"
-        version = train_step(run_id, data)
-        scores = evaluate_step(run_id, data, version, plan["champion"])
+        if data.get("candidate"):  # driftloop promote VERSION: gate a registered version, train nothing
+            versions = [candidate_step(run_id, str(data["candidate"]))]
+        else:
+            versions = [train_step(run_id, data, i) for i in range(len(data["candidates"]))]
+        scores = evaluate_step(run_id, data, versions, plan["champion"])
+        version = str(scores["winner"])
         accepted = gate_step(run_id, scores, version, plan["champion"], data["eval_id"])
+        if accepted and _project().settings.retrain.refit and not data.get("candidate"):
+            version = refit_step(run_id, data, int(scores["winner_index"]), version)
         if accepted and _project().settings.rollout.canary_steps:
             failure = _canary(run_id, version, plan["champion"])
             if failure is not None:
@@ -321,18 +396,36 @@ def plan_step(run_id: str) -> dict[str, Any]:
     }
 
 
+def champion_cutoff(project: Project, champion: str) -> int:
+    """The last log sequence number the champion's training data held (0 for a first model)."""
+    for run in reversed(project.store.runs(project.name, limit=1000)):
+        options = run["options"] or {}
+        if run["status"] == "promoted" and champion in (
+            options.get("deployed_version"),
+            run["challenger_version"],
+        ):
+            return int(options.get("cutoff_seq") or 0)
+    return 0
+
+
+def evidence(project: Project) -> tuple[int, int]:
+    """(labelled rows after the champion's training data, the rows the gate needs): what an
+    out-of-time evaluation would have now."""
+    champion = project.champion()
+    cutoff = champion_cutoff(project, champion) if champion else 0
+    rows = project.store.labelled(project.name, start_seq=cutoff + 1, policy=project.settings.feedback)
+    return len(rows), project.settings.gate.min_eval_rows
+
+
 @DBOS.step()
 def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
-    """Targeted training set and held-out evaluation set, both content-addressed."""
+    """The evaluation set and one training set per candidate window, all content-addressed."""
     project = _step(run_id, "snapshot")
     settings, store = project.settings, project.store
     rt = settings.retrain
     target = settings.project.target
     rows, hygiene = store.resolved_labels(
-        project.name,
-        start_seq=plan.get("since_seq") or 0,
-        max_feedback_id=plan["cutoff_feedback"],
-        policy=settings.feedback,
+        project.name, start_seq=0, max_feedback_id=plan["cutoff_feedback"], policy=settings.feedback
     )
     rows = rows[-rt.lookback :]
     base = store.dataset(project.registry.tags(project.name, plan["champion"]).get("driftloop.dataset", ""))
@@ -347,39 +440,58 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     prod = pd.DataFrame(
         [{**r["inputs"], target: r["label"], "__key__": f"pred:{r['prediction_id']}"} for r in rows]
     )
+    split: dict[str, Any]
     if len(prod):
         prod = labelled_frame(project, prod, "labelled production rows").assign(
             __key__=prod["__key__"].to_numpy(),
             __prediction__=[r["prediction"] for r in rows],
             __ts__=[r["ts"] for r in rows],
+            __seq__=[r["seq"] for r in rows],
         )
-        holdout = prod["__key__"].map(lambda k: stable_fraction(k) < rt.holdout_fraction).to_numpy(bool)
-        prod_train, evaluation = prod[~holdout], prod[holdout].drop(columns=["__prediction__", "__ts__"])
+        if rt.evaluation == "out_of_time":
+            pool, evaluation, split = out_of_time_split(
+                prod,
+                champion_cutoff=champion_cutoff(project, plan["champion"]),
+                min_rows=settings.gate.min_eval_rows,
+                fraction=rt.holdout_fraction,
+            )
+        else:
+            held = prod["__key__"].map(lambda k: stable_fraction(k) < rt.holdout_fraction).to_numpy(bool)
+            pool, evaluation = prod[~held], prod[held]
+            split = {"split": "random", "rows": int(held.sum())}
+            split["sentence"] = f"a stable hash share {rt.holdout_fraction:g} of the labelled rows"
+        evaluation = evaluation.drop(columns=["__prediction__", "__ts__", "__seq__"])
     else:
-        prod_train, evaluation = prod, pd.DataFrame()
+        pool, evaluation = prod, pd.DataFrame()
+        split = {"split": "none", "rows": 0, "sentence": "no labelled production rows"}
     if len(evaluation) == 0:  # no production labels yet: hold out the original validation rows
         original, evaluation = split_validation(original, class_column(project))
+        split["sentence"] += "; the champion's validation split of its training data stands in"
     golden = golden_frame(project)
     if len(golden):
         evaluation = pd.concat([evaluation, golden], ignore_index=True)
-    # the run's clock is fixed by the plan, so a replayed step builds the same (content-addressed) set
-    training, sampling = training_set(
-        prod_train, original, rt, target, now=plan["planned_at"], task=project.task
+    # the run's clock is fixed by the plan, so a replayed step builds the same (content-addressed) sets
+    made, left_out = candidate_sets(
+        pool,
+        original,
+        rt,
+        target,
+        now=plan["planned_at"],
+        task=project.task,
+        since_seq=plan.get("since_seq"),
     )
-    replay_n = sampling["replay"]["rows"]
+    if plan.get("candidate") is not None:  # driftloop promote VERSION: nothing is trained
+        made, left_out = [], []
+    for c in [c for c in made if len(c["frame"]) < rt.min_train_rows]:
+        made.remove(c)
+        left_out.append(
+            {
+                "name": c["name"],
+                "reason": f"{len(c['frame'])} rows ({c['sampling']['rows_by_source']}), fewer than "
+                f"retrain.min_train_rows ({rt.min_train_rows})",
+            }
+        )
     cutoff_seq = rows[-1]["seq"] if rows else 0
-    composition = {
-        "rows": len(training),
-        "by_source": sampling["rows_by_source"],
-        "by_class": sampling["rows_by_class"],
-        "eval_rows": len(evaluation),
-    }
-    store.update_run(run_id, options={**plan, "cutoff_seq": cutoff_seq, "training": composition})
-    if plan.get("candidate") is None and len(training) < rt.min_train_rows:
-        return {
-            "skip": f"the training set would have {len(training)} rows ({sampling['rows_by_source']}), "
-            f"fewer than retrain.min_train_rows ({rt.min_train_rows}); no challenger was trained."
-        }
     folder = settings.state_dir / "datasets"
     common = {
         "model": project.name,
@@ -390,32 +502,74 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             "max_feedback_id": plan["cutoff_feedback"],
         },
     }
-    train_ds = write_snapshot(
-        folder,
-        training,
-        {
-            **common,
-            "kind": "train",
-            "sources": [
-                {"type": "dataset", "id": base["id"], "rows": replay_n},
-                {"type": "feedback", "rows": sampling["rows_by_source"].get("feedback", 0)},
-            ],
-            "feedback_hygiene": {
-                **hygiene,
-                "conflict_rule": settings.feedback.conflict_rule,
-                "quarantined_sources": settings.feedback.quarantined_sources,
+    candidates: list[dict[str, Any]] = []
+    for c in made:
+        training, sampling = c["frame"].drop(columns=["__seq__"], errors="ignore"), c["sampling"]
+        ds = write_snapshot(
+            folder,
+            training,
+            {
+                **common,
+                "kind": "train",
+                "candidate": c["name"],
+                "window": c["sentence"],
+                "sources": [
+                    {"type": "dataset", "id": base["id"], "rows": sampling["replay"]["rows"]},
+                    {"type": "feedback", "rows": sampling["rows_by_source"].get("feedback", 0)},
+                ],
+                "feedback_hygiene": {
+                    **hygiene,
+                    "conflict_rule": settings.feedback.conflict_rule,
+                    "quarantined_sources": settings.feedback.quarantined_sources,
+                },
+                "sampling": sampling,
+                "class_counts": training[target].value_counts().sort_index().to_dict()
+                if len(training)
+                else {},
             },
-            "sampling": sampling,
-            "class_counts": training[target].value_counts().sort_index().to_dict() if len(training) else {},
-        },
-    )
+        )
+        same = next((k for k in candidates if k["train_id"] == ds.id), None)
+        if same is not None:  # the same rows as an earlier window: trained once
+            left_out.append({"name": c["name"], "reason": f"the same rows as candidate '{same['name']}'"})
+            continue
+        store.add_dataset(
+            id=ds.id, model=project.name, kind="train", path=str(ds.path), rows=ds.rows, manifest=ds.manifest
+        )
+        candidates.append(
+            {
+                "name": c["name"],
+                "train_id": ds.id,
+                "train_path": str(ds.path),
+                "rows": len(training),
+                "by_source": sampling["rows_by_source"],
+                "by_class": sampling["rows_by_class"],
+                "window": c["sentence"],
+            }
+        )
+    first = candidates[0] if candidates else {"rows": 0, "by_source": {}, "by_class": {}}
+    composition = {
+        "rows": first["rows"],
+        "by_source": first["by_source"],
+        "by_class": first["by_class"],
+        "eval_rows": len(evaluation),
+        "evaluation": split["sentence"],
+        "candidates": [{k: c[k] for k in ("name", "rows", "by_source", "window")} for c in candidates],
+        "left_out": left_out,
+    }
+    store.update_run(run_id, options={**plan, "cutoff_seq": cutoff_seq, "training": composition})
+    if plan.get("candidate") is None and not candidates:
+        reasons = "; ".join(f"'{c['name']}': {c['reason']}" for c in left_out)
+        return {
+            "skip": f"no candidate training window had enough rows ({reasons}); no challenger was trained."
+        }
     eval_ds = write_snapshot(
         folder,
         evaluation,
         {
             **common,
             "kind": "eval",
-            "split": f"stable hash of prediction id < {rt.holdout_fraction}",
+            "split": split["sentence"],
+            "out_of_time": split,
             "golden": {
                 "path": settings.data.golden,
                 "sha256": file_sha256(settings.path(settings.data.golden)),
@@ -428,70 +582,100 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             else {},
         },
     )
-    for ds, kind in ((train_ds, "train"), (eval_ds, "eval")):
-        store.add_dataset(
-            id=ds.id, model=project.name, kind=kind, path=str(ds.path), rows=ds.rows, manifest=ds.manifest
-        )
+    store.add_dataset(
+        id=eval_ds.id,
+        model=project.name,
+        kind="eval",
+        path=str(eval_ds.path),
+        rows=eval_ds.rows,
+        manifest=eval_ds.manifest,
+    )
     _crashpoint("snapshot:end")
     return {
-        "train_id": train_ds.id,
-        "train_path": str(train_ds.path),
+        "candidates": candidates,
         "eval_id": eval_ds.id,
         "eval_path": str(eval_ds.path),
+        "eval_rows_production": len(evaluation) - len(golden),
         "trainer": plan.get("trainer"),
         "candidate": plan.get("candidate"),
     }
 
 
 @DBOS.step()
-def train_step(run_id: str, data: dict[str, Any]) -> str:
+def candidate_step(run_id: str, version: str) -> str:
     project = _step(run_id, "train")
-    _crashpoint("train:before-register")
-    if data.get("candidate"):  # driftloop promote VERSION: gate a registered version, train nothing
-        version = str(data["candidate"])
-        project.registry.tags(project.name, version)  # raises NotFoundError for an unknown version
-    else:
-        df = pd.read_parquet(data["train_path"])
-        version, _ = fit_and_register(
-            project, df, df.iloc[:0], dataset_id=data["train_id"], run_key=run_id, trainer=data.get("trainer")
-        )
-    _crashpoint("train:after-register")
-    if not data.get("candidate"):
-        project.registry.set_tag(project.name, version, "driftloop.eval_dataset", data["eval_id"])
-    project.registry.set_alias(project.name, "challenger", version)
-    project.store.update_run(run_id, challenger_version=version)
+    project.registry.tags(project.name, version)  # raises NotFoundError for an unknown version
     return version
 
 
 @DBOS.step()
-def evaluate_step(run_id: str, data: dict[str, Any], challenger: str, champion: str) -> dict[str, Any]:
-    """Both models on exactly the same held-out rows."""
+def train_step(run_id: str, data: dict[str, Any], index: int) -> str:
+    """Fit and register candidate ``index`` (a replay finds the version by its run key)."""
+    project = _step(run_id, "train")
+    _crashpoint("train:before-register")
+    candidate = data["candidates"][index]
+    df = pd.read_parquet(candidate["train_path"])
+    key = run_id if index == 0 else f"{run_id}/{candidate['name']}"
+    version, _ = fit_and_register(
+        project, df, df.iloc[:0], dataset_id=candidate["train_id"], run_key=key, trainer=data.get("trainer")
+    )
+    _crashpoint("train:after-register")
+    project.registry.set_tag(project.name, version, "driftloop.eval_dataset", data["eval_id"])
+    project.registry.set_tag(project.name, version, "driftloop.candidate", candidate["name"])
+    return version
+
+
+def _score(project: Project, X: pd.DataFrame, y: Any, version: str) -> dict[str, Any]:
+    task = project.task
+    made = task.predict(project.registry.load(project.name, version), X)
+    return {
+        "metrics": task.metrics(y, made.labels, made.probabilities),
+        "rows": task.row_scores(y, made.labels),  # per row: 1/0 right, or the absolute error
+        "labels": made.labels,
+        "probabilities": made.probabilities,
+    }
+
+
+@DBOS.step()
+def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champion: str) -> dict[str, Any]:
+    """The champion and every candidate on exactly the same held-out rows; the best candidate
+    is the challenger, compared with the champion with its p-value corrected for the number of
+    candidates."""
     project = _step(run_id, "evaluate")
     df = pd.read_parquet(data["eval_path"])
-    target = project.settings.project.target
-    task = project.task
+    settings, task = project.settings, project.task
+    target, primary = settings.project.target, settings.gate.primary_metric
     X, y = project.schema.frame(df), task.targets(df[target], "evaluation set").to_numpy()
-    out: dict[str, Any] = {"n": len(df)}
-    correct, predicted, probabilities = {}, {}, {}
-    for role, version in (("champion", champion), ("challenger", challenger)):
-        made = task.predict(project.registry.load(project.name, version), X)
-        labels = made.labels
-        out[role] = task.metrics(y, labels, made.probabilities)
-        correct[role] = task.row_scores(y, labels)  # per row: 1/0 right, or the absolute error
-        predicted[role], probabilities[role] = labels, made.probabilities
-    primary = project.settings.gate.primary_metric
+    base = _score(project, X, y, champion)
+    scored = [_score(project, X, y, v) for v in versions]
+    lower = primary in task.lower_is_better
+    values = [float(s["metrics"][primary]) for s in scored]
+    ranked = sorted(range(len(versions)), key=lambda i: (values[i] if lower else -values[i], i))
+    best = ranked[0] if ranked else 0
+    challenger, won = versions[best], scored[best]
+    names = [c["name"] for c in data["candidates"]] or [f"version {v}" for v in versions]
+    out: dict[str, Any] = {
+        "n": len(df),
+        "champion": base["metrics"],
+        "challenger": won["metrics"],
+        "winner": challenger,
+        "winner_index": best,
+        "candidates": [
+            {"name": names[i], "version": v, primary: round(values[i], 6), "chosen": i == best}
+            for i, v in enumerate(versions)
+        ],
+    }
     p_value, ci = task.paired(
-        y,
-        predicted["champion"],
-        predicted["challenger"],
-        primary,
-        probabilities["champion"],
-        probabilities["challenger"],
+        y, base["labels"], won["labels"], primary, base["probabilities"], won["probabilities"]
     )
-    out["mcnemar_p"] = p_value  # the task's paired test (McNemar for classes)
+    k = len(versions)
+    out["p_raw"] = p_value
+    out["mcnemar_p"] = min(1.0, p_value * k) if p_value is not None else None  # Bonferroni over candidates
+    out["compared"] = k
     out["ci"] = ci
     slices: dict[str, dict[str, float]] = {}
-    for name in project.settings.gate.slices:  # "class" (the true label) or a categorical feature
+    correct = {"champion": base["rows"], "challenger": won["rows"]}
+    for name in settings.gate.slices:  # "class" (the true label) or a categorical feature
         keys = y if name == "class" else X[name].astype(str).to_numpy()
         for value in sorted(set(keys)):
             mask = keys == value
@@ -514,8 +698,58 @@ def evaluate_step(run_id: str, data: dict[str, Any], challenger: str, champion: 
                         "challenger": float(correct["challenger"][mask].mean()),
                     }
     out["slices"] = slices
+    for i, v in enumerate(versions):
+        if i != best:
+            project.registry.set_tag(
+                project.name, v, "driftloop.status", f"not chosen: {names[best]} scored better"
+            )
+    project.registry.set_alias(project.name, "challenger", challenger)
+    project.store.update_run(run_id, challenger_version=challenger)
     _crashpoint("evaluate:end")
     return out
+
+
+@DBOS.step()
+def refit_step(run_id: str, data: dict[str, Any], index: int, evaluated: str) -> str:
+    """``retrain.refit``: the accepted window's rows plus the production evaluation rows, fitted
+    with the same trainer; the version deployed instead of the one evaluated."""
+    project = _step(run_id, "refit")
+    candidate = data["candidates"][index]
+    train_df = pd.read_parquet(candidate["train_path"])
+    evaluation = pd.read_parquet(data["eval_path"])
+    if "__key__" in evaluation:  # never the golden set: it stays a fixed yardstick
+        evaluation = evaluation[~evaluation["__key__"].astype(str).str.startswith("golden:")]
+    rows = pd.concat([train_df, evaluation.assign(__source__="evaluation")], ignore_index=True)
+    if "__weight__" in rows:
+        rows["__weight__"] = rows["__weight__"].fillna(float(train_df["__weight__"].max()))
+    ds = write_snapshot(
+        project.settings.state_dir / "datasets",
+        rows,
+        {
+            "kind": "train",
+            "model": project.name,
+            "run_id": run_id,
+            "candidate": candidate["name"],
+            "refit_of": {"version": evaluated, "train": candidate["train_id"], "eval": data["eval_id"]},
+        },
+    )
+    project.store.add_dataset(
+        id=ds.id, model=project.name, kind="train", path=str(ds.path), rows=ds.rows, manifest=ds.manifest
+    )
+    version, _ = fit_and_register(
+        project, rows, rows.iloc[:0], dataset_id=ds.id, run_key=f"{run_id}/refit", trainer=data.get("trainer")
+    )
+    for key, value in (
+        ("driftloop.refit_of", evaluated),
+        ("driftloop.gate", "accepted"),
+        ("driftloop.eval_dataset", data["eval_id"]),
+    ):
+        project.registry.set_tag(project.name, version, key, value)
+    row = project.store.run(run_id) or {}
+    options = {**(row.get("options") or {}), "evaluated_version": evaluated, "deployed_version": version}
+    project.store.update_run(run_id, options=options)
+    project.registry.set_alias(project.name, "challenger", version)
+    return version
 
 
 @DBOS.step()
@@ -531,8 +765,23 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
         ci=scores.get("ci"),
         lower_is_better=project.task.lower_is_better,
         test=project.task.paired_test,
+        compared=int(scores.get("compared", 1)),
         slice_metric=project.task.slice_metric,
     )
+    candidates = scores.get("candidates", [])
+    if len(candidates) > 1:  # why this window won, in the run's own record
+        primary = project.settings.gate.primary_metric
+        chosen = next(c for c in candidates if c["chosen"])
+        others = ", ".join(f"'{c['name']}' {c[primary]:.4f}" for c in candidates if not c["chosen"])
+        run_row = project.store.run(run_id) or {}
+        project.store.update_run(
+            run_id,
+            options={
+                **(run_row.get("options") or {}),
+                "chosen": f"candidate '{chosen['name']}' (version {chosen['version']}) scored {primary} "
+                f"{chosen[primary]:.4f} on the evaluation rows, best of {len(candidates)} (others: {others})",
+            },
+        )
     row = project.store.add_decision(
         run_id=run_id,
         model=project.name,
@@ -752,100 +1001,3 @@ def force_promote(project: Project, version: str, reason: str) -> str | None:
         reason=f"promoted by hand, without the gate: {reason}",
     )
     return current
-
-
-# -- after the decision: the post-deploy watch ------------------------------------------------
-def _live(windows: list[dict[str, Any]], metric: str, min_labels: int, labelled: bool) -> float | None:
-    """Performance over windows: label-weighted feedback metric, or the mean label-free estimate."""
-    if labelled:
-        pairs = [
-            (w["metrics"][metric]["value"], w["metrics"][metric]["n"])
-            for w in windows
-            if metric in w["metrics"] and w["metrics"][metric]["value"] is not None
-        ]
-        total = sum(n for _, n in pairs)
-        return sum(v * n for v, n in pairs) / total if total >= min_labels else None
-    values = [
-        w["metrics"][f"estimated_{metric}"]["value"]
-        for w in windows
-        if (w["metrics"].get(f"estimated_{metric}") or {}).get("value") is not None
-    ]
-    return sum(values) / len(values) if values else None
-
-
-def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[str, Any] | None:
-    """Judge the newest promotion once its first ``watch.windows`` windows are in.
-
-    Returns ``None`` while watching (or with nothing to watch), else the verdict: kept, or
-    rolled back with an alert. Each promotion is judged once (a ``watch`` row in the history).
-    """
-    ws, store, name = project.settings.watch, project.store, project.name
-    if ws.windows == 0:
-        return None
-    history = store.promotions(name)
-    promoted = [r for r in history if r["action"] == "promote"]
-    if not promoted:
-        return None
-    last = promoted[-1]
-    if any(r["id"] > last["id"] for r in history) or project.champion() != last["to_version"]:
-        return None  # judged already, rolled back by hand, or superseded
-    new, old = last["to_version"], last["from_version"]
-    windows = store.windows(name, limit=500)
-    after = [w for w in windows if w["model_versions"] == [new] and w["start_ts"] >= last["ts"]]
-    if len(after) < ws.windows:
-        return None
-    after = after[: ws.windows]
-    live_new = _live(after, ws.metric, ws.min_labels, labelled=True)
-    source = "feedback"
-    if live_new is None:
-        live_new, source = _live(after, ws.metric, ws.min_labels, labelled=False), "label-free estimate"
-    # the old champion's score: on the gate's held-out rows (the freshest data it was judged on),
-    # else over its last windows before the swap
-    decision = store.decision(last["run_id"]) if last["run_id"] else None
-    gate_scores = [
-        r["champion"]
-        for r in (decision or {}).get("rules", [])
-        if r["metric"] == ws.metric and r["champion"] is not None
-    ]
-    live_old: float | None
-    if gate_scores:
-        live_old, basis = float(gate_scores[0]), "on the gate's held-out rows"
-    else:
-        before = [w for w in windows if w["model_versions"] == [old] and w["end_ts"] <= last["ts"]][
-            -ws.windows :
-        ]
-        live_old = _live(before, ws.metric, ws.min_labels, labelled=source == "feedback")
-        basis = f"over its last {len(before)} windows"
-    if live_new is None or live_old is None:
-        verdict = {"action": "watch-kept", "reason": f"no {ws.metric} to compare for {old} and {new}"}
-    elif (
-        live_new - live_old if ws.metric in project.task.lower_is_better else live_old - live_new
-    ) > ws.tolerance:
-        verdict = {
-            "action": "watch-rollback",
-            "reason": f"post-deploy watch: {ws.metric} ({source}) of {new} over its first {len(after)} "
-            f"windows is {live_new:.3f}, more than {ws.tolerance:g} below {old}'s {live_old:.3f} {basis}",
-        }
-    else:
-        verdict = {
-            "action": "watch-kept",
-            "reason": f"post-deploy watch: {ws.metric} ({source}) of {new} is {live_new:.3f} against "
-            f"{old}'s {live_old:.3f} {basis} (tolerance {ws.tolerance:g})",
-        }
-    key = f"watch-{last['run_id'] or last['id']}"[:64]
-    if verdict["action"] == "watch-rollback":
-        rollback(project, verdict["reason"], run_id=key)
-        (monitor or Monitor(project)).system_alert(
-            "post-deploy-rollback", f"Rolled {new} back to {old}: {verdict['reason']}."
-        )
-    else:
-        store.add_promotion(
-            model=name,
-            action="watch-kept",
-            from_version=old,
-            to_version=new,
-            run_id=key,
-            reason=verdict["reason"],
-        )
-    log.info("%s", verdict["reason"])
-    return {**verdict, "new": new, "old": old, "source": source, "new_value": live_new, "old_value": live_old}

@@ -783,8 +783,11 @@ def _prometheus(
     routing: dict[str, Any],
     batcher: Batcher,
 ) -> str:
+    from driftloop.watch import optimism_summary
+
     name = project.name
     other, canary = challenger.current, routing["canary"]
+    optimism = optimism_summary(project)  # the gate's estimate minus what promoted models reached live
     lines = ["# TYPE driftloop_requests_total counter"]
     with stats.lock:
         for (route, status), n in sorted(stats.requests.items()):
@@ -831,6 +834,10 @@ def _prometheus(
         f'driftloop_model_calls_total{{model="{name}"}} {batcher.calls}',
         "# TYPE driftloop_model_call_requests_total counter",
         f'driftloop_model_call_requests_total{{model="{name}"}} {batcher.requests}',
+        "# TYPE driftloop_gate_optimism gauge",
+        f'driftloop_gate_optimism{{model="{name}"}} {optimism["mean"] if optimism else "NaN"}',
+        "# TYPE driftloop_gate_optimism_promotions gauge",
+        f'driftloop_gate_optimism_promotions{{model="{name}"}} {optimism["n"] if optimism else 0}',
         "# TYPE driftloop_shadow_predictions_total counter",
         f'driftloop_shadow_predictions_total{{model="{name}"}} {stats.shadow}',
         "# TYPE driftloop_shadow_errors_total counter",

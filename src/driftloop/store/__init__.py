@@ -731,15 +731,26 @@ class Store:
             return [dict(r) for r in rows]
 
     # -- retrain runs, decisions, promotions -----------------------------------------------
-    def add_run(self, run_id: str, model: str, trigger: str, options: dict[str, Any]) -> None:
+    def add_run(
+        self,
+        run_id: str,
+        model: str,
+        trigger: str,
+        options: dict[str, Any],
+        status: str = "queued",
+        error: str | None = None,
+    ) -> None:
+        """A run row: ``queued`` (enqueued next), or ``waiting`` for evidence (``error`` says why)."""
         with self.begin() as conn:
             conn.execute(
                 insert(t.retrain_runs).values(
                     id=run_id,
                     model=model,
                     trigger=trigger,
-                    status="queued",
+                    status=status,
                     options=options,
+                    error=error,
+                    step="waiting" if status == "waiting" else None,
                     started_at=time.time(),
                 )
             )
@@ -753,10 +764,15 @@ class Store:
             row = conn.execute(select(t.retrain_runs).where(t.retrain_runs.c.id == run_id)).mappings().first()
         return dict(row) if row else None
 
-    def runs(self, model: str, limit: int = 20, active_only: bool = False) -> list[dict[str, Any]]:
+    def runs(
+        self, model: str, limit: int = 20, active_only: bool = False, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Runs oldest first; ``active_only``: queued or running; ``status``: only that one."""
         query = select(t.retrain_runs).where(t.retrain_runs.c.model == model)
         if active_only:
             query = query.where(t.retrain_runs.c.status.in_(["queued", "running"]))
+        if status is not None:
+            query = query.where(t.retrain_runs.c.status == status)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(t.retrain_runs.c.started_at.desc()).limit(limit)).mappings()
             return [dict(r) for r in rows][::-1]

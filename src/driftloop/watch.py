@@ -1,0 +1,240 @@
+"""After a promotion: the paired post-deploy watch, and the gate's calibration in the open.
+
+**Paired.** Judging a new champion by its live score against the old one's gate score compares
+two periods, and a drifting world moves both: on real streams that rolled back 10 of 43
+promotions, always to a staler model. Here the previous champion scores the *same* live rows the
+new one served (its predictions made from the logged inputs, as a shadow would have made them),
+and the two are compared on the rows that got labels with the task's paired test (McNemar for
+classes, Wilcoxon on absolute errors for numbers). The promotion is rolled back only on
+significant evidence of harm: the new model worse by more than ``watch.tolerance`` with a
+p-value below ``watch.alpha``; anything else keeps it. With too few labels the label-free
+estimates may raise the question (an alert), never decide it.
+
+**Gate optimism.** For every promoted model, the gate's estimate of its primary metric is kept
+beside the live score it reached on the first labelled rows it served, as many as the gate had
+(``gate optimism`` = gate - live for a score, live - gate for an error). ``driftloop status``
+and ``/metrics`` show its mean, so a gate that flatters is seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from driftloop.monitor import Monitor
+from driftloop.project import Project
+
+__all__ = ["gate_optimism", "harmful", "optimism_summary", "post_deploy_watch"]
+
+log = logging.getLogger("driftloop.watch")
+
+
+def _estimated(windows: list[dict[str, Any]], metric: str) -> float | None:
+    values = [
+        w["metrics"][f"estimated_{metric}"]["value"]
+        for w in windows
+        if (w["metrics"].get(f"estimated_{metric}") or {}).get("value") is not None
+    ]
+    return float(np.mean(values)) if values else None
+
+
+def _paired_on_live_rows(project: Project, rows: list[dict[str, Any]], new: str, old: str) -> dict[str, Any]:
+    """Both versions on the same logged, labelled rows: their metric and the paired test."""
+    task, metric = project.task, project.settings.watch.metric
+    X = project.schema.frame([r["inputs"] for r in rows], strict=False)
+    y = task.targets(pd.Series([r["label"] for r in rows], dtype=object), "labelled live rows").to_numpy()
+    made = {v: task.predict(project.registry.load(project.name, v), X) for v in (old, new)}
+    values = {v: float(task.metrics(y, m.labels, m.probabilities)[metric]) for v, m in made.items()}
+    p_value, ci = task.paired(
+        y, made[old].labels, made[new].labels, metric, made[old].probabilities, made[new].probabilities
+    )
+    return {"new": values[new], "old": values[old], "p_value": p_value, "ci": ci, "n": len(rows)}
+
+
+def gate_optimism(project: Project, run_id: str, live: float, n: int) -> dict[str, Any] | None:
+    """Record, on the run that promoted, the gate's estimate beside the live ``live`` over ``n`` rows."""
+    store, metric = project.store, project.settings.gate.primary_metric
+    decision = store.decision(run_id)
+    gate = next(
+        (
+            r["challenger"]
+            for r in (decision or {}).get("rules", [])
+            if r["metric"] == metric and r["challenger"] is not None
+        ),
+        None,
+    )
+    run = store.run(run_id)
+    if gate is None or run is None:
+        return None
+    optimism = live - gate if metric in project.task.lower_is_better else gate - live
+    record = {
+        "metric": metric,
+        "gate": round(float(gate), 6),
+        "live": round(live, 6),
+        "n": n,
+        "optimism": round(optimism, 6),
+    }
+    store.update_run(run_id, options={**(run["options"] or {}), "gate_optimism": record})
+    return record
+
+
+def harmful(worse_by: float, p_value: float | None, *, tolerance: float, alpha: float) -> bool:
+    """The watch's rule: roll back only on significant evidence of harm.
+
+    >>> harmful(0.01, 0.40, tolerance=0.0, alpha=0.05), harmful(0.01, 0.01, tolerance=0.0, alpha=0.05)
+    (False, True)
+    """
+    return worse_by > tolerance and p_value is not None and p_value < alpha
+
+
+def optimism_summary(project: Project, limit: int = 200) -> dict[str, Any] | None:
+    """The gate's calibration over the last promotions that have a live score: ``{"mean", "n",
+    "metric", "records"}`` (positive mean: the gate promised more than the models delivered)."""
+    records = [
+        {"run_id": r["id"], **r["options"]["gate_optimism"]}
+        for r in project.store.runs(project.name, limit=limit)
+        if (r["options"] or {}).get("gate_optimism")
+    ]
+    if not records:
+        return None
+    return {
+        "mean": round(float(np.mean([r["optimism"] for r in records])), 6),
+        "n": len(records),
+        "metric": records[-1]["metric"],
+        "records": records,
+    }
+
+
+def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[str, Any] | None:
+    """Judge the newest promotion once its first ``watch.windows`` windows hold ``watch.min_labels``
+    labelled rows (or keep it after ``watch.max_windows`` windows without them).
+
+    Returns ``None`` while watching (or with nothing to watch), else the verdict: kept, or
+    rolled back with an alert. Each promotion is judged once (a ``watch`` row in the history).
+    """
+    ws, store, name, task = project.settings.watch, project.store, project.name, project.task
+    if ws.windows == 0:
+        return None
+    history = store.promotions(name)
+    promoted = [r for r in history if r["action"] == "promote"]
+    if not promoted:
+        return None
+    last = promoted[-1]
+    if any(r["id"] > last["id"] for r in history) or project.champion() != last["to_version"]:
+        return None  # judged already, rolled back by hand, or superseded
+    new, old = last["to_version"], last["from_version"]
+    after = [
+        w
+        for w in store.windows(name, limit=500)
+        if w["model_versions"] == [new] and w["start_ts"] >= last["ts"]
+    ][: ws.max_windows]
+    if len(after) < ws.windows:
+        return None
+    rows = [
+        r
+        for r in store.labelled(
+            name,
+            start_seq=after[0]["start_seq"],
+            end_seq=after[-1]["end_seq"],
+            policy=project.settings.feedback,
+        )
+        if r["model_version"] == new
+    ]
+    metric = ws.metric
+    if len(rows) < ws.min_labels:
+        if len(after) < ws.max_windows:
+            _question(project, monitor, after, new, old, len(rows), last)
+            return None
+        verdict = {
+            "action": "watch-kept",
+            "reason": f"post-deploy watch: {new} kept; after {len(after)} windows only {len(rows)} "
+            f"of its rows had labels (watch.min_labels {ws.min_labels}), too few to judge it against {old}",
+        }
+        compared: dict[str, Any] = {"new": None, "old": None, "p_value": None, "n": len(rows)}
+    else:
+        compared = _paired_on_live_rows(project, rows, new, old)
+        lower = metric in task.lower_is_better
+        worse_by = compared["new"] - compared["old"] if lower else compared["old"] - compared["new"]
+        p = compared["p_value"]
+        p_text = f"{task.paired_test} p = {p:.3g}" if p is not None else "no paired test"
+        harm = harmful(worse_by, p, tolerance=ws.tolerance, alpha=ws.alpha)
+        said = (
+            f"post-deploy watch: on the same {len(rows)} labelled live rows, {metric} of {new} is "
+            f"{compared['new']:.4f} and of {old} {compared['old']:.4f} ({p_text}; alpha {ws.alpha:g}, "
+            f"tolerance {ws.tolerance:g})"
+        )
+        verdict = {
+            "action": "watch-rollback" if harm else "watch-kept",
+            "reason": f"{said}: significantly worse, rolled back"
+            if harm
+            else f"{said}: {'no significant harm' if worse_by > 0 else 'no worse'}, kept",
+        }
+        if last["run_id"]:  # the gate's calibration: its estimate against the first labelled live rows
+            decision = store.decision(last["run_id"]) or {}
+            n = min(len(rows), int(decision.get("eval_rows") or len(rows)))
+            first = _paired_on_live_rows(project, rows[:n], new, old) if n < len(rows) else compared
+            gate_optimism(project, last["run_id"], first["new"], n)
+    key = f"watch-{last['run_id'] or last['id']}"[:64]
+    if verdict["action"] == "watch-rollback":
+        from driftloop.workflow import rollback
+
+        rollback(project, verdict["reason"], run_id=key)
+        (monitor or Monitor(project)).system_alert(
+            "post-deploy-rollback", f"Rolled {new} back to {old}: {verdict['reason']}."
+        )
+    else:
+        store.add_promotion(
+            model=name,
+            action="watch-kept",
+            from_version=old,
+            to_version=new,
+            run_id=key,
+            reason=verdict["reason"],
+        )
+    log.info("%s", verdict["reason"])
+    return {
+        **verdict,
+        "new": new,
+        "old": old,
+        "source": "feedback",
+        "new_value": compared["new"],
+        "old_value": compared["old"],
+        "p_value": compared["p_value"],
+        "rows": compared["n"],
+    }
+
+
+def _question(
+    project: Project,
+    monitor: Monitor | None,
+    after: list[dict[str, Any]],
+    new: str,
+    old: str,
+    labelled: int,
+    last: dict[str, Any],
+) -> None:
+    """Too few labels to decide: if the label-free estimate says the new champion does worse
+    than the old one's own held-out score, say so once (an alert), and keep watching."""
+    ws, metric = project.settings.watch, project.settings.watch.metric
+    estimate = _estimated(after, metric)
+    reference = project.store.reference(project.name, old)
+    before = ((reference or {}).get("profile") or {}).get("scores", {}).get(metric)
+    if estimate is None or before is None:
+        return
+    lower = metric in project.task.lower_is_better
+    if (estimate - before if lower else before - estimate) <= max(ws.tolerance, 0.02):
+        return
+    rule = "post-deploy-question"
+    run_id = f"watch-{last['run_id'] or last['id']}"[:64]
+    if any(a["run_id"] == run_id for a in project.store.alerts(project.name, limit=50, rule=rule)):
+        return
+    (monitor or Monitor(project)).system_alert(
+        rule,
+        f"The label-free estimate of {metric} for {new} is {estimate:.3f} over {len(after)} windows against "
+        f"{old}'s {before:.3f} on its held-out rows, but only {labelled} rows have labels "
+        f"(watch.min_labels {ws.min_labels}): label some of its recent predictions to decide.",
+        run_id=run_id,
+    )
