@@ -168,6 +168,15 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
         timeout=120,
     )
     assert "gate optimism:" in shown.stdout, shown.stdout
+    import httpx
+
+    from driftloop.demo.scenario import serve_in_thread
+    from driftloop.serving import create_app
+
+    with serve_in_thread(create_app(project, background=False, monitor=False)) as url:
+        metrics = httpx.get(f"{url}/metrics").text
+    assert f'driftloop_gate_optimism{{model="loan"}} {summary["mean"]}' in metrics, metrics[-600:]
+    assert 'driftloop_gate_optimism_promotions{model="loan"} 1' in metrics
     project.close()
 
 
