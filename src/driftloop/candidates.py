@@ -18,9 +18,12 @@ promotion.
 
 >>> import pandas as pd
 >>> prod = pd.DataFrame({"__seq__": range(1, 11), "y": list("ababababab")})
->>> train_pool, evaluation, why = out_of_time_split(prod, champion_cutoff=6, min_rows=3, fraction=0.2)
+>>> train_pool, evaluation, why = out_of_time_split(prod, champion_cutoff=0, min_rows=3, fraction=0.2)
 >>> evaluation["__seq__"].tolist(), train_pool["__seq__"].tolist()[-1], why["rows"]
 ([8, 9, 10], 7, 3)
+>>> _, evaluation, _ = out_of_time_split(prod, champion_cutoff=0, min_rows=1, fraction=0.5, since_seq=7)
+>>> evaluation["__seq__"].tolist()  # half of the rows since the alert, not half of all
+[9, 10]
 >>> _, evaluation, why = out_of_time_split(prod, champion_cutoff=9, min_rows=3, fraction=0.2)
 >>> evaluation["__seq__"].tolist(), why["from_champion_period"]
 ([8, 9, 10], 2)
@@ -40,12 +43,23 @@ __all__ = ["candidate_sets", "out_of_time_split"]
 
 
 def out_of_time_split(
-    prod: pd.DataFrame, *, champion_cutoff: int, min_rows: int, fraction: float
+    prod: pd.DataFrame,
+    *,
+    champion_cutoff: int,
+    min_rows: int,
+    fraction: float,
+    since_seq: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(rows to train on, evaluation rows, the manifest's account): the newest rows after
-    ``champion_cutoff``, ``max(min_rows, fraction * len(prod))`` of them, or all there are."""
+    ``champion_cutoff``, ``max(min_rows, fraction * len(recent))`` of them, where ``recent`` is
+    the rows since the alert (``since_seq``) when there are at least ``min_rows`` of them, else
+    every row after the champion's data: the new period is split in time, its older part left to
+    learn from, so an abrupt change does not send all its rows to the evaluation set."""
     unseen = prod[prod["__seq__"] > champion_cutoff]
-    wanted = max(min_rows, round(fraction * len(prod)))
+    recent = unseen[unseen["__seq__"] >= since_seq] if since_seq is not None else unseen
+    if len(recent) < min_rows:
+        recent = unseen
+    wanted = max(min_rows, round(fraction * len(recent)))
     evaluation = unseen.tail(min(wanted, len(unseen)))
     # too few rows the champion never saw (a run by hand right after a promotion; automatic
     # triggers wait instead): the newest older rows make up the gate's minimum. The champion

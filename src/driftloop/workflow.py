@@ -454,6 +454,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                 champion_cutoff=champion_cutoff(project, plan["champion"]),
                 min_rows=settings.gate.min_eval_rows,
                 fraction=rt.holdout_fraction,
+                since_seq=plan.get("since_seq"),
             )
         else:
             held = prod["__key__"].map(lambda k: stable_fraction(k) < rt.holdout_fraction).to_numpy(bool)
