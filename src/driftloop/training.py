@@ -90,16 +90,29 @@ def snapshot_training_data(project: Project) -> Dataset:
         "sources": [{"type": "file", "path": str(path), "sha256": file_sha256(path), "rows": len(df)}],
         "class_counts": df[target].value_counts().sort_index().to_dict(),
     }
+    return record_snapshot(project, df, manifest)
+
+
+def record_snapshot(
+    project: Project, df: pd.DataFrame, manifest: dict[str, Any], *, add: bool = True
+) -> Dataset:
+    """Write ``df`` as a content-addressed snapshot (``manifest["kind"]`` says train or eval) and,
+    with ``add``, record it in the store (idempotent: the same rows are the same dataset)."""
     dataset = write_snapshot(project.settings.state_dir / "datasets", df, manifest)
+    if add:
+        record_dataset(project, dataset)
+    return dataset
+
+
+def record_dataset(project: Project, dataset: Dataset) -> None:
     project.store.add_dataset(
         id=dataset.id,
         model=project.name,
-        kind="train",
+        kind=dataset.manifest["kind"],
         path=str(dataset.path),
         rows=dataset.rows,
         manifest=dataset.manifest,
     )
-    return dataset
 
 
 def class_column(project: Project) -> str | None:

@@ -66,8 +66,7 @@ def gate_optimism(project: Project, run_id: str, live: float, n: int) -> dict[st
         ),
         None,
     )
-    run = store.run(run_id)
-    if gate is None or run is None:
+    if gate is None or store.run(run_id) is None:
         return None
     optimism = live - gate if metric in project.task.lower_is_better else gate - live
     record = {
@@ -77,7 +76,7 @@ def gate_optimism(project: Project, run_id: str, live: float, n: int) -> dict[st
         "n": n,
         "optimism": round(optimism, 6),
     }
-    store.update_run(run_id, options={**(run["options"] or {}), "gate_optimism": record})
+    store.merge_run_options(run_id, gate_optimism=record)
     return record
 
 

@@ -26,7 +26,7 @@ from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from driftloop import __version__
 from driftloop.candidates import candidate_sets, out_of_time_split
-from driftloop.datasets import file_sha256, stable_fraction, write_snapshot
+from driftloop.datasets import file_sha256, stable_fraction
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide
 from driftloop.monitor import Monitor, MonitorRun
@@ -37,6 +37,8 @@ from driftloop.training import (
     fit_and_register,
     golden_frame,
     labelled_frame,
+    record_dataset,
+    record_snapshot,
     split_validation,
 )
 from driftloop.watch import post_deploy_watch
@@ -189,8 +191,9 @@ def release_waiting(project: Project, now: float | None = None) -> list[str]:
     ``retrain.max_wait``. Returns the ids queued."""
     now = time.time() if now is None else now
     queued: list[str] = []
-    for run in project.store.runs(project.name, limit=50, status="waiting"):
-        have, need = evidence(project)
+    waiting = project.store.runs(project.name, limit=50, status="waiting")
+    have, need = evidence(project) if waiting else (0, 0)
+    for run in waiting:
         if have >= need:
             launch(project)
             project.store.update_run(run["id"], status="queued", step=None, error=None)
@@ -472,17 +475,19 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     if len(golden):
         evaluation = pd.concat([evaluation, golden], ignore_index=True)
     # the run's clock is fixed by the plan, so a replayed step builds the same (content-addressed) sets
-    made, left_out = candidate_sets(
-        pool,
-        original,
-        rt,
-        target,
-        now=plan["planned_at"],
-        task=project.task,
-        since_seq=plan.get("since_seq"),
+    made, left_out = (
+        candidate_sets(
+            pool,
+            original,
+            rt,
+            target,
+            now=plan["planned_at"],
+            task=project.task,
+            since_seq=plan.get("since_seq"),
+        )
+        if plan.get("candidate") is None
+        else ([], [])  # driftloop promote VERSION: nothing is trained
     )
-    if plan.get("candidate") is not None:  # driftloop promote VERSION: nothing is trained
-        made, left_out = [], []
     for c in [c for c in made if len(c["frame"]) < rt.min_train_rows]:
         made.remove(c)
         left_out.append(
@@ -493,7 +498,6 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             }
         )
     cutoff_seq = rows[-1]["seq"] if rows else 0
-    folder = settings.state_dir / "datasets"
     common = {
         "model": project.name,
         "run_id": run_id,
@@ -506,8 +510,8 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     candidates: list[dict[str, Any]] = []
     for c in made:
         training, sampling = c["frame"].drop(columns=["__seq__"], errors="ignore"), c["sampling"]
-        ds = write_snapshot(
-            folder,
+        ds = record_snapshot(
+            project,
             training,
             {
                 **common,
@@ -528,14 +532,13 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                 if len(training)
                 else {},
             },
+            add=False,
         )
         same = next((k for k in candidates if k["train_id"] == ds.id), None)
         if same is not None:  # the same rows as an earlier window: trained once
             left_out.append({"name": c["name"], "reason": f"the same rows as candidate '{same['name']}'"})
             continue
-        store.add_dataset(
-            id=ds.id, model=project.name, kind="train", path=str(ds.path), rows=ds.rows, manifest=ds.manifest
-        )
+        record_dataset(project, ds)
         candidates.append(
             {
                 "name": c["name"],
@@ -563,8 +566,8 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         return {
             "skip": f"no candidate training window had enough rows ({reasons}); no challenger was trained."
         }
-    eval_ds = write_snapshot(
-        folder,
+    eval_ds = record_snapshot(
+        project,
         evaluation,
         {
             **common,
@@ -582,14 +585,6 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             if len(evaluation)
             else {},
         },
-    )
-    store.add_dataset(
-        id=eval_ds.id,
-        model=project.name,
-        kind="eval",
-        path=str(eval_ds.path),
-        rows=eval_ds.rows,
-        manifest=eval_ds.manifest,
     )
     _crashpoint("snapshot:end")
     return {
@@ -723,8 +718,8 @@ def refit_step(run_id: str, data: dict[str, Any], index: int, evaluated: str) ->
     rows = pd.concat([train_df, evaluation.assign(__source__="evaluation")], ignore_index=True)
     if "__weight__" in rows:
         rows["__weight__"] = rows["__weight__"].fillna(float(train_df["__weight__"].max()))
-    ds = write_snapshot(
-        project.settings.state_dir / "datasets",
+    ds = record_snapshot(
+        project,
         rows,
         {
             "kind": "train",
@@ -733,9 +728,6 @@ def refit_step(run_id: str, data: dict[str, Any], index: int, evaluated: str) ->
             "candidate": candidate["name"],
             "refit_of": {"version": evaluated, "train": candidate["train_id"], "eval": data["eval_id"]},
         },
-    )
-    project.store.add_dataset(
-        id=ds.id, model=project.name, kind="train", path=str(ds.path), rows=ds.rows, manifest=ds.manifest
     )
     version, _ = fit_and_register(
         project, rows, rows.iloc[:0], dataset_id=ds.id, run_key=f"{run_id}/refit", trainer=data.get("trainer")
@@ -746,9 +738,7 @@ def refit_step(run_id: str, data: dict[str, Any], index: int, evaluated: str) ->
         ("driftloop.eval_dataset", data["eval_id"]),
     ):
         project.registry.set_tag(project.name, version, key, value)
-    row = project.store.run(run_id) or {}
-    options = {**(row.get("options") or {}), "evaluated_version": evaluated, "deployed_version": version}
-    project.store.update_run(run_id, options=options)
+    project.store.merge_run_options(run_id, evaluated_version=evaluated, deployed_version=version)
     project.registry.set_alias(project.name, "challenger", version)
     return version
 
@@ -774,14 +764,10 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
         primary = project.settings.gate.primary_metric
         chosen = next(c for c in candidates if c["chosen"])
         others = ", ".join(f"'{c['name']}' {c[primary]:.4f}" for c in candidates if not c["chosen"])
-        run_row = project.store.run(run_id) or {}
-        project.store.update_run(
+        project.store.merge_run_options(
             run_id,
-            options={
-                **(run_row.get("options") or {}),
-                "chosen": f"candidate '{chosen['name']}' (version {chosen['version']}) scored {primary} "
-                f"{chosen[primary]:.4f} on the evaluation rows, best of {len(candidates)} (others: {others})",
-            },
+            chosen=f"candidate '{chosen['name']}' (version {chosen['version']}) scored {primary} "
+            f"{chosen[primary]:.4f} on the evaluation rows, best of {len(candidates)} (others: {others})",
         )
     row = project.store.add_decision(
         run_id=run_id,

@@ -759,6 +759,17 @@ class Store:
         with self.begin() as conn:
             conn.execute(update(t.retrain_runs).where(t.retrain_runs.c.id == run_id).values(**values))
 
+    def merge_run_options(self, run_id: str, **values: Any) -> None:
+        """Add keys to a run's ``options`` (read and written in one transaction)."""
+        with self.begin() as conn:
+            row = conn.execute(select(t.retrain_runs.c.options).where(t.retrain_runs.c.id == run_id)).first()
+            if row is not None:
+                conn.execute(
+                    update(t.retrain_runs)
+                    .where(t.retrain_runs.c.id == run_id)
+                    .values(options={**(row[0] or {}), **values})
+                )
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.retrain_runs).where(t.retrain_runs.c.id == run_id)).mappings().first()
