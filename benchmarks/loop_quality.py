@@ -16,7 +16,9 @@ registry and the DBOS workflow; predictions and feedback go into the store; ``mo
 runs after every window; the alert rule (accuracy 3 points below the champion's own held-out
 score) queues the retraining workflow, whose gate decides. Reported per stream and label share:
 prequential accuracy of each approach (mean over seeds), and driftloop's retrains, how many
-were promoted, rejected and rolled back, and the mean gate optimism (the gate's estimate of a
+were promoted, rejected and rolled back, how many rollbacks hindsight justified (the restored
+model scored at least as well as the one it replaced on the next 1,000 rows' true labels), and
+the mean gate optimism (the gate's estimate of a
 promoted model minus the accuracy it reached live over as many labelled rows).
 """
 
@@ -48,6 +50,7 @@ console = Console(width=200)
 INITIAL = 1000  # labelled rows the first champion is trained on
 BATCH = 100  # rows predicted per step
 SCHEDULE = 5000  # the fixed-schedule baseline retrains every this many rows
+ROLLBACK_HORIZON = 1000  # rows after a rollback on which hindsight judges it
 
 # -- streams --------------------------------------------------------------------------------------
 
@@ -243,6 +246,8 @@ def run_driftloop(
         labelled = labelled_mask(len(X), share, seed)
         correct = np.zeros(len(X), dtype=bool)
         ids: list[str] = []
+        rolled: list[tuple[int, str, str]] = []  # (row, rolled-back version, restored version)
+        seen = 0
         version, model = None, None
         delivered = INITIAL
         records = X.to_dict(orient="records")
@@ -288,9 +293,15 @@ def run_driftloop(
                 workflow.monitor_and_trigger(project)
                 for run in project.store.runs(project.name, active_only=True):
                     workflow.wait(run["id"])  # a run waiting for evaluation rows returns at once
+                history = project.store.promotions(project.name)
+                rolled += [
+                    (stop, p["from_version"], p["to_version"])
+                    for p in history[seen:]
+                    if p["action"] == "rollback"
+                ]
+                seen = len(history)
             progress.update(task, advance=stop - start)
         runs = project.store.runs(project.name, limit=1000)
-        rollbacks = sum(p["action"] == "rollback" for p in project.store.promotions(project.name))
         from driftloop.watch import optimism_summary
 
         optimism = optimism_summary(project, limit=1000)
@@ -299,12 +310,34 @@ def run_driftloop(
             "retrains": len(runs),
             "promoted": sum(r["status"] == "promoted" for r in runs),
             "rejected": sum(r["status"] == "rejected" for r in runs),
-            "rollbacks": rollbacks,
+            "rollbacks": len(rolled),
+            "justified": sum(justified(project, X, y, *r) for r in rolled),
             "optimism": optimism["mean"] if optimism else float("nan"),
         }
     finally:
         workflow.shutdown()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def justified(
+    project: Project, X: pd.DataFrame, y: np.ndarray, row: int, rolled_back: str, restored: str
+) -> bool:
+    """Hindsight on a rollback: the restored model scores at least as well as the one it replaced
+    on the next ROLLBACK_HORIZON rows of the stream (all their true labels, which the loop never saw)."""
+    rows = slice(row, min(row + ROLLBACK_HORIZON, len(X)))
+    if rows.start >= rows.stop:
+        return True
+    frame, truth = project.schema.frame(X.iloc[rows]), y[rows]
+    score = {
+        v: float(
+            (
+                project.task.predict(project.registry.load(project.name, v), frame).labels.astype(str)
+                == truth
+            ).mean()
+        )
+        for v in (rolled_back, restored)
+    }
+    return score[restored] >= score[rolled_back]
 
 
 # -- baselines --------------------------------------------------------------------------------
@@ -428,6 +461,7 @@ def main() -> None:
         "promoted",
         "rejected",
         "rolled back",
+        "justified",
         "gate optimism",
     ):
         table.add_column(column, justify="right")
@@ -446,6 +480,7 @@ def main() -> None:
             str(int(group["promoted"].sum())),
             str(int(group["rejected"].sum())),
             str(int(group["rollbacks"].sum())),
+            str(int(group["justified"].sum())),
             f"{group['optimism'].mean():+.4f}",
         )
     console.print(table)

@@ -8,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from driftloop import workflow
+from driftloop.gate import rows_needed
 from driftloop.monitor import Monitor
 from driftloop.project import Project
 from driftloop.training import train
@@ -32,12 +34,25 @@ def _project(folder: Path, retrain: str = "", gate: str = "", watch: str = "") -
     return project
 
 
-def test_candidates_are_judged_out_of_time_and_the_best_is_gated_with_a_correction(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("choose_on", "min_rows"), [("all", 100), ("half", 100), ("half", 160)])
+def test_candidates_are_judged_out_of_time_and_the_best_is_gated_with_a_correction(
+    tmp_path: Path, choose_on: str, min_rows: int
+) -> None:
+    """All rows choose the candidate and judge it with p x 2; or ("half"), with rows enough for
+    two halves (100 each of 304), every other row chooses and the rest judge; with too few for
+    halves (160 each), all rows again."""
     project = _project(
         tmp_path / "p",
         retrain='candidates = [{ name = "all" }, { name = "recent", rows = 300 }, '
         '{ name = "same", rows = 5000 }]\n',
     )
+    config = project.settings.root / "driftloop.toml"
+    config.write_text(
+        config.read_text().replace(
+            "min_eval_rows = 100", f'min_eval_rows = {min_rows}\nchoose_on = "{choose_on}"'
+        )
+    )
+    project = Project.load(config)
     try:
         send(project, 600, "A", seed=41, label_share=0.5)
         send(project, 900, "B", seed=42, label_share=0.8)
@@ -58,7 +73,9 @@ def test_candidates_are_judged_out_of_time_and_the_best_is_gated_with_a_correcti
     seq = {r["prediction_id"]: r["seq"] for r in project.store.labelled(project.name)}
     eval_keys = set(pd.read_parquet(evaluation["path"])["__key__"])
     eval_seqs = [seq[k.removeprefix("pred:")] for k in eval_keys]
-    assert len(eval_keys) == decision["eval_rows"] == split["rows"] == max(100, round(0.3 * len(seq)))
+    assert len(eval_keys) == split["rows"] == max(min_rows, round(0.3 * len(seq))) == 304
+    halves = choose_on == "half" and len(eval_keys) >= 2 * min_rows
+    assert decision["eval_rows"] == (len(eval_keys) // 2 if halves else len(eval_keys))
     assert max(eval_seqs) == max(seq.values())
     for c in training["candidates"]:
         ds = next(
@@ -70,11 +87,29 @@ def test_candidates_are_judged_out_of_time_and_the_best_is_gated_with_a_correcti
         assert not keys & eval_keys, f"candidate {c['name']} trained on evaluation rows"
         trained = [seq[k.removeprefix("pred:")] for k in keys if k.startswith("pred:")]
         assert max(trained) < min(eval_seqs)
-    # both were trained and scored on the same rows; the better one went to the gate, with p x 2
+    # both were scored on the same rows; the better on the choosing rows went to the gate, which
+    # judged it on the other rows (or on all, with p x 2)
     versions = [v["version"] for v in project.registry.versions(project.name)]
     assert versions == ["1", "2", "3"]
     assert "best of 2" in row["options"]["chosen"]
-    assert any(", x2 for the 2 candidates compared)" in r for r in decision["reasons"]), decision["reasons"]
+    frame = pd.read_parquet(evaluation["path"])
+    truth = frame[project.settings.project.target].astype(str).to_numpy()
+    chooses = np.arange(len(frame)) % 2 == 0 if halves else np.ones(len(frame), dtype=bool)
+    judges = ~chooses if halves else chooses
+    right = {
+        v: project.task.predict(project.registry.load(project.name, v), project.schema.frame(frame)).labels
+        == truth
+        for v in ("1", "2", "3")
+    }
+    assert decision["challenger_version"] == max(
+        ("2", "3"), key=lambda v: (right[v][chooses].mean(), v == "2")
+    )
+    accuracy = next(r for r in decision["rules"] if r["metric"] == "accuracy")
+    assert accuracy["champion"] == pytest.approx(right["1"][judges].mean())
+    assert accuracy["challenger"] == pytest.approx(right[decision["challenger_version"]][judges].mean())
+    corrected = any(", x2 for the 2 candidates compared)" in r for r in decision["reasons"])
+    assert corrected is not halves, decision["reasons"]
+    assert ("the other 152 judged it" in row["options"]["chosen"]) is halves, row["options"]["chosen"]
     loser = "3" if decision["challenger_version"] == "2" else "2"
     assert project.registry.tags(project.name, loser)["driftloop.status"].startswith("not chosen")
     shown = subprocess.run(
@@ -106,7 +141,10 @@ def test_an_automatic_trigger_waits_for_evaluation_rows_then_runs(tmp_path: Path
         run_id = workflow.start_or_wait(project, "alert:accuracy-drop", since_seq=1)
         row = workflow.wait(run_id)
         assert row["status"] == "waiting", row
-        assert "the gate needs gate.min_eval_rows (100)" in row["error"]
+        assert (
+            "the gate needs 100 such rows to judge a challenger out of time (gate.min_eval_rows 100)"
+            in row["error"]
+        )
         assert workflow.automatic_retrain_blocked(project) == "a retrain is already waiting for labels"
         assert workflow.release_waiting(project) == [], "still too few"
         send(project, 600, "B", seed=44, label_share=0.3)
@@ -123,6 +161,30 @@ def test_an_automatic_trigger_waits_for_evaluation_rows_then_runs(tmp_path: Path
         assert "waited longer than retrain.max_wait" in skipped["error"]
         # a person's run never waits
         assert workflow.wait(workflow.start_retrain(project, "manual"))["status"] != "waiting"
+    finally:
+        workflow.shutdown()
+        project.close()
+
+
+def test_min_effect_sizes_the_evaluation_by_the_gates_power(tmp_path: Path) -> None:
+    project = _project(tmp_path / "p", gate="min_effect = 0.05\n")
+    try:
+        champion = project.champion()
+        reference = project.store.reference(project.name, champion)  # type: ignore[arg-type]
+        score = reference["profile"]["scores"]["accuracy"]  # type: ignore[index]
+        need = rows_needed(project.settings.gate, score)
+        assert workflow.evidence(project) == (0, need) and 180 < need < 700, (score, need)
+        send(project, 600, "B", seed=45, label_share=0.3)  # about 180 labels: above the floor of 100
+        run_id = workflow.start_or_wait(project, "alert:accuracy-drop", since_seq=1)
+        row = workflow.wait(run_id)
+        assert row["status"] == "waiting", row
+        assert f"the gate needs {need} such rows" in row["error"], row["error"]
+        assert "gate.min_effect 0.05 with power 0.8" in row["error"], row["error"]
+        send(project, 1400, "B", seed=46, label_share=0.6)
+        assert workflow.release_waiting(project) == [run_id]
+        row = workflow.wait(run_id)
+        assert row["status"] in ("promoted", "rejected"), row
+        assert row["options"]["training"]["eval_rows"] >= need
     finally:
         workflow.shutdown()
         project.close()

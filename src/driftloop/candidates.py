@@ -12,9 +12,10 @@ lookback. Both models meet them for the first time.
 abrupt change only the rows since it help, after a gradual one a long window with recency
 weights does, after a recurring concept the old rows come back into use. Rather than guess,
 each run trains one challenger per window of ``retrain.candidates`` (duplicates, whose rows are
-the same, once), scores all on the same evaluation rows, and sends the best to the gate with its
-p-value multiplied by the number compared (Bonferroni), so trying more windows cannot buy a
-promotion.
+the same, once), scores all on the same evaluation rows, and sends the best to the gate: chosen on
+every other row and judged on the rest when there are enough, else chosen and judged on all with
+its p-value multiplied by the number compared (Bonferroni), so trying more windows cannot buy a
+promotion (``workflow.evaluate_step``).
 
 >>> import pandas as pd
 >>> prod = pd.DataFrame({"__seq__": range(1, 11), "y": list("ababababab")})

@@ -533,9 +533,10 @@ class RetrainSettings(_Model):
 
     **Candidates**: every run trains one challenger per entry of ``candidates`` (default: all
     rows of the lookback; the newest quarter of it; the rows since the alert, for an alert's
-    run), scores each on the same rows, and only the best goes to the gate, whose p-value is
-    multiplied by the number of candidates (Bonferroni). With ``refit = true`` the accepted
-    winner's recipe is fitted again on its rows plus the evaluation rows, and that model is
+    run), scores each on the same rows, and only the best goes to the gate, its p-value multiplied
+    by the number of candidates (Bonferroni; ``gate.choose_on = "half"`` chooses on every other row
+    and judges on the rest instead). With ``refit = true`` the accepted winner's recipe is fitted
+    again on its rows plus the evaluation rows, and that model is
     deployed; the run records which version was evaluated and which deployed.
     """
 
@@ -674,7 +675,19 @@ class GateSettings(_Model):
     """The explicit policy a challenger must pass. Metric names are the task's (accuracy and
     f1_macro for classification; mae, rmse, mape, r2, abs_error_p50, abs_error_p90 for
     regression); ``primary_metric`` defaults to the task's first. For an error metric
-    ``min_improvement`` is how much it must fall and ``min_value`` is a ceiling."""
+    ``min_improvement`` is how much it must fall and ``min_value`` is a ceiling.
+
+    **How many rows decide.** ``min_eval_rows`` is the floor. With ``min_effect`` (a change of a
+    proportion metric such as accuracy worth detecting, e.g. ``0.05``), the gate needs as many
+    rows as a two-sided test at ``alpha`` needs to see that change with probability ``power``,
+    from the champion's own held-out score (see :func:`driftloop.gate.rows_needed`); automatic
+    triggers wait for them, so with few labels retrains are rarer and each is judged.
+
+    **Choosing among candidates** (``choose_on``): ``"all"`` scores every candidate on all the
+    evaluation rows and multiplies the challenger's p-value by their number (Bonferroni);
+    ``"half"`` chooses on every other row and judges on the rest, so the recorded estimate is
+    free of the winner's curse, at the cost of half the rows for each (on the project's drifting
+    streams it chose worse: see docs/architecture.md)."""
 
     primary_metric: str = "accuracy"
     min_improvement: float = 0.0
@@ -686,6 +699,9 @@ class GateSettings(_Model):
     min_slice_rows: int = Field(default=30, ge=1)
     require_significance: bool = False
     alpha: float = Field(default=0.05, gt=0, lt=1)
+    min_effect: float | None = Field(default=None, gt=0, lt=1)
+    power: float = Field(default=0.8, gt=0, lt=1)
+    choose_on: Literal["all", "half"] = "all"
 
 
 class Settings(_Model):

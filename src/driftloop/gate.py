@@ -14,10 +14,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
 
 from driftloop.config import GateSettings
 
-__all__ = ["Decision", "RuleResult", "decide"]
+__all__ = ["Decision", "RuleResult", "decide", "rows_needed"]
+
+
+def rows_needed(policy: GateSettings, baseline: float | None) -> int:
+    """Evaluation rows the gate needs: ``min_eval_rows``, or more when ``min_effect`` is set and
+    the primary metric is a proportion with a known ``baseline`` (the champion's held-out score):
+    ``(z(1 - alpha/2) + z(power))^2 * p(1 - p) / min_effect^2`` rows, the sample at which a
+    change of ``min_effect`` stands out from the noise of a score near ``p``.
+
+    >>> policy = GateSettings(min_eval_rows=50, min_effect=0.05)
+    >>> rows_needed(policy, 0.85), rows_needed(policy, None), rows_needed(GateSettings(), 0.85)
+    (401, 50, 50)
+    """
+    if policy.min_effect is None or baseline is None or not 0.0 <= baseline <= 1.0:
+        return policy.min_eval_rows
+    normal = NormalDist()
+    z = normal.inv_cdf(1 - policy.alpha / 2) + normal.inv_cdf(policy.power)
+    p = min(max(baseline, 0.05), 0.95)  # a perfect score does not make one row enough
+    return max(policy.min_eval_rows, math.ceil(z * z * p * (1 - p) / policy.min_effect**2))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
@@ -28,7 +29,7 @@ from driftloop import __version__
 from driftloop.candidates import candidate_sets, out_of_time_split
 from driftloop.datasets import file_sha256, stable_fraction
 from driftloop.exceptions import NotFoundError, WorkflowError
-from driftloop.gate import decide
+from driftloop.gate import decide, rows_needed
 from driftloop.monitor import Monitor, MonitorRun
 from driftloop.project import Project
 from driftloop.training import (
@@ -172,7 +173,14 @@ def start_or_wait(project: Project, trigger: str, *, since_seq: int | None = Non
     run_id = f"retrain-{project.name}-{uuid.uuid4().hex[:10]}"
     reason = (
         f"waiting for labels: {have} labelled rows came after the champion's training data, and the "
-        f"gate needs gate.min_eval_rows ({need}) such rows to judge a challenger out of time"
+        f"gate needs {need} such rows to judge a challenger out of time ("
+        + (
+            f"gate.min_eval_rows {project.settings.gate.min_eval_rows}"
+            if need == project.settings.gate.min_eval_rows
+            else f"to see a change of gate.min_effect {project.settings.gate.min_effect:g} with power "
+            f"{project.settings.gate.power:g}"
+        )
+        + ")"
     )
     project.store.add_run(
         run_id,
@@ -411,13 +419,24 @@ def champion_cutoff(project: Project, champion: str) -> int:
     return 0
 
 
+def eval_rows_needed(project: Project, champion: str | None) -> int:
+    """``gate.min_eval_rows``, or the rows ``gate.min_effect`` needs at the champion's own held-out
+    score (:func:`driftloop.gate.rows_needed`; a proportion metric only, not an error)."""
+    gate = project.settings.gate
+    if gate.min_effect is None or champion is None or gate.primary_metric in project.task.lower_is_better:
+        return gate.min_eval_rows
+    reference = project.store.reference(project.name, champion)
+    score = ((reference or {}).get("profile") or {}).get("scores", {}).get(gate.primary_metric)
+    return rows_needed(gate, None if score is None else float(score))
+
+
 def evidence(project: Project) -> tuple[int, int]:
     """(labelled rows after the champion's training data, the rows the gate needs): what an
     out-of-time evaluation would have now."""
     champion = project.champion()
     cutoff = champion_cutoff(project, champion) if champion else 0
     rows = project.store.labelled(project.name, start_seq=cutoff + 1, policy=project.settings.feedback)
-    return len(rows), project.settings.gate.min_eval_rows
+    return len(rows), eval_rows_needed(project, champion)
 
 
 @DBOS.step()
@@ -455,7 +474,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             pool, evaluation, split = out_of_time_split(
                 prod,
                 champion_cutoff=champion_cutoff(project, plan["champion"]),
-                min_rows=settings.gate.min_eval_rows,
+                min_rows=eval_rows_needed(project, plan["champion"]),
                 fraction=rt.holdout_fraction,
                 since_seq=plan.get("since_seq"),
             )
@@ -632,23 +651,71 @@ def _score(project: Project, X: pd.DataFrame, y: Any, version: str) -> dict[str,
     }
 
 
+def _subset(project: Project, y: Any, scored: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+    """``scored`` restricted to the rows of ``mask``."""
+    probabilities = scored["probabilities"]
+    part = {
+        "labels": scored["labels"][mask],
+        "rows": scored["rows"][mask],
+        "probabilities": None if probabilities is None else probabilities[mask],
+    }
+    return {"metrics": project.task.metrics(y[mask], part["labels"], part["probabilities"]), **part}
+
+
+def selection_rows(production: np.ndarray, candidates: int, min_rows: int) -> np.ndarray | None:
+    """Which evaluation rows choose among several candidates (every other production row in
+    time order, so both halves cover the same period), or None when there is one candidate or
+    too few rows to give each half ``min_rows``: then all rows choose and judge, with the p-value
+    corrected for the number compared.
+
+    >>> selection_rows(np.arange(6), candidates=3, min_rows=3).tolist()
+    [0, 2, 4]
+    >>> selection_rows(np.arange(5), candidates=3, min_rows=3) is None
+    True
+    """
+    if candidates < 2 or len(production) < 2 * min_rows:
+        return None
+    return production[0::2]
+
+
 @DBOS.step()
 def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champion: str) -> dict[str, Any]:
-    """The champion and every candidate on exactly the same held-out rows; the best candidate
-    is the challenger, compared with the champion with its p-value corrected for the number of
-    candidates."""
+    """The champion and every candidate on exactly the same held-out rows; the best candidate is
+    the challenger. By default (``gate.choose_on = "all"``) all rows choose and judge it, with the
+    p-value multiplied by the number compared (Bonferroni). With ``"half"``, several candidates
+    and enough rows, half the production rows (alternating in time) choose and the other half,
+    with the golden set, judge it against the champion, so the gate's estimate is free of the
+    winner's curse of choosing."""
     project = _step(run_id, "evaluate")
     df = pd.read_parquet(data["eval_path"])
     settings, task = project.settings, project.task
     target, primary = settings.project.target, settings.gate.primary_metric
     X, y = project.schema.frame(df), task.targets(df[target], "evaluation set").to_numpy()
-    base = _score(project, X, y, champion)
-    scored = [_score(project, X, y, v) for v in versions]
+    golden = (
+        df["__key__"].astype(str).str.startswith("golden:").to_numpy()
+        if "__key__" in df
+        else np.zeros(len(df), dtype=bool)
+    )
+    k = len(versions)
+    chooser = (
+        selection_rows(np.flatnonzero(~golden), k, settings.gate.min_eval_rows)
+        if settings.gate.choose_on == "half"
+        else None
+    )
+    judged = np.ones(len(df), dtype=bool)
+    choosing = np.ones(len(df), dtype=bool)
+    if chooser is not None:
+        judged[chooser] = False
+        choosing = ~judged & ~golden
+    base_all = _score(project, X, y, champion)
+    scored_all = [_score(project, X, y, v) for v in versions]
     lower = primary in task.lower_is_better
-    values = [float(s["metrics"][primary]) for s in scored]
+    values = [float(_subset(project, y, s, choosing)["metrics"][primary]) for s in scored_all]
     ranked = sorted(range(len(versions)), key=lambda i: (values[i] if lower else -values[i], i))
     best = ranked[0] if ranked else 0
-    challenger, won = versions[best], scored[best]
+    challenger = versions[best]
+    base, won = _subset(project, y, base_all, judged), _subset(project, y, scored_all[best], judged)
+    y, X, df = y[judged], X[judged], df[judged]
     names = [c["name"] for c in data["candidates"]] or [f"version {v}" for v in versions]
     out: dict[str, Any] = {
         "n": len(df),
@@ -656,6 +723,7 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
         "challenger": won["metrics"],
         "winner": challenger,
         "winner_index": best,
+        "chosen_on": int(choosing.sum()),
         "candidates": [
             {"name": names[i], "version": v, primary: round(values[i], 6), "chosen": i == best}
             for i, v in enumerate(versions)
@@ -664,10 +732,10 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
     p_value, ci = task.paired(
         y, base["labels"], won["labels"], primary, base["probabilities"], won["probabilities"]
     )
-    k = len(versions)
+    corrected = k if chooser is None else 1  # rows that chose the winner do not judge it
     out["p_raw"] = p_value
-    out["mcnemar_p"] = min(1.0, p_value * k) if p_value is not None else None  # Bonferroni over candidates
-    out["compared"] = k
+    out["mcnemar_p"] = min(1.0, p_value * corrected) if p_value is not None else None
+    out["compared"] = corrected
     out["ci"] = ci
     slices: dict[str, dict[str, float]] = {}
     correct = {"champion": base["rows"], "challenger": won["rows"]}
@@ -764,10 +832,17 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
         primary = project.settings.gate.primary_metric
         chosen = next(c for c in candidates if c["chosen"])
         others = ", ".join(f"'{c['name']}' {c[primary]:.4f}" for c in candidates if not c["chosen"])
+        rows = int(scores.get("chosen_on", scores["n"]))
+        how = (
+            f"on {rows} of the evaluation rows (every other one in time; the other {scores['n']} judged "
+            "it against the champion, so choosing did not flatter it)"
+            if scores.get("compared", 1) == 1
+            else f"on the evaluation rows (too few to split: the gate's p-value is x{len(candidates)})"
+        )
         project.store.merge_run_options(
             run_id,
             chosen=f"candidate '{chosen['name']}' (version {chosen['version']}) scored {primary} "
-            f"{chosen[primary]:.4f} on the evaluation rows, best of {len(candidates)} (others: {others})",
+            f"{chosen[primary]:.4f} {how}, best of {len(candidates)} (others: {others})",
         )
     row = project.store.add_decision(
         run_id=run_id,
