@@ -30,6 +30,15 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 140)
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to driftloop.toml.")]
 DEFAULT_CONFIG = Path("driftloop.toml")
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _print_json(value: Any) -> None:
+    import json
+
+    from driftloop.views import jsonable
+
+    typer.echo(json.dumps(jsonable(value), indent=2, default=str))
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -245,45 +254,49 @@ def monitor_command(
 def drift(
     config: ConfigOption = DEFAULT_CONFIG,
     last: Annotated[str, typer.Option(help="The span to cover, such as '1h', '1d' or '7d'.")] = "1d",
+    as_json: JsonOption = False,
 ) -> None:
     """Drift over a longer span, from the windows' stored profiles merged (no rows rescanned)."""
     import time
 
     from driftloop.config import parse_duration
-    from driftloop.monitor import Monitor
+    from driftloop.views import drift_view
 
     try:
         span = parse_duration(last)
     except ValueError as exc:  # a usage error: click's one message and exit code 2
         raise typer.BadParameter(f"{exc}.", param_hint="'--last'") from None
     project = _project(config)
-    monitor = Monitor(project)
-    n, report = monitor.rollup(since=time.time() - span)
-    if report is None:
+    view = drift_view(project, since=time.time() - span)
+    if as_json:
+        _print_json(view)
+        return
+    if view is None:
         console.print(
             f"No windows in the last {last} against the current reference; run 'driftloop monitor'."
         )
         return
-    table = Table(title=f"drift over the last {last}: {n:,} rows merged from the windows' profiles")
+    table = Table(
+        title=f"drift over the last {last}: {view['rows']:,} rows merged from the windows' profiles"
+    )
     for column in ("column", "kind", "n", "statistic", "threshold", "p-value", "PSI", "missing Δ", "drifted"):
         table.add_column(column)
-    for c in report.columns:
+    for c in view["columns"]:
         table.add_row(
-            c.column,
-            c.kind,
-            f"{c.n_current:,}",
-            f"{c.effect:.4f}",
-            f"{c.effect_threshold:g}",
-            f"{c.p_value:.2g}",
-            f"{c.psi:.3f}",
-            f"{c.missing_change:+.1%}",
-            "[bold red]yes[/]" if c.drifted else "no",
+            c["column"],
+            c["kind"],
+            f"{c['n']:,}",
+            f"{c['statistic']:.4f}",
+            f"{c['threshold']:g}",
+            f"{c['p_value']:.2g}",
+            f"{c['psi']:.3f}",
+            f"{c['missing_change']:+.1%}",
+            "[bold red]yes[/]" if c["drifted"] else "no",
         )
     console.print(table)
-    console.print(
-        f"{len(report.drifted)} of {len(report.columns)} columns drifted: {', '.join(report.drifted) or '-'}"
-    )
-    for name, change in monitor.vocabulary(since=time.time() - span).items():
+    drifted = view["drifted"]
+    console.print(f"{len(drifted)} of {len(view['columns'])} columns drifted: {', '.join(drifted) or '-'}")
+    for name, change in view["vocabulary"].items():
         words = Table(
             title=f"vocabulary of '{name}': {change['documents']:,} documents, "
             f"Jensen-Shannon distance {change['distance']:.3f} from the reference"
@@ -424,61 +437,38 @@ def sign(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 
 @app.command()
-def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def status(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
     """Champion, recent windows, alerts, retrain runs and gate decisions."""
+    from driftloop.views import status_view
+
     project = _project(config)
-    store, name = project.store, project.name
-    table = Table(title=f"model {name}")
+    view = status_view(project)  # driftloop's own store, not the registry: well under a second
+    if as_json:
+        _print_json(view)
+        return
+    table = Table(title=f"model {project.name}")
     for column in ("version", "role", "gate", "registered", "run"):
         table.add_column(column)
-    # read from driftloop's own store, not the registry: answers in well under a second
-    champion = store.champion(name)
-    history = store.promotions(name)
-    previous = next(
-        (p["from_version"] for p in reversed(history) if p["to_version"] == champion and p["from_version"]),
-        None,
-    )
-    active = {
-        r["challenger_version"]: r for r in store.runs(name, active_only=True) if r["challenger_version"]
-    }
-    decided = {d["challenger_version"]: d for d in store.decisions(name, limit=200)}
-    for v in store.artifacts(name)[-10:]:
-        version = v["version"]
-        role = (
-            "champion"
-            if version == champion
-            else "challenger"
-            if version in active
-            else "previous"
-            if version == previous
-            else ""
-        )
-        decision = decided.get(version)
+    for v in view["versions"]:
         table.add_row(
-            version,
-            role,
-            "-" if decision is None else "accepted" if decision["accepted"] else "rejected",
-            _when(v["created_at"]),
-            decision["run_id"] if decision else "-",
+            v["version"], v["role"] or "", v["gate"] or "-", _when(v["registered_at"]), v["run_id"] or "-"
         )
     console.print(table)
     _print_windows(project, limit=10)
     alerts = Table(title="recent alerts")
     for column in ("when", "rule", "message", "run"):
         alerts.add_column(column)
-    for a in project.store.alerts(project.name, limit=10):
+    for a in view["alerts"]:
         alerts.add_row(_when(a["ts"]), a["rule"], a["message"], a["run_id"] or "-")
     console.print(alerts)
     history = Table(title="champion history")
     for column in ("when", "action", "from", "to", "reason"):
         history.add_column(column)
-    for p in project.store.promotions(project.name)[-8:]:
+    for p in view["history"]:
         history.add_row(_when(p["ts"]), p["action"], p["from_version"] or "-", p["to_version"], p["reason"])
     console.print(history)
     _print_runs(project)
-    from driftloop.watch import optimism_summary
-
-    optimism = optimism_summary(project)
+    optimism = view["gate_optimism"]
     if optimism:
         last = optimism["records"][-1]
         console.print(
@@ -487,11 +477,14 @@ def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
             f"{last['gate']:.4f}, live {last['live']:.4f} on {last['n']} rows)",
             highlight=False,
         )
-    ok = project.store.monitor_runs(project.name, limit=1, ok=True)
-    failed = project.store.monitor_runs(project.name, limit=1, ok=False)
+    health = view["monitoring"]
     console.print(
-        f"monitoring: last success {_when(ok[-1]['finished_at']) if ok else 'never'}"
-        + (f"; last failure {_when(failed[-1]['finished_at'])}: {failed[-1]['error']}" if failed else "")
+        f"monitoring: last success {_when(health['last_success']) if health['last_success'] else 'never'}"
+        + (
+            f"; last failure {_when(health['last_failure'])}: {health['last_error']}"
+            if health["last_failure"]
+            else ""
+        )
     )
 
 
@@ -499,9 +492,22 @@ def status(config: ConfigOption = DEFAULT_CONFIG) -> None:
 def runs(
     config: ConfigOption = DEFAULT_CONFIG,
     run_id: Annotated[str | None, typer.Argument(help="Show one run's steps and durations.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Retraining runs with their steps, outcome and gate decisions."""
+    from driftloop.views import runs_view
+
     project = _project(config)
+    if as_json:
+        rows = runs_view(project, limit=1000 if run_id else 50)
+        if run_id is None:
+            _print_json(rows)
+            return
+        one = next((r for r in rows if r["id"] == run_id), None)
+        if one is None:
+            raise DriftloopError(f"Retrain run {run_id!r} does not exist; 'driftloop runs' lists them.")
+        _print_json({**one, "steps": project.store.run_steps(run_id)})
+        return
     if run_id is None:
         _print_runs(project)
         return
@@ -526,9 +532,14 @@ app.add_typer(datasets_app, name="datasets")
 
 
 @datasets_app.command("list")
-def datasets_list(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def datasets_list(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
     """Every snapshot of this model: id, kind, rows, classes, when."""
+    from driftloop.views import datasets_view
+
     project = _project(config)
+    if as_json:
+        _print_json(datasets_view(project))
+        return
     table = Table(title=f"datasets of {project.name}")
     for column in ("id", "kind", "rows", "class counts", "run", "created"):
         table.add_column(column)

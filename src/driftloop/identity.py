@@ -35,7 +35,7 @@ __all__ = [
     "stored_source",
 ]
 
-SCOPES = ("predict", "feedback", "review", "admin")
+SCOPES = ("predict", "feedback", "review", "read", "admin")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
 MAX_SOURCE = 64
 

@@ -1,11 +1,13 @@
 """The HTTP API: validate, predict, log durably, take feedback, report.
 
 Routes: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /models``,
-``POST /models/reload``, ``GET /metrics`` (Prometheus text).
+``POST /models/reload``, ``GET /metrics`` (Prometheus text); the monitoring reads ``GET /status``,
+``/windows``, ``/alerts``, ``/runs``, ``/decisions``, ``/drift`` and ``/shadow`` (JSON, the
+``read`` scope; the same dicts as ``--json`` on the commands, :mod:`driftloop.views`).
 
 API keys come from the environment variable ``DRIFTLOOP_API_KEYS`` as
-``name:key=scope+scope;name2:key2=scope`` with scopes ``predict``, ``feedback``, ``review`` and
-``admin`` (admin implies the others), sent as ``Authorization: Bearer <key>`` (the scheme in any
+``name:key=scope+scope;name2:key2=scope`` with scopes ``predict``, ``feedback``, ``review``,
+``read`` and ``admin`` (admin implies the others), sent as ``Authorization: Bearer <key>`` (the scheme in any
 case) or ``X-API-Key: <key>``. With keys set every route but ``/health`` needs one, the OpenAPI
 schema and the docs pages included; a label's stored source is the sending key's name
 (:mod:`driftloop.identity`). When it is unset the API is open, for a laptop: then it answers
@@ -35,7 +37,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from driftloop import custom
+from driftloop import custom, views
+from driftloop.config import parse_duration
 from driftloop.datasets import stable_fraction
 from driftloop.exceptions import ConfigError
 from driftloop.identity import ApiKey, parse_api_keys, stored_source
@@ -48,6 +51,7 @@ from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
 from driftloop.tasks import Task
+from driftloop.views import jsonable
 
 __all__ = ["Scope", "app_from_environment", "create_app", "parse_api_keys"]
 
@@ -735,7 +739,42 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             ],
         }
 
-    @app.get("/shadow", dependencies=[Depends(require("admin"))])
+    @app.get("/status", dependencies=[Depends(require("read"))])
+    async def status_route() -> dict[str, Any]:
+        """The champion and recent versions, windows, alerts, champion history, runs, the gate's
+        calibration and the monitor's health (``driftloop status --json``)."""
+        return jsonable(await run_in_threadpool(views.status_view, project))  # type: ignore[no-any-return]
+
+    @app.get("/windows", dependencies=[Depends(require("read"))])
+    async def windows_route(limit: int = Query(50, ge=1, le=5000)) -> dict[str, Any]:
+        """The newest monitoring windows, oldest first: metrics by name and drift per feature."""
+        rows = await run_in_threadpool(views.windows_view, project, limit)
+        return {"model": project.name, "windows": jsonable(rows)}
+
+    @app.get("/alerts", dependencies=[Depends(require("read"))])
+    async def alerts_route(limit: int = Query(50, ge=1, le=5000)) -> dict[str, Any]:
+        """The newest alerts, oldest first."""
+        rows = await run_in_threadpool(views.alerts_view, project, limit)
+        return {"model": project.name, "alerts": jsonable(rows)}
+
+    @app.get("/decisions", dependencies=[Depends(require("read"))])
+    async def decisions_route(limit: int = Query(50, ge=1, le=5000)) -> dict[str, Any]:
+        """The newest gate decisions: every rule with both models' values, and the reasons."""
+        rows = await run_in_threadpool(views.decisions_view, project, limit)
+        return {"model": project.name, "decisions": jsonable(rows)}
+
+    @app.get("/drift", dependencies=[Depends(require("read"))])
+    async def drift_route(last: str = Query("1d", max_length=16)) -> dict[str, Any]:
+        """Drift over the span ``last`` (such as ``1h`` or ``7d``) from the windows' stored profiles
+        merged (``driftloop drift --json``); ``report`` is null when no window ended in it."""
+        try:
+            span = parse_duration(last)
+        except ValueError as exc:
+            raise HTTPException(422, f"Query parameter 'last': {exc}.") from None
+        report = await run_in_threadpool(views.drift_view, project, time.time() - span)
+        return {"model": project.name, "last": last, "report": jsonable(report)}
+
+    @app.get("/shadow", dependencies=[Depends(require("read"))])
     async def shadow_report(version: str | None = Query(None, max_length=32)) -> dict[str, Any]:
         """The challenger in shadow against what was served, on the same requests: agreement, and
         accuracy on those that have feedback."""
@@ -744,7 +783,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             **await run_in_threadpool(project.store.shadow_comparison, project.name, version),
         }
 
-    @app.get("/runs", dependencies=[Depends(require("admin"))])
+    @app.get("/runs", dependencies=[Depends(require("read"))])
     async def runs(limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
         """Recent retrain runs, each with its gate decision: every rule, both models' values, reasons."""
 
@@ -767,11 +806,16 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         loaded = slot.current
         return {"swapped": swapped, "serving": loaded.version if loaded else None}
 
-    @app.get("/metrics", dependencies=[Depends(require("admin"))], response_class=PlainTextResponse)
+    @app.get("/metrics", dependencies=[Depends(require("read"))], response_class=PlainTextResponse)
     async def prometheus() -> str:
         return _prometheus(project, slot, writer, stats, challenger, routing, batcher)
 
     return app
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _prometheus(
@@ -854,6 +898,34 @@ def _prometheus(
         f'driftloop_retrain_seconds_sum{{model="{name}"}} {sum(finished):.3f}',
         f'driftloop_retrain_seconds_count{{model="{name}"}} {len(finished)}',
     ]
+    lines.append("# TYPE driftloop_alerts_total counter")
+    for rule, n in project.store.alert_counts(name).items():
+        lines.append(f'driftloop_alerts_total{{model="{name}",rule="{_label(rule)}"}} {n}')
+    latest = views.windows_view(project, limit=1)
+    if latest:  # the newest window: every metric, and each feature's drift statistic
+        w = latest[0]
+        lines += [
+            "# TYPE driftloop_window_end_timestamp_seconds gauge",
+            f'driftloop_window_end_timestamp_seconds{{model="{name}"}} {w["end_ts"]:.3f}',
+            "# TYPE driftloop_window_rows gauge",
+            f'driftloop_window_rows{{model="{name}"}} {w["rows"]}',
+            "# TYPE driftloop_window_metric gauge",
+        ]
+        for metric, m in w["metrics"].items():
+            value = "NaN" if m["value"] is None else repr(float(m["value"]))
+            lines.append(f'driftloop_window_metric{{model="{name}",metric="{_label(metric)}"}} {value}')
+        share = len(w["drifted"]) / len(w["drift"]) if w["drift"] else 0.0
+        lines += [
+            "# TYPE driftloop_window_drifted_feature_share gauge",
+            f'driftloop_window_drifted_feature_share{{model="{name}"}} {share:.6f}',
+            "# TYPE driftloop_feature_drift gauge",
+        ]
+        for feature, d in w["drift"].items():
+            value = "NaN" if d["statistic"] is None else repr(float(d["statistic"]))
+            lines.append(
+                f'driftloop_feature_drift{{model="{name}",feature="{_label(feature)}",'
+                f'drifted="{str(d["drifted"]).lower()}"}} {value}'
+            )
     ok = project.store.monitor_runs(name, limit=1, ok=True)
     failed = project.store.monitor_runs(name, limit=1, ok=False)
     lines += [

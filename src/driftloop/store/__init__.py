@@ -706,6 +706,17 @@ class Store:
             rows = conn.execute(query.order_by(t.alerts.c.id.desc()).limit(limit)).mappings()
             return [dict(r) for r in rows][::-1]
 
+    def alert_counts(self, model: str) -> dict[str, int]:
+        """How many alerts each rule raised, ever."""
+        query = (
+            select(t.alerts.c.rule, func.count())
+            .where(t.alerts.c.model == model)
+            .group_by(t.alerts.c.rule)
+            .order_by(t.alerts.c.rule)
+        )
+        with self.engine.connect() as conn:
+            return {str(rule): int(n) for rule, n in conn.execute(query)}
+
     def set_alert_run(self, alert_id: int, run_id: str) -> None:
         with self.begin() as conn:
             conn.execute(update(t.alerts).where(t.alerts.c.id == alert_id).values(run_id=run_id))

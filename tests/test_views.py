@@ -1,0 +1,140 @@
+"""Machine-readable everywhere: ``--json`` on the commands, the JSON read routes behind the
+``read`` scope, and Prometheus gauges of the newest window, all from one set of views."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from driftloop import workflow
+from driftloop.demo.scenario import serve_in_thread
+from driftloop.monitor import Monitor
+from driftloop.project import Project
+from driftloop.serving import create_app
+from driftloop.training import train
+
+from .conftest import cli_env, make_project
+from .helpers import send
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """A project with quiet and drifted windows, alerts, and one retrain run with its decision."""
+    project = make_project(tmp_path_factory.mktemp("views"))
+    train(project)
+    send(project, 600, "A", seed=61, label_share=0.5)
+    send(project, 900, "B", seed=62, label_share=0.8)
+    Monitor(project).run()
+    try:
+        workflow.wait(workflow.start_retrain(project, "manual"))
+    finally:
+        workflow.shutdown()
+    send(project, 600, "B", seed=63, label_share=0.5)  # windows against the new champion's reference
+    Monitor(project).run()
+    yield project
+    project.close()
+
+
+def _cli(project: Project, *args: str) -> object:
+    config = str(project.settings.root / "driftloop.toml")
+    done = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", *args, "-c", config, "--json"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)  # the whole output is one JSON document
+
+
+def _rows_against_current_reference(project: Project) -> int:
+    windows = project.store.windows(project.name, limit=100)
+    return sum(w["n"] for w in windows if w["reference_id"] == windows[-1]["reference_id"])
+
+
+def test_json_on_the_commands_matches_the_store(monitored: Project) -> None:
+    store, name = monitored.store, monitored.name
+    status = _cli(monitored, "status")
+    assert isinstance(status, dict)
+    assert status["champion"] == store.champion(name)
+    assert [w["id"] for w in status["windows"]] == [w["id"] for w in store.windows(name, limit=10)]
+    drifted = [w for w in status["windows"] if w["drifted"]]
+    assert drifted, "concept B moves the income distribution"
+    for w in drifted:
+        assert all(w["drift"][f]["drifted"] for f in w["drifted"])
+        assert w["metrics"]["drift_share"]["value"] == pytest.approx(len(w["drifted"]) / len(w["drift"]))
+    assert [a["rule"] for a in status["alerts"]] == [a["rule"] for a in store.alerts(name, limit=10)]
+    runs = _cli(monitored, "runs")
+    assert isinstance(runs, list) and len(runs) == 1
+    run = runs[0]
+    assert run["status"] in ("promoted", "rejected") and run["decision"]["run_id"] == run["id"]
+    assert {r["rule"] for r in run["decision"]["rules"]} >= {"min_eval_rows", "min_improvement"}
+    one = _cli(monitored, "runs", run["id"])
+    assert isinstance(one, dict) and [s["step"] for s in one["steps"]][:2] == ["plan", "snapshot"]
+    datasets = _cli(monitored, "datasets", "list")
+    assert isinstance(datasets, list)
+    assert {d["id"] for d in datasets} == {d["id"] for d in store.datasets(name)}
+    drift = _cli(monitored, "drift", "--last", "1d")
+    assert isinstance(drift, dict)
+    assert drift["rows"] == _rows_against_current_reference(monitored)
+    assert set(drift["drifted"]) <= {c["column"] for c in drift["columns"]}
+
+
+def test_read_routes_and_gauges(monitored: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", "grafana:rd-1=read;app:pk-2=predict")
+    reader, app_key = {"x-api-key": "rd-1"}, {"x-api-key": "pk-2"}
+    store, name = monitored.store, monitored.name
+    with (
+        serve_in_thread(create_app(monitored, background=False, monitor=False)) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        for route in ("/status", "/windows", "/alerts", "/runs", "/decisions", "/drift", "/metrics"):
+            assert client.get(route, headers=app_key).status_code == 403, route
+            assert client.get(route, headers=reader).status_code == 200, route
+        assert client.post("/predict", json={"records": []}, headers=reader).status_code == 403
+        windows = client.get("/windows", params={"limit": 2}, headers=reader).json()["windows"]
+        newest = store.windows(name, limit=2)
+        assert [w["id"] for w in windows] == [w["id"] for w in newest]
+        for got, row in zip(windows, newest, strict=True):
+            assert got["drifted"] == sorted(
+                k.removeprefix("drift.")
+                for k, m in row["metrics"].items()
+                if k.startswith("drift.") and m["flagged"]
+            )
+        decisions = client.get("/decisions", headers=reader).json()["decisions"]
+        assert [d["run_id"] for d in decisions] == [d["run_id"] for d in store.decisions(name)]
+        alerts = client.get("/alerts", headers=reader).json()["alerts"]
+        assert len(alerts) == len(store.alerts(name, limit=50))
+        drift = client.get("/drift", params={"last": "7d"}, headers=reader).json()
+        assert drift["report"]["rows"] == _rows_against_current_reference(monitored)
+        bad = client.get("/drift", params={"last": "soon"}, headers=reader)
+        assert bad.status_code == 422 and "'last'" in bad.json()["detail"], bad.text
+        metrics = client.get("/metrics", headers=reader).text
+    last = store.windows(name, limit=1)[0]
+    accuracy = last["metrics"]["accuracy"]["value"]
+    assert f'driftloop_window_metric{{model="{name}",metric="accuracy"}} {float(accuracy)!r}' in metrics
+    assert f'driftloop_window_metric{{model="{name}",metric="estimated_accuracy"}}' in metrics
+    flagged = [k for k, m in last["metrics"].items() if k.startswith("drift.") and m["flagged"]]
+    features = [k for k in last["metrics"] if k.startswith("drift.")]
+    share = len(flagged) / len(features)
+    assert f'driftloop_window_drifted_feature_share{{model="{name}"}} {share:.6f}' in metrics
+    for rule, n in store.alert_counts(name).items():
+        assert f'driftloop_alerts_total{{model="{name}",rule="{rule}"}} {n}' in metrics
+    assert store.alert_counts(name), "the drifted windows raised alerts"
+
+
+def test_json_for_a_project_with_nothing_yet(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    train(project)
+    assert _cli(project, "drift") is None
+    assert _cli(project, "runs") == []
+    status = _cli(project, "status")
+    assert isinstance(status, dict) and status["windows"] == [] and status["gate_optimism"] is None
+    project.close()
