@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from html import escape
 from pathlib import Path
 
 import httpx
@@ -138,3 +141,81 @@ def test_json_for_a_project_with_nothing_yet(tmp_path: Path) -> None:
     status = _cli(project, "status")
     assert isinstance(status, dict) and status["windows"] == [] and status["gate_optimism"] is None
     project.close()
+
+
+def _report(project: Project, out: Path) -> str:
+    config = str(project.settings.root / "driftloop.toml")
+    done = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", "report", "-c", config, "--out", str(out)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Wrote" in done.stdout
+    return out.read_text()
+
+
+def test_the_report_is_one_offline_file_of_the_stored_views(monitored: Project, tmp_path: Path) -> None:
+    html = _report(monitored, tmp_path / "report.html")
+    store, name = monitored.store, monitored.name
+    # nothing is fetched: no script, style sheet, image or font from anywhere
+    assert "<script" not in html and "<link" not in html and "@import" not in html and "url(" not in html
+    assert re.findall(r"(?:src|href)=", html) == []
+    assert set(re.findall(r"https?://[^\s\"'<>]+", html)) == {"http://www.w3.org/2000/svg"}  # a namespace
+    assert html.count("<svg") == 3  # performance, drift heat map, confidence and prediction drift
+    windows = store.windows(name, limit=1000)
+    for w in windows:
+        assert f"<td>#{w['id']}</td>" in html
+    last = windows[-1]
+    accuracy = last["metrics"]["accuracy"]["value"]
+    assert f'<td class="num">{accuracy:.4f}</td>' in html
+    decision = store.decisions(name)[-1]
+    for rule in decision["rules"]:
+        assert escape(rule["sentence"], quote=False) in html
+    for a in store.alerts(name, limit=200):
+        assert escape(a["message"], quote=False) in html
+    flagged = sum(m["flagged"] for w in windows for k, m in w["metrics"].items() if k.startswith("drift."))
+    assert html.count(" drifted</title></rect>") == flagged > 0
+    assert "<td>" + escape(last["model_versions"][0]) in html
+
+
+def test_the_report_renders_in_a_real_browser(monitored: Project, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    out = _report(monitored, tmp_path / "report.html")
+    assert out
+    run = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--dump-dom",
+            (tmp_path / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    dom = run.stdout
+    assert dom.count("<svg") == 3 and "<polyline" in dom and "<rect" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1000,2400",
+            f"--screenshot={shot}",
+            (tmp_path / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 20_000  # a page with charts, not a blank one

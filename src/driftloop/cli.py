@@ -1,5 +1,5 @@
 """``driftloop ...`` commands: init, train, serve, monitor, drift, retrain, promote, rollback, sign,
-status, runs, datasets, demo.
+status, runs, report, datasets, demo.
 
 Usage errors (an unknown command or option, a bad value) print one message and exit with 2;
 a driftloop error prints one sentence and exits with 1.
@@ -525,6 +525,25 @@ def runs(
             "-" if step["seconds"] is None else f"{step['seconds']:.2f}",
         )
     console.print(table)
+
+
+@app.command()
+def report(
+    config: ConfigOption = DEFAULT_CONFIG,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
+    windows: Annotated[int, typer.Option(min=1, max=100_000, help="How many of the newest windows.")] = 1000,
+) -> None:
+    """Write one self-contained HTML file (no network needed to open it) of the champion, windows,
+    drift, alerts, runs and gate decisions, from stored aggregates only (never logged rows)."""
+    from driftloop.ui import render_report
+
+    project = _project(config)
+    with console.status("drawing the report…"):
+        html = render_report(project, windows=windows)
+    partial = out.with_name(f".{out.name}.partial")
+    partial.write_text(html, encoding="utf-8")
+    partial.replace(out)  # a reader never sees half a file
+    console.print(f"Wrote [cyan]{out}[/] ({len(html.encode()) / 1024:.0f} KiB).", highlight=False)
 
 
 datasets_app = typer.Typer(help="Versioned training and evaluation snapshots.", no_args_is_help=True)

@@ -1,0 +1,128 @@
+"""Pages and the offline report: the views of :mod:`driftloop.views` drawn as HTML with
+server-side SVG charts (:mod:`driftloop.ui.charts`), through Jinja2 (the ``ui`` extra).
+
+Everything is inline: no script, font or style sheet is fetched, so a page works offline and a
+report is one file that can be mailed. Only stored aggregates are read (windows, metrics,
+alerts, runs, decisions), never the logged rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from driftloop.exceptions import ConfigError
+from driftloop.project import Project
+from driftloop.ui.charts import Series, heatmap, line_chart
+from driftloop.views import jsonable, status_view, windows_view
+
+__all__ = ["render_report", "report_context"]
+
+
+def _environment() -> Any:
+    try:
+        import jinja2
+    except ImportError:
+        raise ConfigError(
+            "The pages and 'driftloop report' need Jinja2: pip install 'driftloop[ui]'."
+        ) from None
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("driftloop.ui", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+
+def _value(window: dict[str, Any], name: str) -> float | None:
+    m = window["metrics"].get(name)
+    return None if m is None else m["value"]
+
+
+def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
+    """Everything a report or the dashboard shows, with its charts drawn."""
+    status = status_view(project, windows=0, alerts=200)
+    rows = windows_view(project, limit=windows)
+    labels = [f"#{w['id']}" for w in rows]
+    task = project.task
+    metric = project.settings.gate.primary_metric
+    lower = metric in task.lower_is_better
+    performance = line_chart(
+        [
+            Series(f"{metric} from feedback", [_value(w, metric) for w in rows]),
+            Series(
+                f"estimated {metric} (label-free) and its band",
+                [_value(w, f"estimated_{metric}") for w in rows],
+                low=[_value(w, f"estimated_{metric}_low") for w in rows],
+                high=[_value(w, f"estimated_{metric}_high") for w in rows],
+                dashed=True,
+            ),
+        ],
+        labels=labels,
+        title=f"{metric} per window",
+        markers=[
+            (i, f"v{','.join(w['model_versions'])}")
+            for i, w in enumerate(rows)
+            if i > 0 and w["model_versions"] != rows[i - 1]["model_versions"]
+        ],
+    )
+    features = sorted({f for w in rows for f in w["drift"]})
+    cells = [
+        [
+            None
+            if f not in w["drift"] or w["drift"][f]["statistic"] is None or not w["drift"][f]["threshold"]
+            else min(w["drift"][f]["statistic"] / w["drift"][f]["threshold"] / 2, 1.0)
+            for w in rows
+        ]
+        for f in features
+    ]
+    flagged = [[bool(w["drift"].get(f, {}).get("drifted")) for w in rows] for f in features]
+    extra = sorted(
+        {
+            name
+            for w in rows
+            for name in w["metrics"]
+            if name in ("mean_confidence", "prediction_drift") or name.startswith("metric.")
+        }
+    )
+    others = (
+        line_chart([Series(name, [_value(w, name) for w in rows]) for name in extra], labels=labels)
+        if extra
+        else None
+    )
+    shadow = project.store.shadow_comparison(project.name)
+    return {
+        "generated": _when(time.time()),
+        "model": project.name,
+        "task": task.name,
+        "metric": metric,
+        "lower_is_better": lower,
+        "status": status,
+        "windows": rows,
+        "latest": rows[-1] if rows else None,
+        "labels": labels,
+        "features": features,
+        "charts": {
+            "performance": performance,
+            "drift": heatmap(features, labels, cells, flagged, title="drift per feature and window")
+            if features
+            else None,
+            "others": others,
+        },
+        "extra": extra,
+        "shadow": jsonable(shadow) if shadow.get("requests") else None,
+        "when": _when,
+        "value": _value,
+    }
+
+
+def render_report(project: Project, *, windows: int = 1000) -> str:
+    """One self-contained HTML file of the dashboard's views, from stored aggregates."""
+    return str(
+        _environment().get_template("report.html.j2").render(**report_context(project, windows=windows))
+    )
