@@ -123,7 +123,8 @@ def test_health_and_models(served: tuple[Project, str]) -> None:
 def test_api_keys_and_scopes(fresh: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "pk-123=predict;fb-456=feedback;ad-789=admin")
     app = create_app(fresh, background=False)
-    open_routes = {"/health"}  # the docs and the OpenAPI schema need a key too
+    # the docs and the OpenAPI schema need a key too; the pages answer with the sign-in form
+    open_routes = {"/health", "/", "/login", "/logout"}
     with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
         for route in app.routes:
             path, methods = getattr(route, "path", ""), getattr(route, "methods", set()) or set()
@@ -133,6 +134,11 @@ def test_api_keys_and_scopes(fresh: Project, monkeypatch: pytest.MonkeyPatch) ->
                 r = client.request(method, path, json=GOOD)
                 assert r.status_code == 401, f"{method} {path} is open without a key"
         assert client.get("/health").status_code == 200
+        assert client.get("/").status_code == 303 and client.get("/").headers["location"] == "/login"
+        assert (
+            client.get("/", headers={"Authorization": "Bearer ad-789"}).status_code == 303
+        )  # pages: sign in
+        assert "API key" in client.get("/login").text
         headers = {"Authorization": "Bearer pk-123"}
         assert client.post("/predict", json=GOOD, headers=headers).status_code == 200
         assert client.post("/feedback", json={}, headers=headers).status_code == 403

@@ -219,3 +219,52 @@ def test_the_report_renders_in_a_real_browser(monitored: Project, tmp_path: Path
         check=True,
     )
     assert shot.stat().st_size > 20_000  # a page with charts, not a blank one
+
+
+def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
+    monitored: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    if browser is None:
+        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", "grafana:rd-1=read;app:pk-2=predict")
+    with (
+        serve_in_thread(create_app(monitored, background=False, monitor=False)) as url,
+        sync_api.sync_playwright() as pw,
+    ):
+        chromium = pw.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        page = chromium.new_page()
+        fetched: list[str] = []
+        page.on("request", lambda r: fetched.append(r.url))
+        page.goto(url + "/")
+        assert page.url == url + "/login"  # no session: the sign-in form
+        page.fill("#key", "not-a-key")
+        page.click("button[type=submit]")
+        assert "That key is not valid." in page.text_content("[role=alert]")  # type: ignore[operator]
+        page.fill("#key", "pk-2")
+        page.click("button[type=submit]")
+        assert "needs 'read'" in page.text_content("[role=alert]")  # type: ignore[operator]
+        page.fill("#key", "rd-1")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#user")
+        assert page.url == url + "/" and page.text_content("#user") == "grafana"
+        assert page.locator("svg.chart").count() == 3
+        assert (
+            page.locator("section[aria-label='retrain runs'] td").filter(has_text="min_eval_rows").count()
+            == 1
+        )
+        cookie = next(c for c in page.context.cookies() if c["name"] == "driftloop_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and "rd-1" not in cookie["value"]
+        assert all(u.startswith(url) for u in fetched), fetched  # nothing from the internet
+        assert not any("rd-1" in u for u in fetched)  # the key never in a URL
+        page.click("text=Sign out")
+        assert page.url == url + "/login"
+        page.goto(url + "/")
+        assert page.url == url + "/login"
+        chromium.close()
+    with serve_in_thread(create_app(monitored, background=False, monitor=False)) as url:
+        forged = httpx.get(
+            url + "/", cookies={"driftloop_session": "grafana|9999999999|00"}, follow_redirects=False
+        )
+        assert forged.status_code == 303 and forged.headers["location"] == "/login"

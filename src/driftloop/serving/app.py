@@ -3,7 +3,8 @@
 Routes: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /models``,
 ``POST /models/reload``, ``GET /metrics`` (Prometheus text); the monitoring reads ``GET /status``,
 ``/windows``, ``/alerts``, ``/runs``, ``/decisions``, ``/drift`` and ``/shadow`` (JSON, the
-``read`` scope; the same dicts as ``--json`` on the commands, :mod:`driftloop.views`).
+``read`` scope; the same dicts as ``--json`` on the commands, :mod:`driftloop.views`); the
+dashboard ``GET /`` with its sign-in form (:mod:`driftloop.serving.pages`).
 
 API keys come from the environment variable ``DRIFTLOOP_API_KEYS`` as
 ``name:key=scope+scope;name2:key2=scope`` with scopes ``predict``, ``feedback``, ``review``,
@@ -809,6 +810,17 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     @app.get("/metrics", dependencies=[Depends(require("read"))], response_class=PlainTextResponse)
     async def prometheus() -> str:
         return _prometheus(project, slot, writer, stats, challenger, routing, batcher)
+
+    try:
+        from driftloop.serving.pages import add_pages
+
+        add_pages(app, project, keys)
+    except ConfigError as exc:  # no ui extra: the API serves, the page says what to install
+        missing = str(exc)
+
+        @app.get("/", include_in_schema=False, response_class=PlainTextResponse)
+        async def no_pages() -> PlainTextResponse:
+            return PlainTextResponse(missing, status_code=501)
 
     return app
 

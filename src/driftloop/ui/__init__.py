@@ -17,10 +17,11 @@ from driftloop.project import Project
 from driftloop.ui.charts import Series, heatmap, line_chart
 from driftloop.views import jsonable, status_view, windows_view
 
-__all__ = ["render_report", "report_context"]
+__all__ = ["environment", "render_report", "report_context"]
 
 
-def _environment() -> Any:
+def environment() -> Any:
+    """The Jinja2 environment of the templates, or :class:`ConfigError` without the ``ui`` extra."""
     try:
         import jinja2
     except ImportError:
@@ -124,5 +125,5 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
 def render_report(project: Project, *, windows: int = 1000) -> str:
     """One self-contained HTML file of the dashboard's views, from stored aggregates."""
     return str(
-        _environment().get_template("report.html.j2").render(**report_context(project, windows=windows))
+        environment().get_template("report.html.j2").render(**report_context(project, windows=windows))
     )

@@ -1,0 +1,125 @@
+"""The pages ``driftloop serve`` shows people: ``GET /`` (the dashboard), ``GET``/``POST /login``
+and ``POST /logout``.
+
+**Signing in.** With ``DRIFTLOOP_API_KEYS`` set, a person signs in by typing their key into
+the form (``POST /login``, never in a URL); the server answers with a session cookie that
+names the key and its expiry, signed with HMAC-SHA256 under a secret derived from the configured
+keys (``HttpOnly``, ``SameSite=Strict``, ``Secure`` over HTTPS). The cookie holds no key, every
+worker process can check it without shared state, and changing the keys signs everyone out.
+Without keys (a laptop) the pages are open, on a loopback host only, like the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from driftloop.identity import ApiKey
+from driftloop.project import Project
+
+__all__ = ["SESSION_COOKIE", "add_pages", "session_identity", "session_token"]
+
+SESSION_COOKIE = "driftloop_session"
+SESSION_SECONDS = 12 * 3600
+MAX_FORM_BYTES = 4096
+
+
+def _secret(keys: dict[str, ApiKey]) -> bytes:
+    return hashlib.sha256(b"driftloop-session\0" + "\0".join(sorted(keys)).encode()).digest()
+
+
+def session_token(keys: dict[str, ApiKey], name: str, now: float | None = None) -> str:
+    """A signed cookie value naming key ``name`` until ``SESSION_SECONDS`` from now.
+
+    >>> keys = {"sk-1": ApiKey("anna", frozenset({"read"}))}
+    >>> token = session_token(keys, "anna", now=0.0)
+    >>> session_identity(keys, token, now=60.0), session_identity(keys, token, now=SESSION_SECONDS + 1)
+    (ApiKey(name='anna', scopes=frozenset({'read'})), None)
+    >>> session_identity(keys, token.replace("anna", "ops"), now=60.0) is None
+    True
+    """
+    expiry = int((time.time() if now is None else now) + SESSION_SECONDS)
+    message = f"{name}|{expiry}"
+    signature = hmac.new(_secret(keys), message.encode(), hashlib.sha256).hexdigest()
+    return f"{message}|{signature}"
+
+
+def session_identity(keys: dict[str, ApiKey], token: str | None, now: float | None = None) -> ApiKey | None:
+    """The key a session cookie names, if its signature holds and it has not expired."""
+    if not token or token.count("|") != 2:
+        return None
+    name, expiry, signature = token.split("|")
+    expected = hmac.new(_secret(keys), f"{name}|{expiry}".encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature) or not expiry.isdigit():
+        return None
+    if int(expiry) < (time.time() if now is None else now):
+        return None
+    return next((k for k in keys.values() if k.name == name), None)
+
+
+def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
+    """Mount the dashboard and the sign-in pages on ``app``."""
+    from driftloop.ui import environment, report_context
+
+    env = environment()
+
+    def signed_in(request: Request) -> ApiKey | None:
+        return session_identity(keys, request.cookies.get(SESSION_COOKIE))
+
+    def login_page(message: str | None = None, status: int = 200) -> HTMLResponse:
+        html = env.get_template("login.html.j2").render(model=project.name, message=message)
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard(request: Request) -> Response:
+        who = signed_in(request) if keys else None
+        if keys and who is None:
+            return RedirectResponse("/login", status_code=303)
+        if who is not None and not who.allows("read"):
+            return login_page(
+                f"The key '{who.name}' has the scopes {sorted(who.scopes)}; the dashboard needs 'read'.", 403
+            )
+        context: dict[str, Any] = await run_in_threadpool(report_context, project, windows=500)
+        html = env.get_template("report.html.j2").render(**context, page=True, user=who.name if who else None)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    @app.get("/login", include_in_schema=False)
+    async def login_form() -> Response:
+        return login_page() if keys else RedirectResponse("/", status_code=303)
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        if not keys:
+            return RedirectResponse("/", status_code=303)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                return login_page(f"The form is larger than {MAX_FORM_BYTES} bytes.", 413)
+        given = (parse_qs(body.decode("utf-8", "replace")).get("key") or [""])[0].strip()
+        granted = next((v for k, v in keys.items() if hmac.compare_digest(k.encode(), given.encode())), None)
+        if granted is None:
+            return login_page("That key is not valid." if given else "Type your API key to sign in.", 401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            session_token(keys, granted.name),
+            max_age=SESSION_SECONDS,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout() -> Response:
+        response = RedirectResponse("/login" if keys else "/", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
