@@ -628,6 +628,46 @@ class RolloutSettings(_Model):
         return value
 
 
+ReviewStrategy = Literal["uncertain", "disagreement", "audit"]
+
+
+def _default_strategies() -> dict[ReviewStrategy, float]:
+    return {"uncertain": 0.7, "disagreement": 0.1, "audit": 0.2}
+
+
+class ReviewSettings(_Model):
+    """The review queue: which predictions deserve a person's time.
+
+    ``strategies`` mixes shares (summing to 1) of ``uncertain`` (the least sure predictions by
+    ``uncertainty``: ``least`` confidence, smallest ``margin`` between the top two classes, or
+    highest ``entropy``), ``disagreement`` (the shadow challenger answered otherwise) and
+    ``audit`` (a uniform random share that keeps the estimate of accuracy honest). At most
+    ``daily_budget`` items are queued per day; an item unanswered for ``expire_after`` leaves the
+    queue. ``overlap`` of the items go to two reviewers, whose agreement (Cohen's kappa) is
+    measured; a reviewer below ``min_agreement`` over at least ``min_overlap_items`` is flagged.
+    """
+
+    strategies: dict[ReviewStrategy, float] = Field(default_factory=_default_strategies)
+    uncertainty: Literal["least", "margin", "entropy"] = "least"
+    daily_budget: int = Field(default=200, ge=1)
+    expire_after: float = 2 * 86400.0
+    overlap: float = Field(default=0.1, ge=0, le=1)
+    min_agreement: float = Field(default=0.6, ge=-1, le=1)
+    min_overlap_items: int = Field(default=20, ge=1)
+
+    @field_validator("expire_after", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @field_validator("strategies")
+    @classmethod
+    def _shares(cls, value: dict[ReviewStrategy, float]) -> dict[ReviewStrategy, float]:
+        if any(v < 0 for v in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
+            raise ValueError(f"the shares must be at least 0 and sum to 1. Got {value}")
+        return value
+
+
 class WatchSettings(_Model):
     """The post-deploy watch, paired: after a promotion, the previous champion scores the same
     live rows the new one served (its predictions made from the logged inputs), and the two are
@@ -723,6 +763,7 @@ class Settings(_Model):
     feedback: FeedbackSettings = FeedbackSettings()
     gate: GateSettings = GateSettings()
     watch: WatchSettings = WatchSettings()
+    review: ReviewSettings = ReviewSettings()
     rollout: RolloutSettings = RolloutSettings()
 
     @model_validator(mode="before")

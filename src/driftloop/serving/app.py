@@ -811,6 +811,9 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     async def prometheus() -> str:
         return _prometheus(project, slot, writer, stats, challenger, routing, batcher)
 
+    from driftloop.serving.review import add_review_routes
+
+    add_review_routes(app, project, require, read_json)
     try:
         from driftloop.serving.pages import add_pages
 

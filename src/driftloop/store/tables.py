@@ -241,3 +241,33 @@ model_artifacts = Table(
     Column("created_at", Float, nullable=False),
     UniqueConstraint("model", "version", name="uq_model_artifacts_version"),
 )
+
+review_items = Table(
+    "review_items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("prediction_id", String(32), nullable=False),
+    Column("strategy", String(32), nullable=False),  # what picked it: confidence, disagreement, audit
+    Column("score", Float, nullable=False),  # its priority within the strategy (higher first)
+    Column("wanted", Integer, nullable=False),  # reviewers wanted: 2 for an overlap item
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    UniqueConstraint("model", "prediction_id", name="uq_review_items_prediction"),
+    Index("ix_review_items_model_expires", "model", "expires_at"),
+)
+
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_id", Integer, nullable=False, index=True),
+    Column("model", String(64), nullable=False),
+    Column("reviewer", String(64), nullable=False),  # the API key's name
+    Column("action", String(8), nullable=False),  # label or skip
+    Column("label", String(256), nullable=True),
+    Column("feedback_id", Integer, nullable=True),  # the feedback row a label wrote (undo deletes it)
+    Column("undone", Boolean, nullable=False, default=False),
+    Column("ts", Float, nullable=False),
+    Index("ix_reviews_model_reviewer", "model", "reviewer"),
+)

@@ -1,0 +1,392 @@
+"""The review queue: which predictions deserve a person's time, what each reviewer answered,
+and how far reviewers agree.
+
+``fill`` queues the day's items by the strategies of ``[review]`` (the least sure predictions,
+those the shadow challenger answered otherwise, and a uniform audit share); ``next_item`` gives
+a reviewer the most useful item they have not answered (another reviewer's answer stays hidden);
+``answer`` records a label (as feedback whose source is the reviewer's key name, so the existing
+feedback hygiene and quarantine apply) or a skip; ``undo`` takes a reviewer's last answer back,
+feedback row included; ``agreement`` gives each reviewer's Cohen's kappa with the others on the
+items two of them labelled, and with the trusted sources' labels, and flags those below
+``review.min_agreement``.
+
+>>> round(kappa(["a", "a", "b", "b"], ["a", "a", "b", "a"]), 3)
+0.5
+>>> uncertainty({"yes": 0.9, "no": 0.1}, "least"), uncertainty({"yes": 0.5, "no": 0.5}, "margin")
+(0.09999999999999998, 1.0)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import delete as sql_delete
+
+from driftloop.datasets import stable_fraction
+from driftloop.exceptions import DriftloopError, NotFoundError, SchemaError
+from driftloop.project import Project
+from driftloop.store import tables as t
+
+__all__ = ["agreement", "answer", "fill", "kappa", "next_item", "queue_state", "uncertainty", "undo"]
+
+ORDER = ("disagreement", "uncertain", "audit")  # a prediction two strategies want goes to the first
+
+
+def uncertainty(probabilities: dict[str, float] | None, how: str) -> float | None:
+    """How unsure a prediction was (higher: more), from its logged class probabilities."""
+    if not probabilities:
+        return None
+    p = sorted((float(v) for v in probabilities.values()), reverse=True)
+    if how == "least":
+        return 1.0 - p[0]
+    if how == "margin":
+        return 1.0 - (p[0] - (p[1] if len(p) > 1 else 0.0))
+    return -sum(v * math.log(v) for v in p if v > 0)
+
+
+def kappa(a: Sequence[str], b: Sequence[str]) -> float:
+    """Cohen's kappa of two raters' labels on the same items (1: perfect, 0: chance)."""
+    n = len(a)
+    if n == 0:
+        return float("nan")
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    classes = set(a) | set(b)
+    expected = sum((list(a).count(c) / n) * (list(b).count(c) / n) for c in classes)
+    if expected >= 1.0:
+        return 1.0 if observed == 1.0 else 0.0
+    return (observed - expected) / (1.0 - expected)
+
+
+def _day_start(now: float) -> float:
+    day = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.timestamp()
+
+
+def fill(project: Project, now: float | None = None) -> dict[str, int]:
+    """Queue new items for today, up to ``review.daily_budget``, by the strategies' shares (what
+    one cannot fill passes to the next); returns how many each strategy added. Only unlabelled
+    predictions of the last ``review.expire_after`` that are not queued already are considered."""
+    now = time.time() if now is None else now
+    rs, store, name = project.settings.review, project.store, project.name
+    with store.engine.connect() as conn:
+        queued_today = conn.execute(
+            select(func.count())
+            .select_from(t.review_items)
+            .where(t.review_items.c.model == name, t.review_items.c.created_at >= _day_start(now))
+        ).scalar_one()
+        remaining = rs.daily_budget - int(queued_today)
+        if remaining <= 0:
+            return {}
+        labelled = select(t.feedback.c.prediction_id)
+        queued = select(t.review_items.c.prediction_id).where(t.review_items.c.model == name)
+        rows = conn.execute(
+            select(
+                t.predictions.c.prediction_id,
+                t.predictions.c.prediction,
+                t.predictions.c.probabilities,
+            )
+            .where(
+                t.predictions.c.model == name,
+                t.predictions.c.ts >= now - rs.expire_after,
+                t.predictions.c.prediction_id.not_in(labelled),
+                t.predictions.c.prediction_id.not_in(queued),
+            )
+            .order_by(t.predictions.c.seq.desc())
+            .limit(50_000)
+        ).all()
+        ids = [r.prediction_id for r in rows]
+        disagreeing: set[str] = set()
+        if rs.strategies.get("disagreement", 0) > 0 and ids:
+            served = {r.prediction_id: r.prediction for r in rows}
+            for start in range(0, len(ids), 500):
+                for sid, shadow in conn.execute(
+                    select(t.shadow_predictions.c.prediction_id, t.shadow_predictions.c.prediction).where(
+                        t.shadow_predictions.c.prediction_id.in_(ids[start : start + 500])
+                    )
+                ):
+                    if shadow != served.get(sid):
+                        disagreeing.add(sid)
+    scored = [(uncertainty(r.probabilities, rs.uncertainty), r.prediction_id) for r in rows]
+    ranked: dict[str, list[str]] = {
+        "disagreement": sorted(disagreeing),
+        "uncertain": [pid for u, pid in sorted(((u, p) for u, p in scored if u is not None), reverse=True)],
+        "audit": sorted(ids, key=lambda pid: stable_fraction(f"{pid}:audit")),
+    }
+    shares: dict[str, float] = {str(k): v for k, v in rs.strategies.items()}
+    quota = {s: math.floor(shares.get(s, 0.0) * remaining) for s in ORDER}
+    quota["audit" if shares.get("audit", 0) > 0 else "uncertain"] += remaining - sum(quota.values())
+    taken: set[str] = set()
+    items: list[dict[str, Any]] = []
+    added: dict[str, int] = {}
+    carry = 0  # what a strategy could not fill passes to the next (no shadow: no disagreement)
+    for strategy in ORDER:
+        want = quota[strategy] + carry if shares.get(strategy, 0) > 0 or carry else 0
+        chosen = [pid for pid in ranked[strategy] if pid not in taken][: max(want, 0)]
+        carry = want - len(chosen)
+        taken |= set(chosen)
+        added[strategy] = len(chosen)
+        for rank, pid in enumerate(chosen):  # 1 for the first of each strategy: their queues interleave
+            items.append(
+                {
+                    "model": name,
+                    "prediction_id": pid,
+                    "strategy": strategy,
+                    "score": 1.0 - rank / max(len(chosen), 1),
+                    "wanted": 2 if stable_fraction(f"{pid}:overlap") < rs.overlap else 1,
+                    "created_at": now,
+                    "expires_at": now + rs.expire_after,
+                }
+            )
+    if items:
+        with store.begin() as conn:
+            conn.execute(insert(t.review_items), items)
+    return {k: v for k, v in added.items() if v}
+
+
+def _answers(conn: Any, item_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    if item_ids:
+        for r in conn.execute(
+            select(t.reviews).where(t.reviews.c.item_id.in_(list(item_ids)), t.reviews.c.undone.is_(False))
+        ).mappings():
+            out[r["item_id"]].append(dict(r))
+    return out
+
+
+def queue_state(project: Project, reviewer: str | None = None, now: float | None = None) -> dict[str, Any]:
+    """Open items, answered today, and (for ``reviewer``) how many are left for them."""
+    now = time.time() if now is None else now
+    name = project.name
+    with project.store.engine.connect() as conn:
+        open_items = conn.execute(
+            select(t.review_items.c.id, t.review_items.c.wanted).where(
+                t.review_items.c.model == name, t.review_items.c.expires_at > now
+            )
+        ).all()
+        answers = _answers(conn, [i.id for i in open_items])
+        today = conn.execute(
+            select(func.count())
+            .select_from(t.reviews)
+            .where(
+                t.reviews.c.model == name,
+                t.reviews.c.undone.is_(False),
+                t.reviews.c.ts >= _day_start(now),
+                *([t.reviews.c.reviewer == reviewer] if reviewer else []),
+            )
+        ).scalar_one()
+    waiting = [
+        i
+        for i in open_items
+        if sum(a["action"] == "label" for a in answers[i.id]) < i.wanted
+        and not (reviewer and any(a["reviewer"] == reviewer for a in answers[i.id]))
+    ]
+    return {"open": len(open_items), "waiting": len(waiting), "answered_today": int(today)}
+
+
+def next_item(project: Project, reviewer: str, now: float | None = None) -> dict[str, Any] | None:
+    """The most useful open item ``reviewer`` has not answered, with what the model saw and said
+    (never another reviewer's answer), or None when the queue has nothing for them."""
+    now = time.time() if now is None else now
+    name = project.name
+    with project.store.engine.connect() as conn:
+        items = (
+            conn.execute(
+                select(t.review_items)
+                .where(t.review_items.c.model == name, t.review_items.c.expires_at > now)
+                .order_by(t.review_items.c.score.desc(), t.review_items.c.id)
+                .limit(2000)
+            )
+            .mappings()
+            .all()
+        )
+        answers = _answers(conn, [i["id"] for i in items])
+    for item in items:
+        given = answers[item["id"]]
+        if any(a["reviewer"] == reviewer for a in given):
+            continue
+        if sum(a["action"] == "label" for a in given) >= item["wanted"]:
+            continue
+        prediction = project.store.prediction(item["prediction_id"])
+        if prediction is None:
+            continue
+        return {
+            "item_id": item["id"],
+            "strategy": item["strategy"],
+            "expires_at": item["expires_at"],
+            "overlap": item["wanted"] > 1,
+            "prediction": {
+                k: prediction[k]
+                for k in (
+                    "prediction_id",
+                    "model_version",
+                    "ts",
+                    "inputs",
+                    "prediction",
+                    "confidence",
+                    "probabilities",
+                )
+            },
+            "labels": list(project.task.classes or []),
+            "progress": queue_state(project, reviewer, now),
+        }
+    return None
+
+
+def answer(
+    project: Project,
+    item_id: int,
+    reviewer: str,
+    label: Any = None,
+    *,
+    skip: bool = False,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Record ``reviewer``'s label (also written as feedback, source = reviewer) or skip of an
+    item; returns the other reviewers' labels of it, now that this one has answered."""
+    now = time.time() if now is None else now
+    store = project.store
+    with store.begin() as conn:
+        item = (
+            conn.execute(
+                select(t.review_items).where(
+                    t.review_items.c.id == item_id, t.review_items.c.model == project.name
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if item is None:
+            raise NotFoundError(f"Review item {item_id} does not exist for model '{project.name}'.")
+        if item["expires_at"] <= now:
+            raise DriftloopError(f"Review item {item_id} expired; 'GET /review/next' gives an open one.")
+        given = _answers(conn, [item_id])[item_id]
+        if any(a["reviewer"] == reviewer for a in given):
+            raise DriftloopError(
+                f"Reviewer '{reviewer}' answered review item {item_id} already; undo it first to change it."
+            )
+        feedback_id = None
+        if not skip:
+            if label is None:
+                raise SchemaError(f"A review of item {item_id} needs a 'label' (or a skip).")
+            problem = project.task.label_error(label)
+            if problem:
+                raise SchemaError(f"Field 'label' of review item {item_id}: {problem}")
+            key = conn.execute(
+                insert(t.feedback).values(
+                    prediction_id=item["prediction_id"], label=str(label), source=reviewer, ts=now
+                )
+            ).inserted_primary_key
+            feedback_id = int(key[0]) if key else None
+        conn.execute(
+            insert(t.reviews).values(
+                item_id=item_id,
+                model=project.name,
+                reviewer=reviewer,
+                action="skip" if skip else "label",
+                label=None if skip else str(label),
+                feedback_id=feedback_id,
+                undone=False,
+                ts=now,
+            )
+        )
+    others = [{"reviewer": a["reviewer"], "label": a["label"]} for a in given if a["action"] == "label"]
+    return {"item_id": item_id, "action": "skip" if skip else "label", "label": label, "others": others}
+
+
+def undo(project: Project, reviewer: str) -> dict[str, Any] | None:
+    """Take back ``reviewer``'s last answer (its feedback row too); the item is theirs to answer
+    again. None when there is nothing to undo."""
+    store = project.store
+    with store.begin() as conn:
+        last = (
+            conn.execute(
+                select(t.reviews)
+                .where(
+                    and_(
+                        t.reviews.c.model == project.name,
+                        t.reviews.c.reviewer == reviewer,
+                        t.reviews.c.undone.is_(False),
+                    )
+                )
+                .order_by(t.reviews.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        if last is None:
+            return None
+        conn.execute(update(t.reviews).where(t.reviews.c.id == last["id"]).values(undone=True))
+        if last["feedback_id"] is not None:
+            conn.execute(sql_delete(t.feedback).where(t.feedback.c.id == last["feedback_id"]))
+    return {"item_id": last["item_id"], "action": last["action"], "label": last["label"]}
+
+
+def agreement(project: Project) -> dict[str, Any]:
+    """Per reviewer: Cohen's kappa and the share agreed with the other reviewers on items both
+    labelled, and with the trusted sources' labels of the same predictions; ``flagged`` when the
+    kappa is below ``review.min_agreement`` over at least ``review.min_overlap_items`` items."""
+    rs, name = project.settings.review, project.name
+    trusted = set(project.settings.feedback.trusted_sources)
+    with project.store.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                t.reviews.c.item_id, t.reviews.c.reviewer, t.reviews.c.label, t.review_items.c.prediction_id
+            )
+            .join(t.review_items, t.review_items.c.id == t.reviews.c.item_id)
+            .where(t.reviews.c.model == name, t.reviews.c.undone.is_(False), t.reviews.c.action == "label")
+        ).all()
+        pids = sorted({r.prediction_id for r in rows})
+        confirmed: dict[str, str] = {}
+        if trusted and pids:
+            for start in range(0, len(pids), 500):
+                for f in conn.execute(
+                    select(t.feedback.c.prediction_id, t.feedback.c.label, t.feedback.c.source)
+                    .where(t.feedback.c.prediction_id.in_(pids[start : start + 500]))
+                    .order_by(t.feedback.c.id)
+                ):
+                    if f.source.split("/", 1)[0] in trusted:
+                        confirmed[f.prediction_id] = f.label
+    by_item: dict[int, list[Any]] = defaultdict(list)
+    for r in rows:
+        by_item[r.item_id].append(r)
+    pairs: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for answers in by_item.values():
+        for mine in answers:
+            for other in answers:
+                if other.reviewer != mine.reviewer:
+                    pairs[mine.reviewer][0].append(mine.label)
+                    pairs[mine.reviewer][1].append(other.label)
+    reviewers = sorted({r.reviewer for r in rows})
+    out = []
+    for who in reviewers:
+        mine, theirs = pairs[who]
+        truth = [
+            (r.label, confirmed[r.prediction_id])
+            for r in rows
+            if r.reviewer == who and r.prediction_id in confirmed
+        ]
+        k = kappa(mine, theirs) if mine else None
+        out.append(
+            {
+                "reviewer": who,
+                "labels": sum(r.reviewer == who for r in rows),
+                "overlap_items": len(mine),
+                "kappa": None if k is None or math.isnan(k) else round(k, 4),
+                "agreed": round(sum(a == b for a, b in zip(mine, theirs, strict=True)) / len(mine), 4)
+                if mine
+                else None,
+                "confirmed_items": len(truth),
+                "agreed_with_confirmed": round(sum(a == b for a, b in truth) / len(truth), 4)
+                if truth
+                else None,
+                "flagged": k is not None and len(mine) >= rs.min_overlap_items and k < rs.min_agreement,
+            }
+        )
+    return {"model": name, "min_agreement": rs.min_agreement, "reviewers": out}

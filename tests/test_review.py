@@ -1,0 +1,148 @@
+"""The review queue: strategies and budget, answers as feedback from the reviewer's key, hidden
+answers on overlap items, undo, expiry, and reviewer agreement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from driftloop import review
+from driftloop.demo.data import applicants
+from driftloop.demo.scenario import serve_in_thread
+from driftloop.project import Project
+from driftloop.serving import create_app
+from driftloop.training import train
+
+from .conftest import make_project
+from .helpers import send
+
+
+def _project(folder: Path, review_settings: str, feedback: str = "") -> Project:
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(config.read_text() + f"\n[review]\n{review_settings}" + feedback)
+    project = Project.load(config)
+    train(project)
+    return project
+
+
+def test_the_queue_mixes_strategies_within_the_budget_and_expires(tmp_path: Path) -> None:
+    project = _project(
+        tmp_path / "p",
+        'daily_budget = 40\nstrategies = { uncertain = 0.5, audit = 0.5 }\nexpire_after = "1h"\n',
+    )
+    ids = send(project, 400, "A", seed=71, label_share=0.25)  # about 100 labelled: never queued
+    added = review.fill(project)
+    assert added == {"uncertain": 20, "audit": 20}
+    assert review.fill(project) == {}, "the day's budget is spent"
+    labelled = {r["prediction_id"] for r in project.store.labelled(project.name)}
+    with project.store.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from driftloop.store import tables as t
+
+        items = conn.execute(select(t.review_items)).mappings().all()
+    assert len(items) == 40 and not {i["prediction_id"] for i in items} & labelled
+    unlabelled = [project.store.prediction(pid) for pid in ids if pid not in labelled]
+    least = sorted(unlabelled, key=lambda p: p["confidence"])[:20]  # type: ignore[index]
+    chosen = {i["prediction_id"] for i in items if i["strategy"] == "uncertain"}
+    assert chosen == {p["prediction_id"] for p in least}  # type: ignore[index]
+    first = review.next_item(project, "anna")
+    assert first is not None and first["strategy"] in ("uncertain", "audit")
+    assert first["prediction"]["inputs"] and first["labels"] == list(project.task.classes or [])
+    later = first["expires_at"] + 1
+    assert review.next_item(project, "anna", now=later) is None, "an expired item leaves the queue"
+    with pytest.raises(Exception, match="expired"):
+        review.answer(project, first["item_id"], "anna", "yes", now=later)
+    project.close()
+
+
+def test_reviewers_answer_over_http_as_their_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = _project(tmp_path / "p", "daily_budget = 30\noverlap = 1.0\n")
+    send(project, 200, "A", seed=72)
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review;ben:kb=review;grafana:kg=read;app:kp=predict")
+    anna, ben = {"x-api-key": "ka"}, {"x-api-key": "kb"}
+    with (
+        serve_in_thread(create_app(project, background=False, monitor=False)) as url,
+        httpx.Client(base_url=url) as c,
+    ):
+        assert c.get("/review/next", headers={"x-api-key": "kp"}).status_code == 403
+        got = c.get("/review/next", headers=anna).json()
+        assert got["reviewer"] == "anna" and got["item"]["overlap"] is True
+        item = got["item"]
+        bad = c.post(f"/review/{item['item_id']}", json={"label": "maybe"}, headers=anna)
+        assert (
+            bad.status_code == 422 and "'label'" in bad.json()["detail"] and "maybe" in bad.json()["detail"]
+        )
+        done = c.post(f"/review/{item['item_id']}", json={"label": "yes"}, headers=anna).json()
+        assert done["others"] == []
+        again = c.post(f"/review/{item['item_id']}", json={"label": "no"}, headers=anna)
+        assert again.status_code == 409 and "undo it first" in again.json()["detail"]
+        feedback = project.store.resolved_labels(project.name)[0]
+        assert [(r["prediction_id"], r["label"]) for r in feedback] == [
+            (item["prediction"]["prediction_id"], "yes")
+        ]
+        # ben gets the same overlap item without anna's answer, and sees it once he has answered
+        theirs = c.get("/review/next", headers=ben).json()["item"]
+        assert theirs["item_id"] == item["item_id"] and "yes" not in str(theirs["progress"])
+        seen = c.post(f"/review/{item['item_id']}", json={"label": "no"}, headers=ben).json()
+        assert seen["others"] == [{"reviewer": "anna", "label": "yes"}]
+        # the item has its two labels: neither gets it again
+        assert c.get("/review/next", headers=anna).json()["item"]["item_id"] != item["item_id"]
+        # skip, then undo: the item comes back; undoing a label deletes its feedback row
+        other = c.get("/review/next", headers=ben).json()["item"]
+        assert c.post(f"/review/{other['item_id']}/skip", headers=ben).status_code == 200
+        assert c.get("/review/next", headers=ben).json()["item"]["item_id"] != other["item_id"]
+        assert c.post("/review/undo", headers=ben).json()["action"] == "skip"
+        assert c.get("/review/next", headers=ben).json()["item"]["item_id"] == other["item_id"]
+        assert c.post("/review/undo", headers=ben).json() == {
+            "item_id": item["item_id"],
+            "action": "label",
+            "label": "no",
+        }
+        assert {r["source"] for r in _feedback_rows(project)} == {"anna"}
+        assert c.post("/review/undo", headers=ben).status_code == 409
+        state = c.get("/review/queue", headers={"x-api-key": "kg"}).json()
+        assert state["open"] == 30 and state["answered_today"] == 1
+        assert (
+            c.get("/review/agreement", headers={"x-api-key": "kg"}).json()["reviewers"][0]["reviewer"]
+            == "anna"
+        )
+    project.close()
+
+
+def _feedback_rows(project: Project) -> list[dict[str, object]]:
+    from sqlalchemy import select
+
+    from driftloop.store import tables as t
+
+    with project.store.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(t.feedback)).mappings()]
+
+
+def test_agreement_flags_a_reviewer_who_disagrees(tmp_path: Path) -> None:
+    project = _project(
+        tmp_path / "p",
+        "daily_budget = 40\noverlap = 1.0\nmin_overlap_items = 10\nmin_agreement = 0.6\n",
+        '\n[feedback]\ntrusted_sources = ["truth"]\n',
+    )
+    ids = send(project, 300, "A", seed=73)
+    truth = dict(zip(ids, applicants(300, "A", seed=73)["approved"], strict=True))
+    flip = {"yes": "no", "no": "yes"}
+    review.fill(project)
+    for reviewer, n, honest in (("anna", 40, True), ("ben", 20, True), ("carl", 20, False)):
+        for _ in range(n):
+            item = review.next_item(project, reviewer)
+            assert item is not None, reviewer
+            right = truth[item["prediction"]["prediction_id"]]
+            review.answer(project, item["item_id"], reviewer, right if honest else flip[right])
+    reviewed = {r["prediction_id"] for r in _feedback_rows(project)}
+    project.store.add_feedback([{"prediction_id": p, "label": truth[p], "source": "truth"} for p in reviewed])
+    result = {r["reviewer"]: r for r in review.agreement(project)["reviewers"]}
+    assert result["ben"]["kappa"] == 1.0 and result["ben"]["agreed"] == 1.0 and not result["ben"]["flagged"]
+    assert result["carl"]["agreed"] == 0.0 and result["carl"]["kappa"] < 0 and result["carl"]["flagged"]
+    assert result["anna"]["overlap_items"] == 40 and result["anna"]["agreed"] == 0.5
+    assert [result[r]["agreed_with_confirmed"] for r in ("anna", "ben", "carl")] == [1.0, 1.0, 0.0]
+    project.close()
