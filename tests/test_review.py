@@ -3,6 +3,7 @@ answers on overlap items, undo, expiry, and reviewer agreement."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import httpx
@@ -145,4 +146,60 @@ def test_agreement_flags_a_reviewer_who_disagrees(tmp_path: Path) -> None:
     assert result["carl"]["agreed"] == 0.0 and result["carl"]["kappa"] < 0 and result["carl"]["flagged"]
     assert result["anna"]["overlap_items"] == 40 and result["anna"]["agreed"] == 0.5
     assert [result[r]["agreed_with_confirmed"] for r in ("anna", "ben", "carl")] == [1.0, 1.0, 0.0]
+    project.close()
+
+
+def test_the_review_page_is_keyboard_first_in_a_real_browser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    if browser is None:
+        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    project = _project(tmp_path / "p", "daily_budget = 10\noverlap = 0.0\n")
+    send(project, 100, "A", seed=74)
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review;grafana:kg=read")
+    classes = list(project.task.classes or [])
+    with (
+        serve_in_thread(create_app(project, background=False, monitor=False)) as url,
+        sync_api.sync_playwright() as pw,
+    ):
+        chromium = pw.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        page = chromium.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/review")
+        assert page.url == url + "/login"
+        page.fill("#key", "ka")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#item:not([hidden])")
+        assert page.url == url + "/review"  # a reviewer's key lands on the review page
+        assert page.locator("#labels button").all_text_contents() == [
+            f"{i + 1}{c}" for i, c in enumerate(classes)
+        ]
+        assert page.locator("#inputs th").count() == len(project.settings.features)
+        first = page.text_content("#item-id")
+        page.keyboard.press("Enter")  # nothing chosen yet: a clear message, nothing stored
+        page.wait_for_selector("#status.error")
+        assert "Choose a label first" in page.text_content("#status")  # type: ignore[operator]
+        page.keyboard.press("2")
+        assert page.get_attribute("#labels button:nth-child(2)", "aria-pressed") == "true"
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"document.getElementById('item-id').textContent !== {first!r}")
+        assert f": {classes[1]}" in page.text_content("#status")  # type: ignore[operator]
+        assert [(r["source"], r["label"]) for r in _feedback_rows(project)] == [("anna", classes[1])]
+        assert "1 answered today" in page.text_content("#progress")  # type: ignore[operator]
+        second = page.text_content("#item-id")
+        page.keyboard.press(" ")  # skip
+        page.wait_for_function(f"document.getElementById('item-id').textContent !== {second!r}")
+        page.keyboard.press("z")  # undo the skip: the skipped item is back
+        page.wait_for_function(f"document.getElementById('item-id').textContent === {second!r}")
+        page.keyboard.press("z")  # undo the label: its feedback row is gone
+        page.wait_for_function(f"document.getElementById('item-id').textContent === {first!r}")
+        assert _feedback_rows(project) == []
+        assert page.is_hidden("#help")
+        page.keyboard.press("?")
+        assert page.is_visible("#help")
+        assert errors == []
+        chromium.close()
     project.close()

@@ -49,6 +49,7 @@ from driftloop.project import Project
 from driftloop.serving.batcher import Batcher
 from driftloop.serving.http import Guard
 from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
+from driftloop.serving.pages import SESSION_COOKIE, session_identity
 from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
 from driftloop.tasks import Task
@@ -327,6 +328,15 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             header = request.headers.get("authorization", "")
             scheme, _, token = header.strip().partition(" ")
             given = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
+            session = None if given else session_identity(keys, request.cookies.get(SESSION_COOKIE))
+            if session is not None:  # a person signed in on a page (SameSite=Strict; JSON bodies only)
+                if scope is not None and not session.allows(scope):
+                    raise HTTPException(
+                        403,
+                        f"This route needs the '{scope}' scope; the key '{session.name}' has "
+                        f"{sorted(session.scopes)}.",
+                    )
+                return session
             if not given:
                 raise HTTPException(
                     401,

@@ -1,5 +1,7 @@
-"""The pages ``driftloop serve`` shows people: ``GET /`` (the dashboard), ``GET``/``POST /login``
-and ``POST /logout``.
+"""The pages ``driftloop serve`` shows people: ``GET /`` (the dashboard), ``GET /review`` (the
+review page), ``GET``/``POST /login`` and ``POST /logout``. A signed-in page calls the JSON
+routes with its session cookie (``SameSite=Strict``, and they take JSON bodies only, so another
+site cannot make a browser send them).
 
 **Signing in.** With ``DRIFTLOOP_API_KEYS`` set, a person signs in by typing their key into
 the form (``POST /login``, never in a URL); the server answers with a session cookie that
@@ -90,6 +92,22 @@ def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
         html = env.get_template("report.html.j2").render(**context, page=True, user=who.name if who else None)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
+    @app.get("/review", include_in_schema=False)
+    async def review_page(request: Request) -> Response:
+        """One item at a time, keyboard first; it talks to the review routes with the session."""
+        who = signed_in(request) if keys else None
+        if keys and who is None:
+            return RedirectResponse("/login", status_code=303)
+        if who is not None and not who.allows("review"):
+            return login_page(
+                f"The key '{who.name}' has the scopes {sorted(who.scopes)}; reviewing needs 'review'.", 403
+            )
+        images = sorted(n for n, f in project.settings.features.items() if f.type == "image")
+        html = env.get_template("review.html.j2").render(
+            model=project.name, user=who.name if who else "local", image_features=images
+        )
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
     @app.get("/login", include_in_schema=False)
     async def login_form() -> Response:
         return login_page() if keys else RedirectResponse("/", status_code=303)
@@ -107,7 +125,8 @@ def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
         granted = next((v for k, v in keys.items() if hmac.compare_digest(k.encode(), given.encode())), None)
         if granted is None:
             return login_page("That key is not valid." if given else "Type your API key to sign in.", 401)
-        response = RedirectResponse("/", status_code=303)
+        home = "/" if granted.allows("read") or not granted.allows("review") else "/review"
+        response = RedirectResponse(home, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
             session_token(keys, granted.name),
