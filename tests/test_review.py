@@ -3,20 +3,23 @@ answers on overlap items, undo, expiry, and reviewer agreement."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from driftloop import review
+from driftloop import review, workflow
 from driftloop.demo.data import applicants
 from driftloop.demo.scenario import serve_in_thread
 from driftloop.project import Project
 from driftloop.serving import create_app
 from driftloop.training import train
 
-from .conftest import make_project
+from .conftest import cli_env, make_project
 from .helpers import send
 
 
@@ -126,7 +129,7 @@ def _feedback_rows(project: Project) -> list[dict[str, object]]:
 def test_agreement_flags_a_reviewer_who_disagrees(tmp_path: Path) -> None:
     project = _project(
         tmp_path / "p",
-        "daily_budget = 40\noverlap = 1.0\nmin_overlap_items = 10\nmin_agreement = 0.6\n",
+        "daily_budget = 40\noverlap = 1.0\nmin_overlap_items = 10\nmin_agreement = 0.6\nquarantine = true\n",
         '\n[feedback]\ntrusted_sources = ["truth"]\n',
     )
     ids = send(project, 300, "A", seed=73)
@@ -145,7 +148,41 @@ def test_agreement_flags_a_reviewer_who_disagrees(tmp_path: Path) -> None:
     assert result["ben"]["kappa"] == 1.0 and result["ben"]["agreed"] == 1.0 and not result["ben"]["flagged"]
     assert result["carl"]["agreed"] == 0.0 and result["carl"]["kappa"] < 0 and result["carl"]["flagged"]
     assert result["anna"]["overlap_items"] == 40 and result["anna"]["agreed"] == 0.5
+    assert not result["anna"]["flagged"], "half her partners were careless: the trusted labels clear her"
     assert [result[r]["agreed_with_confirmed"] for r in ("anna", "ben", "carl")] == [1.0, 1.0, 0.0]
+    # quarantine: the next monitoring pass stops using the flagged reviewers' labels, and says so
+    carl = {r["prediction_id"] for r in _feedback_rows(project) if r["source"] == "carl"}
+    resolved = {r["prediction_id"]: r["label"] for r in project.store.resolved_labels(project.name)[0]}
+    assert all(resolved[p] == truth[p] for p in carl)  # truth came last: the latest wins
+    project.store.add_feedback(
+        [{"prediction_id": p, "label": flip[truth[p]], "source": "carl"} for p in carl]
+    )
+    workflow.monitor_and_trigger(project)
+    assert "carl" in project.store.quarantined(project.name) and "ben" not in project.store.quarantined(
+        project.name
+    )
+    assert any("Reviewer 'carl' is quarantined" in a["message"] for a in project.store.alerts(project.name))
+    resolved = {r["prediction_id"]: r["label"] for r in project.store.resolved_labels(project.name)[0]}
+    assert all(resolved[p] == truth[p] for p in carl), "carl's later labels are not used"
+    config = str(project.settings.root / "driftloop.toml")
+    listed = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", "reviewers", "-c", config, "--json"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert {r["reviewer"]: r["quarantined"] for r in json.loads(listed.stdout)["reviewers"]}["carl"] is True
+    released = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", "reviewers", "-c", config, "--release", "carl"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert released.returncode == 0 and "used again" in released.stdout, released.stdout + released.stderr
+    assert project.store.quarantined(project.name) == {}
     project.close()
 
 

@@ -1,5 +1,5 @@
 """``driftloop ...`` commands: init, train, serve, monitor, drift, retrain, promote, rollback, sign,
-status, runs, report, datasets, demo.
+status, runs, report, reviewers, datasets, demo.
 
 Usage errors (an unknown command or option, a bad value) print one message and exit with 2;
 a driftloop error prints one sentence and exits with 1.
@@ -544,6 +544,48 @@ def report(
     partial.write_text(html, encoding="utf-8")
     partial.replace(out)  # a reader never sees half a file
     console.print(f"Wrote [cyan]{out}[/] ({len(html.encode()) / 1024:.0f} KiB).", highlight=False)
+
+
+@app.command()
+def reviewers(
+    config: ConfigOption = DEFAULT_CONFIG,
+    release: Annotated[str | None, typer.Option(help="Use this reviewer's labels again.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Each reviewer's labels, Cohen's kappa with the others on shared items, agreement with the
+    trusted sources' labels, and whether they are flagged or quarantined."""
+    from driftloop.review import agreement
+
+    project = _project(config)
+    if release is not None:
+        if not project.store.release(project.name, release):
+            raise DriftloopError(
+                f"Reviewer '{release}' is not quarantined; 'driftloop reviewers' lists them."
+            )
+        console.print(f"Reviewer [bold]{release}[/]'s labels are used again.")
+        return
+    view = agreement(project)
+    if as_json:
+        _print_json(view)
+        return
+    table = Table(title=f"reviewers of {project.name} (review.min_agreement {view['min_agreement']:g})")
+    for column in ("reviewer", "labels", "shared items", "kappa", "agreed", "with trusted", "state"):
+        table.add_column(column)
+    for r in view["reviewers"]:
+
+        def share(v: float | None) -> str:
+            return "-" if v is None else f"{v:.0%}"
+
+        table.add_row(
+            r["reviewer"],
+            str(r["labels"]),
+            str(r["overlap_items"]),
+            "-" if r["kappa"] is None else f"{r['kappa']:.3f}",
+            share(r["agreed"]),
+            share(r["agreed_with_confirmed"]),
+            "quarantined" if r["quarantined"] else "flagged" if r["flagged"] else "ok",
+        )
+    console.print(table)
 
 
 datasets_app = typer.Typer(help="Versioned training and evaluation snapshots.", no_args_is_help=True)

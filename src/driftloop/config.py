@@ -644,7 +644,12 @@ class ReviewSettings(_Model):
     ``audit`` (a uniform random share that keeps the estimate of accuracy honest). At most
     ``daily_budget`` items are queued per day; an item unanswered for ``expire_after`` leaves the
     queue. ``overlap`` of the items go to two reviewers, whose agreement (Cohen's kappa) is
-    measured; a reviewer below ``min_agreement`` over at least ``min_overlap_items`` is flagged.
+    measured; a reviewer below ``min_agreement`` over at least ``min_overlap_items`` items is
+    flagged (judged against the trusted sources' labels where there are that many, since two
+    reviewers alone cannot say which of them is wrong; else against the other reviewers) and,
+    with ``quarantine = true``, quarantined by the next monitoring pass: their labels are no
+    longer used (as with ``feedback.quarantined_sources``) until ``driftloop reviewers
+    --release NAME``.
     """
 
     strategies: dict[ReviewStrategy, float] = Field(default_factory=_default_strategies)
@@ -654,6 +659,7 @@ class ReviewSettings(_Model):
     overlap: float = Field(default=0.1, ge=0, le=1)
     min_agreement: float = Field(default=0.6, ge=-1, le=1)
     min_overlap_items: int = Field(default=20, ge=1)
+    quarantine: bool = False
 
     @field_validator("expire_after", mode="before")
     @classmethod

@@ -33,7 +33,17 @@ from driftloop.exceptions import DriftloopError, NotFoundError, SchemaError
 from driftloop.project import Project
 from driftloop.store import tables as t
 
-__all__ = ["agreement", "answer", "fill", "kappa", "next_item", "queue_state", "uncertainty", "undo"]
+__all__ = [
+    "agreement",
+    "answer",
+    "enforce",
+    "fill",
+    "kappa",
+    "next_item",
+    "queue_state",
+    "uncertainty",
+    "undo",
+]
 
 ORDER = ("disagreement", "uncertain", "audit")  # a prediction two strategies want goes to the first
 
@@ -331,9 +341,12 @@ def undo(project: Project, reviewer: str) -> dict[str, Any] | None:
 def agreement(project: Project) -> dict[str, Any]:
     """Per reviewer: Cohen's kappa and the share agreed with the other reviewers on items both
     labelled, and with the trusted sources' labels of the same predictions; ``flagged`` when the
-    kappa is below ``review.min_agreement`` over at least ``review.min_overlap_items`` items."""
+    kappa is below ``review.min_agreement`` over at least ``review.min_overlap_items`` items:
+    the kappa with the trusted labels where there are that many (they say who is right), else
+    the kappa with the other reviewers."""
     rs, name = project.settings.review, project.name
     trusted = set(project.settings.feedback.trusted_sources)
+    quarantined = set(project.store.quarantined(name))
     with project.store.engine.connect() as conn:
         rows = conn.execute(
             select(
@@ -373,6 +386,12 @@ def agreement(project: Project) -> dict[str, Any]:
             if r.reviewer == who and r.prediction_id in confirmed
         ]
         k = kappa(mine, theirs) if mine else None
+        k_truth = kappa([a for a, _ in truth], [b for _, b in truth]) if truth else None
+        # trusted labels, where enough exist, say who is right; two reviewers alone cannot, so an
+        # honest reviewer paired with a careless one is judged by the trusted labels when possible
+        judged_by_truth = k_truth is not None and len(truth) >= rs.min_overlap_items
+        basis = k_truth if judged_by_truth else k
+        enough = judged_by_truth or len(mine) >= rs.min_overlap_items
         out.append(
             {
                 "reviewer": who,
@@ -386,7 +405,44 @@ def agreement(project: Project) -> dict[str, Any]:
                 "agreed_with_confirmed": round(sum(a == b for a, b in truth) / len(truth), 4)
                 if truth
                 else None,
-                "flagged": k is not None and len(mine) >= rs.min_overlap_items and k < rs.min_agreement,
+                "kappa_with_confirmed": None if k_truth is None or math.isnan(k_truth) else round(k_truth, 4),
+                "judged_on": "confirmed" if judged_by_truth else "overlap",
+                "flagged": basis is not None
+                and enough
+                and not math.isnan(basis)
+                and basis < rs.min_agreement,
+                "quarantined": who in quarantined,
             }
         )
     return {"model": name, "min_agreement": rs.min_agreement, "reviewers": out}
+
+
+def enforce(project: Project) -> list[str]:
+    """With ``review.quarantine``, quarantine every flagged reviewer not quarantined yet (an
+    alert says so); returns their names."""
+    if not project.settings.review.quarantine:
+        return []
+    from driftloop.monitor import Monitor
+
+    done = []
+    for r in agreement(project)["reviewers"]:
+        if not r["flagged"]:
+            continue
+        on_truth = r["judged_on"] == "confirmed"
+        reason = (
+            f"Cohen's kappa {r['kappa_with_confirmed' if on_truth else 'kappa']:.3f} with "
+            + (
+                f"the trusted labels over {r['confirmed_items']} items"
+                if on_truth
+                else f"the other reviewers over {r['overlap_items']} shared items"
+            )
+            + f", below review.min_agreement {project.settings.review.min_agreement:g}"
+        )
+        if project.store.quarantine(project.name, r["reviewer"], reason):
+            Monitor(project).system_alert(
+                "reviewer-quarantined",
+                f"Reviewer '{r['reviewer']}' is quarantined: {reason}; their labels are not used until "
+                f"'driftloop reviewers --release {r['reviewer']}'.",
+            )
+            done.append(r["reviewer"])
+    return done

@@ -32,6 +32,7 @@ from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide, rows_needed
 from driftloop.monitor import Monitor, MonitorRun
 from driftloop.project import Project
+from driftloop.review import enforce as enforce_agreement
 from driftloop.training import (
     build_reference,
     class_column,
@@ -257,6 +258,7 @@ def monitor_and_trigger(
     monitor = monitor or Monitor(project)
     result = monitor.run(flush=flush)
     post_deploy_watch(project, monitor)
+    enforce_agreement(project)
     release_waiting(project)
     for request in result.retrain_requests:
         active = project.store.runs(project.name, active_only=True) or project.store.runs(

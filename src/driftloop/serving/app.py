@@ -978,6 +978,7 @@ def app_from_environment() -> FastAPI:
 def _monitor_loop(project: Project, stop: threading.Event) -> None:
     from driftloop import workflow
     from driftloop.monitor import Monitor
+    from driftloop.review import enforce as enforce_agreement
 
     monitor = Monitor(project)
     needs_workflow = (
@@ -992,6 +993,7 @@ def _monitor_loop(project: Project, stop: threading.Event) -> None:
             else:
                 monitor.run()
                 workflow.post_deploy_watch(project, monitor)
+                enforce_agreement(project)
         except Exception as exc:
             log.error("Scheduled monitoring failed: %s", exc)
 

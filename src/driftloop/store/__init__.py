@@ -482,7 +482,7 @@ class Store:
             query = query.where(f.c.id <= max_feedback_id)
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
-        quarantined = {principal(s) for s in policy.quarantined_sources}
+        quarantined = {principal(s) for s in policy.quarantined_sources} | set(self.quarantined(model))
         usable = [r for r in rows if principal(r["source"]) not in quarantined]
         by_prediction: dict[str, list[dict[str, Any]]] = {}
         for r in usable:
@@ -493,6 +493,40 @@ class Store:
             resolved.append(_resolve(group, policy))
         stats = {"feedback": len(rows), "quarantined": len(rows) - len(usable), "conflicts": conflicts}
         return resolved, stats
+
+    def quarantined(self, model: str) -> dict[str, str]:
+        """Sources quarantined at run time (a reviewer with low agreement), with the reason; the
+        configured ``feedback.quarantined_sources`` come on top."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.quarantined_sources.c.source, t.quarantined_sources.c.reason).where(
+                    t.quarantined_sources.c.model == model
+                )
+            ).all()
+        return {r.source: r.reason for r in rows}
+
+    def quarantine(self, model: str, source: str, reason: str) -> bool:
+        """Quarantine ``source``'s labels for ``model``; False if it was already."""
+        try:
+            with self.begin() as conn:
+                conn.execute(
+                    insert(t.quarantined_sources).values(
+                        model=model, source=source, reason=reason, ts=time.time()
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def release(self, model: str, source: str) -> bool:
+        """Use ``source``'s labels again; False if it was not quarantined at run time."""
+        with self.begin() as conn:
+            done = conn.execute(
+                t.quarantined_sources.delete().where(
+                    t.quarantined_sources.c.model == model, t.quarantined_sources.c.source == source
+                )
+            )
+        return bool(done.rowcount)
 
     def max_feedback_id(self) -> int:
         with self.engine.connect() as conn:

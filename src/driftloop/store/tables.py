@@ -271,3 +271,14 @@ reviews = Table(
     Column("ts", Float, nullable=False),
     Index("ix_reviews_model_reviewer", "model", "reviewer"),
 )
+
+quarantined_sources = Table(
+    "quarantined_sources",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("source", String(64), nullable=False),  # a principal: a key's name
+    Column("reason", Text, nullable=False),
+    Column("ts", Float, nullable=False),
+    UniqueConstraint("model", "source", name="uq_quarantined_sources"),
+)

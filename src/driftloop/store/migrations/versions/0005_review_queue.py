@@ -1,4 +1,5 @@
-"""review_items and reviews: the review queue and what each reviewer answered
+"""review_items and reviews: the review queue and what each reviewer answered;
+quarantined_sources: reviewers quarantined for low agreement (beside the configured ones)
 
 Revision ID: 0005
 Revises: 0004
@@ -47,9 +48,20 @@ def upgrade() -> None:
     )
     op.create_index("ix_reviews_item_id", "reviews", ["item_id"])
     op.create_index("ix_reviews_model_reviewer", "reviews", ["model", "reviewer"])
+    op.create_table(
+        "quarantined_sources",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("model", sa.String(length=64), nullable=False),
+        sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("ts", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("model", "source", name="uq_quarantined_sources"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("quarantined_sources")
     op.drop_index("ix_reviews_model_reviewer", table_name="reviews")
     op.drop_index("ix_reviews_item_id", table_name="reviews")
     op.drop_table("reviews")
