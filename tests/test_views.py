@@ -268,3 +268,26 @@ def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
             url + "/", cookies={"driftloop_session": "grafana|9999999999|00"}, follow_redirects=False
         )
         assert forged.status_code == 303 and forged.headers["location"] == "/login"
+
+
+def test_the_api_docs_page_works_offline_in_a_real_browser(monitored: Project) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    if browser is None:
+        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    with (
+        serve_in_thread(create_app(monitored, background=False, monitor=False)) as url,
+        sync_api.sync_playwright() as pw,
+    ):
+        chromium = pw.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        page = chromium.new_page()
+        fetched: list[str] = []
+        page.on("request", lambda r: fetched.append(r.url))
+        page.goto(url + "/docs")
+        page.wait_for_selector(".opblock-summary-path")
+        paths = set(page.locator(".opblock-summary-path").all_text_contents())
+        assert {"/predict", "/feedback", "/review/next", "/windows"} <= {
+            p.replace("\u200b", "") for p in paths
+        }
+        assert fetched and all(u.startswith(url) for u in fetched), fetched  # no CDN
+        chromium.close()

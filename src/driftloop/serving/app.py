@@ -363,17 +363,36 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     async def openapi_schema() -> JSONResponse:
         return JSONResponse(app.openapi())
 
+    docs_files = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}
+
     @app.get("/docs", include_in_schema=False, dependencies=[Depends(require(None))])
     async def swagger() -> Any:
+        """Swagger UI from the installed ``swagger-ui-py`` package (the ``ui`` extra), so the
+        page works offline; without it, a sentence saying what to install."""
         from fastapi.openapi.docs import get_swagger_ui_html
 
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} — docs")
+        if _swagger_folder() is None:
+            return PlainTextResponse(
+                "The API docs page needs the ui extra: pip install 'driftloop[ui]'. "
+                "The schema itself is at /openapi.json.",
+                status_code=501,
+            )
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} — docs",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
-    @app.get("/redoc", include_in_schema=False, dependencies=[Depends(require(None))])
-    async def redoc() -> Any:
-        from fastapi.openapi.docs import get_redoc_html
+    @app.get("/docs/assets/{name}", include_in_schema=False, dependencies=[Depends(require(None))])
+    async def swagger_asset(name: str) -> Any:
+        from starlette.responses import FileResponse
 
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} — ReDoc")
+        folder = _swagger_folder()
+        if folder is None or name not in docs_files:
+            raise HTTPException(404, f"No docs asset {name!r}.")
+        return FileResponse(os.path.join(folder, name), headers={"Cache-Control": "max-age=86400"})
 
     async def read_json(request: Request) -> Any:
         """The body as JSON: 415 unless it is declared JSON, 413 past ``max_body_bytes``, 408 when
@@ -836,6 +855,16 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             return PlainTextResponse(missing, status_code=501)
 
     return app
+
+
+@functools.cache
+def _swagger_folder() -> str | None:
+    """Where the installed swagger-ui-py keeps Swagger UI's files (5.x: OpenAPI 3.1), or None."""
+    try:
+        import swagger_ui
+    except ImportError:
+        return None
+    return os.path.join(os.path.dirname(swagger_ui.__file__), "static")
 
 
 def _label(value: str) -> str:
