@@ -240,3 +240,23 @@ def test_the_review_page_is_keyboard_first_in_a_real_browser(
         assert errors == []
         chromium.close()
     project.close()
+
+
+def test_unusual_inputs_are_queued_by_their_rarity_against_the_reference(tmp_path: Path) -> None:
+    project = _project(tmp_path / "p", "daily_budget = 5\nstrategies = { unusual = 1.0 }\n")
+    send(project, 300, "A", seed=75)
+    odd = applicants(5, "A", seed=76).drop(columns="approved")
+    odd["income"] = odd["income"] * 40  # far beyond anything the reference saw
+    with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as c:
+        made = c.post("/predict", json={"records": odd.to_dict(orient="records")})
+        assert made.status_code == 200, made.text
+    unusual = {p["prediction_id"] for p in made.json()["predictions"]}
+    assert review.fill(project) == {"unusual": 5}
+    with project.store.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from driftloop.store import tables as t
+
+        queued = {r.prediction_id for r in conn.execute(select(t.review_items.c.prediction_id))}
+    assert queued == unusual
+    project.close()

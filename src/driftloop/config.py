@@ -628,11 +628,11 @@ class RolloutSettings(_Model):
         return value
 
 
-ReviewStrategy = Literal["uncertain", "disagreement", "audit"]
+ReviewStrategy = Literal["uncertain", "disagreement", "unusual", "audit"]
 
 
 def _default_strategies() -> dict[ReviewStrategy, float]:
-    return {"uncertain": 0.7, "disagreement": 0.1, "audit": 0.2}
+    return {"uncertain": 0.6, "disagreement": 0.1, "unusual": 0.1, "audit": 0.2}
 
 
 class ReviewSettings(_Model):
@@ -640,16 +640,17 @@ class ReviewSettings(_Model):
 
     ``strategies`` mixes shares (summing to 1) of ``uncertain`` (the least sure predictions by
     ``uncertainty``: ``least`` confidence, smallest ``margin`` between the top two classes, or
-    highest ``entropy``), ``disagreement`` (the shadow challenger answered otherwise) and
-    ``audit`` (a uniform random share that keeps the estimate of accuracy honest). At most
-    ``daily_budget`` items are queued per day; an item unanswered for ``expire_after`` leaves the
-    queue. ``overlap`` of the items go to two reviewers, whose agreement (Cohen's kappa) is
-    measured; a reviewer below ``min_agreement`` over at least ``min_overlap_items`` items is
-    flagged (judged against the trusted sources' labels where there are that many, since two
-    reviewers alone cannot say which of them is wrong; else against the other reviewers) and,
-    with ``quarantine = true``, quarantined by the next monitoring pass: their labels are no
-    longer used (as with ``feedback.quarantined_sources``) until ``driftloop reviewers
-    --release NAME``.
+    highest ``entropy``), ``disagreement`` (the shadow challenger answered otherwise),
+    ``unusual`` (inputs the champion's reference rarely saw: the largest surprisal of a value's
+    histogram bin or category, :func:`driftloop.profiles.rarity`) and ``audit`` (a uniform
+    random share that keeps the estimate of accuracy honest). At most ``daily_budget`` items are
+    queued per day; an item unanswered for ``expire_after`` leaves the queue. ``overlap`` of the
+    items go to two reviewers, whose agreement (Cohen's kappa) is measured; a reviewer below
+    ``min_agreement`` over at least ``min_overlap_items`` items is flagged (judged against the
+    trusted sources' labels where there are that many, since two reviewers alone cannot say
+    which of them is wrong; else against the other reviewers) and, with ``quarantine = true``,
+    quarantined by the next monitoring pass: their labels are no longer used (as with
+    ``feedback.quarantined_sources``) until ``driftloop reviewers --release NAME``.
     """
 
     strategies: dict[ReviewStrategy, float] = Field(default_factory=_default_strategies)

@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy import delete as sql_delete
 
@@ -45,7 +46,8 @@ __all__ = [
     "undo",
 ]
 
-ORDER = ("disagreement", "uncertain", "audit")  # a prediction two strategies want goes to the first
+ORDER = ("disagreement", "unusual", "uncertain", "audit")  # a prediction two want goes to the first
+UNUSUAL_CANDIDATES = 5000  # the newest rows scored for rarity (their inputs are read)
 
 
 def uncertainty(probabilities: dict[str, float] | None, how: str) -> float | None:
@@ -122,9 +124,13 @@ def fill(project: Project, now: float | None = None) -> dict[str, int]:
                 ):
                     if shadow != served.get(sid):
                         disagreeing.add(sid)
+    unusual: list[str] = []
+    if rs.strategies.get("unusual", 0) > 0 and ids:
+        unusual = _rarest(project, ids[:UNUSUAL_CANDIDATES])
     scored = [(uncertainty(r.probabilities, rs.uncertainty), r.prediction_id) for r in rows]
     ranked: dict[str, list[str]] = {
         "disagreement": sorted(disagreeing),
+        "unusual": unusual,
         "uncertain": [pid for u, pid in sorted(((u, p) for u, p in scored if u is not None), reverse=True)],
         "audit": sorted(ids, key=lambda pid: stable_fraction(f"{pid}:audit")),
     }
@@ -157,6 +163,29 @@ def fill(project: Project, now: float | None = None) -> dict[str, int]:
         with store.begin() as conn:
             conn.execute(insert(t.review_items), items)
     return {k: v for k, v in added.items() if v}
+
+
+def _rarest(project: Project, ids: list[str]) -> list[str]:
+    """``ids`` from the most to the least unusual inputs against the champion's reference."""
+    from driftloop.monitor import Monitor
+    from driftloop.profiles import rarity
+
+    with project.store.engine.connect() as conn:
+        found = {
+            r.prediction_id: r.inputs
+            for r in conn.execute(
+                select(t.predictions.c.prediction_id, t.predictions.c.inputs).where(
+                    t.predictions.c.prediction_id.in_(ids)
+                )
+            )
+        }
+    ids = [i for i in ids if i in found]
+    if not ids:
+        return []
+    schema = project.schema
+    frame = schema.profile_frame(schema.frame([found[i] for i in ids], strict=False))
+    scores = rarity(Monitor(project).reference().features, frame)
+    return [ids[i] for i in np.argsort(-scores, kind="stable")]
 
 
 def _answers(conn: Any, item_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from driftloop.exceptions import ConfigError, NotFittedError
 
-__all__ = ["CategoricalSummary", "NumericSummary", "Profile", "ProfileSpec"]
+__all__ = ["CategoricalSummary", "NumericSummary", "Profile", "ProfileSpec", "rarity"]
 
 _HASH_SCALE = float(2**64)
 _PARALLEL_ROWS = 100_000
@@ -382,3 +382,41 @@ class Profile:
             np.asarray(data["sample_keys"], dtype="float64"),
             sample,
         )
+
+
+def rarity(reference: Profile, frame: pd.DataFrame) -> np.ndarray:
+    """Per row, how unusual it is against ``reference``: the largest, over the profiled columns,
+    surprisal ``-log p`` of the histogram bin (or category) its value falls in, with add-half
+    smoothing so an empty bin or an unseen category is rare, not infinite. Missing values count
+    by the reference's missing share.
+
+    >>> spec = ProfileSpec.fit(pd.DataFrame({"x": np.arange(100.0)}), numeric=["x"], categorical=[], bins=10)
+    >>> ref = Profile.from_frame(spec, pd.DataFrame({"x": np.arange(100.0)}))
+    >>> scores = rarity(ref, pd.DataFrame({"x": [50.0, 1000.0]}))
+    >>> bool(scores[1] > scores[0])
+    True
+    """
+    out = np.zeros(len(frame))
+    for name, edges in reference.spec.numeric.items():
+        if name not in frame or name not in reference.numeric:
+            continue
+        summary = reference.numeric[name]
+        x = pd.to_numeric(frame[name], errors="coerce").to_numpy("float64")
+        total = summary.count + summary.missing + 0.5 * (summary.hist.size + 1)
+        counts = np.where(
+            np.isfinite(x),
+            summary.hist[np.clip(_bin(edges, np.nan_to_num(x)), 0, summary.hist.size - 1)],
+            summary.missing,
+        )
+        out = np.maximum(out, -np.log((counts + 0.5) / total))
+    for name, categories in reference.spec.categorical.items():
+        if name not in frame or name not in reference.categorical:
+            continue
+        cat = reference.categorical[name]
+        values = frame[name]
+        slot = pd.Index(categories).get_indexer(values.astype(str))
+        slot = np.where(slot < 0, len(categories), slot)
+        counts = np.where(values.isna().to_numpy(), cat.missing, cat.counts[slot])
+        total = cat.count + cat.missing + 0.5 * (cat.counts.size + 1)
+        out = np.maximum(out, -np.log((counts + 0.5) / total))
+    return out
