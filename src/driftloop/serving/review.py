@@ -20,6 +20,7 @@ from driftloop.views import jsonable
 __all__ = ["add_review_routes"]
 
 OPEN_REVIEWER = "local"
+MAX_ID = 2**31 - 1  # an INTEGER column on PostgreSQL
 
 
 def _json(value: Any) -> dict[str, Any]:
@@ -67,7 +68,9 @@ def add_review_routes(
 
     @app.post("/review/{item_id}")
     async def review_submit(
-        request: Request, item_id: int = Path(ge=1), key: ApiKey | None = Depends(require("review"))
+        request: Request,
+        item_id: int = Path(ge=1, le=MAX_ID),
+        key: ApiKey | None = Depends(require("review")),
     ) -> dict[str, Any]:
         """Label the item (``{"label": ...}``): stored as feedback whose source is the reviewer;
         the answer shows the other reviewers' labels of it, hidden until now."""
@@ -81,7 +84,7 @@ def add_review_routes(
 
     @app.post("/review/{item_id}/skip")
     async def review_skip(
-        item_id: int = Path(ge=1), key: ApiKey | None = Depends(require("review"))
+        item_id: int = Path(ge=1, le=MAX_ID), key: ApiKey | None = Depends(require("review"))
     ) -> dict[str, Any]:
         """Pass on the item; it stays in the queue for other reviewers."""
         try:
