@@ -328,25 +328,19 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             header = request.headers.get("authorization", "")
             scheme, _, token = header.strip().partition(" ")
             given = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
-            session = None if given else session_identity(keys, request.cookies.get(SESSION_COOKIE))
-            if session is not None:  # a person signed in on a page (SameSite=Strict; JSON bodies only)
-                if scope is not None and not session.allows(scope):
+            # a person signed in on a page (SameSite=Strict; the routes take JSON bodies only)
+            granted = None if given else session_identity(keys, request.cookies.get(SESSION_COOKIE))
+            if granted is None:
+                if not given:
                     raise HTTPException(
-                        403,
-                        f"This route needs the '{scope}' scope; the key '{session.name}' has "
-                        f"{sorted(session.scopes)}.",
+                        401,
+                        "This route needs an API key: send 'Authorization: Bearer <key>' or "
+                        "'X-API-Key: <key>'.",
+                        headers={"WWW-Authenticate": "Bearer"},
                     )
-                return session
-            if not given:
-                raise HTTPException(
-                    401,
-                    "This route needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            granted: ApiKey | None = None
-            for key, identity in keys.items():
-                if hmac.compare_digest(key.encode(), given.encode()):
-                    granted = identity
+                for key, identity in keys.items():
+                    if hmac.compare_digest(key.encode(), given.encode()):
+                        granted = identity
             if granted is None:
                 raise HTTPException(401, "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
             if scope is not None and not granted.allows(scope):

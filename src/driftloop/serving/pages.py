@@ -79,15 +79,21 @@ def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
         html = env.get_template("login.html.j2").render(model=project.name, message=message)
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
-    @app.get("/", include_in_schema=False)
-    async def dashboard(request: Request) -> Response:
+    def refused(request: Request, scope: str, what: str) -> tuple[ApiKey | None, Response | None]:
+        """(who is signed in, None), or the sign-in redirect or the page that says which scope."""
         who = signed_in(request) if keys else None
         if keys and who is None:
-            return RedirectResponse("/login", status_code=303)
-        if who is not None and not who.allows("read"):
-            return login_page(
-                f"The key '{who.name}' has the scopes {sorted(who.scopes)}; the dashboard needs 'read'.", 403
-            )
+            return None, RedirectResponse("/login", status_code=303)
+        if who is not None and not who.allows(scope):
+            message = f"The key '{who.name}' has the scopes {sorted(who.scopes)}; {what} needs '{scope}'."
+            return who, login_page(message, 403)
+        return who, None
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard(request: Request) -> Response:
+        who, refusal = refused(request, "read", "the dashboard")
+        if refusal is not None:
+            return refusal
         context: dict[str, Any] = await run_in_threadpool(report_context, project, windows=500)
         html = env.get_template("report.html.j2").render(**context, page=True, user=who.name if who else None)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
@@ -95,13 +101,9 @@ def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
     @app.get("/review", include_in_schema=False)
     async def review_page(request: Request) -> Response:
         """One item at a time, keyboard first; it talks to the review routes with the session."""
-        who = signed_in(request) if keys else None
-        if keys and who is None:
-            return RedirectResponse("/login", status_code=303)
-        if who is not None and not who.allows("review"):
-            return login_page(
-                f"The key '{who.name}' has the scopes {sorted(who.scopes)}; reviewing needs 'review'.", 403
-            )
+        who, refusal = refused(request, "review", "reviewing")
+        if refusal is not None:
+            return refusal
         images = sorted(n for n, f in project.settings.features.items() if f.type == "image")
         html = env.get_template("review.html.j2").render(
             model=project.name, user=who.name if who else "local", image_features=images
