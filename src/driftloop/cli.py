@@ -694,16 +694,23 @@ def demo(
         str,
         typer.Option(
             help="'loan' (a tabular classifier), 'images' (an image classifier), "
-            "'documents' (a document classifier) or 'regression' (house prices)."
+            "'documents' (a document classifier), 'regression' (house prices) or 'blog' "
+            "(a post generator judged by its scorers)."
         ),
     ] = "loan",
 ) -> None:
     """Run the whole loop offline on embedded defaults (about a minute)."""
     from driftloop.demo.scenario import SCENARIOS, run_demo
 
+    if scenario == "blog":
+        from driftloop.demo.blog_scenario import run_blog
+
+        run_blog(out, seed=seed, console=console)
+        return
     if scenario not in SCENARIOS:
         raise typer.BadParameter(
-            f"must be one of {sorted(SCENARIOS)}. Got {scenario!r} instead.", param_hint="'--scenario'"
+            f"must be one of {sorted([*SCENARIOS, 'blog'])}. Got {scenario!r} instead.",
+            param_hint="'--scenario'",
         )
     run_demo(out, seed=seed, console=console, scenario=scenario)
 

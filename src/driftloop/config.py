@@ -31,6 +31,7 @@ __all__ = [
     "FeatureSettings",
     "FeedbackSettings",
     "GateSettings",
+    "GenerationSettings",
     "MonitorSettings",
     "RetrainSettings",
     "RolloutSettings",
@@ -88,6 +89,7 @@ def _numbers_as_text(value: Any) -> Any:
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1_macro"),
     "regression": ("mae", "rmse", "mape", "r2", "abs_error_p50", "abs_error_p90"),
+    "generation": ("token_f1", "rouge_l"),
 }
 
 
@@ -136,6 +138,14 @@ WINDOW_METRICS: dict[str, tuple[str, ...]] = {
         "estimated_mae_low",
         "estimated_mae_high",
         "error_drift",
+    ),
+    "generation": (
+        *TASK_METRICS["generation"],
+        *_COMMON_WINDOW_METRICS,
+        "output_drift",
+        "novelty",
+        "rating",
+        "rated",
     ),
 }
 
@@ -231,7 +241,7 @@ class ProjectSettings(_Model):
     """The model: its name, what kind of model it is (``task``), its label column and classes."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression", "generation"] = "classification"
     target: str
     classes: list[str] = Field(default_factory=list)
     positive_class: str | None = None  # scores precision, recall and F1 for this class
@@ -254,9 +264,9 @@ class ProjectSettings(_Model):
                 "The 'classes' setting of a classification project must list at least two distinct "
                 f"classes. Got {self.classes} instead"
             )
-        if self.task == "regression" and self.classes:
+        if self.task != "classification" and self.classes:
             raise ValueError(
-                f"The 'classes' setting does not apply to a regression project. Got {self.classes} instead"
+                f"The 'classes' setting does not apply to a {self.task} project. Got {self.classes} instead"
             )
         if self.positive_class is not None and self.positive_class not in self.classes:
             raise ValueError(
@@ -421,8 +431,13 @@ class AlertRuleSettings(_Model):
     newest window; ``op`` and ``threshold`` are then not needed.
 
     With ``relative_to = "reference"`` the threshold is a change from the champion's own
-    held-out score (``accuracy``, ``f1_macro`` and their ``estimated_`` forms), so
-    ``threshold = -0.05`` fires five points below what the champion scored at its gate.
+    held-out score (``accuracy``, ``f1_macro`` and their ``estimated_`` forms) or a custom
+    metric's mean on the reference rows (``metric.<name>``), so ``threshold = -0.05`` fires five
+    points below what the champion scored at its gate; with ``change = "fraction"`` the
+    threshold is a share of it (``-0.10``: ten percent below).
+
+    With ``over = "24h"`` the metric is the row-weighted mean of the windows that ended in the
+    last 24 hours, not the newest window's alone: "mean coherence over 24 h below ...".
 
     A rule fires once per streak of breaching windows; ``repeat_after = N`` fires it again
     after N more windows of the same streak (say, when a retrain it queued was rejected).
@@ -435,6 +450,8 @@ class AlertRuleSettings(_Model):
     detector: Literal["page_hinkley", "cusum", "adwin", "ewma"] | None = None
     detector_params: dict[str, float] = Field(default_factory=dict)
     relative_to: Literal["reference"] | None = None
+    change: Literal["absolute", "fraction"] = "absolute"
+    over: float | None = None
     repeat_after: int | None = Field(default=None, ge=1)
     for_windows: int = Field(default=1, ge=1, alias="for")
     cooldown: float = 0.0
@@ -445,6 +462,11 @@ class AlertRuleSettings(_Model):
     @classmethod
     def _dur(cls, value: Any) -> float:
         return 0.0 if value in (0, "0") else parse_duration(value)
+
+    @field_validator("over", mode="before")
+    @classmethod
+    def _span(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _threshold_or_detector(self) -> AlertRuleSettings:
@@ -464,6 +486,8 @@ class CustomMetricSettings(_Model):
     """
 
     function: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    params: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the function
+    better: Literal["higher", "lower"] = "higher"  # which way the gate counts an improvement
     min: float | None = None
     max: float | None = None
     bins: int = Field(default=20, ge=2, le=1000)
@@ -477,6 +501,43 @@ class CustomMetricSettings(_Model):
             )
         if self.min is not None and self.max is not None and self.min >= self.max:
             raise ValueError(f"'min' must be below 'max'. Got min={self.min}, max={self.max}")
+        if self.params and self.function is None:
+            raise ValueError(f"'params' are a function's arguments; set 'function' too. Got {self.params}")
+        return self
+
+
+class GenerationSettings(_Model):
+    """What people say about generated text (``task = "generation"``).
+
+    ``tags`` is the vocabulary reviewers tag outputs with (``"dated"``, ``"off-topic"``, ...);
+    ``bad_tags`` those that mark an output bad; ratings run from ``rating_min`` to
+    ``rating_max``. A retrain learns from preferred texts (rewrites) and from outputs rated at
+    least ``accept_rating`` with no bad tag (as their own targets); bad-tagged outputs are
+    never targets.
+    """
+
+    tags: list[str] = Field(default_factory=list)
+    bad_tags: list[str] = Field(default_factory=list)
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    accept_rating: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerationSettings:
+        bad = [t for t in self.tags if not re.match(r"^[a-z][a-z0-9_-]{0,39}$", t)]
+        if bad:
+            raise ValueError(f"tags must be lower-case letters, digits, '-' and '_' (at most 40). Got {bad}")
+        unknown = sorted(set(self.bad_tags) - set(self.tags))
+        if unknown:
+            raise ValueError(f"every bad tag must be one of the tags {self.tags}. Got {unknown}")
+        if self.rating_min >= self.rating_max:
+            raise ValueError(
+                f"'rating_min' must be below 'rating_max'. Got {self.rating_min} and {self.rating_max}"
+            )
+        if self.accept_rating is not None and not self.rating_min <= self.accept_rating <= self.rating_max:
+            raise ValueError(
+                f"'accept_rating' must be between rating_min and rating_max. Got {self.accept_rating}"
+            )
         return self
 
 
@@ -749,6 +810,8 @@ class GateSettings(_Model):
     min_effect: float | None = Field(default=None, gt=0, lt=1)
     power: float = Field(default=0.8, gt=0, lt=1)
     choose_on: Literal["all", "half"] = "all"
+    judge: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    judge_min_win_rate: float = Field(default=0.5, ge=0, le=1)
 
 
 class Settings(_Model):
@@ -772,6 +835,7 @@ class Settings(_Model):
     watch: WatchSettings = WatchSettings()
     review: ReviewSettings = ReviewSettings()
     rollout: RolloutSettings = RolloutSettings()
+    generation: GenerationSettings = GenerationSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -842,9 +906,14 @@ class Settings(_Model):
 
     def scored_metrics(self) -> tuple[str, ...]:
         """Every metric the project's task scores from labels (the gate can judge any of them)."""
+        computed = tuple(f"metric.{n}" for n, m in self.metrics.items() if m.function is not None)
         if self.project.task == "classification":
-            return classification_metrics(list(self.project.classes), self.project.positive_class)
-        return TASK_METRICS[self.project.task]
+            return classification_metrics(list(self.project.classes), self.project.positive_class) + computed
+        return TASK_METRICS[self.project.task] + computed
+
+    def lower_is_better(self, task_lower: frozenset[str]) -> frozenset[str]:
+        """The task's error metrics plus the custom metrics configured with ``better = "lower"``."""
+        return task_lower | {f"metric.{n}" for n, m in self.metrics.items() if m.better == "lower"}
 
     def window_metrics(self) -> set[str]:
         """Every metric name an alert rule can watch for this project."""
@@ -858,7 +927,9 @@ class Settings(_Model):
             if feature.type == "text" and not feature.pii:
                 known.add(f"vocabulary.{name}")  # the Jensen-Shannon distance of its terms
         for name in self.metrics:
-            known |= {f"metric.{name}", f"drift.metric.{name}"}
+            known |= {f"metric.{name}", f"drift.metric.{name}", f"scored.{name}"}
+        if self.project.task == "generation":
+            known |= {f"tag.{t}" for t in self.generation.tags}
         return known
 
     def is_window_metric(self, metric: str) -> bool:

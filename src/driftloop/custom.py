@@ -7,6 +7,7 @@ drive alert rules, thresholds or sequential detectors alike.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -81,6 +82,8 @@ def metric_frame(
     """One ``metric.<name>`` column per configured metric for these rows (NaN where not sent)."""
     frame = pd.DataFrame(index=range(len(inputs)))
     public = outputs.rename(columns={"__prediction__": "prediction", "__confidence__": "confidence"})
+    if "__text__" in outputs:  # a generator's outputs: scorers read the text as "prediction"
+        public = pd.DataFrame({"prediction": outputs["__text__"].to_numpy()})
     for name, spec in settings.metrics.items():
         if spec.function is None:
             values = [(row or {}).get(name) for row in sent] if sent is not None else []
@@ -90,7 +93,12 @@ def metric_frame(
             )
             continue
         fn = load_function(spec.function, settings.root, f"metrics.{name}.function")
-        result = np.asarray(fn(inputs.reset_index(drop=True), public.reset_index(drop=True)), dtype="float64")
+        params = dict(spec.params)
+        if "root" in inspect.signature(fn).parameters:  # relative files in params: the project's
+            params["root"] = settings.root
+        result = np.asarray(
+            fn(inputs.reset_index(drop=True), public.reset_index(drop=True), **params), dtype="float64"
+        )
         if result.shape != (len(inputs),):
             raise SchemaError(
                 f"The function {spec.function!r} of metric '{name}' must return one number per row "

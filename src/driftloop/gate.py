@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
+from typing import Any
 
 from driftloop.config import GateSettings
 
@@ -79,6 +80,9 @@ def decide(
     test: str = "McNemar",
     slice_metric: str = "accuracy",
     compared: int = 1,
+    p_metric: str | None = None,
+    intervals: dict[str, tuple[float, float] | list[float] | None] | None = None,
+    judge: dict[str, Any] | None = None,
 ) -> Decision:
     """Apply every rule of ``policy`` to metrics of both models on the same ``n`` rows.
 
@@ -87,7 +91,11 @@ def decide(
         champion). Metrics in ``lower_is_better`` (errors: MAE, RMSE) improve by falling; for them
         a ``min_value`` is a ceiling. ``test`` names the paired test behind ``p_value``; ``compared``
     is how many candidates were scored to pick the challenger (``p_value`` is already multiplied by
-    it, Bonferroni, and the sentence says so).
+    it, Bonferroni, and the sentence says so). ``p_value`` is about ``p_metric`` (default:
+    ``slice_metric``, the per-row score); ``intervals`` holds the bootstrap interval of other
+    metrics' changes (scorers), quoted in their rules; ``judge`` is a judge's pairwise verdicts
+    (``wins``, ``losses``, ``ties``, ``win_rate``, ``p_value``), judged against
+    ``policy.judge_min_win_rate``.
 
         >>> d = decide(GateSettings(primary_metric="mae", min_improvement=0.1, min_eval_rows=10),
         ...            {"mae": 2.0}, {"mae": 1.5}, n=100, p_value=0.01, lower_is_better=frozenset({"mae"}),
@@ -123,7 +131,8 @@ def decide(
     ok = _finite(a, b) and gain >= policy.min_improvement and not tie
     # the paired test is about the per-row score (right or wrong; the absolute error)
     corrected = f", x{compared} for the {compared} candidates compared" if compared > 1 else ""
-    p_text = f" ({test} p = {p_value:.3g}{corrected})" if p_value is not None and m == slice_metric else ""
+    tested = m == (p_metric or slice_metric)
+    p_text = f" ({test} p = {p_value:.3g}{corrected})" if p_value is not None and tested else ""
     if ci is not None:
         p_text += f" [95 % CI of the change {ci[0]:+.4f} to {ci[1]:+.4f}]"
     rules.append(
@@ -145,6 +154,8 @@ def decide(
         a, b = champion[metric], challenger[metric]
         drop = b - a if metric in lower_is_better else a - b  # how much worse the challenger is
         ok = _finite(a, b) and drop <= tolerance
+        interval = (intervals or {}).get(metric)
+        quoted = f" [95 % CI of the change {interval[0]:+.4f} to {interval[1]:+.4f}]" if interval else ""
         rules.append(
             RuleResult(
                 "max_regression",
@@ -154,9 +165,10 @@ def decide(
                 tolerance,
                 ok,
                 f"{metric} {'rose' if metric in lower_is_better else 'fell'} by {drop:.4f} "
-                f"({a:.4f} -> {b:.4f}), more than the tolerated {tolerance:.4f}."
+                f"({a:.4f} -> {b:.4f}){quoted}, more than the tolerated {tolerance:.4f}."
                 if not ok
-                else f"{metric} regression {max(drop, 0):.4f} is within the tolerated {tolerance:.4f}.",
+                else f"{metric} regression {max(drop, 0):.4f} ({a:.4f} -> {b:.4f}){quoted} is within "
+                f"the tolerated {tolerance:.4f}.",
             )
         )
     for metric, floor in sorted(policy.min_value.items()):
@@ -183,7 +195,7 @@ def decide(
             significant = ci[1] < 0 if m in lower_is_better else ci[0] > 0
         else:
             significant = p_value is not None and p_value < policy.alpha
-        if m == slice_metric and p_value is not None:
+        if tested and p_value is not None:
             significant = significant and p_value < policy.alpha
         rules.append(
             RuleResult(
@@ -196,6 +208,23 @@ def decide(
                 f"The {m} improvement is significant (p < {policy.alpha:g}, CI above zero)."
                 if significant
                 else f"The {m} change is not significant at {policy.alpha:g}; the gate needs evidence.",
+            )
+        )
+    if judge is not None:
+        rate, floor = float(judge["win_rate"]), policy.judge_min_win_rate
+        ok = rate >= floor
+        rules.append(
+            RuleResult(
+                "judge",
+                "win_rate",
+                None,
+                rate,
+                floor,
+                ok,
+                f"The judge preferred the challenger on {judge['wins']} rows, the champion on "
+                f"{judge['losses']}, with {judge['ties']} ties: a win rate of {rate:.3f} (a tie is half; "
+                f"sign test p = {judge['p_value']:.3g}), {'at least' if ok else 'below'} the required "
+                f"{floor:.3f}.",
             )
         )
     if policy.max_slice_regression is not None and slices:

@@ -21,6 +21,7 @@ from driftloop.custom import metric_frame, metric_spec
 from driftloop.drift import DriftReport, compare
 from driftloop.drift.multivariate import domain_classifier, mmd
 from driftloop.exceptions import NotFoundError
+from driftloop.identity import principal
 from driftloop.profiles import Profile
 from driftloop.profiles.terms import TermCounts, vocabulary_change
 from driftloop.project import Project
@@ -71,6 +72,33 @@ def _metric(
         "threshold": threshold,
         "flagged": flagged,
     }
+
+
+def _reference_value(ref: Reference, metric: str) -> float | None:
+    """The champion's own value of ``metric``: its held-out score, or a custom metric's mean on
+    the reference rows."""
+    if metric.startswith("metric.") and ref.custom is not None and metric in ref.custom.numeric:
+        summary = ref.custom.numeric[metric]
+        return float(summary.mean) if summary.count else None
+    return ref.scores.get(metric.removeprefix("estimated_"))
+
+
+def _over(
+    series: list[tuple[int, float, int]], ends: dict[int, float], span: float
+) -> list[tuple[int, float, int]]:
+    """Each window's value replaced by the row-weighted mean of the windows that ended within
+    ``span`` seconds up to it, and its n by their rows: "mean coherence over 24 h".
+
+    >>> _over([(1, 0.8, 10), (2, 0.6, 30), (3, 0.2, 10)], {1: 0.0, 2: 3600.0, 3: 7200.0}, 3600.0)
+    [(1, 0.8, 10), (2, 0.65, 40), (3, 0.5, 40)]
+    """
+    out = []
+    for i, (wid, _, _) in enumerate(series):
+        inside = [s for s in series[: i + 1] if ends[wid] - ends[s[0]] <= span]
+        rows = sum(n for _, _, n in inside)
+        value = sum(v * n for _, v, n in inside) / rows if rows else float("nan")
+        out.append((wid, round(value, 12), rows))
+    return out
 
 
 class Monitor:
@@ -332,6 +360,17 @@ class Monitor:
                 flagged=pred.drifted,
             ),
         ]
+        embedded = [c for c in out_report.columns if c.column.startswith("__output__.")]
+        if embedded:  # a generator's outputs through the text embedding
+            window_metrics.append(
+                _metric(
+                    "output_drift",
+                    max(c.effect for c in embedded),
+                    n,
+                    threshold=embedded[0].effect_threshold,
+                    flagged=any(c.drifted for c in embedded),
+                )
+            )
         if "__confidence__" in outputs:  # a task with a confidence per prediction
             conf = out_report["__confidence__"]
             window_metrics += [
@@ -441,6 +480,7 @@ class Monitor:
         recent = store.windows(name, limit=max(keep, closed, 1))
         if not recent:
             return
+        self._refresh_annotations(recent)
         labelled = store.labelled(
             name,
             start_seq=recent[0]["start_seq"],
@@ -478,6 +518,47 @@ class Monitor:
                 ],
             )
 
+    def _refresh_annotations(self, recent: list[dict[str, Any]]) -> None:
+        """What people and judges attached to the windows' predictions: the mean ``rating`` and
+        how many were ``rated``; ``tag.<tag>``, the share of reviewed outputs (rated or tagged)
+        carrying each tag; ``scored.<metric>``, the mean of late scores. The newest annotation of
+        a prediction by a source counts; quarantined sources never do."""
+        store, settings = self.project.store, self.project.settings
+        notes = store.annotated(
+            self.project.name, start_seq=recent[0]["start_seq"], end_seq=recent[-1]["end_seq"]
+        )
+        quarantined = {principal(s) for s in settings.feedback.quarantined_sources}
+        quarantined |= set(store.quarantined(self.project.name))
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for note in notes:  # oldest first: later ones replace earlier ones
+            if principal(note["source"]) not in quarantined:
+                latest[(note["prediction_id"], note["source"])] = note
+        if not latest:
+            return
+        rows = list(latest.values())
+        for w in recent:
+            part = [r for r in rows if w["start_seq"] <= r["seq"] <= w["end_seq"]]
+            if not part:
+                continue
+            metrics: list[dict[str, Any]] = []
+            ratings = [r["rating"] for r in part if r["rating"] is not None]
+            if ratings:
+                metrics += [
+                    _metric("rating", float(np.mean(ratings)), len(ratings)),
+                    _metric("rated", float(len(ratings)), len(ratings)),
+                ]
+            reviewed = [r for r in part if r["rating"] is not None or r["tags"]]
+            if reviewed and settings.project.task == "generation":
+                for tag in settings.generation.tags:
+                    share = sum(tag in (r["tags"] or []) for r in reviewed) / len(reviewed)
+                    metrics.append(_metric(f"tag.{tag}", share, len(reviewed)))
+            for metric in settings.metrics:
+                values = [r["scores"][metric] for r in part if r["scores"] and metric in r["scores"]]
+                if values:
+                    metrics.append(_metric(f"scored.{metric}", float(np.mean(values)), len(values)))
+            if metrics:
+                store.upsert_metrics(w["id"], metrics)
+
     def _evaluate_rules(self, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         rules = self.project.settings.alerts
         if not rules:
@@ -490,15 +571,18 @@ class Monitor:
         retrain: list[dict[str, Any]] = []
         for rule in rules:
             if rule.relative_to == "reference":
-                base = ref.scores.get(rule.metric.removeprefix("estimated_"))
+                base = _reference_value(ref, rule.metric)
                 if base is None:
                     continue
-                rule = rule.model_copy(update={"threshold": base + rule.threshold, "relative_to": None})
+                limit = base * (1 + rule.threshold) if rule.change == "fraction" else base + rule.threshold
+                rule = rule.model_copy(update={"threshold": limit, "relative_to": None})
             series = [
                 (w["id"], float(m["value"]), int(m["n"]))
                 for w in history
                 if (m := w["metrics"].get(rule.metric)) and m["value"] is not None
             ]
+            if rule.over is not None:  # each window's value: the mean over the span ending there
+                series = _over(series, {w["id"]: w["end_ts"] for w in history}, rule.over)
             last = store.alerts(name, limit=1, rule=rule.name)
             fire, streak = should_fire(rule, series, last[-1] if last else None, now)
             if not fire:

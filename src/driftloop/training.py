@@ -88,7 +88,7 @@ def snapshot_training_data(project: Project) -> Dataset:
     manifest = {
         "kind": "train",
         "sources": [{"type": "file", "path": str(path), "sha256": file_sha256(path), "rows": len(df)}],
-        "class_counts": df[target].value_counts().sort_index().to_dict(),
+        "class_counts": label_counts(project, df[target]),
     }
     return record_snapshot(project, df, manifest)
 
@@ -113,6 +113,13 @@ def record_dataset(project: Project, dataset: Dataset) -> None:
         rows=dataset.rows,
         manifest=dataset.manifest,
     )
+
+
+def label_counts(project: Project, labels: pd.Series) -> dict[str, int]:
+    """Rows per class for a manifest (a task without classes: just the row count)."""
+    if not project.task.classes:
+        return {"rows": len(labels)}
+    return {str(k): int(v) for k, v in labels.astype(str).value_counts().sort_index().items()}
 
 
 def class_column(project: Project) -> str | None:
@@ -184,8 +191,8 @@ def fit_and_register(
     try:
         model = fit(project.schema.frame(train_df), y, **project.settings.trainer.params, **extra)
     except Exception as exc:
-        counts = y.value_counts().sort_index().to_dict()
-        rare = sorted(c for c, n in counts.items() if n < 2)
+        counts = label_counts(project, y)
+        rare = sorted(c for c, n in counts.items() if n < 2) if project.task.classes else []
         hint = (
             f" Class(es) {rare} have a single training row, which breaks stratified splits and "
             "cross-validation inside a trainer; gather more rows of them or drop them from project.classes."
@@ -193,7 +200,7 @@ def fit_and_register(
             else ""
         )
         raise TrainerError(
-            f"The trainer {entrypoint!r} failed on {len(train_df)} rows with class counts {counts}: "
+            f"The trainer {entrypoint!r} failed on {len(train_df)} rows ({counts}): "
             f"{type(exc).__name__}: {str(exc)[:500]}.{hint}"
         ) from exc
     project.task.check_model(model, entrypoint)
@@ -281,7 +288,7 @@ def reference_profiles(
     out_spec = task.output_spec(outputs, settings.bins)
     y_valid = task.targets(valid[target], "held-out rows").to_numpy()
     valid_features = project.schema.profile_frame(project.schema.frame(valid))
-    scores = task.metrics(y_valid, outputs["__prediction__"].to_numpy(), predictions.probabilities)
+    scores = task.metrics(y_valid, predictions.labels, predictions.probabilities)
     reference: dict[str, Any] = {
         "features": feature_profile.to_dict(),
         "outputs": Profile.from_frame(out_spec, outputs).to_dict(),

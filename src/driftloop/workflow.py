@@ -27,10 +27,13 @@ from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from driftloop import __version__
 from driftloop.candidates import candidate_sets, out_of_time_split
+from driftloop.custom import metric_frame
 from driftloop.datasets import file_sha256, stable_fraction
+from driftloop.evaluation import bootstrap_diff, wilcoxon
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide, rows_needed
 from driftloop.monitor import Monitor, MonitorRun
+from driftloop.plugins import load_function
 from driftloop.project import Project
 from driftloop.review import enforce as enforce_agreement
 from driftloop.training import (
@@ -38,6 +41,7 @@ from driftloop.training import (
     class_column,
     fit_and_register,
     golden_frame,
+    label_counts,
     labelled_frame,
     record_dataset,
     record_snapshot,
@@ -404,6 +408,7 @@ def plan_step(run_id: str) -> dict[str, Any]:
     return {
         "champion": champion,
         "cutoff_feedback": project.store.max_feedback_id(),
+        "cutoff_annotation": project.store.max_annotation_id(),
         "planned_at": time.time(),
         **row.get("options", {}),
     }
@@ -451,6 +456,22 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     rows, hygiene = store.resolved_labels(
         project.name, start_seq=0, max_feedback_id=plan["cutoff_feedback"], policy=settings.feedback
     )
+    accepted = settings.generation.accept_rating
+    if project.task.name == "generation" and accepted is not None:  # accepted outputs are targets too
+        rewritten = {r["prediction_id"] for r in rows}
+        rows += [
+            r
+            for r in store.accepted_outputs(
+                project.name,
+                max_annotation_id=plan.get("cutoff_annotation", 0),
+                accept_rating=accepted,
+                bad_tags=settings.generation.bad_tags,
+                policy=settings.feedback,
+            )
+            if r["prediction_id"] not in rewritten  # a rewrite says more than a rating
+        ]
+        rows.sort(key=lambda r: r["seq"])
+        hygiene["accepted_outputs"] = len(rows) - len(rewritten)
     rows = rows[-rt.lookback :]
     base = store.dataset(project.registry.tags(project.name, plan["champion"]).get("driftloop.dataset", ""))
     if base is None:
@@ -549,9 +570,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                     "quarantined_sources": settings.feedback.quarantined_sources,
                 },
                 "sampling": sampling,
-                "class_counts": training[target].value_counts().sort_index().to_dict()
-                if len(training)
-                else {},
+                "class_counts": label_counts(project, training[target]) if len(training) else {},
             },
             add=False,
         )
@@ -602,9 +621,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             }
             if settings.data.golden
             else None,
-            "class_counts": evaluation[target].value_counts().sort_index().to_dict()
-            if len(evaluation)
-            else {},
+            "class_counts": label_counts(project, evaluation[target]) if len(evaluation) else {},
         },
     )
     _crashpoint("snapshot:end")
@@ -650,7 +667,27 @@ def _score(project: Project, X: pd.DataFrame, y: Any, version: str) -> dict[str,
         "rows": task.row_scores(y, made.labels),  # per row: 1/0 right, or the absolute error
         "labels": made.labels,
         "probabilities": made.probabilities,
+        "scorers": scorer_values(project, X, made),
     }
+
+
+def scorer_values(project: Project, X: pd.DataFrame, made: Any) -> dict[str, np.ndarray]:
+    """Every custom metric with a function (a scorer) on a model's outputs for ``X``, per row."""
+    settings = project.settings
+    if not any(m.function for m in settings.metrics.values()):
+        return {}
+    outputs = project.task.output_frame(made.labels, made.confidence, made.probabilities)
+    frame = metric_frame(settings, X.reset_index(drop=True), outputs)
+    return {
+        f"metric.{name}": frame[f"metric.{name}"].to_numpy("float64")
+        for name, spec in settings.metrics.items()
+        if spec.function
+    }
+
+
+def _with_scorers(metrics: dict[str, float], scorers: dict[str, np.ndarray]) -> dict[str, float]:
+    means = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in scorers.items()}
+    return {**metrics, **means}
 
 
 def _subset(project: Project, y: Any, scored: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
@@ -660,8 +697,81 @@ def _subset(project: Project, y: Any, scored: dict[str, Any], mask: np.ndarray) 
         "labels": scored["labels"][mask],
         "rows": scored["rows"][mask],
         "probabilities": None if probabilities is None else probabilities[mask],
+        "scorers": {k: v[mask] for k, v in scored["scorers"].items()},
     }
-    return {"metrics": project.task.metrics(y[mask], part["labels"], part["probabilities"]), **part}
+    metrics = project.task.metrics(y[mask], part["labels"], part["probabilities"])
+    return {"metrics": _with_scorers(metrics, part["scorers"]), **part}
+
+
+def paired_scores(a: np.ndarray, b: np.ndarray) -> tuple[float | None, tuple[float, float] | None]:
+    """Wilcoxon p-value and the 95 % bootstrap interval of ``mean(b) - mean(a)`` for a scorer's
+    values of two models on the same rows (rows either cannot score are left out).
+
+    >>> a, b = np.array([0.1, 0.2, 0.3, 0.2, 0.1, 0.2]), np.array([0.6, 0.7, 0.8, 0.7, 0.9, 0.6])
+    >>> p, ci = paired_scores(a, b)
+    >>> round(p, 4), ci[0] > 0
+    (0.0312, True)
+    """
+    both = np.isfinite(a) & np.isfinite(b)
+    a, b = a[both], b[both]
+    if not len(a):
+        return None, None
+    n, stacked = len(a), np.concatenate([a, b])
+    rows = np.arange(n)
+    return wilcoxon(a, b), bootstrap_diff(rows, rows, rows + n, lambda _, q: float(stacked[q].mean()))
+
+
+def judge_pairs(
+    project: Project, X: pd.DataFrame, champion: np.ndarray, challenger: np.ndarray
+) -> dict[str, Any]:
+    """The judge's pairwise preference (``gate.judge``) between champion and challenger outputs
+    for the same inputs: wins, losses and ties of the challenger, its win rate (a tie is half a
+    win), the two-sided sign test over the rows that were not ties, and the first rationales.
+
+    The judge is called as ``judge(inputs, first, second)`` and returns, per row, ``"first"``,
+    ``"second"`` or ``"tie"`` (or a dict with ``"preferred"`` and ``"rationale"``); on every
+    other row the challenger is shown first, so a judge that favours a position favours neither.
+    """
+    from scipy import stats
+
+    policy = project.settings.gate
+    assert policy.judge is not None
+    fn = load_function(policy.judge, project.settings.root, "gate.judge")
+    swap = np.arange(len(X)) % 2 == 1
+    first = np.where(swap, challenger, champion).tolist()
+    second = np.where(swap, champion, challenger).tolist()
+    verdicts = list(fn(X.reset_index(drop=True), first, second))
+    if len(verdicts) != len(X):
+        raise WorkflowError(
+            f"The judge {policy.judge!r} must return one verdict per row ({len(X)}). Got {len(verdicts)}."
+        )
+    wins = losses = ties = 0
+    rationales: list[dict[str, Any]] = []
+    for i, verdict in enumerate(verdicts):
+        said = verdict.get("preferred") if isinstance(verdict, dict) else verdict
+        if said not in ("first", "second", "tie"):
+            raise WorkflowError(
+                f"The judge {policy.judge!r} must answer 'first', 'second' or 'tie' for each row. "
+                f"Got {said!r:.80} for row {i}."
+            )
+        picked = (
+            "tie" if said == "tie" else ("challenger" if (said == "second") != bool(swap[i]) else "champion")
+        )
+        wins += picked == "challenger"
+        losses += picked == "champion"
+        ties += picked == "tie"
+        if isinstance(verdict, dict) and verdict.get("rationale") and len(rationales) < 20:
+            rationales.append({"row": i, "preferred": picked, "rationale": str(verdict["rationale"])[:500]})
+    decided = wins + losses
+    p = float(stats.binomtest(wins, decided, 0.5).pvalue) if decided else 1.0
+    return {
+        "wins": wins,
+        "losses": losses,
+        "ties": ties,
+        "win_rate": (wins + ties / 2) / len(X) if len(X) else float("nan"),
+        "p_value": p,
+        "rationales": rationales,
+    }
 
 
 def selection_rows(production: np.ndarray, candidates: int, min_rows: int) -> np.ndarray | None:
@@ -711,7 +821,7 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
         choosing = ~judged & ~golden
     base_all = _score(project, X, y, champion)
     scored_all = [_score(project, X, y, v) for v in versions]
-    lower = primary in task.lower_is_better
+    lower = primary in settings.lower_is_better(task.lower_is_better)
     values = [float(_subset(project, y, s, choosing)["metrics"][primary]) for s in scored_all]
     ranked = sorted(range(len(versions)), key=lambda i: (values[i] if lower else -values[i], i))
     best = ranked[0] if ranked else 0
@@ -731,8 +841,10 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
             for i, v in enumerate(versions)
         ],
     }
-    p_value, ci = task.paired(
-        y, base["labels"], won["labels"], primary, base["probabilities"], won["probabilities"]
+    p_value, ci = (
+        task.paired(y, base["labels"], won["labels"], primary, base["probabilities"], won["probabilities"])
+        if primary in task.metric_names
+        else (None, None)  # a scorer: paired below
     )
     corrected = k if chooser is None else 1  # rows that chose the winner do not judge it
     out["p_raw"] = p_value
@@ -764,6 +876,16 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
                         "challenger": float(correct["challenger"][mask].mean()),
                     }
     out["slices"] = slices
+    intervals: dict[str, Any] = {}
+    for name in base["scorers"]:  # each scorer's change, paired on the same rows
+        p_scorer, ci_scorer = paired_scores(base["scorers"][name], won["scorers"][name])
+        intervals[name] = ci_scorer
+        if name == primary:
+            out["mcnemar_p"] = None if p_scorer is None else min(1.0, p_scorer * corrected)
+            out["p_metric"], out["ci"] = name, ci_scorer
+    out["intervals"] = intervals
+    if settings.gate.judge:
+        out["judge"] = judge_pairs(project, X, base["labels"], won["labels"])
     for i, v in enumerate(versions):
         if i != best:
             project.registry.set_tag(
@@ -824,11 +946,16 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
         scores.get("mcnemar_p"),
         slices=scores.get("slices"),
         ci=scores.get("ci"),
-        lower_is_better=project.task.lower_is_better,
-        test=project.task.paired_test,
+        lower_is_better=project.settings.lower_is_better(project.task.lower_is_better),
+        test=project.task.paired_test if scores.get("p_metric") is None else "Wilcoxon",
         compared=int(scores.get("compared", 1)),
         slice_metric=project.task.slice_metric,
+        p_metric=scores.get("p_metric"),
+        intervals=scores.get("intervals"),
+        judge=scores.get("judge"),
     )
+    if scores.get("judge"):
+        project.store.merge_run_options(run_id, judge=scores["judge"])
     candidates = scores.get("candidates", [])
     if len(candidates) > 1:  # why this window won, in the run's own record
         primary = project.settings.gate.primary_metric

@@ -1,14 +1,15 @@
 """The example projects written by ``driftloop init --template NAME`` and used by ``driftloop demo``.
 
 Templates: ``loan`` (a tabular classifier, the default), ``images`` (an image classifier),
-``documents`` (a document classifier on text) and ``regression`` (house prices).
+``documents`` (a document classifier on text), ``regression`` (house prices) and ``blog`` (a
+post generator judged by its scorers).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from driftloop.demo import documents, houses, shapes
+from driftloop.demo import blog, documents, houses, shapes
 from driftloop.demo.data import applicants
 from driftloop.exceptions import ConfigError
 
@@ -156,6 +157,8 @@ def write_example(
         )
     )
     (folder / "trainer.py").write_text(trainer)
+    for name, text in FILES.get(template, {}).items():
+        (folder / name).write_text(text)
     (folder / "data").mkdir(exist_ok=True)
     data(rows, "A", seed=seed).to_csv(folder / "data" / "train.csv", index=False)
     return config
@@ -167,4 +170,6 @@ TEMPLATES = {
     "regression": (houses.CONFIG, houses.TRAINER, houses.houses),
     "images": (shapes.CONFIG, shapes.TRAINER, shapes.shapes),
     "documents": (documents.CONFIG, documents.TRAINER, documents.documents),
+    "blog": (blog.CONFIG, blog.TRAINER, blog.posts),
 }
+FILES = {"blog": blog.FILES}  # a template's files beside trainer.py

@@ -39,6 +39,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from driftloop import custom, views
+from driftloop.annotations import parse_item
 from driftloop.config import parse_duration
 from driftloop.datasets import stable_fraction
 from driftloop.exceptions import ConfigError
@@ -52,7 +53,6 @@ from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.pages import SESSION_COOKIE, session_identity
 from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
-from driftloop.tasks import Task
 from driftloop.views import jsonable
 
 __all__ = ["Scope", "app_from_environment", "create_app", "parse_api_keys"]
@@ -108,12 +108,13 @@ def _metadata(sent: Any, request: Request) -> tuple[dict[str, str], list[str]]:
     return found, problems
 
 
-def _feedback_problems(item: Any, i: int, task: Task) -> list[dict[str, Any]]:
-    """What is wrong with one feedback item (FastAPI's error shape, one per problem)."""
+def _feedback_problems(item: Any, i: int) -> list[dict[str, Any]]:
+    """What is wrong with one feedback item's id and source (FastAPI's error shape, one per
+    problem); :func:`driftloop.annotations.parse_item` checks what it says."""
     if not isinstance(item, dict):
         return [{"loc": ["feedback", i], "type": "model_type", "msg": f"Item {i} must be an object."}]
     problems: list[dict[str, Any]] = []
-    pid, label, source = item.get("prediction_id"), item.get("label"), item.get("source")
+    pid, source = item.get("prediction_id"), item.get("source")
     if not isinstance(pid, str) or not pid:
         problems.append(
             {
@@ -135,9 +136,6 @@ def _feedback_problems(item: Any, i: int, task: Task) -> list[dict[str, Any]]:
                 f"Unicode text. Got {ascii(pid)[:80]} and {ascii(source)[:80]} instead.",
             }
         )
-    wrong = task.label_error(label)  # one of the classes; a finite number
-    if wrong is not None:
-        problems.append({"loc": ["feedback", i, "label"], "type": "enum", "msg": f"Item {i}: {wrong}"})
     return problems
 
 
@@ -577,6 +575,8 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 }
                 for i, pid in enumerate(ids)
             ]
+        elif project.task.name == "generation":  # the generated text
+            out = [{"prediction_id": pid, "text": label_strs[i]} for i, pid in enumerate(ids)]
         else:  # a regression model: the predicted value
             out = [{"prediction_id": pid, "value": float(label_strs[i])} for i, pid in enumerate(ids)]
         log_batch = LogBatch(
@@ -634,7 +634,24 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                         "type": "object",
                         "properties": {
                             "prediction_id": {"type": "string"},
-                            "label": {"type": "string", "enum": classes} if classes else {"type": "number"},
+                            **(
+                                {
+                                    "preferred": {"type": "string"},
+                                    "rating": {"type": "number"},
+                                    "tags": {
+                                        "type": "array",
+                                        "items": {"enum": project.settings.generation.tags},
+                                    },
+                                }
+                                if project.task.name == "generation"
+                                else {
+                                    "label": {"type": "string", "enum": classes}
+                                    if classes
+                                    else {"type": "number"}
+                                }
+                            ),
+                            "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
+                            "rationale": {"type": "string"},
                             "source": {"type": "string"},
                             "feedback": {"type": "array", "items": {"type": "object"}},
                         },
@@ -662,23 +679,16 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 kind="value_error",
             )
         errors: list[dict[str, Any]] = []
-        clean: list[tuple[int, dict[str, str]]] = []
+        clean: list[tuple[int, dict[str, Any]]] = []
         for i, item in enumerate(items):
-            problems = _feedback_problems(item, i, project.task)
-            if problems:
-                errors += problems
+            problems = _feedback_problems(item, i)
+            said, more = parse_item(item, i, project.settings, project.task) if not problems else (None, [])
+            if problems or more or said is None:
+                errors += problems + more
                 continue
-            source = stored_source(key, item.get("source"))
-            clean.append(
-                (
-                    i,
-                    {
-                        "prediction_id": item["prediction_id"],
-                        "label": project.task.parse_label(item["label"]),
-                        "source": source,
-                    },
-                )
-            )
+            said["prediction_id"] = item["prediction_id"]
+            said["source"] = stored_source(key, item.get("source"))
+            clean.append((i, said))
         if errors and (single or not clean):
             return await invalid("/feedback", 422, errors)
         found = await run_in_threadpool(
@@ -694,7 +704,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             )
         accepted = [c for _, c in clean if c["prediction_id"] in found]
         if accepted:
-            await run_in_threadpool(project.store.add_feedback, accepted)
+            await run_in_threadpool(project.store.add_feedback, accepted, annotations=True)
         if errors:
             await run_in_threadpool(
                 functools.partial(

@@ -61,7 +61,7 @@ def make_engine(url: str, synchronous: str = "full") -> Engine:
     )
 
 
-HEAD = "0005"  # the newest revision in store/migrations/versions (a test checks they agree)
+HEAD = "0006"  # the newest revision in store/migrations/versions (a test checks they agree)
 
 
 def migrate(engine: Engine) -> None:
@@ -426,10 +426,50 @@ class Store:
             return int(conn.scalar(select(func.count()).where(t.invalid_requests.c.model == model)) or 0)
 
     # -- feedback --------------------------------------------------------------------------
-    def add_feedback(self, items: Sequence[dict[str, Any]]) -> None:
+    def add_feedback(self, items: Sequence[dict[str, Any]], *, annotations: bool = False) -> None:
+        """Labels (``prediction_id``, ``label``, ``source``). With ``annotations``, each item may
+        also carry ``rating``, ``tags``, ``scores`` and ``rationale`` (see
+        :mod:`driftloop.annotations`), and its label may be ``None``; all in one transaction."""
         now = time.time()
+        keys = ("rating", "tags", "scores", "rationale")
+        labels = [
+            {"ts": now, **{k: v for k, v in item.items() if k not in keys}}
+            for item in items
+            if item.get("label") is not None
+        ]
+        notes = [
+            {
+                "ts": now,
+                "prediction_id": item["prediction_id"],
+                "source": item["source"],
+                **{k: item.get(k) for k in keys},
+            }
+            for item in items
+            if annotations and any(item.get(k) is not None for k in keys)
+        ]
         with self.begin() as conn:
-            conn.execute(insert(t.feedback), [{"ts": now, **item} for item in items])
+            if labels:
+                conn.execute(insert(t.feedback), labels)
+            if notes:
+                conn.execute(insert(t.notes), notes)
+
+    def annotated(self, model: str, *, start_seq: int, end_seq: int) -> list[dict[str, Any]]:
+        """The annotations of a model's predictions with ``seq`` in the range, with the
+        prediction's ``seq``, inputs and output, oldest first."""
+        p, a = t.predictions, t.notes
+        query = (
+            select(
+                p.c.seq,
+                p.c.inputs,
+                p.c.prediction,
+                *(a.c[k] for k in ("prediction_id", "source", "rating", "tags", "scores", "rationale", "id")),
+            )
+            .join(p, p.c.prediction_id == a.c.prediction_id)
+            .where(p.c.model == model, p.c.seq >= start_seq, p.c.seq <= end_seq)
+            .order_by(a.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
 
     def labelled(
         self,
@@ -531,6 +571,53 @@ class Store:
     def max_feedback_id(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.max(t.feedback.c.id))) or 0)
+
+    def max_annotation_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.max(t.notes.c.id))) or 0)
+
+    def accepted_outputs(
+        self,
+        model: str,
+        *,
+        max_annotation_id: int,
+        accept_rating: float,
+        bad_tags: Sequence[str],
+        policy: FeedbackSettings,
+    ) -> list[dict[str, Any]]:
+        """Outputs people accepted, as labelled rows whose label is the output itself: the newest
+        annotation of each (quarantined sources left out) rates it at least ``accept_rating``
+        with none of ``bad_tags``; oldest first, shaped like :meth:`resolved_labels` rows."""
+        p, a = t.predictions, t.notes
+        query = (
+            select(
+                p.c.seq,
+                p.c.prediction_id,
+                p.c.inputs,
+                p.c.prediction,
+                p.c.probabilities,
+                p.c.model_version,
+                p.c.ts,
+                a.c.source,
+                a.c.rating,
+                a.c.tags,
+            )
+            .join(p, p.c.prediction_id == a.c.prediction_id)
+            .where(p.c.model == model, a.c.id <= max_annotation_id, a.c.rating.is_not(None))
+            .order_by(p.c.seq, a.c.id)
+        )
+        quarantined = {principal(s) for s in policy.quarantined_sources} | set(self.quarantined(model))
+        newest: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                if principal(row["source"]) not in quarantined:
+                    newest[row["prediction_id"]] = dict(row)
+        bad = set(bad_tags)
+        return [
+            {**r, "label": r["prediction"]}
+            for r in newest.values()
+            if r["rating"] >= accept_rating and not bad & set(r["tags"] or [])
+        ]
 
     # -- model artifacts: the digests serving trusts ------------------------------------------
     def record_artifact(self, model: str, version: str, sha256: str, signature: str | None) -> None:

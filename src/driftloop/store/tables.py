@@ -32,7 +32,7 @@ predictions = Table(
     Column("request_id", String(64), nullable=False),
     Column("ts", Float, nullable=False),
     Column("inputs", JSON, nullable=False),
-    Column("prediction", String(256), nullable=False),
+    Column("prediction", Text, nullable=False),
     Column("confidence", Float, nullable=True),  # none for a regression model
     Column("probabilities", JSON, nullable=False),
     Column("latency_ms", Float, nullable=False),
@@ -57,8 +57,22 @@ feedback = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("prediction_id", String(32), nullable=False, index=True),
-    Column("label", String(256), nullable=False),
+    Column("label", Text, nullable=False),  # a class, a number, or a preferred text
     Column("source", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+)
+
+# what people and judges say about an output besides a label: a rating, tags, late scores
+notes = Table(
+    "annotations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("prediction_id", String(32), nullable=False, index=True),
+    Column("source", String(64), nullable=False),
+    Column("rating", Float, nullable=True),
+    Column("tags", JSON, nullable=True),
+    Column("scores", JSON, nullable=True),  # {metric name: value}
+    Column("rationale", Text, nullable=True),
     Column("ts", Float, nullable=False),
 )
 
@@ -158,7 +172,7 @@ shadow_predictions = Table(
     Column("model", String(64), nullable=False),
     Column("model_version", String(32), nullable=False),
     Column("ts", Float, nullable=False),
-    Column("prediction", String(256), nullable=False),
+    Column("prediction", Text, nullable=False),
     Column("confidence", Float, nullable=True),
     Column("probabilities", JSON, nullable=False),
 )
@@ -265,7 +279,7 @@ reviews = Table(
     Column("model", String(64), nullable=False),
     Column("reviewer", String(64), nullable=False),  # the API key's name
     Column("action", String(8), nullable=False),  # label or skip
-    Column("label", String(256), nullable=True),
+    Column("label", Text, nullable=True),
     Column("feedback_id", Integer, nullable=True),  # the feedback row a label wrote (undo deletes it)
     Column("undone", Boolean, nullable=False, default=False),
     Column("ts", Float, nullable=False),

@@ -15,6 +15,10 @@ label-free estimate    CBPE (confidence -> expected accuracy/F1)    DLE (a model
 slices and strata      accuracy per slice; class; corrected/right   MAE per slice; error quantile
 =====================  ===========================================  ==========================================
 
+``generation`` (:mod:`driftloop.tasks.generation`): ``predict`` returns text; a label is a
+preferred text; token F1 and ROUGE-L against it; Wilcoxon on per-row overlap; the reference
+vocabulary for ``novelty``. Its scorers (custom metrics) and the judge do most of the judging.
+
 Tasks are found through the plain dict :data:`TASKS`; :func:`make_task` builds the one a
 project's settings name.
 
@@ -35,16 +39,18 @@ from typing import TYPE_CHECKING
 from driftloop.exceptions import ConfigError
 from driftloop.tasks._base import Predictions, Task
 from driftloop.tasks.classification import Classification
+from driftloop.tasks.generation import Generation
 from driftloop.tasks.regression import Regression
 
 if TYPE_CHECKING:
     from driftloop.config import Settings
 
-__all__ = ["TASKS", "Classification", "Predictions", "Regression", "Task", "make_task"]
+__all__ = ["TASKS", "Classification", "Generation", "Predictions", "Regression", "Task", "make_task"]
 
 TASKS: dict[str, Callable[[Settings], Task]] = {
     "classification": Classification.from_settings,
     "regression": Regression.from_settings,
+    "generation": Generation.from_settings,
 }
 
 

@@ -1,0 +1,177 @@
+"""Generation on the task seam: a real generator served over HTTP, scorers run by the monitor,
+ratings, tags, rewrites and late scores as feedback, relative and spanning alert rules, and the
+gate's paired scorer comparison with a judge (the blog scenario end to end)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from rich.console import Console
+from sqlalchemy import select
+
+from driftloop import workflow
+from driftloop.config import GateSettings
+from driftloop.demo.blog import posts
+from driftloop.demo.blog_scenario import run_blog
+from driftloop.demo.project import write_example
+from driftloop.demo.scenario import serve_in_thread
+from driftloop.gate import decide
+from driftloop.monitor import Monitor
+from driftloop.project import Project
+from driftloop.scorers import freshness
+from driftloop.serving import create_app
+from driftloop.store import tables
+from driftloop.training import train
+
+LATE = """
+[metrics.judged]
+min = 0
+max = 1
+
+[[alerts]]
+name = "coherence-falls"
+metric = "metric.coherence"
+op = "<"
+threshold = -0.10
+relative_to = "reference"
+change = "fraction"
+over = "24h"
+
+[[alerts]]
+name = "coherence-steady"
+metric = "metric.coherence"
+op = ">"
+threshold = -0.10
+relative_to = "reference"
+change = "fraction"
+over = "24h"
+"""
+
+
+@pytest.fixture
+def blog(tmp_path: Path) -> Iterator[Project]:
+    config = write_example(tmp_path / "blog", template="blog", rows=800, window="100 rows")
+    config.write_text(config.read_text() + LATE)
+    project = Project.load(config)
+    train(project)
+    yield project
+    workflow.shutdown()
+    project.close()
+
+
+def test_a_generator_is_served_scored_and_annotated_over_http(blog: Project) -> None:
+    df = posts(100, "A", seed=3)
+    with serve_in_thread(create_app(blog, background=False)) as url, httpx.Client(base_url=url) as client:
+        r = client.post("/predict", json={"records": df.drop(columns="post").to_dict(orient="records")})
+        assert r.status_code == 200, r.text
+        served = r.json()["predictions"]
+        assert set(served[0]) == {"prediction_id", "text"} and len(served[0]["text"].split()) > 10
+        ids = [p["prediction_id"] for p in served]
+        good = [
+            {"prediction_id": ids[0], "rating": 5, "tags": []},
+            {"prediction_id": ids[1], "rating": 2, "tags": ["dated", "awkward"], "preferred": df["post"][1]},
+            {"prediction_id": ids[2], "metrics": {"judged": 0.25}, "rationale": "names a retired tool"},
+            {"prediction_id": ids[3], "tags": ["dated"]},
+        ]
+        r = client.post("/feedback", json={"feedback": good})
+        assert r.status_code == 200 and r.json()["accepted"] == 4, r.text
+        bad = {
+            "label": ("label", "'label' is not a feedback key"),
+            "tags": (["old"], "every tag must be one of ['dated', 'off-topic', 'awkward']. Got 'old'"),
+            "rating": (9, "'rating' must be a number from 1 to 5. Got 9"),
+            "metrics": ({"judged": 2}, "metric 'judged' must be between 0.0 and 1.0. Got 2"),
+            "preferred": ("", "'preferred' must be a non-empty text"),
+        }
+        for key, (value, message) in bad.items():
+            r = client.post("/feedback", json={"prediction_id": ids[4], key: value})
+            assert r.status_code == 422 and message in r.text, (key, r.text)
+        r = client.post("/feedback", json={"prediction_id": ids[4]})
+        assert r.status_code == 422 and "needs 'preferred', 'rating', 'tags' or 'metrics'" in r.text
+    monitor = Monitor(blog)
+    monitor.run()
+    fired = {a["rule"]: a for a in blog.store.alerts(blog.name, limit=10)}
+    assert "stale-posts" not in fired and "coherence-falls" not in fired  # fresh and readable
+    reference = monitor.reference().custom
+    assert reference is not None
+    steady = reference.numeric["metric.coherence"].mean * 0.9  # ten percent below the reference
+    assert fired["coherence-steady"]["threshold"] == pytest.approx(steady)
+    window = blog.store.windows(blog.name, limit=1)[-1]["metrics"]
+    for name in ("metric.freshness", "metric.coherence", "metric.relevance", "output_drift", "novelty"):
+        assert window[name]["value"] is not None, name
+    assert window["metric.freshness"]["value"] > 0.7  # concept A's tools are the newest the list knows
+    assert window["rating"]["value"] == 3.5 and window["rated"]["n"] == 2
+    assert window["tag.dated"]["value"] == pytest.approx(2 / 3)  # of the three rated or tagged
+    assert window["scored.judged"]["value"] == 0.25
+    assert window["token_f1"]["n"] == 1  # the one rewrite is the only label
+    with blog.store.engine.connect() as conn:
+        notes = conn.execute(
+            select(tables.notes.c.rationale).where(tables.notes.c.rationale.is_not(None))
+        ).all()
+    assert [n.rationale for n in notes] == ["names a retired tool"]
+
+
+def test_freshness_follows_the_trend_list(tmp_path: Path) -> None:
+    import pandas as pd
+
+    terms = tmp_path / "terms.csv"
+    terms.write_text("term,date\njQuery,2024-01-01\nAngularJS,2024-01-01\n")
+    frame = pd.DataFrame({"prediction": ["Build it with jQuery.", "No dated term here."]})
+    before = freshness(frame, frame, terms="terms.csv", half_life="365d", root=tmp_path)
+    assert before[0] == 1.0 and np.isnan(before[1])
+    terms.write_text("term,date\njQuery,2024-01-01\nhtmx,2026-01-01\n")  # a newer trend arrives
+    after = freshness(frame, frame, terms="terms.csv", half_life="365d", root=tmp_path)
+    assert after[0] == pytest.approx(0.5 ** (731 / 365))
+
+
+def test_the_gate_judges_scorers_with_intervals_and_the_judge() -> None:
+    policy = GateSettings(
+        primary_metric="metric.freshness",
+        min_improvement=0.05,
+        max_regression={"metric.coherence": 0.05},
+        min_eval_rows=10,
+        judge="scorers:judge",
+    )
+    champion = {"metric.freshness": 0.4, "metric.coherence": 0.95}
+    fresher = {"metric.freshness": 0.9, "metric.coherence": 0.2}
+    judge = {"wins": 30, "losses": 10, "ties": 10, "win_rate": 0.7, "p_value": 0.002}
+    d = decide(
+        policy,
+        champion,
+        fresher,
+        n=50,
+        p_value=0.001,
+        p_metric="metric.freshness",
+        test="Wilcoxon",
+        intervals={"metric.coherence": (-0.8, -0.7)},
+        judge=judge,
+    )
+    assert not d.accepted
+    assert d.reasons == [
+        "metric.coherence fell by 0.7500 (0.9500 -> 0.2000) [95 % CI of the change -0.8000 to -0.7000], "
+        "more than the tolerated 0.0500."
+    ]
+    losing = {**judge, "wins": 5, "losses": 35, "win_rate": 0.2}
+    d = decide(policy, champion, {**fresher, "metric.coherence": 0.96}, n=50, judge=losing)
+    assert not d.accepted and "a win rate of 0.200" in d.reasons[0]
+
+
+def test_the_blog_scenario_goes_stale_is_retrained_and_refuses_a_word_salad(tmp_path: Path) -> None:
+    result = run_blog(tmp_path / "run", windows=8, drift_at=3, window_rows=150, console=Console(quiet=True))
+    before, stale, fresh = result.freshness
+    assert before > 0.7 > stale and fresh > 0.7, result.summary
+    assert result.promoted >= 1 and result.rejected >= 1, result.summary
+    assert result.coherence[2] >= result.coherence[1] - 0.05, result.summary  # fresher, still readable
+    project = Project.load(tmp_path / "run" / "driftloop.toml")
+    try:
+        runs = project.store.runs(project.name)
+        salad = next(r for r in runs if r["trigger"] == "manual:word-salad")
+        reasons = " ".join(project.store.decision(salad["id"])["reasons"])
+        assert "metric.coherence fell" in reasons and "The judge preferred the champion" not in reasons
+        assert "win rate of 0.000" in reasons
+    finally:
+        project.close()
+    assert (tmp_path / "run" / "summary.txt").read_text().startswith("freshness before shift")
