@@ -659,7 +659,7 @@ def train_step(run_id: str, data: dict[str, Any], index: int) -> str:
     return version
 
 
-def _score(project: Project, X: pd.DataFrame, y: Any, version: str) -> dict[str, Any]:
+def _score(project: Project, X: pd.DataFrame, y: Any, version: str, raw: pd.DataFrame) -> dict[str, Any]:
     task = project.task
     made = task.predict(project.registry.load(project.name, version), X)
     return {
@@ -667,7 +667,7 @@ def _score(project: Project, X: pd.DataFrame, y: Any, version: str) -> dict[str,
         "rows": task.row_scores(y, made.labels),  # per row: 1/0 right, or the absolute error
         "labels": made.labels,
         "probabilities": made.probabilities,
-        "scorers": scorer_values(project, X, made),
+        "scorers": scorer_values(project, raw, made),
     }
 
 
@@ -819,8 +819,9 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
     if chooser is not None:
         judged[chooser] = False
         choosing = ~judged & ~golden
-    base_all = _score(project, X, y, champion)
-    scored_all = [_score(project, X, y, v) for v in versions]
+    raw = project.schema.frame(df, decode=False)  # what scorers see, as in monitoring
+    base_all = _score(project, X, y, champion, raw)
+    scored_all = [_score(project, X, y, v, raw) for v in versions]
     lower = primary in settings.lower_is_better(task.lower_is_better)
     values = [float(_subset(project, y, s, choosing)["metrics"][primary]) for s in scored_all]
     ranked = sorted(range(len(versions)), key=lambda i: (values[i] if lower else -values[i], i))

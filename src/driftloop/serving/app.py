@@ -625,6 +625,8 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             background=shadow,  # runs after the response is sent: off the response path
         )
 
+    tags = project.settings.generation.tags
+    tag_schema: dict[str, Any] = {"type": "string", **({"enum": tags} if tags else {})}
     feedback_body = {
         "requestBody": {
             "required": True,
@@ -640,7 +642,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                                     "rating": {"type": "number"},
                                     "tags": {
                                         "type": "array",
-                                        "items": {"enum": project.settings.generation.tags},
+                                        "items": tag_schema,
                                     },
                                 }
                                 if project.task.name == "generation"
