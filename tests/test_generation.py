@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from rich.console import Console
 from sqlalchemy import select
@@ -91,6 +92,23 @@ def test_a_generator_is_served_scored_and_annotated_over_http(blog: Project) -> 
             assert r.status_code == 422 and message in r.text, (key, r.text)
         r = client.post("/feedback", json={"prediction_id": ids[4]})
         assert r.status_code == 422 and "needs 'preferred', 'rating', 'tags' or 'metrics'" in r.text
+        # outputs of a generator that runs elsewhere, logged with their prompts
+        elsewhere = posts(3, "B", seed=4)
+        logged = {
+            "records": elsewhere.drop(columns="post").to_dict(orient="records"),
+            "outputs": elsewhere["post"].tolist(),
+            "model_version": "vendor-2026.11",
+        }
+        r = client.post("/log", json=logged)
+        assert r.status_code == 200 and len(r.json()["prediction_ids"]) == 3, r.text
+        r = client.post("/feedback", json={"prediction_id": r.json()["prediction_ids"][0], "rating": 4})
+        assert r.status_code == 200, r.text
+        r = client.post("/log", json={**logged, "outputs": ["", "x", "y"], "model_version": "a b"})
+        assert r.status_code == 422, r.text
+        assert (
+            "Output 0: an output must be a non-empty text" in r.text and "'model_version' must be" in r.text
+        )
+        assert client.post("/log", json={**logged, "outputs": ["one"]}).status_code == 422
     monitor = Monitor(blog)
     monitor.run()
     fired = {a["rule"]: a for a in blog.store.alerts(blog.name, limit=10)}
@@ -102,8 +120,10 @@ def test_a_generator_is_served_scored_and_annotated_over_http(blog: Project) -> 
     window = blog.store.windows(blog.name, limit=1)[-1]["metrics"]
     for name in ("metric.freshness", "metric.coherence", "metric.relevance", "output_drift", "novelty"):
         assert window[name]["value"] is not None, name
+    shares = [window[f"metric.sentiment.{c}"]["value"] for c in ("positive", "neutral", "negative")]
+    assert sum(shares) == pytest.approx(1.0) and "drift.metric.sentiment" in window  # a categorical scorer
     assert window["metric.freshness"]["value"] > 0.7  # concept A's tools are the newest the list knows
-    assert window["rating"]["value"] == 3.5 and window["rated"]["n"] == 2
+    assert window["rating"]["value"] == 3.5 and window["rated"]["n"] == 2  # the first 100 rows
     assert window["tag.dated"]["value"] == pytest.approx(2 / 3)  # of the three rated or tagged
     assert window["scored.judged"]["value"] == 0.25
     assert window["token_f1"]["n"] == 1  # the one rewrite is the only label
@@ -114,9 +134,20 @@ def test_a_generator_is_served_scored_and_annotated_over_http(blog: Project) -> 
     assert [n.rationale for n in notes] == ["names a retired tool"]
 
 
-def test_freshness_follows_the_trend_list(tmp_path: Path) -> None:
-    import pandas as pd
+def test_negatives_make_their_phrasing_less_likely() -> None:
+    from driftloop.demo.blog import NgramGenerator
 
+    data = posts(400, "A", seed=5)
+    X, y = data.drop(columns="post"), data["post"]
+    plain = NgramGenerator().fit(X, y)
+    said = plain.predict(X.iloc[:20])
+    bad = X.iloc[:20].assign(text=said)
+    taught = NgramGenerator().fit(X, y, negatives=bad)
+    changed = sum(a != b for a, b in zip(said, taught.predict(X.iloc[:20]), strict=True))
+    assert changed >= 10  # most of what was tagged bad is not said the same way again
+
+
+def test_freshness_follows_the_trend_list(tmp_path: Path) -> None:
     terms = tmp_path / "terms.csv"
     terms.write_text("term,date\njQuery,2024-01-01\nAngularJS,2024-01-01\n")
     frame = pd.DataFrame({"prediction": ["Build it with jQuery.", "No dated term here."]})
@@ -172,6 +203,102 @@ def test_the_blog_scenario_goes_stale_is_retrained_and_refuses_a_word_salad(tmp_
         reasons = " ".join(project.store.decision(salad["id"])["reasons"])
         assert "metric.coherence fell" in reasons and "The judge preferred the champion" not in reasons
         assert "win rate of 0.000" in reasons
+        promoted = next(r for r in runs if r["status"] == "promoted")
+        manifests = [
+            d["manifest"]
+            for d in project.store.datasets(project.name)
+            if d["manifest"].get("run_id") == promoted["id"] and d["kind"] == "train"
+        ]
+        hygiene = manifests[0]["feedback_hygiene"]
+        assert hygiene["accepted_outputs"] > 0 and hygiene["bad_outputs"] > 0, hygiene
+        assert hygiene["bad_outputs_use"] == "given to the trainer as negatives"
+        assert all(m["sampling"]["negatives"] == hygiene["bad_outputs"] for m in manifests)
     finally:
         project.close()
     assert (tmp_path / "run" / "summary.txt").read_text().startswith("freshness before shift")
+
+
+def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from driftloop import review
+    from driftloop.demo.blog import terms_csv
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    if browser is None:
+        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    config = write_example(tmp_path / "blog", template="blog", rows=600, window="100 rows")
+    config.write_text(
+        config.read_text()
+        + '\n[review]\nstrategies = { low_score = 0.5, audit = 0.5 }\nscore_metric = "freshness"\n'
+        + "daily_budget = 10\noverlap = 0.0\n"
+    )
+    (tmp_path / "blog" / "terms.csv").write_text(terms_csv(("A", "B")))  # the trends moved on
+    project = Project.load(config)
+    train(project)
+    df = pd.concat([posts(30, "A", seed=8), posts(30, "B", seed=9)], ignore_index=True)
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review;ops:ko=predict")
+    with (
+        serve_in_thread(create_app(project, background=False, monitor=False)) as url,
+        sync_api.sync_playwright() as pw,
+    ):
+        r = httpx.post(
+            url + "/predict",
+            json={"records": df.drop(columns="post").to_dict(orient="records")},
+            headers={"Authorization": "Bearer ko"},
+        )
+        assert r.status_code == 200, r.text
+        assert review.fill(project) == {"low_score": 5, "audit": 5}
+        with project.store.engine.connect() as conn:
+            items = conn.execute(select(tables.review_items)).mappings().all()
+        texts = {p["prediction_id"]: p["text"] for p in r.json()["predictions"]}
+        inputs = df.drop(columns="post").reset_index(drop=True)
+        fresh = freshness(
+            inputs,
+            pd.DataFrame({"prediction": list(texts.values())}),
+            terms="terms.csv",
+            root=tmp_path / "blog",
+        )
+        by_id = dict(zip(texts, fresh, strict=True))
+        low = sorted(by_id[i["prediction_id"]] for i in items if i["strategy"] == "low_score")
+        assert low == sorted(v for v in by_id.values() if v == v)[:5]  # the five stalest posts
+        chromium = pw.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        page = chromium.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/login")
+        page.fill("#key", "ka")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#item:not([hidden])")
+        assert page.is_visible("#output") and page.text_content("#output") in texts.values()
+        assert page.locator("#labels button").all_text_contents() == ["11", "22", "33", "44", "55"]
+        assert page.locator("#tags button").all_text_contents() == ["qdated", "woff-topic", "eawkward"]
+        first = page.text_content("#item-id")
+        page.keyboard.press("Enter")  # nothing said yet: a clear message, nothing stored
+        page.wait_for_selector("#status.error")
+        page.keyboard.press("4")
+        page.keyboard.press("q")
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"document.getElementById('item-id').textContent !== {first!r}")
+        page.keyboard.press("r")  # the rewrite box: typing there is text, not shortcuts
+        page.keyboard.type("Start with htmx 2 today.")
+        page.keyboard.press("Escape")
+        page.keyboard.press("2")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("text=Saved")
+        with project.store.engine.connect() as conn:
+            notes = [(n.source, n.rating, n.tags) for n in conn.execute(select(tables.notes))]
+            labels = [(f.source, f.label) for f in conn.execute(select(tables.feedback))]
+        assert notes == [("anna", 4.0, ["dated"]), ("anna", 2.0, None)]
+        assert labels == [("anna", "Start with htmx 2 today.")]
+        page.keyboard.press("z")  # undo: the rewrite and the rating go together
+        page.wait_for_selector("text=Undid")
+        with project.store.engine.connect() as conn:
+            assert len(conn.execute(select(tables.notes)).all()) == 1
+            assert conn.execute(select(tables.feedback)).all() == []
+        assert errors == []
+        chromium.close()
+    project.close()

@@ -142,6 +142,10 @@ def _score_problems(scores: Any, i: int, settings: Settings) -> list[dict[str, A
                     f"the metrics are {sorted(settings.metrics)}.",
                 )
             )
+        elif spec.kind == "categorical":
+            problems.append(
+                _problem(i, "metrics", "enum", f"metric '{name}' is categorical; a late score is a number.")
+            )
         elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             problems.append(
                 _problem(

@@ -488,12 +488,24 @@ class CustomMetricSettings(_Model):
     function: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     params: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the function
     better: Literal["higher", "lower"] = "higher"  # which way the gate counts an improvement
+    kind: Literal["numeric", "categorical"] = "numeric"
+    categories: list[str] = Field(default_factory=list)  # a categorical scorer's labels
     min: float | None = None
     max: float | None = None
     bins: int = Field(default=20, ge=2, le=1000)
 
     @model_validator(mode="after")
     def _check(self) -> CustomMetricSettings:
+        if self.kind == "categorical":
+            if self.function is None or len(set(self.categories)) < 2:
+                raise ValueError(
+                    "a categorical metric needs a 'function' (returning one label per row) and at "
+                    f"least two distinct 'categories'. Got function={self.function!r}, "
+                    f"categories={self.categories}"
+                )
+            return self
+        if self.categories:
+            raise ValueError(f"'categories' apply to kind = 'categorical' only. Got {self.categories}")
         if self.function is None and (self.min is None or self.max is None):
             raise ValueError(
                 "a metric sent with requests needs 'min' and 'max' (its valid range and fixed bins), "
@@ -512,8 +524,10 @@ class GenerationSettings(_Model):
     ``tags`` is the vocabulary reviewers tag outputs with (``"dated"``, ``"off-topic"``, ...);
     ``bad_tags`` those that mark an output bad; ratings run from ``rating_min`` to
     ``rating_max``. A retrain learns from preferred texts (rewrites) and from outputs rated at
-    least ``accept_rating`` with no bad tag (as their own targets); bad-tagged outputs are
-    never targets.
+    least ``accept_rating`` with no bad tag (as their own targets); bad-tagged outputs are never
+    targets: they are left out (``negatives = "exclude"``) or given to a trainer that takes a
+    ``negatives`` argument (``"trainer"``: a frame of their inputs and texts, the text under the
+    target's name).
     """
 
     tags: list[str] = Field(default_factory=list)
@@ -521,6 +535,7 @@ class GenerationSettings(_Model):
     rating_min: float = 1.0
     rating_max: float = 5.0
     accept_rating: float | None = None
+    negatives: Literal["exclude", "trainer"] = "exclude"
 
     @model_validator(mode="after")
     def _check(self) -> GenerationSettings:
@@ -689,7 +704,7 @@ class RolloutSettings(_Model):
         return value
 
 
-ReviewStrategy = Literal["uncertain", "disagreement", "unusual", "audit"]
+ReviewStrategy = Literal["uncertain", "disagreement", "unusual", "low_score", "audit"]
 
 
 def _default_strategies() -> dict[ReviewStrategy, float]:
@@ -703,7 +718,8 @@ class ReviewSettings(_Model):
     ``uncertainty``: ``least`` confidence, smallest ``margin`` between the top two classes, or
     highest ``entropy``), ``disagreement`` (the shadow challenger answered otherwise),
     ``unusual`` (inputs the champion's reference rarely saw: the largest surprisal of a value's
-    histogram bin or category, :func:`driftloop.profiles.rarity`) and ``audit`` (a uniform
+    histogram bin or category, :func:`driftloop.profiles.rarity`), ``low_score`` (the outputs
+    a scorer, ``score_metric``, rates worst: a generator's stalest posts) and ``audit`` (a uniform
     random share that keeps the estimate of accuracy honest). At most ``daily_budget`` items are
     queued per day; an item unanswered for ``expire_after`` leaves the queue. ``overlap`` of the
     items go to two reviewers, whose agreement (Cohen's kappa) is measured; a reviewer below
@@ -722,6 +738,7 @@ class ReviewSettings(_Model):
     min_agreement: float = Field(default=0.6, ge=-1, le=1)
     min_overlap_items: int = Field(default=20, ge=1)
     quarantine: bool = False
+    score_metric: str | None = None  # the custom metric with a function that low_score ranks by
 
     @field_validator("expire_after", mode="before")
     @classmethod
@@ -860,6 +877,16 @@ class Settings(_Model):
                 "custom metric names must be letters, digits and underscores (at most 40, starting "
                 f"with a letter). Got {bad}"
             )
+        scorer = self.metrics.get(self.review.score_metric or "")
+        if self.review.strategies.get("low_score", 0) > 0 and (
+            scorer is None or scorer.function is None or scorer.kind != "numeric"
+        ):
+            computed = sorted(n for n, m in self.metrics.items() if m.function and m.kind == "numeric")
+            raise ValueError(
+                "The 'review.score_metric' setting must name a numeric custom metric with a function "
+                f"when the low_score strategy has a share: one of {computed}. "
+                f"Got {self.review.score_metric!r} instead"
+            )
         names = [rule.name for rule in self.alerts]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -906,7 +933,9 @@ class Settings(_Model):
 
     def scored_metrics(self) -> tuple[str, ...]:
         """Every metric the project's task scores from labels (the gate can judge any of them)."""
-        computed = tuple(f"metric.{n}" for n, m in self.metrics.items() if m.function is not None)
+        computed = tuple(
+            f"metric.{n}" for n, m in self.metrics.items() if m.function is not None and m.kind == "numeric"
+        )
         if self.project.task == "classification":
             return classification_metrics(list(self.project.classes), self.project.positive_class) + computed
         return TASK_METRICS[self.project.task] + computed
@@ -926,7 +955,10 @@ class Settings(_Model):
         for name, feature in self.features.items():
             if feature.type == "text" and not feature.pii:
                 known.add(f"vocabulary.{name}")  # the Jensen-Shannon distance of its terms
-        for name in self.metrics:
+        for name, spec in self.metrics.items():
+            if spec.kind == "categorical":  # the share of each label, and the distribution's drift
+                known |= {f"metric.{name}.{c}" for c in spec.categories} | {f"drift.metric.{name}"}
+                continue
             known |= {f"metric.{name}", f"drift.metric.{name}", f"scored.{name}"}
         if self.project.task == "generation":
             known |= {f"tag.{t}" for t in self.generation.tags}

@@ -96,8 +96,11 @@ def metric_frame(
         params = dict(spec.params)
         if "root" in inspect.signature(fn).parameters:  # relative files in params: the project's
             params["root"] = settings.root
-        result = np.asarray(
-            fn(inputs.reset_index(drop=True), public.reset_index(drop=True), **params), dtype="float64"
+        raw = fn(inputs.reset_index(drop=True), public.reset_index(drop=True), **params)
+        result = (
+            np.asarray([None if v is None else str(v) for v in raw], dtype=object)
+            if spec.kind == "categorical"
+            else np.asarray(raw, dtype="float64")
         )
         if result.shape != (len(inputs),):
             raise SchemaError(
@@ -111,7 +114,10 @@ def metric_frame(
 def metric_spec(settings: Settings, reference: pd.DataFrame) -> ProfileSpec:
     """Bins per metric: the reference's quantiles when it has values, else ``min``..``max`` evenly."""
     edges: dict[str, np.ndarray] = {}
+    labels = {column(n): list(s.categories) for n, s in settings.metrics.items() if s.kind == "categorical"}
     for name, spec in settings.metrics.items():
+        if spec.kind == "categorical":
+            continue
         values = reference[column(name)].to_numpy("float64") if column(name) in reference else np.array([])
         if np.isfinite(values).sum() >= 2 * spec.bins:
             edges[column(name)] = ProfileSpec.fit(reference, [column(name)], [], bins=spec.bins).numeric[
@@ -124,4 +130,4 @@ def metric_spec(settings: Settings, reference: pd.DataFrame) -> ProfileSpec:
             grid = np.linspace(lo, hi, spec.bins + 1)
             grid[-1] = np.nextafter(grid[-1], np.inf)  # the maximum falls inside, not in the overflow
             edges[column(name)] = grid
-    return ProfileSpec(numeric=edges, categorical={}, sample_size=0)
+    return ProfileSpec(numeric=edges, categorical=labels, sample_size=0)

@@ -454,6 +454,13 @@ class Monitor:
         out = []
         for name, summary in current.numeric.items():
             out.append(_metric(name, summary.mean if summary.count else None, summary.count))
+        for name, labels in current.categorical.items():  # a categorical scorer: each label's share
+            counts = labels.counts
+            total = int(counts.sum())
+            out += [
+                _metric(f"{name}.{c}", float(counts[i]) / total if total else None, total)
+                for i, c in enumerate(current.spec.categorical[name])
+            ]
         if ref.custom is None:
             return out
         for c in compare(ref.custom, current, **limits).columns:

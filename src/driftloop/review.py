@@ -46,7 +46,13 @@ __all__ = [
     "undo",
 ]
 
-ORDER = ("disagreement", "unusual", "uncertain", "audit")  # a prediction two want goes to the first
+ORDER = (
+    "disagreement",
+    "unusual",
+    "low_score",
+    "uncertain",
+    "audit",
+)  # a prediction two want goes to the first
 UNUSUAL_CANDIDATES = 5000  # the newest rows scored for rarity (their inputs are read)
 
 
@@ -127,10 +133,14 @@ def fill(project: Project, now: float | None = None) -> dict[str, int]:
     unusual: list[str] = []
     if rs.strategies.get("unusual", 0) > 0 and ids:
         unusual = _rarest(project, ids[:UNUSUAL_CANDIDATES])
+    lowest: list[str] = []
+    if rs.strategies.get("low_score", 0) > 0 and ids:
+        lowest = _lowest_scored(project, ids[:UNUSUAL_CANDIDATES])
     scored = [(uncertainty(r.probabilities, rs.uncertainty), r.prediction_id) for r in rows]
     ranked: dict[str, list[str]] = {
         "disagreement": sorted(disagreeing),
         "unusual": unusual,
+        "low_score": lowest,
         "uncertain": [pid for u, pid in sorted(((u, p) for u, p in scored if u is not None), reverse=True)],
         "audit": sorted(ids, key=lambda pid: stable_fraction(f"{pid}:audit")),
     }
@@ -186,6 +196,35 @@ def _rarest(project: Project, ids: list[str]) -> list[str]:
     frame = schema.profile_frame(schema.frame([found[i] for i in ids], strict=False))
     scores = rarity(Monitor(project).reference().features, frame)
     return [ids[i] for i in np.argsort(-scores, kind="stable")]
+
+
+def _lowest_scored(project: Project, ids: list[str]) -> list[str]:
+    """``ids`` from the worst to the best value of the scorer ``review.score_metric`` (outputs it
+    cannot score are left out)."""
+    from driftloop.custom import metric_frame
+
+    name = project.settings.review.score_metric
+    assert name is not None
+    with project.store.engine.connect() as conn:
+        found = {
+            r.prediction_id: (r.inputs, r.prediction)
+            for r in conn.execute(
+                select(
+                    t.predictions.c.prediction_id, t.predictions.c.inputs, t.predictions.c.prediction
+                ).where(t.predictions.c.prediction_id.in_(ids))
+            )
+        }
+    ids = [i for i in ids if i in found]
+    if not ids:
+        return []
+    schema, task = project.schema, project.task
+    inputs = schema.frame([found[i][0] for i in ids], strict=False, decode=False)
+    outputs = task.output_frame([found[i][1] for i in ids], [None] * len(ids))
+    values = metric_frame(project.settings, inputs, outputs)[f"metric.{name}"].to_numpy("float64")
+    worst = project.settings.metrics[name].better == "lower"  # then the highest values are the worst
+    keep = np.flatnonzero(np.isfinite(values))
+    order = keep[np.argsort(-values[keep] if worst else values[keep], kind="stable")]
+    return [ids[i] for i in order]
 
 
 def _answers(conn: Any, item_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
@@ -272,6 +311,17 @@ def next_item(project: Project, reviewer: str, now: float | None = None) -> dict
                 )
             },
             "labels": list(project.task.classes or []),
+            **(
+                {
+                    "generation": {
+                        "tags": list(project.settings.generation.tags),
+                        "rating_min": project.settings.generation.rating_min,
+                        "rating_max": project.settings.generation.rating_max,
+                    }
+                }
+                if project.task.name == "generation"
+                else {}
+            ),
             "progress": queue_state(project, reviewer, now),
         }
     return None
@@ -284,10 +334,15 @@ def answer(
     label: Any = None,
     *,
     skip: bool = False,
+    rating: Any = None,
+    tags: Any = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """Record ``reviewer``'s label (also written as feedback, source = reviewer) or skip of an
-    item; returns the other reviewers' labels of it, now that this one has answered."""
+    item; returns the other reviewers' labels of it, now that this one has answered.
+
+    For a generator the review is a ``rating`` and ``tags`` (an annotation) and, optionally, a
+    preferred text as ``label``; the rating is what agreement compares."""
     now = time.time() if now is None else now
     store = project.store
     with store.begin() as conn:
@@ -309,13 +364,29 @@ def answer(
             raise DriftloopError(
                 f"Reviewer '{reviewer}' answered review item {item_id} already; undo it first to change it."
             )
-        feedback_id = None
-        if not skip:
+        feedback_id = annotation_id = None
+        recorded = None if skip else label
+        if not skip and project.task.name == "generation":
+            said = _generation_review(project, item_id, item["prediction_id"], label, rating, tags)
+            label, recorded = said["label"], said["summary"]
+            if said["rating"] is not None or said["tags"]:
+                key = conn.execute(
+                    insert(t.notes).values(
+                        prediction_id=item["prediction_id"],
+                        source=reviewer,
+                        rating=said["rating"],
+                        tags=said["tags"],
+                        ts=now,
+                    )
+                ).inserted_primary_key
+                annotation_id = int(key[0]) if key else None
+        elif not skip:
             if label is None:
                 raise SchemaError(f"A review of item {item_id} needs a 'label' (or a skip).")
             problem = project.task.label_error(label)
             if problem:
                 raise SchemaError(f"Field 'label' of review item {item_id}: {problem}")
+        if not skip and label is not None:
             key = conn.execute(
                 insert(t.feedback).values(
                     prediction_id=item["prediction_id"], label=str(label), source=reviewer, ts=now
@@ -328,14 +399,39 @@ def answer(
                 model=project.name,
                 reviewer=reviewer,
                 action="skip" if skip else "label",
-                label=None if skip else str(label),
+                label=None if recorded is None else str(recorded),
                 feedback_id=feedback_id,
+                annotation_id=annotation_id,
                 undone=False,
                 ts=now,
             )
         )
     others = [{"reviewer": a["reviewer"], "label": a["label"]} for a in given if a["action"] == "label"]
-    return {"item_id": item_id, "action": "skip" if skip else "label", "label": label, "others": others}
+    return {"item_id": item_id, "action": "skip" if skip else "label", "label": recorded, "others": others}
+
+
+def _generation_review(
+    project: Project, item_id: int, prediction_id: str, preferred: Any, rating: Any, tags: Any
+) -> dict[str, Any]:
+    """A generator's review checked like its feedback; ``summary`` is what agreement compares:
+    the rating, else the tags, else ``rewrite``."""
+    from driftloop.annotations import parse_item
+
+    sent = {"prediction_id": prediction_id, "preferred": preferred, "rating": rating, "tags": tags}
+    said, problems = parse_item(
+        {k: v for k, v in sent.items() if v is not None}, 0, project.settings, project.task
+    )
+    if said is None:
+        why = " ".join(p["msg"].removeprefix("Item 0: ") for p in problems)
+        raise SchemaError(f"The review of item {item_id} is invalid: {why}")
+    summary = (
+        f"{said['rating']:g}"
+        if said["rating"] is not None
+        else "tags:" + ",".join(said["tags"])
+        if said["tags"]
+        else "rewrite"
+    )
+    return {**said, "summary": summary}
 
 
 def undo(project: Project, reviewer: str) -> dict[str, Any] | None:
@@ -364,6 +460,8 @@ def undo(project: Project, reviewer: str) -> dict[str, Any] | None:
         conn.execute(update(t.reviews).where(t.reviews.c.id == last["id"]).values(undone=True))
         if last["feedback_id"] is not None:
             conn.execute(sql_delete(t.feedback).where(t.feedback.c.id == last["feedback_id"]))
+        if last["annotation_id"] is not None:
+            conn.execute(sql_delete(t.notes).where(t.notes.c.id == last["annotation_id"]))
     return {"item_id": last["item_id"], "action": last["action"], "label": last["label"]}
 
 

@@ -163,6 +163,9 @@ def _git_revision(project: Project) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+NEGATIVE = "__negative__"  # a generator's bad-tagged output in a training snapshot
+
+
 def fit_and_register(
     project: Project,
     train_df: pd.DataFrame,
@@ -181,6 +184,15 @@ def fit_and_register(
     fit = load_trainer(entrypoint, project)
     target = project.settings.project.target
     extra: dict[str, Any] = {}
+    if NEGATIVE in train_df:  # bad-tagged outputs: a frame of inputs and texts for a trainer that takes them
+        bad = train_df[NEGATIVE].fillna(False).astype(bool).to_numpy()
+        negatives, train_df = train_df[bad], train_df[~bad].drop(columns=[NEGATIVE])
+        if "negatives" in inspect.signature(fit).parameters:
+            extra["negatives"] = project.schema.frame(negatives).assign(
+                **{target: negatives[target].to_numpy()}
+            )
+        if WEIGHT in train_df:
+            train_df = train_df.assign(**{WEIGHT: train_df[WEIGHT].fillna(1.0)})
     if WEIGHT in train_df:  # sampling weights: passed when the trainer takes them, else realised
         if "sample_weight" in inspect.signature(fit).parameters:
             extra["sample_weight"] = train_df[WEIGHT].to_numpy("float64")

@@ -456,22 +456,22 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     rows, hygiene = store.resolved_labels(
         project.name, start_seq=0, max_feedback_id=plan["cutoff_feedback"], policy=settings.feedback
     )
-    accepted = settings.generation.accept_rating
-    if project.task.name == "generation" and accepted is not None:  # accepted outputs are targets too
+    negatives: list[dict[str, Any]] = []
+    if project.task.name == "generation":  # accepted outputs are targets too; bad ones negatives
+        policy = settings.generation
         rewritten = {r["prediction_id"] for r in rows}
-        rows += [
-            r
-            for r in store.accepted_outputs(
-                project.name,
-                max_annotation_id=plan.get("cutoff_annotation", 0),
-                accept_rating=accepted,
-                bad_tags=settings.generation.bad_tags,
-                policy=settings.feedback,
-            )
-            if r["prediction_id"] not in rewritten  # a rewrite says more than a rating
-        ]
+        accepted, negatives = store.judged_outputs(
+            project.name,
+            max_annotation_id=plan.get("cutoff_annotation", 0),
+            accept_rating=policy.accept_rating,
+            bad_tags=policy.bad_tags,
+            policy=settings.feedback,
+        )
+        rows += [r for r in accepted if r["prediction_id"] not in rewritten]  # a rewrite says more
         rows.sort(key=lambda r: r["seq"])
         hygiene["accepted_outputs"] = len(rows) - len(rewritten)
+        hygiene["bad_outputs"] = len(negatives)
+        negatives = negatives[-rt.lookback :] if policy.negatives == "trainer" else []
     rows = rows[-rt.lookback :]
     base = store.dataset(project.registry.tags(project.name, plan["champion"]).get("driftloop.dataset", ""))
     if base is None:
@@ -549,9 +549,21 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             "max_feedback_id": plan["cutoff_feedback"],
         },
     }
+    bad = (
+        labelled_frame(
+            project,
+            pd.DataFrame([{**r["inputs"], target: r["label"]} for r in negatives]),
+            "bad-tagged outputs",
+        ).assign(__key__=[f"negative:{r['prediction_id']}" for r in negatives], __negative__=True)
+        if negatives
+        else None
+    )
     candidates: list[dict[str, Any]] = []
     for c in made:
         training, sampling = c["frame"].drop(columns=["__seq__"], errors="ignore"), c["sampling"]
+        if bad is not None:  # the same negatives beside every window's rows, never evaluated
+            training = pd.concat([training.assign(__negative__=False), bad], ignore_index=True)
+            sampling = {**sampling, "negatives": len(bad)}
         ds = record_snapshot(
             project,
             training,
@@ -567,6 +579,15 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                 "feedback_hygiene": {
                     **hygiene,
                     "conflict_rule": settings.feedback.conflict_rule,
+                    **(
+                        {
+                            "bad_outputs_use": "given to the trainer as negatives"
+                            if settings.generation.negatives == "trainer"
+                            else "excluded"
+                        }
+                        if project.task.name == "generation"
+                        else {}
+                    ),
                     "quarantined_sources": settings.feedback.quarantined_sources,
                 },
                 "sampling": sampling,
@@ -674,14 +695,14 @@ def _score(project: Project, X: pd.DataFrame, y: Any, version: str, raw: pd.Data
 def scorer_values(project: Project, X: pd.DataFrame, made: Any) -> dict[str, np.ndarray]:
     """Every custom metric with a function (a scorer) on a model's outputs for ``X``, per row."""
     settings = project.settings
-    if not any(m.function for m in settings.metrics.values()):
+    if not any(m.function and m.kind == "numeric" for m in settings.metrics.values()):
         return {}
     outputs = project.task.output_frame(made.labels, made.confidence, made.probabilities)
     frame = metric_frame(settings, X.reset_index(drop=True), outputs)
     return {
         f"metric.{name}": frame[f"metric.{name}"].to_numpy("float64")
         for name, spec in settings.metrics.items()
-        if spec.function
+        if spec.function and spec.kind == "numeric"
     }
 
 

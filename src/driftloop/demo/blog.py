@@ -135,9 +135,10 @@ class NgramGenerator:
     """Nearest training prompts (TF-IDF) -> a similarity-weighted word trigram model of their
     texts -> the likeliest continuation, greedily, without repeating a trigram.
 
-    ``fit(X, y, sample_weight=None)`` takes the inputs (the ``prompt`` column and any others,
-    whose values join the prompt as words) and the target texts; ``predict(X)`` returns one
-    text per row.
+    ``fit(X, y, sample_weight=None, negatives=None)`` takes the inputs (the ``prompt`` column
+    and any others, whose values join the prompt as words) and the target texts; ``negatives``
+    (outputs people tagged bad, a frame with their inputs and a ``text`` column, or the target's
+    column) make their word trigrams a quarter as likely. ``predict(X)`` returns one text per row.
     """
 
     def __init__(self, neighbours: int = 12, max_words: int = 120, prompt: str = "prompt") -> None:
@@ -152,7 +153,9 @@ class NgramGenerator:
             for row in X.to_dict(orient="records")
         ]
 
-    def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> NgramGenerator:
+    def fit(
+        self, X: pd.DataFrame, y: Any, sample_weight: Any = None, negatives: pd.DataFrame | None = None
+    ) -> NgramGenerator:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         texts = [str(t) for t in y]
@@ -162,6 +165,12 @@ class NgramGenerator:
         self.index_ = self.vectorizer_.fit_transform(self._queries(X))
         self.tokens_ = [["<s>", "<s>", *_TOKEN.findall(t), "</s>"] for t in texts]
         self.weights_ = np.ones(len(texts)) if sample_weight is None else np.asarray(sample_weight, "float64")
+        self.avoid_: set[tuple[str, str, str]] = set()
+        if negatives is not None and len(negatives):
+            column = "text" if "text" in negatives else negatives.columns[-1]
+            for text in negatives[column].astype(str):
+                tokens = ["<s>", "<s>", *_TOKEN.findall(text), "</s>"]
+                self.avoid_.update(zip(tokens, tokens[1:], tokens[2:], strict=False))
         return self
 
     def predict(self, X: pd.DataFrame) -> list[str]:
@@ -176,7 +185,7 @@ class NgramGenerator:
             weight = (float(sims[i]) + 1e-6) * float(self.weights_[i])
             tokens = self.tokens_[i]
             for a, b, c in zip(tokens, tokens[1:], tokens[2:], strict=False):
-                table[(a, b)][c] += weight
+                table[(a, b)][c] += weight * (0.25 if (a, b, c) in self.avoid_ else 1.0)
         out, seen = ["<s>", "<s>"], set()
         while len(out) < self.max_words + 2:
             options = table.get((out[-2], out[-1]))
@@ -253,10 +262,16 @@ function = "scorers:coherence"
 function = "driftloop.scorers:repetition"
 better = "lower"
 
+[metrics.sentiment]   # a categorical scorer: each label's share per window, and its drift
+function = "scorers:sentiment"
+kind = "categorical"
+categories = ["positive", "neutral", "negative"]
+
 [generation]
 tags = ["dated", "off-topic", "awkward"]
 bad_tags = ["dated", "off-topic", "awkward"]
 accept_rating = 4
+negatives = "trainer"   # bad-tagged outputs reach the trainer as negatives (trainer.py takes them)
 
 [[alerts]]
 name = "stale-posts"
@@ -313,6 +328,20 @@ def coherence(inputs, outputs):
     return np.array(scores)
 
 
+POSITIVE = {"advantage", "solid", "simpler", "fast", "predictable", "maintainable", "helps"}
+NEGATIVE = {"slow", "broken", "painful", "deprecated", "fragile"}
+
+
+def sentiment(inputs, outputs):
+    """A small stand-in for a sentiment model: positive, neutral or negative by a word list."""
+    labels = []
+    for text in outputs["prediction"]:
+        found = set(words(text))
+        score = len(found & POSITIVE) - len(found & NEGATIVE)
+        labels.append("positive" if score > 1 else "negative" if score < 0 else "neutral")
+    return labels
+
+
 def judge(inputs, first, second):
     """A pairwise judge (a hosted LLM in production): prefers the output that is fresher and
     more coherent, with a rationale."""
@@ -343,8 +372,8 @@ TRAINER = '''\
 from driftloop.demo.blog import NgramGenerator, WordSalad
 
 
-def train(X, y, sample_weight=None, neighbours=12):
-    return NgramGenerator(neighbours=neighbours).fit(X, y, sample_weight=sample_weight)
+def train(X, y, sample_weight=None, negatives=None, neighbours=12):
+    return NgramGenerator(neighbours=neighbours).fit(X, y, sample_weight=sample_weight, negatives=negatives)
 
 
 def careless(X, y, **params):

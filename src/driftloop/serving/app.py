@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -624,6 +625,85 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             },
             background=shadow,  # runs after the response is sent: off the response path
         )
+
+    @app.post("/log", dependencies=[Depends(require("predict"))])
+    async def log_route(request: Request) -> Any:
+        """Log outputs a model produced elsewhere, with their inputs: ``{"records": [...],
+        "outputs": [...], "model_version": "..."}``, one output per record (a text for a
+        generator, a number for a regressor, a class for a classifier). They are monitored,
+        scored, reviewed and take feedback like served predictions; the answer gives each its
+        ``prediction_id``."""
+        body = await read_json(request)
+        rows = body.get("records") if isinstance(body, dict) else None
+        outputs = body.get("outputs") if isinstance(body, dict) else None
+        version = body.get("model_version", "external") if isinstance(body, dict) else None
+        if (
+            not isinstance(rows, list)
+            or not rows
+            or not isinstance(outputs, list)
+            or len(outputs) != len(rows)
+        ):
+            raise _BadRequest(
+                422,
+                'The body must be {"records": [...], "outputs": [...]} with one output per record '
+                "and at least one record.",
+                kind="value_error",
+            )
+        if len(rows) > settings.max_batch:
+            raise _BadRequest(
+                413,
+                f"A batch may hold at most {settings.max_batch} records. Got {len(rows)}.",
+                ("body", "records"),
+            )
+        records, errors = project.schema.validate(rows)
+        if not isinstance(version, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}", version):
+            errors.append(
+                {
+                    "loc": ["body", "model_version"],
+                    "type": "string_pattern_mismatch",
+                    "msg": "'model_version' must be 1 to 32 letters, digits, '.', '_' or '-'. "
+                    f"Got {version!r:.80} instead.",
+                }
+            )
+        errors += [
+            {
+                "loc": ["body", "outputs", i],
+                "type": "value_error",
+                "msg": f"Output {i}: " + re.sub(r"^'(label|preferred)'", "an output", wrong),
+            }
+            for i, value in enumerate(outputs)
+            if (wrong := project.task.label_error(value)) is not None
+        ]
+        metadata, problems = _metadata(body.get("metadata"), request)
+        errors += [{"loc": ["body", "metadata"], "msg": m, "type": "value_error"} for m in problems]
+        if errors:
+            return await invalid("/log", 422, errors)
+        assert isinstance(version, str)
+        ids = new_ids(len(records))
+        batch = LogBatch(
+            name,
+            version,
+            (request.headers.get("x-request-id") or new_ids(1)[0])[:64],
+            time.time(),
+            0.0,
+            [],
+            metadata or None,
+            ids,
+            [redact(r, pii_key) for r in records] if redact is not None else records,
+            [project.task.parse_label(v) for v in outputs],
+            [None] * len(ids),
+            [[] for _ in ids],
+            None,
+        )
+        try:
+            await writer.write(batch)
+        except (QueueFull, LogUnavailable) as exc:
+            raise HTTPException(
+                503, f"The outputs could not be logged ({exc}); retry shortly.", {"Retry-After": "1"}
+            ) from None
+        with stats.lock:
+            stats.requests[("/log", 200)] += 1
+        return {"model": name, "model_version": version, "prediction_ids": ids}
 
     tags = project.settings.generation.tags
     tag_schema: dict[str, Any] = {"type": "string", **({"enum": tags} if tags else {})}

@@ -72,13 +72,30 @@ def add_review_routes(
         item_id: int = Path(ge=1, le=MAX_ID),
         key: ApiKey | None = Depends(require("review")),
     ) -> dict[str, Any]:
-        """Label the item (``{"label": ...}``): stored as feedback whose source is the reviewer;
-        the answer shows the other reviewers' labels of it, hidden until now."""
+        """Label the item (``{"label": ...}``; a generator's: ``{"rating": 4, "tags": [...],
+        "preferred": "..."}``, any of them): stored as feedback (and an annotation) whose source
+        is the reviewer; the answer shows the other reviewers' labels of it, hidden until now."""
         body = await read_json(request)
-        if not isinstance(body, dict) or "label" not in body:
-            raise HTTPException(422, 'The body must be an object with a \'label\', such as {"label": "yes"}.')
+        generation = project.task.name == "generation"
+        keys = {"preferred", "rating", "tags"} if generation else {"label"}
+        if not isinstance(body, dict) or not keys & set(body) or set(body) - keys:
+            example = '{"rating": 4, "tags": ["dated"]}' if generation else '{"label": "yes"}'
+            raise HTTPException(
+                422, f"The body must be an object with {sorted(keys)} only, such as {example}."
+            )
         try:
-            return _json(await run_in_threadpool(review.answer, project, item_id, who(key), body["label"]))
+            return _json(
+                await run_in_threadpool(
+                    lambda: review.answer(
+                        project,
+                        item_id,
+                        who(key),
+                        body.get("preferred" if generation else "label"),
+                        rating=body.get("rating"),
+                        tags=body.get("tags"),
+                    )
+                )
+            )
         except DriftloopError as exc:
             raise fail(exc) from None
 

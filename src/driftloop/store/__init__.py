@@ -576,18 +576,19 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.max(t.notes.c.id))) or 0)
 
-    def accepted_outputs(
+    def judged_outputs(
         self,
         model: str,
         *,
         max_annotation_id: int,
-        accept_rating: float,
+        accept_rating: float | None,
         bad_tags: Sequence[str],
         policy: FeedbackSettings,
-    ) -> list[dict[str, Any]]:
-        """Outputs people accepted, as labelled rows whose label is the output itself: the newest
-        annotation of each (quarantined sources left out) rates it at least ``accept_rating``
-        with none of ``bad_tags``; oldest first, shaped like :meth:`resolved_labels` rows."""
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Outputs people accepted and outputs they tagged bad, each as a row shaped like
+        :meth:`resolved_labels` rows whose label is the output itself, oldest first. The newest
+        annotation of an output by a rating or a tag decides (quarantined sources left out): a
+        bad tag makes it bad; else a rating of at least ``accept_rating`` accepts it."""
         p, a = t.predictions, t.notes
         query = (
             select(
@@ -603,21 +604,23 @@ class Store:
                 a.c.tags,
             )
             .join(p, p.c.prediction_id == a.c.prediction_id)
-            .where(p.c.model == model, a.c.id <= max_annotation_id, a.c.rating.is_not(None))
+            .where(p.c.model == model, a.c.id <= max_annotation_id)
             .order_by(p.c.seq, a.c.id)
         )
         quarantined = {principal(s) for s in policy.quarantined_sources} | set(self.quarantined(model))
         newest: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
-            for row in conn.execute(query).mappings():
-                if principal(row["source"]) not in quarantined:
+            for row in conn.execute(query).mappings():  # a late score alone says nothing here
+                if principal(row["source"]) not in quarantined and (row["rating"] is not None or row["tags"]):
                     newest[row["prediction_id"]] = dict(row)
         bad = set(bad_tags)
-        return [
-            {**r, "label": r["prediction"]}
-            for r in newest.values()
-            if r["rating"] >= accept_rating and not bad & set(r["tags"] or [])
-        ]
+        accepted, rejected = [], []
+        for r in newest.values():
+            if bad & set(r["tags"] or []):
+                rejected.append({**r, "label": r["prediction"]})
+            elif accept_rating is not None and r["rating"] is not None and r["rating"] >= accept_rating:
+                accepted.append({**r, "label": r["prediction"]})
+        return accepted, rejected
 
     # -- model artifacts: the digests serving trusts ------------------------------------------
     def record_artifact(self, model: str, version: str, sha256: str, signature: str | None) -> None:

@@ -281,6 +281,7 @@ reviews = Table(
     Column("action", String(8), nullable=False),  # label or skip
     Column("label", Text, nullable=True),
     Column("feedback_id", Integer, nullable=True),  # the feedback row a label wrote (undo deletes it)
+    Column("annotation_id", Integer, nullable=True),  # the rating and tags a generator's review wrote
     Column("undone", Boolean, nullable=False, default=False),
     Column("ts", Float, nullable=False),
     Index("ix_reviews_model_reviewer", "model", "reviewer"),

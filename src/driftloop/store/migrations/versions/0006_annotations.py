@@ -1,6 +1,6 @@
-"""annotations: ratings, tags and late scores people and judges attach to predictions; a
-prediction, a shadow prediction, a feedback label and a review's label may be long texts (a
-generator's output, a preferred rewrite)
+"""annotations: ratings, tags and late scores people and judges attach to predictions (a review
+names the annotation it wrote); a prediction, a shadow prediction, a feedback label and a
+review's label may be long texts (a generator's output, a preferred rewrite)
 
 Revision ID: 0006
 Revises: 0005
@@ -41,6 +41,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_annotations_prediction_id", "annotations", ["prediction_id"])
+    with op.batch_alter_table("reviews") as batch:  # a generator's review writes an annotation
+        batch.add_column(sa.Column("annotation_id", sa.Integer(), nullable=True))
     if op.get_bind().dialect.name == "sqlite":
         return  # SQLite never enforces a VARCHAR length; rebuilding a large log table would only cost
     for table, column, nullable in _WIDENED:
@@ -53,6 +55,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
         _narrow()
+    with op.batch_alter_table("reviews") as batch:
+        batch.drop_column("annotation_id")
     op.drop_index("ix_annotations_prediction_id", table_name="annotations")
     op.drop_table("annotations")
 
