@@ -17,7 +17,8 @@ from driftloop.project import Project
 
 def test_init_writes_each_template_and_refuses_an_unknown_one(tmp_path: Path) -> None:
     assert sorted(SCENARIOS) == ["documents", "images", "loan", "regression"]
-    assert sorted(TEMPLATES) == sorted([*SCENARIOS, "blog"])  # blog's scenario: test_generation.py
+    # the blog and forms scenarios: test_generation.py and test_extraction.py
+    assert sorted(TEMPLATES) == sorted([*SCENARIOS, "blog", "forms"])
     for name in TEMPLATES:
         result = CliRunner().invoke(app, ["init", str(tmp_path / name), "--template", name])
         assert result.exit_code == 0, result.output

@@ -22,6 +22,7 @@ feedback; the rest as an annotation, both under the same source, in one transact
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +30,13 @@ if TYPE_CHECKING:
     from driftloop.config import Settings
     from driftloop.tasks import Task
 
-__all__ = ["parse_item"]
+__all__ = ["parse_item", "resolve"]
 
 _COMMON = {"prediction_id", "source", "metrics", "rationale"}
-_KEYS = {"generation": _COMMON | {"preferred", "rating", "tags"}}
+_KEYS = {
+    "generation": _COMMON | {"preferred", "rating", "tags"},
+    "extraction": _COMMON | {"fields", "confirm"},
+}
 _MAX_RATIONALE = 4000
 
 
@@ -55,6 +59,8 @@ def parse_item(
         for key in item
         if key not in allowed
     ]
+    if task.name == "extraction":
+        return _correction(item, i, task, problems, settings)
     label_key = "preferred" if generation else "label"
     label = item.get(label_key)
     if label is not None or (not generation and "metrics" not in item):
@@ -117,6 +123,72 @@ def parse_item(
         "scores": None if scores is None else {k: float(v) for k, v in scores.items()},
         "rationale": rationale,
     }, []
+
+
+def _correction(
+    item: dict[str, Any], i: int, task: Task, problems: list[dict[str, Any]], settings: Settings
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """An extractor's correction: ``fields`` (corrected values; ``null`` is absent) and
+    ``confirm`` (the fields whose served value was right: a list, ``"all"`` or ``"rest"``, every
+    field not corrected). The label is built from the served prediction (:func:`resolve`)."""
+    names = sorted(getattr(task, "fields", {}))
+    fields, confirm = item.get("fields", {}), item.get("confirm", [])
+    if not isinstance(fields, dict):
+        problems.append(
+            _problem(i, "fields", "dict_type", f"'fields' must be an object. Got {fields!r:.80} instead.")
+        )
+        fields = {}
+    elif fields and (wrong := task.label_error(fields)) is not None:
+        problems.append(_problem(i, "fields", "value_error", wrong))
+    if not (confirm in ("all", "rest") or (isinstance(confirm, list) and all(c in names for c in confirm))):
+        problems.append(
+            _problem(
+                i,
+                "confirm",
+                "value_error",
+                f'\'confirm\' must be "all", "rest" or a list of fields from {names}. '
+                f"Got {confirm!r:.80} instead.",
+            )
+        )
+    elif isinstance(confirm, list) and set(confirm) & set(fields):
+        both = sorted(set(confirm) & set(fields))
+        problems.append(
+            _problem(i, "confirm", "value_error", f"a field is corrected or confirmed, not both. Got {both}.")
+        )
+    if not fields and not confirm and "metrics" not in item:
+        problems.append(_problem(i, None, "missing", "a correction needs 'fields', 'confirm' or 'metrics'."))
+    scores, rationale = item.get("metrics"), item.get("rationale")
+    if scores is not None:
+        problems += _score_problems(scores, i, settings)
+    if problems:
+        return None, problems
+    return {
+        "label": None,
+        "correction": {"fields": fields, "confirm": confirm} if fields or confirm else None,
+        "rating": None,
+        "tags": None,
+        "scores": None if scores is None else {k: float(v) for k, v in scores.items()},
+        "rationale": rationale,
+    }, []
+
+
+def resolve(correction: dict[str, Any], served: str, fields: list[str]) -> dict[str, str | None]:
+    """The true fields a correction says, given the served prediction: corrected values, and the
+    served value of every confirmed field.
+
+    >>> fix = {"fields": {"dob": "1990-03-12"}, "confirm": "rest"}
+    >>> resolve(fix, '{"dob": "1990", "name": "Ana"}', ["dob", "name"])
+    {'name': 'Ana', 'dob': '1990-03-12'}
+    """
+    made = json.loads(served) if served else {}
+    confirm = correction["confirm"]
+    if confirm == "all":
+        confirmed = fields
+    elif confirm == "rest":
+        confirmed = [f for f in fields if f not in correction["fields"]]
+    else:
+        confirmed = list(confirm)
+    return {**{f: made.get(f) for f in confirmed}, **correction["fields"]}
 
 
 def _score_problems(scores: Any, i: int, settings: Settings) -> list[dict[str, Any]]:

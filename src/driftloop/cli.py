@@ -694,8 +694,9 @@ def demo(
         str,
         typer.Option(
             help="'loan' (a tabular classifier), 'images' (an image classifier), "
-            "'documents' (a document classifier), 'regression' (house prices) or 'blog' "
-            "(a post generator judged by its scorers)."
+            "'documents' (a document classifier), 'regression' (house prices), 'blog' "
+            "(a post generator judged by its scorers) or 'forms' (entity extraction, corrected "
+            "field by field)."
         ),
     ] = "loan",
 ) -> None:
@@ -707,9 +708,14 @@ def demo(
 
         run_blog(out, seed=seed, console=console)
         return
+    if scenario == "forms":
+        from driftloop.demo.forms_scenario import run_forms
+
+        run_forms(out, seed=seed, console=console)
+        return
     if scenario not in SCENARIOS:
         raise typer.BadParameter(
-            f"must be one of {sorted([*SCENARIOS, 'blog'])}. Got {scenario!r} instead.",
+            f"must be one of {sorted([*SCENARIOS, 'blog', 'forms'])}. Got {scenario!r} instead.",
             param_hint="'--scenario'",
         )
     run_demo(out, seed=seed, console=console, scenario=scenario)

@@ -30,6 +30,7 @@ __all__ = [
     "CustomMetricSettings",
     "FeatureSettings",
     "FeedbackSettings",
+    "FieldSettings",
     "GateSettings",
     "GenerationSettings",
     "MonitorSettings",
@@ -90,6 +91,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1_macro"),
     "regression": ("mae", "rmse", "mape", "r2", "abs_error_p50", "abs_error_p90"),
     "generation": ("token_f1", "rouge_l"),
+    "extraction": ("f1_micro", "f1_macro", "doc_exact_match"),
 }
 
 
@@ -138,6 +140,12 @@ WINDOW_METRICS: dict[str, tuple[str, ...]] = {
         "estimated_mae_low",
         "estimated_mae_high",
         "error_drift",
+    ),
+    "extraction": (
+        *TASK_METRICS["extraction"],
+        *_COMMON_WINDOW_METRICS,
+        "mean_confidence",
+        "confidence_drift",
     ),
     "generation": (
         *TASK_METRICS["generation"],
@@ -237,11 +245,22 @@ class FeatureSettings(_Model):
         return self
 
 
+class FieldSettings(_Model):
+    """One field an extractor returns (``task = "extraction"``): its type, which decides its
+    normaliser and format check (``text``: case and white space; ``date``: any common format,
+    compared as ISO; ``amount``: digits with two decimals, separators and currency dropped;
+    ``identifier``: upper case without spaces or separators), and whether it is ``critical``
+    (the gate holds it to ``gate.critical_min_f1``)."""
+
+    type: Literal["text", "date", "amount", "identifier"] = "text"
+    critical: bool = False
+
+
 class ProjectSettings(_Model):
     """The model: its name, what kind of model it is (``task``), its label column and classes."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    task: Literal["classification", "regression", "generation"] = "classification"
+    task: Literal["classification", "regression", "generation", "extraction"] = "classification"
     target: str
     classes: list[str] = Field(default_factory=list)
     positive_class: str | None = None  # scores precision, recall and F1 for this class
@@ -829,6 +848,10 @@ class GateSettings(_Model):
     choose_on: Literal["all", "half"] = "all"
     judge: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     judge_min_win_rate: float = Field(default=0.5, ge=0, le=1)
+    critical_min_f1: float | None = Field(
+        default=None, ge=0, le=1
+    )  # extraction: floor of each critical field
+    max_field_regression: float | None = Field(default=None, ge=0)  # extraction: the largest field F1 drop
 
 
 class Settings(_Model):
@@ -853,6 +876,7 @@ class Settings(_Model):
     review: ReviewSettings = ReviewSettings()
     rollout: RolloutSettings = RolloutSettings()
     generation: GenerationSettings = GenerationSettings()
+    fields: dict[str, FieldSettings] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -892,6 +916,14 @@ class Settings(_Model):
         if duplicates:
             raise ValueError(f"alert rule names must be unique. Got {duplicates} more than once")
         task = self.project.task
+        if (task == "extraction") != bool(self.fields):
+            raise ValueError(
+                "an extraction project needs [fields.<name>] (the fields it extracts), and only an "
+                f"extraction project has them. Got task {task!r} with fields {sorted(self.fields)}"
+            )
+        bad_fields = [f for f in self.fields if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,39}$", f)]
+        if bad_fields:
+            raise ValueError(f"field names must be letters, digits and underscores. Got {bad_fields}")
         scored = self.scored_metrics()
         for key, metric in (
             ("gate.primary_metric", self.gate.primary_metric),
@@ -938,6 +970,11 @@ class Settings(_Model):
         )
         if self.project.task == "classification":
             return classification_metrics(list(self.project.classes), self.project.positive_class) + computed
+        if self.project.task == "extraction":
+            per_field = tuple(
+                f"{m}.{f}" for f in self.fields for m in ("f1", "precision", "recall", "exact_f1")
+            )
+            return TASK_METRICS["extraction"] + per_field + computed
         return TASK_METRICS[self.project.task] + computed
 
     def lower_is_better(self, task_lower: frozenset[str]) -> frozenset[str]:
@@ -962,6 +999,12 @@ class Settings(_Model):
             known |= {f"metric.{name}", f"drift.metric.{name}", f"scored.{name}"}
         if self.project.task == "generation":
             known |= {f"tag.{t}" for t in self.generation.tags}
+        if self.project.task == "extraction":  # from labels, and per field without them
+            known |= set(self.scored_metrics())
+            for f in self.fields:
+                known |= {f"{m}.{f}" for m in ("presence", "confidence", "validity")}
+                known |= {f"estimated_precision.{f}{s}" for s in ("", "_low", "_high")}
+                known |= {f"drift.field.{f}.{c}" for c in ("presence", "confidence", "length", "valid")}
         return known
 
     def is_window_metric(self, metric: str) -> bool:

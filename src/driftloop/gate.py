@@ -210,6 +210,31 @@ def decide(
                 else f"The {m} change is not significant at {policy.alpha:g}; the gate needs evidence.",
             )
         )
+    if policy.max_field_regression is not None:  # an extractor: the field that lost the most F1
+        drops = {
+            k.removeprefix("f1."): champion[k] - challenger[k]
+            for k in champion
+            if k.startswith("f1.") and k in challenger and _finite(champion[k], challenger[k])
+        }
+        if drops:
+            field, drop = max(drops.items(), key=lambda kv: (kv[1], kv[0]))
+            ok = drop <= policy.max_field_regression
+            rules.append(
+                RuleResult(
+                    "max_field_regression",
+                    f"f1.{field}",
+                    champion[f"f1.{field}"],
+                    challenger[f"f1.{field}"],
+                    policy.max_field_regression,
+                    ok,
+                    f"Field {field} lost {drop:.4f} F1 ({champion[f'f1.{field}']:.4f} -> "
+                    f"{challenger[f'f1.{field}']:.4f}), more than the tolerated "
+                    f"{policy.max_field_regression:.4f}."
+                    if not ok
+                    else f"The largest field regression, {field} ({max(drop, 0):.4f} F1), is within "
+                    f"{policy.max_field_regression:.4f}.",
+                )
+            )
     if judge is not None:
         rate, floor = float(judge["win_rate"]), policy.judge_min_win_rate
         ok = rate >= floor

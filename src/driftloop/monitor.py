@@ -371,6 +371,18 @@ class Monitor:
                     flagged=any(c.drifted for c in embedded),
                 )
             )
+        window_metrics += [  # an extractor's fields: presence, confidence, length, validity
+            _metric(
+                f"drift.{c.column}",
+                c.effect,
+                c.n_current,
+                p_value=c.p_value,
+                threshold=c.effect_threshold,
+                flagged=c.drifted,
+            )
+            for c in out_report.columns
+            if c.column.startswith("field.") and c.n_current
+        ]
         if "__confidence__" in outputs:  # a task with a confidence per prediction
             conf = out_report["__confidence__"]
             window_metrics += [

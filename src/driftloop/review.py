@@ -136,7 +136,12 @@ def fill(project: Project, now: float | None = None) -> dict[str, int]:
     lowest: list[str] = []
     if rs.strategies.get("low_score", 0) > 0 and ids:
         lowest = _lowest_scored(project, ids[:UNUSUAL_CANDIDATES])
-    scored = [(uncertainty(r.probabilities, rs.uncertainty), r.prediction_id) for r in rows]
+    if project.task.name == "extraction":  # per-field confidences: the least sure field decides
+        scored = [
+            (1.0 - min(r.probabilities.values()) if r.probabilities else None, r.prediction_id) for r in rows
+        ]
+    else:
+        scored = [(uncertainty(r.probabilities, rs.uncertainty), r.prediction_id) for r in rows]
     ranked: dict[str, list[str]] = {
         "disagreement": sorted(disagreeing),
         "unusual": unusual,
@@ -320,6 +325,8 @@ def next_item(project: Project, reviewer: str, now: float | None = None) -> dict
                     }
                 }
                 if project.task.name == "generation"
+                else {"extraction": {"fields": {f: spec.type for f, spec in project.settings.fields.items()}}}
+                if project.task.name == "extraction"
                 else {}
             ),
             "progress": queue_state(project, reviewer, now),
@@ -366,7 +373,9 @@ def answer(
             )
         feedback_id = annotation_id = None
         recorded = None if skip else label
-        if not skip and project.task.name == "generation":
+        if not skip and project.task.name == "extraction":
+            label = recorded = _extraction_review(project, item_id, item["prediction_id"], label)
+        elif not skip and project.task.name == "generation":
             said = _generation_review(project, item_id, item["prediction_id"], label, rating, tags)
             label, recorded = said["label"], said["summary"]
             if said["rating"] is not None or said["tags"]:
@@ -408,6 +417,25 @@ def answer(
         )
     others = [{"reviewer": a["reviewer"], "label": a["label"]} for a in given if a["action"] == "label"]
     return {"item_id": item_id, "action": "skip" if skip else "label", "label": recorded, "others": others}
+
+
+def _extraction_review(project: Project, item_id: int, prediction_id: str, correction: Any) -> str:
+    """An extractor's review (``{"fields": {...}, "confirm": "rest"}``) as the true fields it
+    says, checked like its feedback; the label stored and compared for agreement."""
+    from driftloop.annotations import parse_item, resolve
+
+    sent = correction if isinstance(correction, dict) else {}
+    said, problems = parse_item(
+        {"prediction_id": prediction_id, **{k: v for k, v in sent.items() if k in ("fields", "confirm")}},
+        0,
+        project.settings,
+        project.task,
+    )
+    if said is None or said["correction"] is None:
+        why = " ".join(p["msg"].removeprefix("Item 0: ") for p in problems) or "it says nothing"
+        raise SchemaError(f"The review of item {item_id} is invalid: {why}")
+    served = project.store.served([prediction_id])[prediction_id]
+    return project.task.parse_label(resolve(said["correction"], served, list(project.settings.fields)))
 
 
 def _generation_review(

@@ -95,7 +95,14 @@ def training_set(
         feedback.update(corrected_share=s, corrected_kept=len(fix), confirmed_kept=len(ok))
     why["feedback"] = feedback
     # error rates per stratum (true class), on all production rows of the lookback (before balancing)
-    errors = corrected.groupby(strata).mean().round(4).to_dict() if len(production) else {}
+    by_field = getattr(task, "stratum_errors", None)  # an extractor: 1 - F1 of the worst field a fix touched
+    if by_field is not None and len(production):
+        errors = by_field(production[target], production["__prediction__"])
+        why["error_rate_by_class_is"] = (
+            "1 - F1 of the field (stratum field:<name>: the worst field a correction touched)"
+        )
+    else:
+        errors = corrected.groupby(strata).mean().round(4).to_dict() if len(production) else {}
     why["error_rate_by_class"] = errors
 
     share = rt.replay_fraction

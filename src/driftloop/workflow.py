@@ -960,8 +960,13 @@ def refit_step(run_id: str, data: dict[str, Any], index: int, evaluated: str) ->
 @DBOS.step()
 def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: str, eval_id: str) -> bool:
     project = _step(run_id, "gate")
+    policy = project.settings.gate
+    critical = [f for f, spec in project.settings.fields.items() if spec.critical]
+    if policy.critical_min_f1 is not None and critical:  # each critical field's F1 floor
+        floors = {f"f1.{f}": policy.critical_min_f1 for f in critical}
+        policy = policy.model_copy(update={"min_value": {**floors, **policy.min_value}})
     decision = decide(
-        project.settings.gate,
+        policy,
         scores["champion"],
         scores["challenger"],
         scores["n"],

@@ -83,7 +83,7 @@ def run_blog(
 ) -> BlogResult:
     """Run the blog scenario in ``folder`` (see the module docstring); ``rewrite_share`` of the
     reviewed outputs also get the post the prompt asked for as a preferred text."""
-    from driftloop.demo.scenario import serve_in_thread
+    from driftloop.demo.scenario import _wait_for_swap, serve_in_thread
 
     console = console or Console()
     folder = folder.resolve()
@@ -187,15 +187,6 @@ def run_blog(
 def _send(client: httpx.Client, items: list[dict[str, Any]]) -> None:
     for start in range(0, len(items), 500):
         client.post("/feedback", json={"feedback": items[start : start + 500]}).raise_for_status()
-
-
-def _wait_for_swap(client: httpx.Client, project: Project, timeout: float = 30.0) -> None:
-    import time
-
-    champion = project.champion()
-    deadline = time.time() + timeout
-    while time.time() < deadline and client.get("/health").json()["champion"] != champion:
-        time.sleep(0.05)
 
 
 def _report(console: Console, w: int, run_id: str, status: str, project: Project) -> None:

@@ -1,15 +1,15 @@
 """The example projects written by ``driftloop init --template NAME`` and used by ``driftloop demo``.
 
 Templates: ``loan`` (a tabular classifier, the default), ``images`` (an image classifier),
-``documents`` (a document classifier on text), ``regression`` (house prices) and ``blog`` (a
-post generator judged by its scorers).
+``documents`` (a document classifier on text), ``regression`` (house prices), ``blog`` (a
+post generator judged by its scorers) and ``forms`` (entity extraction from intake documents).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from driftloop.demo import blog, documents, houses, shapes
+from driftloop.demo import blog, documents, forms, houses, shapes
 from driftloop.demo.data import applicants
 from driftloop.exceptions import ConfigError
 
@@ -171,5 +171,6 @@ TEMPLATES = {
     "images": (shapes.CONFIG, shapes.TRAINER, shapes.shapes),
     "documents": (documents.CONFIG, documents.TRAINER, documents.documents),
     "blog": (blog.CONFIG, blog.TRAINER, blog.posts),
+    "forms": (forms.CONFIG, forms.TRAINER, forms.forms),
 }
 FILES = {"blog": blog.FILES}  # a template's files beside trainer.py

@@ -40,7 +40,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from driftloop import custom, views
-from driftloop.annotations import parse_item
+from driftloop.annotations import parse_item, resolve
 from driftloop.config import parse_duration
 from driftloop.datasets import stable_fraction
 from driftloop.exceptions import ConfigError
@@ -54,6 +54,7 @@ from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.pages import SESSION_COOKIE, session_identity
 from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
+from driftloop.tasks import probability_keys
 from driftloop.views import jsonable
 
 __all__ = ["Scope", "app_from_environment", "create_app", "parse_api_keys"]
@@ -158,7 +159,11 @@ def _shadow_score(
                     "confidence": None if confidence[i] != confidence[i] else float(confidence[i]),
                     "probabilities": {}
                     if probs is None
-                    else {c: round(float(probs[i, j]), 6) for j, c in enumerate(project.task.classes)},
+                    else {
+                        c: round(float(probs[i, j]), 6)
+                        for j, c in enumerate(probability_keys(project.task))
+                        if probs[i, j] == probs[i, j]
+                    },
                 }
                 for i, pid in enumerate(ids)
             ]
@@ -315,6 +320,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     app.add_middleware(Guard, settings, keys=bool(keys), counts=stats.guard)
     app.state.project, app.state.slot, app.state.writer, app.state.stats = project, slot, writer, stats
     classes, name = project.task.classes, project.name
+    keys_of_probabilities = probability_keys(project.task)  # classes, or an extractor's fields
     redact = project.schema.redact if project.schema.pii else None  # skipped when nothing is pii
 
     def require(scope: Scope | None) -> Callable[[Request], Awaitable[ApiKey | None]]:
@@ -566,6 +572,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         now = time.time()
         latency_ms = (time.perf_counter() - started) * 1000
         ids = new_ids(len(records))
+        out: list[dict[str, Any]]
         if classes:
             out = [
                 {
@@ -573,6 +580,21 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                     "label": label_strs[i],
                     "confidence": confidences[i],
                     "probabilities": dict(zip(classes, rounded[i], strict=True)),
+                }
+                for i, pid in enumerate(ids)
+            ]
+        elif project.task.name == "extraction":  # each field's value and confidence
+            out = [
+                {
+                    "prediction_id": pid,
+                    "fields": {
+                        f: {
+                            "value": json.loads(label_strs[i]).get(f),
+                            "confidence": None if rounded[i][j] != rounded[i][j] else rounded[i][j],
+                        }
+                        for j, f in enumerate(keys_of_probabilities)
+                    },
+                    "confidence": confidences[i],
                 }
                 for i, pid in enumerate(ids)
             ]
@@ -586,7 +608,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             request_id[:64],
             now,
             latency_ms,
-            classes,
+            keys_of_probabilities,
             metadata or None,
             ids,
             [redact(r, pii_key) for r in records] if redact is not None else records,
@@ -785,6 +807,14 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 "not_found",
             )
         accepted = [c for _, c in clean if c["prediction_id"] in found]
+        corrections = [c for c in accepted if c.get("correction")]
+        if corrections:  # an extractor's correction: the true fields, from what was served
+            served = await run_in_threadpool(project.store.served, [c["prediction_id"] for c in corrections])
+            for c in corrections:
+                fields = resolve(c["correction"], served[c["prediction_id"]], keys_of_probabilities)
+                c["label"] = project.task.parse_label(fields)
+        for c in accepted:
+            c.pop("correction", None)
         if accepted:
             await run_in_threadpool(project.store.add_feedback, accepted, annotations=True)
         if errors:

@@ -105,8 +105,9 @@ def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
         if refusal is not None:
             return refusal
         images = sorted(n for n, f in project.settings.features.items() if f.type == "image")
+        texts = sorted(n for n, f in project.settings.features.items() if f.type == "text")
         html = env.get_template("review.html.j2").render(
-            model=project.name, user=who.name if who else "local", image_features=images
+            model=project.name, user=who.name if who else "local", image_features=images, text_features=texts
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 

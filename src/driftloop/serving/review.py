@@ -73,13 +73,26 @@ def add_review_routes(
         key: ApiKey | None = Depends(require("review")),
     ) -> dict[str, Any]:
         """Label the item (``{"label": ...}``; a generator's: ``{"rating": 4, "tags": [...],
-        "preferred": "..."}``, any of them): stored as feedback (and an annotation) whose source
+        "preferred": "..."}``, any of them; an extractor's: a correction, ``{"fields": {...},
+        "confirm": "rest"}``): stored as feedback (and an annotation) whose source
         is the reviewer; the answer shows the other reviewers' labels of it, hidden until now."""
         body = await read_json(request)
-        generation = project.task.name == "generation"
-        keys = {"preferred", "rating", "tags"} if generation else {"label"}
+        generation, extraction = project.task.name == "generation", project.task.name == "extraction"
+        keys = (
+            {"preferred", "rating", "tags"}
+            if generation
+            else {"fields", "confirm"}
+            if extraction
+            else {"label"}
+        )
         if not isinstance(body, dict) or not keys & set(body) or set(body) - keys:
-            example = '{"rating": 4, "tags": ["dated"]}' if generation else '{"label": "yes"}'
+            example = (
+                '{"rating": 4, "tags": ["dated"]}'
+                if generation
+                else '{"fields": {"dob": "1990-03-12"}, "confirm": "rest"}'
+                if extraction
+                else '{"label": "yes"}'
+            )
             raise HTTPException(
                 422, f"The body must be an object with {sorted(keys)} only, such as {example}."
             )
@@ -90,7 +103,7 @@ def add_review_routes(
                         project,
                         item_id,
                         who(key),
-                        body.get("preferred" if generation else "label"),
+                        body if extraction else body.get("preferred" if generation else "label"),
                         rating=body.get("rating"),
                         tags=body.get("tags"),
                     )

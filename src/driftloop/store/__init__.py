@@ -221,6 +221,19 @@ class Store:
             )
         return dict(row) if row else None
 
+    def served(self, ids: Iterable[str]) -> dict[str, str]:
+        """The logged prediction (its text) of each of ``ids`` that exists."""
+        ids = list(ids)
+        found: dict[str, str] = {}
+        p = t.predictions
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = select(p.c.prediction_id, p.c.prediction).where(
+                    p.c.prediction_id.in_(ids[start : start + 500])
+                )
+                found.update({r.prediction_id: r.prediction for r in conn.execute(query)})
+        return found
+
     def existing_prediction_ids(self, ids: Iterable[str]) -> set[str]:
         ids = list(ids)
         found: set[str] = set()

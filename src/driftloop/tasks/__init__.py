@@ -19,6 +19,11 @@ slices and strata      accuracy per slice; class; corrected/right   MAE per slic
 preferred text; token F1 and ROUGE-L against it; Wilcoxon on per-row overlap; the reference
 vocabulary for ``novelty``. Its scorers (custom metrics) and the judge do most of the judging.
 
+``extraction`` (:mod:`driftloop.tasks.extraction`): ``predict`` returns fields with
+confidences; a label is the corrected fields; per-field precision, recall and F1 after
+normalisers (a boundary-only fix counts half), document exact match, micro and macro F1;
+Wilcoxon on per-document F1; per-field calibrated precision from the confidences.
+
 Tasks are found through the plain dict :data:`TASKS`; :func:`make_task` builds the one a
 project's settings name.
 
@@ -39,19 +44,38 @@ from typing import TYPE_CHECKING
 from driftloop.exceptions import ConfigError
 from driftloop.tasks._base import Predictions, Task
 from driftloop.tasks.classification import Classification
+from driftloop.tasks.extraction import Extraction
 from driftloop.tasks.generation import Generation
 from driftloop.tasks.regression import Regression
 
 if TYPE_CHECKING:
     from driftloop.config import Settings
 
-__all__ = ["TASKS", "Classification", "Generation", "Predictions", "Regression", "Task", "make_task"]
+__all__ = [
+    "TASKS",
+    "Classification",
+    "Extraction",
+    "Generation",
+    "Predictions",
+    "Regression",
+    "Task",
+    "make_task",
+    "probability_keys",
+]
 
 TASKS: dict[str, Callable[[Settings], Task]] = {
     "classification": Classification.from_settings,
     "regression": Regression.from_settings,
     "generation": Generation.from_settings,
+    "extraction": Extraction.from_settings,
 }
+
+
+def probability_keys(task: Task) -> list[str]:
+    """What a prediction's logged probabilities are keyed by: a classifier's classes, an
+    extractor's fields (their confidences), nothing for the others."""
+    fields = getattr(task, "fields", None)
+    return list(fields) if isinstance(fields, dict) else list(task.classes)
 
 
 def make_task(settings: Settings) -> Task:
