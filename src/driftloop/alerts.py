@@ -33,6 +33,7 @@ __all__ = [
     "SlackSink",
     "WebhookSink",
     "dispatch",
+    "judged",
     "make_sinks",
     "redact_url",
     "should_fire",
@@ -48,14 +49,26 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
+def judged(rule: AlertRuleSettings, series: list[tuple[int, float, int]]) -> list[tuple[int, float, int]]:
+    """The windows a rule judges: those with at least ``min_samples`` observations and a value.
+
+    >>> from driftloop.config import AlertRuleSettings
+    >>> rule = AlertRuleSettings(name="r", metric="accuracy", threshold=0.8, min_samples=30)
+    >>> judged(rule, [(1, 0.5, 60), (2, 1.0, 15), (3, float("nan"), 90)])
+    [(1, 0.5, 60)]
+    """
+    return [(w, v, n) for w, v, n in series if n >= rule.min_samples and v == v]
+
+
 def should_fire(
     rule: AlertRuleSettings,
     series: list[tuple[int, float, int]],
     last_alert: dict[str, Any] | None,
     now: float,
 ) -> tuple[bool, int]:
-    """``series`` is ``(window_id, value, n)`` oldest first. Returns (fire?, streak length)."""
-    usable = [(w, v, n) for w, v, n in series if n >= rule.min_samples and v == v]
+    """``series`` is ``(window_id, value, n)`` oldest first. Returns (fire?, streak length), the
+    streak counted in :func:`judged` windows."""
+    usable = judged(rule, series)
     if rule.detector is not None:
         return _detector_fires(rule, usable, last_alert, now)
     breach = _OPS[rule.op]

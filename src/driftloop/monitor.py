@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.alerts import dispatch, make_sinks, should_fire, system_alert
+from driftloop.alerts import dispatch, judged, make_sinks, should_fire, system_alert
 from driftloop.custom import metric_frame, metric_spec
 from driftloop.drift import DriftReport, compare
 from driftloop.drift.multivariate import domain_classifier, mmd
@@ -606,8 +606,10 @@ class Monitor:
             fire, streak = should_fire(rule, series, last[-1] if last else None, now)
             if not fire:
                 continue
-            window_id, value, n = series[-1]
-            first_window = next(w for w in history if w["id"] == series[-streak][0])
+            # the windows the rule judged: those with enough samples (a thin newest window is not one)
+            usable = judged(rule, series)
+            window_id, value, n = usable[-1]
+            first_window = next(w for w in history if w["id"] == usable[-streak][0])
             message = (
                 f"{rule.metric} = {value:.4g}: the {rule.detector} detector found a change "
                 f"(latest window {window_id}, n = {n})."

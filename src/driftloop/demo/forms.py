@@ -15,10 +15,10 @@ its confidence. It learns from a thousand documents in a few seconds on a laptop
 
 >>> df = forms(3, "A", seed=1)
 >>> sorted(df.columns)
-['channel', 'fields', 'text']
+['channel', 'doc_type', 'fields', 'text']
 >>> train = forms(400, "A", seed=2)
->>> tagger = TokenTagger().fit(train.drop(columns="fields"), train["fields"])
->>> found = tagger.predict(df.drop(columns="fields"))[0]
+>>> tagger = TokenTagger().fit(train[["text"]], train["fields"])
+>>> found = tagger.predict(df[["text"]])[0]
 >>> sorted(found), 0.0 <= found["dob"]["confidence"] <= 1.0
 (['amount', 'dob', 'patient_name', 'provider', 'reference'], True)
 """
@@ -32,7 +32,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["CONFIG", "FIELDS", "TRAINER", "TokenTagger", "forms", "tokens"]
+__all__ = [
+    "CLASSIFIER",
+    "CLASSIFIER_TRAINER",
+    "CONFIG",
+    "FIELDS",
+    "TRAINER",
+    "TokenTagger",
+    "forms",
+    "tokens",
+]
 
 FIELDS = {
     "patient_name": "text",
@@ -107,12 +116,13 @@ def tokens(text: str) -> list[tuple[str, int, int]]:
 
 
 def forms(n: int, layout: str = "A", seed: int | np.random.Generator = 0) -> pd.DataFrame:
-    """``n`` documents of layout ``"A"`` or ``"B"``: their ``text``, ``channel`` and the true
-    ``fields`` (JSON; a field a document lacks is null)."""
+    """``n`` documents of layout ``"A"`` or ``"B"``: their ``text``, ``channel``, kind
+    (``doc_type``, what the template's document classifier learns) and the true ``fields``
+    (JSON; a field a document lacks is null)."""
     if layout not in ("A", "B"):
         raise ValueError(f"The 'layout' parameter of forms must be 'A' or 'B'. Got {layout!r} instead.")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    texts, fields, channels = [], [], []
+    texts, fields, channels, kinds = [], [], [], []
     for _ in range(n):
         kind = str(rng.choice(["referral", "lab_report", "invoice"], p=[0.35, 0.35, 0.3]))
         name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
@@ -126,6 +136,7 @@ def forms(n: int, layout: str = "A", seed: int | np.random.Generator = 0) -> pd.
         dob = f"{d:02d}/{m:02d}/{y}" if layout == "A" else f"{d} {_MONTHS[m - 1]} {y}"
         text = _write(kind, layout, name, dob, provider, reference, amount, seen, rng)
         texts.append(text)
+        kinds.append(kind)
         fields.append(
             json.dumps(
                 {
@@ -141,7 +152,7 @@ def forms(n: int, layout: str = "A", seed: int | np.random.Generator = 0) -> pd.
         channels.append(
             "portal" if layout == "B" and rng.random() < 0.8 else str(rng.choice(["fax", "email", "post"]))
         )
-    return pd.DataFrame({"text": texts, "channel": channels, "fields": fields})
+    return pd.DataFrame({"text": texts, "channel": channels, "doc_type": kinds, "fields": fields})
 
 
 def _write(
@@ -293,6 +304,60 @@ class TokenTagger:
         return out
 
 
+CLASSIFIER = """\
+# driftloop project: the document classifier beside the extractor, in the same store.
+[project]
+name = "doc-types"
+task = "classification"
+target = "doc_type"
+classes = ["referral", "lab_report", "invoice"]
+
+[data]
+train = "data/train.csv"
+
+[trainer]
+entrypoint = "trainer:train"
+
+[features.text]
+type = "text"
+max_length = 20000
+
+[features.channel]
+type = "categorical"
+allowed = ["fax", "email", "post", "portal"]
+
+[store]
+url = "{store}"
+
+[monitor]
+window = "{window}"
+
+[[alerts]]
+name = "doc-type-accuracy"
+metric = "accuracy"
+op = "<"
+threshold = 0.9
+min_samples = 30
+"""
+
+CLASSIFIER_TRAINER = '''\
+"""The document classifier's trainer: words of the text and the channel."""
+
+from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+
+def train(X, y):
+    features = ColumnTransformer([
+        ("words", TfidfVectorizer(min_df=2, sublinear_tf=True), "text"),
+        ("channel", OneHotEncoder(handle_unknown="ignore"), ["channel"]),
+    ])
+    return make_pipeline(features, LogisticRegression(max_iter=1000)).fit(X, y)
+'''
+
 CONFIG = """\
 # driftloop project: entity extraction from intake documents. See docs/config.md.
 [project]
@@ -345,6 +410,7 @@ name = "dob-f1-drop"
 metric = "f1.dob"
 op = "<"
 threshold = 0.8
+for = 2                      # two windows of corrections: enough to learn the new layout from
 min_samples = 30
 repeat_after = 2
 retrain = true
@@ -370,6 +436,17 @@ corrected_share = 0.6        # balance corrected with confirmed documents
 error_oversampling = 2.0     # oversample documents whose corrections touched low-F1 fields
 max_per_class = 400          # cap any one field's stratum
 
+[feedback]
+trusted_sources = ["clerk"]  # the intake clerk's corrections are the yardstick for reviewers
+
+[review]
+strategies = {{ uncertain = 0.7, audit = 0.3 }}
+daily_budget = 100000
+overlap = 0.0
+min_agreement = 0.6
+min_overlap_items = 10
+quarantine = true            # a reviewer who disagrees with the trusted labels stops counting
+
 [gate]
 primary_metric = "f1_micro"
 min_improvement = 0.01
@@ -381,6 +458,10 @@ min_eval_rows = 60
 TRAINER = '''\
 """The project's trainer: driftloop calls train(X, y, **params) and registers what it returns."""
 
+import json
+
+import pandas as pd
+
 from driftloop.demo.forms import TokenTagger
 
 
@@ -388,12 +469,9 @@ def train(X, y, sample_weight=None, epochs=8):
     return TokenTagger(epochs=epochs).fit(X, y, sample_weight=sample_weight)
 
 
-class _Nothing:
-    def predict(self, X):
-        return [{} for _ in range(len(X))]
-
-
-def careless(X, y, **params):
-    """A deliberately bad candidate: it finds nothing. The gate must reject it."""
-    return _Nothing()
+def careless(X, y, sample_weight=None, **params):
+    """A candidate that never learned dates of birth: better on the other fields, so better
+    overall, and blind on a critical one. The gate must reject it and name the field."""
+    forgot = [json.dumps({**json.loads(v), "dob": None}) for v in y]
+    return TokenTagger().fit(X, pd.Series(forgot, index=y.index), sample_weight=sample_weight)
 '''

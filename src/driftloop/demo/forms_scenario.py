@@ -1,6 +1,8 @@
 """``driftloop demo --scenario forms``: an entity extractor corrected field by field, over HTTP.
 
-1. Train the token tagger on layout A's documents; it becomes the champion.
+1. Train the token tagger on layout A's documents; it becomes the champion. Beside it, in the
+   same store, a document classifier (``doc-types``) learns the documents' kinds: two models,
+   one store, each with its own windows, alerts and labels.
 2. Documents stream to the real server; each answer has every field's value and confidence.
 3. A simulated reviewer checks a share of them one window late: a wrong field is corrected, a
    missing one filled in, a spurious one marked absent, and the rest confirmed in the same
@@ -12,7 +14,11 @@
 5. The retraining set oversamples documents whose corrections touched the weakest fields and
    balances corrected with confirmed ones; the gate judges every field (critical fields' floors,
    the largest field regression) on the same held-out documents, and promotes.
-6. A careless candidate that finds nothing is trained by hand; the gate rejects it.
+6. A careless reviewer ("temp") answers review-queue items by confirming whatever was served;
+   their agreement with the clerk's trusted corrections falls with the new layout, and the
+   monitoring pass quarantines them: their labels stop counting.
+7. Before the retrain, a candidate that never learned dates of birth is trained by hand: better
+   overall than the stale champion, blind on a critical field; the gate rejects it and names it.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from driftloop import workflow
+from driftloop import review, workflow
 from driftloop.demo.blog_scenario import _report, _send
 from driftloop.demo.forms import FIELDS, forms
 from driftloop.demo.project import write_example
@@ -50,6 +56,8 @@ class FormsResult:
     promoted: int
     rejected: int
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    doc_type_accuracy: tuple[float, float] = (float("nan"), float("nan"))  # the classifier: before, after
 
     @property
     def summary(self) -> str:
@@ -60,7 +68,9 @@ class FormsResult:
         fields = "; ".join(three(f"f1.{f}") for f in FIELDS)
         return (
             f"{three('f1_micro')} (before the layout change, after it, after promotion); {fields} | "
-            f"retrains promoted {self.promoted}, "
+            f"doc-type classifier accuracy {self.doc_type_accuracy[0]:.3f} | "
+            f"{self.doc_type_accuracy[1]:.3f} | "
+            f"reviewers quarantined {self.quarantined or 'none'} | retrains promoted {self.promoted}, "
             f"rejected {self.rejected} | artifacts in {self.folder}"
         )
 
@@ -85,6 +95,7 @@ def run_forms(
     drift_at: int = 3,
     window_rows: int = 200,
     review_share: float = 0.5,
+    careless_items: int = 15,
     train_rows: int = 1500,
     console: Console | None = None,
 ) -> FormsResult:
@@ -107,9 +118,13 @@ def run_forms(
         template="forms",
     )
     project = Project.load(config)
+    classifier = _classifier(folder, project, window_rows)
     rng = np.random.default_rng(seed + 1)
     console.rule("[bold]driftloop demo: forms")
     first = train(project)
+    train(classifier)
+    classify = Monitor(classifier)
+    kinds_right: dict[int, list[bool]] = {}
     console.print(
         f"Champion: version {first.version} (validation f1_micro {first.metrics['validation_f1_micro']:.3f})"
     )
@@ -119,10 +134,13 @@ def run_forms(
     truth: dict[str, tuple[str, int]] = {}  # prediction id -> (true fields as JSON, window)
     promoted = rejected = 0
     pending: list[dict[str, Any]] = []
+    quarantined: list[str] = []
     try:
         with (
             serve_in_thread(create_app(project, background=True, monitor=False)) as url,
+            serve_in_thread(create_app(classifier, background=True, monitor=False)) as kinds_url,
             httpx.Client(base_url=url, timeout=60) as client,
+            httpx.Client(base_url=kinds_url, timeout=60) as kinds,
             Progress(console=console, transient=True) as bar,
         ):
             progress = bar.add_task("streaming documents", total=windows)
@@ -131,19 +149,49 @@ def run_forms(
                 if w == drift_at:
                     events.setdefault(w, []).append("new portal layout A→B")
                 df = forms(window_rows, layout, seed=rng)
-                response = client.post(
-                    "/predict", json={"records": df.drop(columns="fields").to_dict(orient="records")}
-                )
+                records = df.drop(columns=["fields", "doc_type"]).to_dict(orient="records")
+                response = client.post("/predict", json={"records": records})
                 response.raise_for_status()
+                typed = kinds.post("/predict", json={"records": records})
+                typed.raise_for_status()
+                said = [p["label"] for p in typed.json()["predictions"]]
+                kinds_right[w] = [a == b for a, b in zip(said, df["doc_type"], strict=True)]
+                labels = [
+                    {"prediction_id": p["prediction_id"], "label": kind, "source": "clerk"}
+                    for p, kind, keep in zip(
+                        typed.json()["predictions"],
+                        df["doc_type"],
+                        rng.random(len(df)) < review_share,
+                        strict=True,
+                    )
+                    if keep
+                ]
+                kinds.post("/feedback", json={"feedback": labels}).raise_for_status()
                 _send(client, pending)  # last window's corrections arrive now: one window late
                 pending = []
+                review.fill(project)  # the careless reviewer confirms whatever the queue shows
+                for _ in range(careless_items):
+                    item = review.next_item(project, "temp")
+                    if item is None:
+                        break
+                    review.answer(project, item["item_id"], "temp", {"confirm": "all"})
+                if w == drift_at + 2:  # before the retrain: a candidate blind on a critical field
+                    run_id = workflow.start_retrain(project, "manual:forgets-dob", trainer="trainer:careless")
+                    outcome = workflow.wait(run_id)
+                    events.setdefault(w, []).append(f"forgets-dob candidate {outcome['status']}")
+                    _report(console, w, run_id, outcome["status"], project)
+                    rejected += outcome["status"] == "rejected"
                 for j, p in enumerate(response.json()["predictions"]):
                     truth[p["prediction_id"]] = (df["fields"].iloc[j], w)
                     if rng.random() < review_share:
                         fix = correction(p["fields"], json.loads(df["fields"].iloc[j]))
                         pending.append({"prediction_id": p["prediction_id"], "source": "clerk", **fix})
+                classify.run()  # the classifier's own windows, in the same store
                 monitored = workflow.monitor_and_trigger(project, monitor)
                 events.setdefault(w, []).extend(f"alert {a['rule']}" for a in monitored.alerts)
+                for name in sorted(set(project.store.quarantined(project.name)) - set(quarantined)):
+                    quarantined.append(name)
+                    events.setdefault(w, []).append(f"reviewer {name} quarantined")
                 for run in project.store.runs(project.name, active_only=True):
                     outcome = workflow.wait(run["id"])
                     events.setdefault(w, []).append(
@@ -151,14 +199,6 @@ def run_forms(
                     )
                     _report(console, w, run["id"], outcome["status"], project)
                     promoted += outcome["status"] == "promoted"
-                    rejected += outcome["status"] == "rejected"
-                if w == windows - 2:  # a careless candidate, by hand: the gate must say no
-                    run_id = workflow.start_retrain(
-                        project, "manual:careless-candidate", trainer="trainer:careless"
-                    )
-                    outcome = workflow.wait(run_id)
-                    events.setdefault(w, []).append(f"careless candidate {outcome['status']}")
-                    _report(console, w, run_id, outcome["status"], project)
                     rejected += outcome["status"] == "rejected"
                 _wait_for_swap(client, project)
                 bar.advance(progress)
@@ -178,17 +218,38 @@ def run_forms(
     before = timeline[:drift_at]
     stale = [r for r in timeline[drift_at:] if r["served"] == [first_version]]
     fresh = [r for r in timeline[drift_at:] if first_version not in r["served"]]
+    accuracy = (
+        float(np.mean([ok for w in range(drift_at) for ok in kinds_right.get(w, [])])),
+        float(np.mean([ok for w in range(drift_at, windows) for ok in kinds_right.get(w, [])])),
+    )
     result = FormsResult(
         folder,
         {n: (mean(n, before), mean(n, stale), mean(n, fresh)) for n in names},
         promoted,
         rejected,
         timeline,
+        quarantined,
+        accuracy,
     )
     (folder / "summary.txt").write_text(result.summary + "\n")
     console.print(f"[bold]summary:[/] {result.summary}")
     project.close()
+    classifier.close()
     return result
+
+
+def _classifier(folder: Path, extractor: Project, window_rows: int) -> Project:
+    """The document classifier's project beside the extractor's, writing to the same store."""
+    from driftloop.demo.forms import CLASSIFIER, CLASSIFIER_TRAINER
+
+    home = folder / "doc-types"
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    (home / "driftloop.toml").write_text(
+        CLASSIFIER.format(store=extractor.settings.store.url, window=f"{window_rows} rows")
+    )
+    (home / "trainer.py").write_text(CLASSIFIER_TRAINER)
+    (home / "data" / "train.csv").write_text((folder / "data" / "train.csv").read_text())
+    return Project.load(home / "driftloop.toml")
 
 
 def _timeline(
