@@ -88,12 +88,28 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
             name
             for w in rows
             for name in w["metrics"]
-            if name in ("mean_confidence", "prediction_drift") or name.startswith("metric.")
+            if name in ("mean_confidence", "prediction_drift", "output_drift", "novelty", "rating")
+            or name.startswith(("metric.", "tag.", "scored."))
         }
     )
     others = (
         line_chart([Series(name, [_value(w, name) for w in rows]) for name in extra], labels=labels)
         if extra
+        else None
+    )
+    fields = list(project.settings.fields)  # an extractor: each field's F1 per window, as a heat map
+    field_rows = [
+        (f, [_value(w, f"f1.{f}") for w in rows], [_value(w, f"presence.{f}") for w in rows]) for f in fields
+    ]
+    field_map = (
+        heatmap(
+            fields,
+            labels,
+            [[None if v is None else 1.0 - v for v in f1] for _, f1, _ in field_rows],
+            [[v is not None and v < 0.8 for v in f1] for _, f1, _ in field_rows],
+            title="per-field F1 per window (darker: worse)",
+        )
+        if fields and rows
         else None
     )
     shadow = project.store.shadow_comparison(project.name)
@@ -114,7 +130,9 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
             if features
             else None,
             "others": others,
+            "fields": field_map,
         },
+        "fields": field_rows,
         "extra": extra,
         "shadow": jsonable(shadow) if shadow.get("requests") else None,
         "when": _when,
