@@ -157,6 +157,10 @@ def test_a_worse_canary_is_rolled_back_and_the_champion_stays(tmp_path: Path) ->
     rollout = project.store.rollout(project.name, run_id)
     assert rollout is not None and rollout["status"] == "rolled-back" and rollout["share"] == 0.0
     assert "more than 0.03 worse" in rollout["reason"]
+    from driftloop.ui import render_report
+
+    page = render_report(project)  # the dashboard's canary comparison
+    assert "Canary rollouts" in page and "rolled-back" in page and "more than 0.03 worse" in page
     alerts = [a for a in project.store.alerts(project.name) if a["rule"] == "canary-rollback"]
     assert len(alerts) == 1 and "the champion stays" in alerts[0]["message"]
     assert project.registry.alias(project.name, "challenger") is None

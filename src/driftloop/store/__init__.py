@@ -345,6 +345,17 @@ class Store:
                 .values(updated_at=time.time(), **values)
             )
 
+    def rollouts(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The model's canary rollouts, newest first: version, last share, status and why."""
+        query = (
+            select(t.rollouts)
+            .where(t.rollouts.c.model == model)
+            .order_by(t.rollouts.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
     def rollout(self, model: str, run_id: str | None = None) -> dict[str, Any] | None:
         """A run's rollout, or the model's active canary (status ``canary``)."""
         query = select(t.rollouts).where(t.rollouts.c.model == model)

@@ -135,6 +135,7 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
         "fields": field_rows,
         "extra": extra,
         "shadow": jsonable(shadow) if shadow.get("requests") else None,
+        "canaries": jsonable(project.store.rollouts(project.name)),
         "when": _when,
         "value": _value,
     }
