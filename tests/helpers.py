@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -161,3 +162,19 @@ def serve_subprocess(config: str, port: int, *extra: str, output: bool = False) 
             time.sleep(0.1)
     server.kill()
     raise AssertionError(f"driftloop serve on port {port} did not come up")
+
+
+# how the browser tests start Debian's Chromium (headless, nothing fetched in the background)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def launch_chromium(pw: Any, executable: str) -> Any:
+    """Chromium through Playwright, with :data:`CHROMIUM_ARGS`."""
+    return pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)

@@ -27,6 +27,8 @@ from driftloop.store import tables
 from driftloop.tasks import Extraction
 from driftloop.training import train
 
+from .helpers import launch_chromium
+
 
 @pytest.fixture
 def intake(tmp_path: Path) -> Iterator[Project]:
@@ -220,7 +222,7 @@ def test_fields_are_corrected_inline_on_the_review_page_in_a_real_browser(
         for p, fields in zip(r.json()["predictions"], df["fields"], strict=True):
             truth[p["prediction_id"]] = (p, json.loads(fields))
         assert review.fill(intake)  # the least sure field ranks a document for review
-        chromium = pw.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        chromium = launch_chromium(pw, browser)
         page = chromium.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -237,6 +239,8 @@ def test_fields_are_corrected_inline_on_the_review_page_in_a_real_browser(
         marked = page.locator("#document mark").all_text_contents()
         assert any(true["patient_name"] in m for m in marked)  # the served name is highlighted
         assert page.input_value("#field-patient_name") == served["fields"]["patient_name"]["value"]
+        assert page.is_hidden("#labels")  # the fields are the answer here, numbered 1-9
+        page.screenshot(path=str(intake.settings.root / "review-extraction.png"), full_page=True)
         page.keyboard.press("2")  # the second field (dob): typing goes into it
         page.keyboard.type(true["dob"])
         page.keyboard.press("Enter")

@@ -4,6 +4,7 @@ gate's paired scorer comparison with a judge (the blog scenario end to end)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,13 +12,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from rich.console import Console
 from sqlalchemy import select
 
 from driftloop import workflow
 from driftloop.config import GateSettings
 from driftloop.demo.blog import posts
-from driftloop.demo.blog_scenario import run_blog
 from driftloop.demo.project import write_example
 from driftloop.demo.scenario import serve_in_thread
 from driftloop.gate import decide
@@ -27,6 +26,8 @@ from driftloop.scorers import freshness
 from driftloop.serving import create_app
 from driftloop.store import tables
 from driftloop.training import train
+
+from .helpers import launch_chromium
 
 LATE = """
 [metrics.judged]
@@ -190,12 +191,56 @@ def test_the_gate_judges_scorers_with_intervals_and_the_judge() -> None:
     assert not d.accepted and "a win rate of 0.200" in d.reasons[0]
 
 
-def test_the_blog_scenario_goes_stale_is_retrained_and_refuses_a_word_salad(tmp_path: Path) -> None:
-    result = run_blog(tmp_path / "run", windows=8, drift_at=3, window_rows=150, console=Console(quiet=True))
-    before, stale, fresh = result.freshness
-    assert before > 0.7 > stale and fresh > 0.7, result.summary
-    assert result.promoted >= 1 and result.rejected >= 1, result.summary
-    assert result.coherence[2] >= result.coherence[1] - 0.05, result.summary  # fresher, still readable
+def test_the_blog_demo_goes_stale_is_retrained_refuses_a_word_salad_and_serves_its_dashboard(
+    tmp_path: Path,
+) -> None:
+    """``driftloop demo --scenario blog --serve``, as a person runs it: the loop, then its
+    dashboard served until Ctrl-C."""
+    import re
+    import signal
+    import subprocess
+
+    from .conftest import BIN, cli_env
+
+    command = [
+        str(BIN / "driftloop"),
+        "demo",
+        "--scenario",
+        "blog",
+        "--out",
+        str(tmp_path / "run"),
+        "--serve",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env()
+    )
+    lines: list[str] = []
+    assert process.stdout is not None
+    for line in process.stdout:  # the run, then the dashboard's address
+        lines.append(line)
+        if "Dashboard of the run" in line:
+            break
+    url = re.search(r"http://127\.0\.0\.1:\d+/", lines[-1])
+    assert url, "".join(lines[-30:])
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                page = httpx.get(url.group(), timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline, "the dashboard did not come up"
+                time.sleep(0.2)
+        assert page.status_code == 200 and page.text.count('class="chart"') >= 2, page.text[:500]
+        assert "metric.freshness" in page.text
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C stops it
+        assert process.wait(timeout=30) in (0, 130)  # 130: the shell's status for Ctrl-C
+    summary = (tmp_path / "run" / "summary.txt").read_text()
+    before, stale, fresh = (float(x) for x in re.findall(r"[0-9]\.[0-9]{3}", summary)[:3])
+    assert before > 0.7 > stale and fresh > 0.7, summary
+    promoted, rejected = (int(x) for x in re.search(r"promoted (\d+), rejected (\d+)", summary).groups())  # type: ignore[union-attr]
+    assert promoted >= 1 and rejected >= 1, summary
     project = Project.load(tmp_path / "run" / "driftloop.toml")
     try:
         runs = project.store.runs(project.name)
@@ -265,7 +310,7 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
         by_id = dict(zip(texts, fresh, strict=True))
         low = sorted(by_id[i["prediction_id"]] for i in items if i["strategy"] == "low_score")
         assert low == sorted(v for v in by_id.values() if v == v)[:5]  # the five stalest posts
-        chromium = pw.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        chromium = launch_chromium(pw, browser)
         page = chromium.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -276,6 +321,7 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
         assert page.is_visible("#output") and page.text_content("#output") in texts.values()
         assert page.locator("#labels button").all_text_contents() == ["11", "22", "33", "44", "55"]
         assert page.locator("#tags button").all_text_contents() == ["qdated", "woff-topic", "eawkward"]
+        page.screenshot(path=str(tmp_path / "review-generation.png"), full_page=True)
         first = page.text_content("#item-id")
         page.keyboard.press("Enter")  # nothing said yet: a clear message, nothing stored
         page.wait_for_selector("#status.error")

@@ -20,7 +20,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
-from .helpers import send
+from .helpers import launch_chromium, send
 
 
 def _project(folder: Path, review_settings: str, feedback: str = "") -> Project:
@@ -201,7 +201,7 @@ def test_the_review_page_is_keyboard_first_in_a_real_browser(
         serve_in_thread(create_app(project, background=False, monitor=False)) as url,
         sync_api.sync_playwright() as pw,
     ):
-        chromium = pw.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        chromium = launch_chromium(pw, browser)
         page = chromium.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -225,6 +225,11 @@ def test_the_review_page_is_keyboard_first_in_a_real_browser(
         page.wait_for_function(f"document.getElementById('item-id').textContent !== {first!r}")
         assert f": {classes[1]}" in page.text_content("#status")  # type: ignore[operator]
         assert [(r["source"], r["label"]) for r in _feedback_rows(project)] == [("anna", classes[1])]
+        from driftloop.monitor import Monitor
+
+        Monitor(project).run(flush=True)  # the label the page sent reaches the monitor's window
+        assert project.store.windows(project.name, limit=1)[-1]["metrics"]["labelled"]["n"] == 1
+        page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
         assert "1 answered today" in page.text_content("#progress")  # type: ignore[operator]
         second = page.text_content("#item-id")
         page.keyboard.press(" ")  # skip

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
-from .helpers import send
+from .helpers import launch_chromium, send
 
 
 @pytest.fixture(scope="module")
@@ -219,10 +220,28 @@ def test_the_report_renders_in_a_real_browser(monitored: Project, tmp_path: Path
         check=True,
     )
     assert shot.stat().st_size > 20_000  # a page with charts, not a blank one
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    with sync_api.sync_playwright() as pw:  # from file:// with the network blocked: nothing is missed
+        chromium = launch_chromium(pw, browser)
+        page = chromium.new_page()
+        blocked: list[str] = []
+
+        def only_the_file(route: Any) -> None:
+            if route.request.url.startswith("file:"):
+                route.continue_()
+            else:
+                blocked.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_the_file)
+        page.goto((tmp_path / "report.html").as_uri())
+        assert page.locator("svg.chart").count() == 3 and blocked == []
+        page.screenshot(path=str(tmp_path / "report-offline.png"), full_page=True)
+        chromium.close()
 
 
 def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
-    monitored: Project, monkeypatch: pytest.MonkeyPatch
+    monitored: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
@@ -233,7 +252,7 @@ def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
         serve_in_thread(create_app(monitored, background=False, monitor=False)) as url,
         sync_api.sync_playwright() as pw,
     ):
-        chromium = pw.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        chromium = launch_chromium(pw, browser)
         page = chromium.new_page()
         fetched: list[str] = []
         page.on("request", lambda r: fetched.append(r.url))
@@ -250,6 +269,18 @@ def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
         page.wait_for_selector("#user")
         assert page.url == url + "/" and page.text_content("#user") == "grafana"
         assert page.locator("svg.chart").count() == 3
+        stored = {
+            f"#{w['id']}": w["metrics"]["accuracy"]["value"]
+            for w in monitored.store.windows(monitored.name, limit=1000)
+            if (w["metrics"].get("accuracy") or {}).get("value") is not None
+        }
+        shown = {  # every point of the accuracy line is a stored window's value
+            t.split(":")[0]: float(t.rsplit(" ", 1)[1])
+            for t in page.locator("svg.chart circle title").all_text_contents()
+            if "accuracy from feedback" in t
+        }
+        assert shown.keys() == stored.keys() and all(abs(shown[k] - stored[k]) < 1e-4 for k in stored)
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         assert (
             page.locator("section[aria-label='retrain runs'] td").filter(has_text="min_eval_rows").count()
             == 1
@@ -279,7 +310,7 @@ def test_the_api_docs_page_works_offline_in_a_real_browser(monitored: Project) -
         serve_in_thread(create_app(monitored, background=False, monitor=False)) as url,
         sync_api.sync_playwright() as pw,
     ):
-        chromium = pw.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        chromium = launch_chromium(pw, browser)
         page = chromium.new_page()
         fetched: list[str] = []
         page.on("request", lambda r: fetched.append(r.url))

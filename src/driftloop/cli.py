@@ -699,26 +699,52 @@ def demo(
             "field by field)."
         ),
     ] = "loan",
+    stay: Annotated[
+        bool | None,
+        typer.Option(
+            "--serve/--no-serve",
+            help="Afterwards serve the run with its dashboard until Ctrl-C (default: when run in a "
+            "terminal, not in CI).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the whole loop offline on embedded defaults (about a minute)."""
+    """Run the whole loop offline on embedded defaults (about a minute), then show its dashboard."""
     from driftloop.demo.scenario import SCENARIOS, run_demo
 
     if scenario == "blog":
         from driftloop.demo.blog_scenario import run_blog
 
         run_blog(out, seed=seed, console=console)
-        return
-    if scenario == "forms":
+    elif scenario == "forms":
         from driftloop.demo.forms_scenario import run_forms
 
         run_forms(out, seed=seed, console=console)
-        return
-    if scenario not in SCENARIOS:
+    elif scenario not in SCENARIOS:
         raise typer.BadParameter(
             f"must be one of {sorted([*SCENARIOS, 'blog', 'forms'])}. Got {scenario!r} instead.",
             param_hint="'--scenario'",
         )
-    run_demo(out, seed=seed, console=console, scenario=scenario)
+    else:
+        run_demo(out, seed=seed, console=console, scenario=scenario)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+    config = out.resolve() / "driftloop.toml"
+    if not (interactive if stay is None else stay):
+        console.print(
+            f"Dashboard: [bold]driftloop serve --config {config}[/], then open http://127.0.0.1:8000/",
+            highlight=False,
+        )
+        return
+    import socket
+
+    with socket.socket() as probe:  # the template's port, or any free one
+        taken = probe.connect_ex(("127.0.0.1", 8000)) == 0
+    port = None
+    if taken:
+        from driftloop.demo.scenario import free_port
+
+        port = free_port()
+    console.print(f"Dashboard of the run: [cyan]http://127.0.0.1:{port or 8000}/[/]", highlight=False)
+    serve(config=config, host="127.0.0.1", port=port, workers=1, monitor=True, allow_open=False)
 
 
 def _print_windows(project: Any, limit: int) -> None:
