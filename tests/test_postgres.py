@@ -151,3 +151,105 @@ def test_commit_lag_guard_waits_for_a_transaction_still_in_flight(pg_url: str) -
     settled = store.predictions_after("m", 0, 100, settled_before=time.time() + 1)
     assert [r["prediction_id"] for r in settled] == [f"{1:032x}", f"{2:032x}"]
     store.close()
+
+
+@pytest.mark.slow
+def test_one_monitor_across_two_hosts_and_a_takeover_when_the_holder_dies(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two servers on two "hosts" (their own folders, so no shared lock file) and one PostgreSQL
+    store: one monitors, under an advisory lock; kill it and the other takes over."""
+    import re
+    import shutil
+    import signal
+    import subprocess
+
+    import httpx
+
+    from driftloop.demo.data import applicants
+    from driftloop.demo.scenario import free_port
+    from driftloop.locks import AdvisoryLock
+
+    from .conftest import cli_env
+
+    a, b = tmp_path / "host-a", tmp_path / "host-b"
+    make_project(a)
+    text = (
+        (a / "driftloop.toml")
+        .read_text()
+        .replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{pg_url}"')
+        .replace(
+            'uri = "sqlite:///.driftloop/mlflow.db"',
+            f'uri = "sqlite:///{a}/.driftloop/mlflow.db"\nartifacts = "{a}/.driftloop/artifacts"',
+        )
+        .replace('schedule = "30s"', 'schedule = "300ms"\ncommit_lag = "200ms"')
+    )
+    (a / "driftloop.toml").write_text(text)
+    train(Project.load(a / "driftloop.toml"))
+    b.mkdir()
+    shutil.copy(a / "trainer.py", b / "trainer.py")
+    shutil.copytree(a / "data", b / "data")
+    (b / "driftloop.toml").write_text(text)
+    servers: dict[int, tuple[subprocess.Popen[str], str]] = {}
+    for host in (a, b):
+        port = free_port()
+        proc = subprocess.Popen(
+            ["driftloop", "serve", "-c", str(host / "driftloop.toml"), "--port", str(port)],
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        servers[proc.pid] = (proc, f"http://127.0.0.1:{port}")
+    lock = AdvisoryLock(pg_url, "loan")
+    store = Store(pg_url)
+
+    def holder(deadline: float) -> int | None:
+        while time.time() < deadline:
+            found = re.search(r"pid (\d+)", lock.holder())
+            if found and int(found.group(1)) in servers:
+                return int(found.group(1))
+            time.sleep(0.2)
+        return None
+
+    def traffic(url: str, n: int, seed: int) -> None:
+        records = applicants(n, "A", seed=seed).drop(columns="approved").to_dict(orient="records")
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for start in range(0, n, 100):
+                assert (
+                    client.post("/predict", json={"records": records[start : start + 100]}).status_code == 200
+                )
+
+    try:
+        for _, url in servers.values():
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                try:
+                    if httpx.get(url + "/health", timeout=1).json()["status"] == "ok":
+                        break
+                except (httpx.HTTPError, ValueError):
+                    time.sleep(0.2)
+        first = holder(time.time() + 30)
+        assert first is not None, "nobody took the monitoring lock"
+        for i, (_, url) in enumerate(servers.values()):
+            traffic(url, 300, seed=80 + i)  # both serve; one monitors
+        deadline = time.time() + 30
+        while time.time() < deadline and len(store.windows("loan", limit=100)) < 2:
+            time.sleep(0.2)
+        windows = store.windows("loan", limit=100)
+        assert len(windows) == 2 and len({w["start_seq"] for w in windows}) == 2  # no window twice
+        servers[first][0].send_signal(signal.SIGKILL)  # the holder's host dies
+        servers[first][0].wait(timeout=30)
+        survivor = next(pid for pid in servers if pid != first)
+        assert holder(time.time() + 30) == survivor, "the other server did not take over"
+        traffic(servers[survivor][1], 300, seed=90)
+        deadline = time.time() + 30
+        while time.time() < deadline and len(store.windows("loan", limit=100)) < 3:
+            time.sleep(0.2)
+        assert len(store.windows("loan", limit=100)) == 3  # the survivor closes windows now
+    finally:
+        for proc, _ in servers.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+        store.close()

@@ -211,15 +211,15 @@ def monitor_command(
 ) -> None:
     """Profile new log rows into windows, compare with the reference, evaluate alert rules."""
     from driftloop import workflow
-    from driftloop.locks import MonitorLock
+    from driftloop.locks import monitor_lock
     from driftloop.monitor import Monitor
 
     project = _project(config)
-    lock = MonitorLock(project.settings.state_dir)
+    lock = monitor_lock(project.settings.store.url, project.settings.state_dir, project.name)
     if not lock.acquire():
         holder = lock.holder()
         raise DriftloopError(
-            f"Another process{f' (pid {holder})' if holder else ''} is monitoring '{project.name}', "
+            f"Another process{f' ({holder})' if holder else ''} is monitoring '{project.name}', "
             "so this one does not; its windows show in 'driftloop status'."
         )
     needs_workflow = any(rule.retrain for rule in project.settings.alerts)

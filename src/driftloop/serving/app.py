@@ -46,7 +46,7 @@ from driftloop.datasets import stable_fraction
 from driftloop.exceptions import ConfigError
 from driftloop.identity import ApiKey, parse_api_keys, stored_source
 from driftloop.ids import new_ids
-from driftloop.locks import MonitorLock
+from driftloop.locks import Lock, monitor_lock
 from driftloop.project import Project
 from driftloop.serving.batcher import Batcher
 from driftloop.serving.http import Guard
@@ -273,22 +273,17 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         monitor_thread = None
         if background:
             slot.start(settings.reload_interval, also=refresh_routing)
-        lock = MonitorLock(project.settings.state_dir)  # one monitor per project, across processes
-        if monitor and not lock.acquire():
-            log.info(
-                "Another process is monitoring '%s' (it holds %s); this server only serves.",
-                project.name,
-                project.settings.state_dir / "monitor.lock",
-            )
-        elif monitor:
+        # one monitor per project, across processes and (on PostgreSQL) hosts: whoever holds the
+        # lock monitors; the others try again every tick and take over when the holder stops
+        lock = monitor_lock(project.settings.store.url, project.settings.state_dir, project.name)
+        if monitor:
             monitor_thread = threading.Thread(
-                target=_monitor_loop, args=(project, stop), daemon=True, name="driftloop-monitor"
+                target=_monitor_when_holding,
+                args=(project, lock, stop),
+                daemon=True,
+                name="driftloop-monitor",
             )
             monitor_thread.start()
-            if project.settings.monitor.stale_after is not None:
-                threading.Thread(
-                    target=_watchdog_loop, args=(project, stop), daemon=True, name="driftloop-watchdog"
-                ).start()
         try:
             yield
         finally:
@@ -1120,7 +1115,38 @@ def app_from_environment() -> FastAPI:
     return create_app(project, monitor=wants_monitor)  # the worker that gets the lock monitors
 
 
-def _monitor_loop(project: Project, stop: threading.Event) -> None:
+def _monitor_when_holding(project: Project, lock: Lock, stop: threading.Event) -> None:
+    """Monitor while holding the project's monitoring lock; without it, try again every tick and
+    take over when the holder stops (or its host does); step down if the lock is lost."""
+    waited, watching = False, False
+    try:
+        while not stop.is_set():
+            if lock.acquire():
+                if waited:
+                    log.warning("Took over monitoring of '%s': the previous holder stopped.", project.name)
+                if not watching and project.settings.monitor.stale_after is not None:
+                    watching = True
+                    threading.Thread(
+                        target=_watchdog_loop, args=(project, stop), daemon=True, name="driftloop-watchdog"
+                    ).start()
+                _monitor_loop(project, stop, lock)
+                if stop.is_set():
+                    break
+                log.error("Lost the monitoring lock of '%s'; stepping down, trying again.", project.name)
+            elif not waited:
+                log.info(
+                    "Another process is monitoring '%s' (%s); this one serves and takes over if it stops.",
+                    project.name,
+                    lock.holder() or "the lock's holder",
+                )
+            waited = True
+            stop.wait(project.settings.monitor.schedule)
+    finally:
+        lock.release()
+
+
+def _monitor_loop(project: Project, stop: threading.Event, lock: Lock | None = None) -> None:
+    """Monitoring passes on the schedule until ``stop``, or until ``lock`` is no longer held."""
     from driftloop import workflow
     from driftloop.monitor import Monitor
     from driftloop.review import enforce as enforce_agreement
@@ -1132,6 +1158,8 @@ def _monitor_loop(project: Project, stop: threading.Event) -> None:
     if needs_workflow:
         workflow.launch(project)
     while not stop.wait(project.settings.monitor.schedule):
+        if lock is not None and not lock.held:
+            return
         try:
             if needs_workflow:
                 workflow.monitor_and_trigger(project, monitor)
