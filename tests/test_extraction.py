@@ -154,7 +154,7 @@ def test_the_forms_scenario_loses_fields_catches_a_careless_reviewer_and_refuses
     tmp_path: Path,
 ) -> None:
     result = run_forms(
-        tmp_path / "run", windows=7, drift_at=2, window_rows=120, train_rows=600, console=Console(quiet=True)
+        tmp_path / "run", windows=6, drift_at=2, window_rows=100, train_rows=400, console=Console(quiet=True)
     )
     before, after, repaired = result.f1["f1.dob"]
     assert before > 0.9 > 0.5 > after and repaired > 0.9, result.summary

@@ -209,6 +209,10 @@ def test_the_blog_demo_goes_stale_is_retrained_refuses_a_word_salad_and_serves_i
         "blog",
         "--out",
         str(tmp_path / "run"),
+        "--windows",
+        "8",
+        "--window-rows",
+        "150",
         "--serve",
     ]
     process = subprocess.Popen(
@@ -329,12 +333,13 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
         page.keyboard.press("q")
         page.keyboard.press("Enter")
         page.wait_for_function(f"document.getElementById('item-id').textContent !== {first!r}")
+        second = page.text_content("#item-id")
         page.keyboard.press("r")  # the rewrite box: typing there is text, not shortcuts
         page.keyboard.type("Start with htmx 2 today.")
         page.keyboard.press("Escape")
         page.keyboard.press("2")
-        page.keyboard.press("Enter")
-        page.wait_for_selector("text=Saved")
+        page.keyboard.press("Enter")  # saved once the next item is shown (keys wait meanwhile)
+        page.wait_for_function(f"document.getElementById('item-id').textContent !== {second!r}")
         with project.store.engine.connect() as conn:
             notes = [(n.source, n.rating, n.tags) for n in conn.execute(select(tables.notes))]
             labels = [(f.source, f.label) for f in conn.execute(select(tables.feedback))]

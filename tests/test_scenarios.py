@@ -43,7 +43,7 @@ def test_each_scenario_recovers_from_its_drift(name: str, tmp_path: Path) -> Non
         scenario=name,
         windows=8,
         drift_at=3,
-        window_rows=600,
+        window_rows=450,
         label_share=0.4,
         console=Console(quiet=True),
     )

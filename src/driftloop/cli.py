@@ -699,6 +699,12 @@ def demo(
             "field by field)."
         ),
     ] = "loan",
+    windows: Annotated[
+        int | None, typer.Option(min=4, help="Monitoring windows to stream (the scenario's own by default).")
+    ] = None,
+    window_rows: Annotated[
+        int | None, typer.Option(min=50, help="Rows per window (the scenario's own by default).")
+    ] = None,
     stay: Annotated[
         bool | None,
         typer.Option(
@@ -711,21 +717,24 @@ def demo(
     """Run the whole loop offline on embedded defaults (about a minute), then show its dashboard."""
     from driftloop.demo.scenario import SCENARIOS, run_demo
 
+    sizes: dict[str, Any] = {
+        k: v for k, v in (("windows", windows), ("window_rows", window_rows)) if v is not None
+    }
     if scenario == "blog":
         from driftloop.demo.blog_scenario import run_blog
 
-        run_blog(out, seed=seed, console=console)
+        run_blog(out, seed=seed, console=console, **sizes)
     elif scenario == "forms":
         from driftloop.demo.forms_scenario import run_forms
 
-        run_forms(out, seed=seed, console=console)
+        run_forms(out, seed=seed, console=console, **sizes)
     elif scenario not in SCENARIOS:
         raise typer.BadParameter(
             f"must be one of {sorted([*SCENARIOS, 'blog', 'forms'])}. Got {scenario!r} instead.",
             param_hint="'--scenario'",
         )
     else:
-        run_demo(out, seed=seed, console=console, scenario=scenario)
+        run_demo(out, seed=seed, console=console, scenario=scenario, **sizes)
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
     config = out.resolve() / "driftloop.toml"
     if not (interactive if stay is None else stay):
