@@ -81,6 +81,8 @@ def test_a_generator_is_served_scored_and_annotated_over_http(blog: Project) -> 
         ]
         r = client.post("/feedback", json={"feedback": good})
         assert r.status_code == 200 and r.json()["accepted"] == 4, r.text
+        r = client.post("/feedback", json={"prediction_id": ids[0], "tags": ["awkward"]})  # said later
+        assert r.status_code == 200, r.text
         bad = {
             "label": ("label", "'label' is not a feedback key"),
             "tags": (["old"], "every tag must be one of ['dated', 'off-topic', 'awkward']. Got 'old'"),
@@ -126,6 +128,7 @@ def test_a_generator_is_served_scored_and_annotated_over_http(blog: Project) -> 
     assert window["metric.freshness"]["value"] > 0.7  # concept A's tools are the newest the list knows
     assert window["rating"]["value"] == 3.5 and window["rated"]["n"] == 2  # the first 100 rows
     assert window["tag.dated"]["value"] == pytest.approx(2 / 3)  # of the three rated or tagged
+    assert window["tag.awkward"]["value"] == pytest.approx(2 / 3)  # a later tag keeps the earlier rating
     assert window["scored.judged"]["value"] == 0.25
     assert window["token_f1"]["n"] == 1  # the one rewrite is the only label
     with blog.store.engine.connect() as conn:

@@ -540,8 +540,8 @@ class Monitor:
     def _refresh_annotations(self, recent: list[dict[str, Any]]) -> None:
         """What people and judges attached to the windows' predictions: the mean ``rating`` and
         how many were ``rated``; ``tag.<tag>``, the share of reviewed outputs (rated or tagged)
-        carrying each tag; ``scored.<metric>``, the mean of late scores. The newest annotation of
-        a prediction by a source counts; quarantined sources never do."""
+        carrying each tag; ``scored.<metric>``, the mean of late scores. Per prediction and source the
+        newest rating, tags and score of each metric count; quarantined sources never do."""
         store, settings = self.project.store, self.project.settings
         notes = store.annotated(
             self.project.name, start_seq=recent[0]["start_seq"], end_seq=recent[-1]["end_seq"]
@@ -549,9 +549,18 @@ class Monitor:
         quarantined = {principal(s) for s in settings.feedback.quarantined_sources}
         quarantined |= set(store.quarantined(self.project.name))
         latest: dict[tuple[str, str], dict[str, Any]] = {}
-        for note in notes:  # oldest first: later ones replace earlier ones
-            if principal(note["source"]) not in quarantined:
-                latest[(note["prediction_id"], note["source"])] = note
+        for note in notes:  # oldest first: what a later one says replaces what an earlier one said
+            if principal(note["source"]) in quarantined:
+                continue
+            key = (note["prediction_id"], note["source"])
+            merged = dict(latest.get(key, {"rating": None, "tags": None, "scores": None}))
+            merged["seq"] = note["seq"]
+            for said in ("rating", "tags"):
+                if note[said] is not None:
+                    merged[said] = note[said]
+            if note["scores"]:
+                merged["scores"] = {**(merged["scores"] or {}), **note["scores"]}
+            latest[key] = merged
         if not latest:
             return
         rows = list(latest.values())

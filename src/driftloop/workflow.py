@@ -467,10 +467,14 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             bad_tags=policy.bad_tags,
             policy=settings.feedback,
         )
-        rows += [r for r in accepted if r["prediction_id"] not in rewritten]  # a rewrite says more
+        usable = [
+            r for r in accepted if project.task.label_error(r["label"]) is None
+        ]  # an empty output is no target
+        rows += [r for r in usable if r["prediction_id"] not in rewritten]  # a rewrite says more
         rows.sort(key=lambda r: r["seq"])
         hygiene["accepted_outputs"] = len(rows) - len(rewritten)
         hygiene["bad_outputs"] = len(negatives)
+        negatives = [r for r in negatives if project.task.label_error(r["label"]) is None]
         negatives = negatives[-rt.lookback :] if policy.negatives == "trainer" else []
     rows = rows[-rt.lookback :]
     base = store.dataset(project.registry.tags(project.name, plan["champion"]).get("driftloop.dataset", ""))
@@ -849,7 +853,7 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
     best = ranked[0] if ranked else 0
     challenger = versions[best]
     base, won = _subset(project, y, base_all, judged), _subset(project, y, scored_all[best], judged)
-    y, X, df = y[judged], X[judged], df[judged]
+    y, X, df, raw = y[judged], X[judged], df[judged], raw[judged]
     names = [c["name"] for c in data["candidates"]] or [f"version {v}" for v in versions]
     out: dict[str, Any] = {
         "n": len(df),
@@ -907,7 +911,7 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
             out["p_metric"], out["ci"] = name, ci_scorer
     out["intervals"] = intervals
     if settings.gate.judge:
-        out["judge"] = judge_pairs(project, X, base["labels"], won["labels"])
+        out["judge"] = judge_pairs(project, raw, base["labels"], won["labels"])  # inputs as stored
     for i, v in enumerate(versions):
         if i != best:
             project.registry.set_tag(

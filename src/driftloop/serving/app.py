@@ -579,14 +579,12 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 for i, pid in enumerate(ids)
             ]
         elif project.task.name == "extraction":  # each field's value and confidence
+            values = [json.loads(text) for text in label_strs]
             out = [
                 {
                     "prediction_id": pid,
                     "fields": {
-                        f: {
-                            "value": json.loads(label_strs[i]).get(f),
-                            "confidence": None if rounded[i][j] != rounded[i][j] else rounded[i][j],
-                        }
+                        f: {"value": values[i].get(f), "confidence": rounded[i][j]}
                         for j, f in enumerate(keys_of_probabilities)
                     },
                     "confidence": confidences[i],
