@@ -185,7 +185,9 @@ def test_one_monitor_across_two_hosts_and_a_takeover_when_the_holder_dies(
         .replace('schedule = "30s"', 'schedule = "300ms"\ncommit_lag = "200ms"')
     )
     (a / "driftloop.toml").write_text(text)
-    train(Project.load(a / "driftloop.toml"))
+    trained = Project.load(a / "driftloop.toml")
+    train(trained)
+    trained.close()  # its store's connections too
     b.mkdir()
     shutil.copy(a / "trainer.py", b / "trainer.py")
     shutil.copytree(a / "data", b / "data")
