@@ -27,7 +27,6 @@ from rich.table import Table
 
 from driftloop import workflow
 from driftloop.demo.blog import TOPICS, posts, terms_csv
-from driftloop.demo.project import write_example
 from driftloop.monitor import Monitor
 from driftloop.project import Project
 from driftloop.scorers import words
@@ -83,24 +82,11 @@ def run_blog(
 ) -> BlogResult:
     """Run the blog scenario in ``folder`` (see the module docstring); ``rewrite_share`` of the
     reviewed outputs also get the post the prompt asked for as a preferred text."""
-    from driftloop.demo.scenario import _wait_for_swap, serve_in_thread
+    from driftloop.demo.scenario import _wait_for_swap, scenario_project, serve_in_thread
 
     console = console or Console()
     folder = folder.resolve()
-    if (folder / ".driftloop").exists():
-        raise FileExistsError(
-            f"The demo folder '{folder}' already holds a run; choose another --out or remove it."
-        )
-    config = write_example(
-        folder,
-        seed=seed,
-        rows=train_rows,
-        window=f"{window_rows} rows",
-        replay_fraction=0.1,
-        reload_interval="250ms",
-        template="blog",
-    )
-    project = Project.load(config)
+    project = scenario_project(folder, "blog", seed=seed, rows=train_rows, window_rows=window_rows)
     rng = np.random.default_rng(seed + 1)
     console.rule("[bold]driftloop demo: blog")
     first = train(project)

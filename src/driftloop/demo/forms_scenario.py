@@ -37,7 +37,6 @@ from rich.table import Table
 from driftloop import review, workflow
 from driftloop.demo.blog_scenario import _report, _send
 from driftloop.demo.forms import FIELDS, forms
-from driftloop.demo.project import write_example
 from driftloop.monitor import Monitor
 from driftloop.project import Project
 from driftloop.serving import create_app
@@ -100,24 +99,11 @@ def run_forms(
     console: Console | None = None,
 ) -> FormsResult:
     """Run the forms scenario in ``folder`` (see the module docstring)."""
-    from driftloop.demo.scenario import _wait_for_swap, serve_in_thread
+    from driftloop.demo.scenario import _wait_for_swap, scenario_project, serve_in_thread
 
     console = console or Console()
     folder = folder.resolve()
-    if (folder / ".driftloop").exists():
-        raise FileExistsError(
-            f"The demo folder '{folder}' already holds a run; choose another --out or remove it."
-        )
-    config = write_example(
-        folder,
-        seed=seed,
-        rows=train_rows,
-        window=f"{window_rows} rows",
-        replay_fraction=0.1,
-        reload_interval="250ms",
-        template="forms",
-    )
-    project = Project.load(config)
+    project = scenario_project(folder, "forms", seed=seed, rows=train_rows, window_rows=window_rows)
     classifier = _classifier(folder, project, window_rows)
     rng = np.random.default_rng(seed + 1)
     console.rule("[bold]driftloop demo: forms")

@@ -84,6 +84,25 @@ class DemoResult:
         )
 
 
+def scenario_project(folder: Path, template: str, *, seed: int, rows: int, window_rows: int) -> Project:
+    """A scenario's project, written into an empty ``folder`` from ``template`` (training rows of
+    concept A, windows of ``window_rows``, a quick champion reload) and opened."""
+    if (folder / ".driftloop").exists():
+        raise FileExistsError(
+            f"The demo folder '{folder}' already holds a run; choose another --out or remove it."
+        )
+    config = write_example(
+        folder,
+        seed=seed,
+        rows=rows,
+        window=f"{window_rows} rows",
+        replay_fraction=0.1,
+        reload_interval="250ms",
+        template=template,
+    )
+    return Project.load(config)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,20 +155,9 @@ def run_demo(
     stream = SCENARIOS[scenario]
     window_rows = window_rows or stream.window_rows
     folder = folder.resolve()
-    if (folder / ".driftloop").exists():
-        raise FileExistsError(
-            f"The demo folder '{folder}' already holds a run; choose another --out or remove it."
-        )
-    config = write_example(
-        folder,
-        seed=seed,
-        rows=stream.train_rows,
-        window=f"{window_rows} rows",
-        replay_fraction=0.1,
-        reload_interval="250ms",
-        template=stream.template,
+    project = scenario_project(
+        folder, stream.template, seed=seed, rows=stream.train_rows, window_rows=window_rows
     )
-    project = Project.load(config)
     rng = np.random.default_rng(seed + 1)
     console.rule(f"[bold]driftloop demo: {scenario}")
     console.print(f"Project written to [cyan]{folder}[/]; training the first champion on concept A…")
