@@ -546,8 +546,7 @@ class Monitor:
         notes = store.annotated(
             self.project.name, start_seq=recent[0]["start_seq"], end_seq=recent[-1]["end_seq"]
         )
-        quarantined = {principal(s) for s in settings.feedback.quarantined_sources}
-        quarantined |= set(store.quarantined(self.project.name))
+        quarantined = store.quarantined_principals(self.project.name, settings.feedback)
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         for note in notes:  # oldest first: what a later one says replaces what an earlier one said
             if principal(note["source"]) in quarantined:

@@ -546,7 +546,7 @@ class Store:
             query = query.where(f.c.id <= max_feedback_id)
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
-        quarantined = {principal(s) for s in policy.quarantined_sources} | set(self.quarantined(model))
+        quarantined = self.quarantined_principals(model, policy)
         usable = [r for r in rows if principal(r["source"]) not in quarantined]
         by_prediction: dict[str, list[dict[str, Any]]] = {}
         for r in usable:
@@ -557,6 +557,11 @@ class Store:
             resolved.append(_resolve(group, policy))
         stats = {"feedback": len(rows), "quarantined": len(rows) - len(usable), "conflicts": conflicts}
         return resolved, stats
+
+    def quarantined_principals(self, model: str, policy: FeedbackSettings) -> set[str]:
+        """Every source whose labels and annotations must not count: the configured ones and
+        those quarantined at run time, as the identities they name."""
+        return {principal(s) for s in policy.quarantined_sources} | set(self.quarantined(model))
 
     def quarantined(self, model: str) -> dict[str, str]:
         """Sources quarantined at run time (a reviewer with low agreement), with the reason; the
@@ -631,7 +636,7 @@ class Store:
             .where(p.c.model == model, a.c.id <= max_annotation_id)
             .order_by(p.c.seq, a.c.id)
         )
-        quarantined = {principal(s) for s in policy.quarantined_sources} | set(self.quarantined(model))
+        quarantined = self.quarantined_principals(model, policy)
         newest: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(query).mappings():  # a late score alone says nothing here
