@@ -4,7 +4,7 @@ serve -> log -> feedback -> monitor -> alert -> retrain -> evaluate -> gate -> p
 
 >>> import driftloop
 >>> sorted(driftloop.__all__)[:3]
-['ConfigError', 'DriftloopError', 'FeatureSchema']
+['ArchiveError', 'ConfigError', 'DriftloopError']
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from driftloop._lazy import lazy_names
 from driftloop.exceptions import (
+    ArchiveError,
     ConfigError,
     DriftloopError,
     NotFittedError,
@@ -43,6 +44,7 @@ __getattr__ = lazy_names(
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArchiveError",
     "ConfigError",
     "DriftloopError",
     "FeatureSchema",

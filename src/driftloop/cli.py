@@ -28,6 +28,7 @@ app = typer.Typer(
     help="Keep a deployed model accurate while the world drifts.",
 )
 console = Console(width=None if sys.stdout.isatty() else 140)
+log_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)  # stdout stays for results
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to driftloop.toml.")]
 DEFAULT_CONFIG = Path("driftloop.toml")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -45,7 +46,7 @@ def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
+        handlers=[RichHandler(console=log_console, show_path=False)],
         force=True,
     )
     for noisy in ("mlflow", "alembic", "dbos", "httpx", "uvicorn.access"):
@@ -254,9 +255,20 @@ def monitor_command(
 def drift(
     config: ConfigOption = DEFAULT_CONFIG,
     last: Annotated[str, typer.Option(help="The span to cover, such as '1h', '1d' or '7d'.")] = "1d",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="'profiles': merge the windows' stored profiles (no rows rescanned); 'local' or "
+            "'dask': rescan the archived rows of the span from Parquet, here or on a Dask cluster."
+        ),
+    ] = "profiles",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="With --engine dask: the scheduler's address (default: archive.dask_scheduler)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Drift over a longer span, from the windows' stored profiles merged (no rows rescanned)."""
+    """Drift over a longer span, from the windows' stored profiles or the archived rows."""
     import time
 
     from driftloop.config import parse_duration
@@ -266,19 +278,30 @@ def drift(
         span = parse_duration(last)
     except ValueError as exc:  # a usage error: click's one message and exit code 2
         raise typer.BadParameter(f"{exc}.", param_hint="'--last'") from None
+    if engine not in ("profiles", "local", "dask"):
+        raise typer.BadParameter(
+            f"must be 'profiles', 'local' or 'dask', not {engine!r}.", param_hint="'--engine'"
+        )
     project = _project(config)
-    view = drift_view(project, since=time.time() - span)
+    view = drift_view(
+        project, since=time.time() - span, engine=engine, scheduler=scheduler, progress=not as_json
+    )
     if as_json:
         _print_json(view)
         return
     if view is None:
         console.print(
             f"No windows in the last {last} against the current reference; run 'driftloop monitor'."
+            if engine == "profiles"
+            else f"No archived rows in the last {last}; 'driftloop archive' moves closed windows' rows there."
         )
         return
-    table = Table(
-        title=f"drift over the last {last}: {view['rows']:,} rows merged from the windows' profiles"
+    source = (
+        "merged from the windows' profiles"
+        if engine == "profiles"
+        else f"rescanned from the archive ({engine})"
     )
+    table = Table(title=f"drift over the last {last}: {view['rows']:,} rows {source}")
     for column in ("column", "kind", "n", "statistic", "threshold", "p-value", "PSI", "missing Δ", "drifted"):
         table.add_column(column)
     for c in view["columns"]:
@@ -307,6 +330,83 @@ def drift(
             for t in change[kind]:
                 words.add_row(kind, t["term"], f"{t['reference']:.1%}", f"{t['current']:.1%}")
         console.print(words)
+
+
+@app.command("archive")
+def archive_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            help="Move closed windows' rows older than this, such as '30d' (default: archive.after; "
+            "'0s': every closed window)."
+        ),
+    ] = None,
+    verify: Annotated[bool, typer.Option(help="Re-read every archived file against its checksum.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Move closed windows' predictions, labels and annotations from the store to Parquet."""
+    import re
+    from dataclasses import asdict
+
+    from driftloop.archive import archive_logs
+    from driftloop.config import parse_duration
+
+    try:
+        zero = older_than is not None and re.fullmatch(r"\s*0+(\.0*)?\s*(ms|s|m|h|d)?\s*", older_than)
+        age = None if older_than is None else 0.0 if zero else parse_duration(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc}.", param_hint="'--older-than'") from None
+    project = _project(config)
+    if age is None and project.settings.archive.after is None and not verify:
+        raise typer.BadParameter(
+            "is needed when the config sets no archive.after (rows of closed windows older than it move).",
+            param_hint="'--older-than'",
+        )
+    moving = age is not None or project.settings.archive.after is not None
+    result = archive_logs(project, older_than=age, progress=not as_json) if moving else None
+    batches = project.archive.manifests(project.name)
+    problems = project.archive.verify(project.name) if verify else []
+    summary = {
+        "archive": project.settings.archive.url,
+        "moved": asdict(result) if result else None,
+        "batches": len(batches),
+        "rows": sum(f["rows"] for b in batches for f in b["files"] if f["kind"] == "predictions"),
+        "bytes": sum(f["bytes"] for b in batches for f in b["files"]),
+        "through_seq": project.archive.archived_through(project.name),
+        "problems": problems if verify else None,
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        if result is not None:
+            console.print(
+                f"moved {result.predictions:,} predictions, {result.feedback:,} labels and "
+                f"{result.annotations:,} annotations in {result.batches} batch(es), {result.bytes:,} bytes, "
+                f"in {result.seconds:.2f}s"
+                + (
+                    f"; finished {result.recovered:,} rows a crashed run had archived"
+                    if result.recovered
+                    else ""
+                )
+                + (
+                    f"; deleted {result.pruned_batches} batch(es) past archive.retention"
+                    if result.pruned_batches
+                    else ""
+                ),
+                highlight=False,
+            )
+        console.print(
+            f"archive {summary['archive']}: {summary['batches']} batch(es), {summary['rows']:,} predictions, "
+            f"{summary['bytes']:,} bytes, through seq {summary['through_seq']}",
+            highlight=False,
+        )
+        if verify:
+            console.print(
+                "every file matches its checksum" if not problems else "\n".join(problems), highlight=False
+            )
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

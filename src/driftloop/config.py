@@ -27,6 +27,7 @@ from driftloop.exceptions import ConfigError
 
 __all__ = [
     "AlertRuleSettings",
+    "ArchiveSettings",
     "CustomMetricSettings",
     "FeatureSettings",
     "FeedbackSettings",
@@ -793,6 +794,39 @@ class WatchSettings(_Model):
     metric: str = "accuracy"
 
 
+class ArchiveSettings(_Model):
+    """Where closed windows' rows go when they leave the store (see :mod:`driftloop.archive`).
+
+    ``url``: a folder (relative to the config file) or an fsspec URL such as
+    ``s3://bucket/driftloop`` (the ``s3`` extra; credentials come from the environment, as
+    s3fs reads them, never from this file). ``after``: each monitoring pass moves the rows of
+    closed windows older than this to the archive (none: only ``driftloop archive`` does); a
+    prediction takes feedback until it is archived. ``retention``: archived batches older than
+    this are deleted (none: kept). ``dask_scheduler``: the address ``driftloop drift --engine
+    dask`` connects to (none: a cluster on this machine).
+    """
+
+    url: str = ".driftloop/archive"
+    after: float | None = None
+    retention: float | None = None
+    batch_rows: int = Field(default=100_000, ge=100, le=10_000_000)
+    dask_scheduler: str | None = None
+
+    @field_validator("after", "retention", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> ArchiveSettings:
+        if self.after is not None and self.retention is not None and self.retention <= self.after:
+            raise ValueError(
+                f"retention ({self.retention:g}s) must be longer than after ({self.after:g}s): "
+                "rows would be deleted before they were archived"
+            )
+        return self
+
+
 class FeedbackSettings(_Model):
     """How labels become training and monitoring truth.
 
@@ -871,6 +905,7 @@ class Settings(_Model):
     sinks: list[SinkSettings] = Field(default_factory=lambda: [SinkSettings(type="log")])
     retrain: RetrainSettings = RetrainSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     gate: GateSettings = GateSettings()
     watch: WatchSettings = WatchSettings()
     review: ReviewSettings = ReviewSettings()
@@ -1054,6 +1089,13 @@ class Settings(_Model):
         return self.model_copy(
             update={
                 "store": self.store.model_copy(update={"url": url(self.store.url)}),
+                "archive": self.archive.model_copy(
+                    update={
+                        "url": self.archive.url
+                        if "://" in self.archive.url
+                        else str(self.path(self.archive.url))
+                    }
+                ),
                 "registry": self.registry.model_copy(
                     update={
                         "uri": url(self.registry.uri),

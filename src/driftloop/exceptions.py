@@ -3,6 +3,7 @@
 The tree::
 
     DriftloopError
+     ├── ArchiveError (RuntimeError)     the log archive is unreadable or differs from its manifest
      ├── ConfigError (ValueError)        a setting in driftloop.toml or a parameter is invalid
      ├── SchemaError (ValueError)        a record does not match the model's feature schema
      ├── NotFoundError (LookupError)     a prediction, model version, dataset or run does not exist
@@ -18,6 +19,7 @@ Messages follow one shape: name the thing, the rule, and the value seen, e.g.
 from __future__ import annotations
 
 __all__ = [
+    "ArchiveError",
     "ConfigError",
     "DriftloopError",
     "NotFittedError",
@@ -31,6 +33,10 @@ __all__ = [
 
 class DriftloopError(Exception):
     """Root of every error driftloop raises on purpose."""
+
+
+class ArchiveError(DriftloopError, RuntimeError):
+    """The log archive is unreadable or does not match its manifest."""
 
 
 class ConfigError(DriftloopError, ValueError):

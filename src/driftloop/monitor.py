@@ -109,6 +109,7 @@ class Monitor:
         self.sinks = make_sinks(project.settings)
         self._reference: Reference | None = None
         self._warned_gaps = False
+        self._archive_failed = False
 
     def reference(self) -> Reference:
         """The champion's reference (built once per champion version, then cached)."""
@@ -275,7 +276,28 @@ class Monitor:
             pending.clear()
         self._refresh_performance(len(result.windows))
         result.alerts, result.retrain_requests = self._evaluate_rules(now)
+        if self.project.settings.archive.after is not None:
+            self._archive(now)
         return result
+
+    def _archive(self, now: float) -> None:
+        """Move closed windows' old rows to the archive; a failure alerts once per run of
+        failures and leaves monitoring (and the rows, in the store) as they were."""
+        from driftloop.archive import archive_logs
+
+        try:
+            archive_logs(self.project, now=now, limit=10 * self.project.settings.archive.batch_rows)
+        except Exception as exc:
+            log.exception("Archiving the logs of '%s' failed; the rows stay in the store.", self.project.name)
+            if not self._archive_failed:
+                self.system_alert(
+                    "archive-failed",
+                    f"Archiving the logs of '{self.project.name}' to {self.project.settings.archive.url} "
+                    f"failed ({type(exc).__name__}: {exc}); the rows stay in the store until it succeeds.",
+                )
+            self._archive_failed = True
+        else:
+            self._archive_failed = False
 
     def _close_windows(
         self, pending: list[dict[str, Any]], *, flush: bool, now: float

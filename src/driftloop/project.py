@@ -10,6 +10,7 @@ from driftloop.config import Settings
 from driftloop.store import Store
 
 if TYPE_CHECKING:
+    from driftloop.archive import LogArchive
     from driftloop.registry import MlflowRegistry
     from driftloop.schema import FeatureSchema
     from driftloop.tasks import Task
@@ -43,7 +44,16 @@ class Project:
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.settings.store.url, synchronous=self.settings.store.sqlite_synchronous)
+        return Store(
+            self.settings.store.url, synchronous=self.settings.store.sqlite_synchronous, archive=self.archive
+        )
+
+    @cached_property
+    def archive(self) -> LogArchive:
+        """Where closed windows' rows go when they leave the store (:mod:`driftloop.archive`)."""
+        from driftloop.archive import LogArchive
+
+        return LogArchive(self.settings.archive.url)
 
     @cached_property
     def task(self) -> Task:

@@ -191,18 +191,35 @@ def status_view(project: Project, *, windows: int = 10, alerts: int = 10) -> dic
     }
 
 
-def drift_view(project: Project, since: float) -> dict[str, Any] | None:
-    """Drift since ``since`` from the windows' stored profiles merged (no rows rescanned), per
-    column; None when no window against the current reference ended since then."""
+def drift_view(
+    project: Project, since: float, *, engine: str = "profiles", scheduler: Any = None, progress: bool = False
+) -> dict[str, Any] | None:
+    """Drift since ``since``, per column; None when there is nothing to compare.
+
+    ``engine="profiles"`` merges the windows' stored profiles (no rows rescanned; windows
+    scored against the current reference); ``"local"`` and ``"dask"`` rescan the archived rows
+    of the span from Parquet, in this process or on a Dask cluster
+    (:func:`driftloop.archive.profile_archive`).
+    """
     from driftloop.monitor import Monitor
 
     monitor = Monitor(project)
-    n, report = monitor.rollup(since=since)
+    if engine == "profiles":
+        n, report = monitor.rollup(since=since)
+        vocabulary = monitor.vocabulary(since=since) if report is not None else {}
+    else:
+        from driftloop.archive import profile_archive
+
+        n, report = profile_archive(
+            project, since=since, engine=engine, scheduler=scheduler, progress=progress
+        )
+        vocabulary = {}
     if report is None:
         return None
     return {
         "model": project.name,
         "since": since,
+        "engine": engine,
         "rows": n,
         "columns": [
             {
@@ -219,7 +236,7 @@ def drift_view(project: Project, since: float) -> dict[str, Any] | None:
             for c in report.columns
         ],
         "drifted": list(report.drifted),
-        "vocabulary": monitor.vocabulary(since=since),
+        "vocabulary": vocabulary,
     }
 
 

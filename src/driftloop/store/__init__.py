@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, and_, create_engine, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +23,9 @@ from driftloop.config import FeedbackSettings
 from driftloop.exceptions import ConfigError
 from driftloop.identity import principal
 from driftloop.store import tables as t
+
+if TYPE_CHECKING:
+    from driftloop.archive import LogArchive
 
 __all__ = ["Store", "tables"]
 tables = t
@@ -143,11 +146,19 @@ def _bounded(errors: list[Any], items: int = 50, chars: int = 500) -> list[Any]:
     return [cut(e) for e in errors[:items]]
 
 
+_ARCHIVED_COLUMNS = ("seq", "prediction_id", "inputs", "prediction", "probabilities", "model_version", "ts")
+_LABEL_PICK = {"label": "label", "source": "source", "id": "feedback_id"}
+_NOTE_PICK = {"source": "source", "rating": "rating", "tags": "tags"}
+
+
 class Store:
     """Small repositories over the tables. Every write is one transaction."""
 
-    def __init__(self, url: str, *, create: bool = True, synchronous: str = "full") -> None:
+    def __init__(
+        self, url: str, *, create: bool = True, synchronous: str = "full", archive: LogArchive | None = None
+    ) -> None:
         self.url, self.synchronous = url, synchronous
+        self.archive = archive  # label queries read rows archived out of the store from here
         self.engine = make_engine(url, synchronous)
         if create:
             migrate(self.engine)
@@ -544,8 +555,9 @@ class Store:
             query = query.where(p.c.seq <= end_seq)
         if max_feedback_id is not None:
             query = query.where(f.c.id <= max_feedback_id)
+        rows, through = self._archived(model, "feedback", start_seq, end_seq, max_feedback_id, _LABEL_PICK)
         with self.engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(query).mappings()]
+            rows += [dict(r) for r in conn.execute(query.where(p.c.seq > through)).mappings()]
         quarantined = self.quarantined_principals(model, policy)
         usable = [r for r in rows if principal(r["source"]) not in quarantined]
         by_prediction: dict[str, list[dict[str, Any]]] = {}
@@ -557,6 +569,81 @@ class Store:
             resolved.append(_resolve(group, policy))
         stats = {"feedback": len(rows), "quarantined": len(rows) - len(usable), "conflicts": conflicts}
         return resolved, stats
+
+    def _archived(
+        self,
+        model: str,
+        kind: str,
+        start_seq: int,
+        end_seq: int | None,
+        max_id: int | None,
+        pick: dict[str, str],
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The archived part of a label query (rows with seq up to the archive's end) and that
+        end: the store answers the rest, so a row in both (a crash before the delete) counts once."""
+        through = self.archive.archived_through(model) if self.archive is not None else 0
+        if not through or start_seq > through:
+            return [], through
+        from driftloop.archive import archived_joined
+
+        table = t.feedback if kind == "feedback" else t.notes
+        orphans = select(table).where(
+            ~select(t.predictions.c.seq)
+            .where(t.predictions.c.prediction_id == table.c.prediction_id)
+            .exists()
+        )
+        with self.engine.connect() as conn:  # rows that came in while their prediction was archived
+            stray = [dict(r) for r in conn.execute(orphans).mappings()]
+        assert self.archive is not None
+        rows = archived_joined(
+            self.archive,
+            model,
+            kind,
+            start_seq=start_seq,
+            end_seq=through if end_seq is None else min(end_seq, through),
+            max_id=max_id,
+            orphans=stray,
+            columns=_ARCHIVED_COLUMNS,
+            pick=pick,
+        )
+        return rows, through
+
+    def feedback_of(self, ids: Sequence[str], *, max_id: int) -> list[dict[str, Any]]:
+        """The labels of ``ids`` with ids up to ``max_id``, as stored (for the archive)."""
+        return self._rows_of(t.feedback, ids, max_id)
+
+    def annotations_of(self, ids: Sequence[str], *, max_id: int) -> list[dict[str, Any]]:
+        """The annotations of ``ids`` with ids up to ``max_id``, as stored (for the archive)."""
+        return self._rows_of(t.notes, ids, max_id)
+
+    def _rows_of(self, table: Any, ids: Sequence[str], max_id: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = (
+                    select(table)
+                    .where(table.c.prediction_id.in_(ids[start : start + 500]), table.c.id <= max_id)
+                    .order_by(table.c.id)
+                )
+                out += [dict(r) for r in conn.execute(query).mappings()]
+        return out
+
+    def delete_archived(self, model: str, through: int, manifests: Sequence[dict[str, Any]] | None) -> int:
+        """Delete ``model``'s predictions up to seq ``through`` and their labels and annotations
+        up to the ids the archive holds (from its last manifest), in one transaction: called
+        only once the archive has them durably. Returns the predictions deleted."""
+        if not through or not manifests:
+            return 0
+        last = manifests[-1]
+        p = t.predictions
+        archived = select(p.c.prediction_id).where(p.c.model == model, p.c.seq <= through)
+        with self.begin() as conn:
+            for table, key in ((t.feedback, "max_feedback_id"), (t.notes, "max_annotation_id")):
+                conn.execute(
+                    table.delete().where(table.c.prediction_id.in_(archived), table.c.id <= int(last[key]))
+                )
+            done = conn.execute(p.delete().where(p.c.model == model, p.c.seq <= through))
+        return int(done.rowcount or 0)
 
     def quarantined_principals(self, model: str, policy: FeedbackSettings) -> set[str]:
         """Every source whose labels and annotations must not count: the configured ones and
@@ -638,10 +725,12 @@ class Store:
         )
         quarantined = self.quarantined_principals(model, policy)
         newest: dict[str, dict[str, Any]] = {}
+        rows, through = self._archived(model, "annotations", 0, None, max_annotation_id, _NOTE_PICK)
         with self.engine.connect() as conn:
-            for row in conn.execute(query).mappings():  # a late score alone says nothing here
-                if principal(row["source"]) not in quarantined and (row["rating"] is not None or row["tags"]):
-                    newest[row["prediction_id"]] = dict(row)
+            rows += [dict(r) for r in conn.execute(query.where(p.c.seq > through)).mappings()]
+        for row in rows:  # a late score alone says nothing here
+            if principal(row["source"]) not in quarantined and (row["rating"] is not None or row["tags"]):
+                newest[row["prediction_id"]] = row
         bad = set(bad_tags)
         accepted, rejected = [], []
         for r in newest.values():
