@@ -154,23 +154,11 @@ def test_commit_lag_guard_waits_for_a_transaction_still_in_flight(pg_url: str) -
 
 
 @pytest.mark.slow
-def test_one_monitor_across_two_hosts_and_a_takeover_when_the_holder_dies(
-    tmp_path: Path, pg_url: str
-) -> None:
-    """Two servers on two "hosts" (their own folders, so no shared lock file) and one PostgreSQL
-    store: one monitors, under an advisory lock; kill it and the other takes over."""
-    import re
+def _two_hosts(tmp_path: Path, pg_url: str) -> tuple[Path, Path]:
+    """Two "hosts": folders of their own (state, lock files, snapshots) with one PostgreSQL
+    store and workflow database; a champion trained from the first. The MLflow registry stays
+    a file of the first host's, which both name by its absolute path."""
     import shutil
-    import signal
-    import subprocess
-
-    import httpx
-
-    from driftloop.demo.data import applicants
-    from driftloop.demo.scenario import free_port
-    from driftloop.locks import AdvisoryLock
-
-    from .conftest import cli_env
 
     a, b = tmp_path / "host-a", tmp_path / "host-b"
     make_project(a)
@@ -192,6 +180,27 @@ def test_one_monitor_across_two_hosts_and_a_takeover_when_the_holder_dies(
     shutil.copy(a / "trainer.py", b / "trainer.py")
     shutil.copytree(a / "data", b / "data")
     (b / "driftloop.toml").write_text(text)
+    return a, b
+
+
+def test_one_monitor_across_two_hosts_and_a_takeover_when_the_holder_dies(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two servers on two "hosts" (their own folders, so no shared lock file) and one PostgreSQL
+    store: one monitors, under an advisory lock; kill it and the other takes over."""
+    import re
+    import signal
+    import subprocess
+
+    import httpx
+
+    from driftloop.demo.data import applicants
+    from driftloop.demo.scenario import free_port
+    from driftloop.locks import AdvisoryLock
+
+    from .conftest import cli_env
+
+    a, b = _two_hosts(tmp_path, pg_url)
     servers: dict[int, tuple[subprocess.Popen[str], str]] = {}
     for host in (a, b):
         port = free_port()
@@ -255,3 +264,57 @@ def test_one_monitor_across_two_hosts_and_a_takeover_when_the_holder_dies(
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
         store.close()
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_on_one_host_resumes_on_the_other(tmp_path: Path, pg_url: str) -> None:
+    """A retrain dies mid-step on host A; a server on host B, with its own folder and its own
+    workflow executor, sees that A's executor lease is free and resumes the run where it was."""
+    import signal
+    import subprocess
+    import sys
+
+    from driftloop.demo.scenario import free_port
+
+    from .conftest import cli_env
+
+    a, b = _two_hosts(tmp_path, pg_url)
+    project = Project.load(a / "driftloop.toml")
+    send(project, 900, "B", seed=24, label_share=0.6)
+    marker = tmp_path / "crashed"
+    crashed = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", "retrain", "-c", str(a / "driftloop.toml")],
+        env=cli_env(DRIFTLOOP_CRASH_AT="train:after-register", DRIFTLOOP_CRASH_MARKER=str(marker)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr  # host A died mid-run
+    (run,) = project.store.runs("loan")
+    assert run["status"] == "running"
+    log = tmp_path / "host-b.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            ["driftloop", "serve", "-c", str(b / "driftloop.toml"), "--port", str(free_port())],
+            env=cli_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            row = project.store.run(run["id"])
+            if row is not None and row["status"] in ("promoted", "rejected", "failed"):
+                break
+            time.sleep(0.5)
+        assert row is not None and row["status"] in ("promoted", "rejected"), (row, log.read_text()[-3000:])
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    assert f"Resuming retrain run(s) {run['id']} here" in log.read_text()
+    names = [s["step"] for s in project.store.run_steps(run["id"])]
+    assert names.count("train") == 2, f"the interrupted step was entered again on host B: {names}"
+    assert [v["version"] for v in project.registry.versions("loan")] == ["1", "2"]  # none twice
+    assert len(project.store.decisions("loan")) == 1
+    project.close()

@@ -93,24 +93,27 @@ class MonitorLock:
             self._handle = None
 
 
-def advisory_key(name: str) -> int:
-    """The advisory lock key of a project's monitor: 63 bits of a hash of its name, so a
-    non-negative bigint (stable across processes and hosts).
+def advisory_key(name: str, kind: str = "monitor") -> int:
+    """The advisory lock key of a project's monitor (or another ``kind`` of holder, such as a
+    workflow executor's lease): 64 bits of a hash, stable across processes and hosts.
 
     >>> advisory_key("loan") == advisory_key("loan") != advisory_key("blog")
     True
+    >>> advisory_key("loan") != advisory_key("loan", kind="executor")
+    True
     """
     return int.from_bytes(
-        hashlib.sha256(f"driftloop-monitor:{name}".encode()).digest()[:8], "big", signed=True
+        hashlib.sha256(f"driftloop-{kind}:{name}".encode()).digest()[:8], "big", signed=True
     )
 
 
 class AdvisoryLock:
     """A PostgreSQL session advisory lock held by its own connection (``url`` in SQLAlchemy form;
-    psycopg 3 through the ``postgres`` extra)."""
+    psycopg 3 through the ``postgres`` extra). ``kind`` names what it guards: the project's
+    ``monitor``, or a workflow ``executor``'s lease (held while that process lives)."""
 
-    def __init__(self, url: str, name: str) -> None:
-        self.url, self.name, self.key = url, name, advisory_key(name)
+    def __init__(self, url: str, name: str, kind: str = "monitor") -> None:
+        self.url, self.name, self.kind, self.key = url, name, kind, advisory_key(name, kind)
         self._conn: Any = None
 
     def _connect(self) -> Any:
@@ -120,7 +123,7 @@ class AdvisoryLock:
         return psycopg.connect(
             dsn,
             autocommit=True,
-            application_name=f"driftloop monitor {socket.gethostname()} pid {os.getpid()}"[:63],
+            application_name=f"driftloop {self.kind} {socket.gethostname()} pid {os.getpid()}"[:63],
             keepalives=1,
             keepalives_idle=10,
             keepalives_interval=5,

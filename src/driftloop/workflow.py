@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = [
     "launch",
     "monitor_and_trigger",
     "post_deploy_watch",
+    "recover_orphans",
     "release_waiting",
     "rollback",
     "shutdown",
@@ -77,6 +79,7 @@ def launch(project: Project, *, schedules: bool = True) -> None:
         return
     _state["project"] = project
     project.settings.state_dir.mkdir(parents=True, exist_ok=True)
+    executor = _take_lease(project)
     config: DBOSConfig = {
         "name": "driftloop",
         "system_database_url": project.settings.workflow_db_url,
@@ -86,10 +89,13 @@ def launch(project: Project, *, schedules: bool = True) -> None:
         "use_listen_notify": False,
         "log_level": os.environ.get("DRIFTLOOP_DBOS_LOG_LEVEL", "WARNING"),
     }
+    if executor is not None:
+        config["executor_id"] = executor
     DBOS(config=config)
     DBOS.launch()
     DBOS.register_queue(QUEUE, global_concurrency=1, polling_interval_sec=0.2, on_conflict="always_update")
     _state["launched"] = True
+    recover_orphans(project)
     reconcile(project)
     cron = project.settings.retrain.schedule
     schedule_name = f"retrain-{project.name}"
@@ -120,9 +126,68 @@ def reconcile(project: Project) -> list[str]:
     return found
 
 
+def _take_lease(project: Project) -> str | None:
+    """On PostgreSQL, where several hosts share the workflow database: a unique executor id
+    for this process and the advisory lock that says it is alive (released by the server when
+    the process or its host dies). None on SQLite: one host, DBOS's own recovery at launch."""
+    if not project.settings.store.url.startswith("postgresql"):
+        return None
+    from driftloop.locks import AdvisoryLock
+
+    executor = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    lease = AdvisoryLock(project.settings.store.url, executor, kind="executor")
+    if not lease.acquire():
+        raise WorkflowError(
+            f"Could not take the workflow executor lease {executor!r} on the store's PostgreSQL server."
+        )
+    _state["lease"] = lease
+    return executor
+
+
+def recover_orphans(project: Project) -> list[str]:
+    """Resume here the retrain runs another process was running when it died.
+
+    A run that a process dequeued is PENDING under that process's executor id until it ends.
+    On PostgreSQL each process holds an advisory lock named by its executor id while it lives;
+    a PENDING run whose executor's lock is free lost its process (or host), so it is handed to
+    DBOS's recovery, which re-enqueues it: exactly one process dequeues it and it resumes at
+    its last checkpointed step. Called at launch and before every monitoring pass. Returns the
+    run ids recovered."""
+    lease = _state.get("lease")
+    if lease is None:
+        return []
+    from driftloop.locks import AdvisoryLock
+
+    mine = DBOS.executor_id
+    pending = DBOS.list_workflows(
+        status="PENDING", name=retrain.__qualname__, load_input=False, load_output=False
+    )
+    dead: dict[str, list[str]] = {}
+    for status in pending:
+        owner = status.executor_id
+        if not owner or owner == mine or owner in dead:
+            if owner in dead:
+                dead[owner].append(status.workflow_id)
+            continue
+        probe = AdvisoryLock(project.settings.store.url, owner, kind="executor")
+        if probe.acquire():  # nobody holds the owner's lease: its process is gone
+            probe.release()
+            dead[owner] = [status.workflow_id]
+    recovered: list[str] = []
+    for owner, ids in dead.items():
+        log.warning(
+            "Resuming retrain run(s) %s here: their executor %s stopped mid-run.", ", ".join(ids), owner
+        )
+        recovered += [h.workflow_id for h in DBOS._recover_pending_workflows([owner])]
+    return recovered
+
+
 def shutdown() -> None:
     if _state["launched"]:
         DBOS.destroy(destroy_registry=False)
+    lease = _state.pop("lease", None)
+    if lease is not None:
+        lease.release()
     _state.update(project=None, launched=False)
 
 
@@ -260,6 +325,7 @@ def monitor_and_trigger(
 ) -> MonitorRun:
     """One monitoring pass; alert rules marked ``retrain = true`` queue a run (one at a time)."""
     monitor = monitor or Monitor(project)
+    recover_orphans(project)
     result = monitor.run(flush=flush)
     post_deploy_watch(project, monitor)
     enforce_agreement(project)
