@@ -117,6 +117,8 @@ class MlflowRegistry:
             existing = self.client.get_experiment_by_name(self.experiment)
             if existing is not None:
                 self._experiment_id = existing.experiment_id
+            elif self.uri.startswith(("http://", "https://")):  # a tracking server keeps the artifacts
+                self._experiment_id = self.client.create_experiment(self.experiment)
             else:
                 Path(self.artifacts).mkdir(parents=True, exist_ok=True)
                 self._experiment_id = self.client.create_experiment(
