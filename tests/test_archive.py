@@ -205,7 +205,7 @@ def cluster() -> Any:
     distributed = pytest.importorskip("distributed", reason="needs the dask extra: pip install -e '.[dask]'")
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as local,
         distributed.Client(local) as client,
     ):
@@ -289,3 +289,26 @@ def test_drift_of_a_project_archive_on_dask(logged: Any, cluster: Any) -> None:
     assert [(c.column, c.effect, c.drifted) for c in local[1].columns] == [
         (c.column, c.effect, c.drifted) for c in on_dask[1].columns
     ]
+
+
+def test_one_archiving_pass_at_a_time_and_status_says_what_is_archived(logged: Any) -> None:
+    from driftloop.archive import ArchiveBusy
+    from driftloop.locks import archive_lock
+    from driftloop.views import status_view
+
+    project, _ = logged
+    other = archive_lock(project.settings.store.url, project.settings.state_dir, project.name)
+    assert other.acquire()  # another process's pass, say 'driftloop archive'
+    try:
+        with pytest.raises(ArchiveBusy, match=r"Another process \(pid \d+\) is archiving the logs of 'loan'"):
+            archive_logs(project, older_than=0)
+        assert project.store.count_predictions(project.name) == 1000
+        Monitor(project)._archive(time.time())  # a monitoring pass skips it, and raises no alert
+        assert not project.store.alerts(project.name, rule="archive-failed")
+        assert project.store.count_predictions(project.name) == 1000
+    finally:
+        other.release()
+    assert status_view(project)["archive"]["batches"] == 0
+    archive_logs(project, older_than=0)
+    view = status_view(project)["archive"]
+    assert (view["batches"], view["predictions"], view["through_seq"]) == (1, 900, 900)

@@ -393,7 +393,30 @@ def archive_logs(
 ) -> ArchiveResult:
     """Move ``project``'s closed windows' rows older than ``older_than`` seconds (default:
     ``archive.after``) to the archive, then apply ``archive.retention``. Safe to run at any
-    time and from several processes' schedules: a crash part-way is finished by the next run."""
+    time: one pass per project runs at once (:func:`driftloop.locks.archive_lock`; another
+    raises :class:`ArchiveBusy`), and a crash part-way is finished by the next pass."""
+    from driftloop.locks import archive_lock
+
+    lock = archive_lock(project.settings.store.url, project.settings.state_dir, project.name)
+    if not lock.acquire():
+        holder = lock.holder()
+        raise ArchiveBusy(
+            f"Another process{f' ({holder})' if holder else ''} is archiving the logs of "
+            f"'{project.name}'; this pass would move the same rows, so it does not run."
+        )
+    try:
+        return _archive_logs(project, older_than=older_than, now=now, limit=limit, progress=progress)
+    finally:
+        lock.release()
+
+
+class ArchiveBusy(ArchiveError):
+    """Another process holds the project's archiving lock."""
+
+
+def _archive_logs(
+    project: Project, *, older_than: float | None, now: float | None, limit: int | None, progress: bool
+) -> ArchiveResult:
     settings = project.settings.archive
     archive, store, name = project.archive, project.store, project.name
     started = time.time()

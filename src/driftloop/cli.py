@@ -351,6 +351,7 @@ def archive_command(
 
     from driftloop.archive import archive_logs
     from driftloop.config import parse_duration
+    from driftloop.views import archive_view
 
     try:
         zero = older_than is not None and re.fullmatch(r"\s*0+(\.0*)?\s*(ms|s|m|h|d)?\s*", older_than)
@@ -365,15 +366,15 @@ def archive_command(
         )
     moving = age is not None or project.settings.archive.after is not None
     result = archive_logs(project, older_than=age, progress=not as_json) if moving else None
-    batches = project.archive.manifests(project.name)
     problems = project.archive.verify(project.name) if verify else []
+    held = archive_view(project)
     summary = {
-        "archive": project.settings.archive.url,
+        "archive": held["url"],
         "moved": asdict(result) if result else None,
-        "batches": len(batches),
-        "rows": sum(f["rows"] for b in batches for f in b["files"] if f["kind"] == "predictions"),
-        "bytes": sum(f["bytes"] for b in batches for f in b["files"]),
-        "through_seq": project.archive.archived_through(project.name),
+        "batches": held["batches"],
+        "rows": held["predictions"],
+        "bytes": held["bytes"],
+        "through_seq": held["through_seq"],
         "problems": problems if verify else None,
     }
     if as_json:
@@ -575,6 +576,13 @@ def status(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -
             f"gate optimism: {optimism['mean']:+.4f} {optimism['metric']} on average over {optimism['n']} "
             f"promotion(s) (gate estimate minus the live score over as many labelled rows; latest: gate "
             f"{last['gate']:.4f}, live {last['live']:.4f} on {last['n']} rows)",
+            highlight=False,
+        )
+    archived = view["archive"]
+    if archived["batches"]:
+        console.print(
+            f"archive: {archived['predictions']:,} predictions in {archived['batches']} batch(es), "
+            f"{archived['bytes']:,} bytes, through seq {archived['through_seq']} ({archived['url']})",
             highlight=False,
         )
     health = view["monitoring"]

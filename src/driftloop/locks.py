@@ -33,7 +33,7 @@ import socket
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-__all__ = ["AdvisoryLock", "Lock", "MonitorLock", "advisory_key", "monitor_lock"]
+__all__ = ["AdvisoryLock", "Lock", "MonitorLock", "advisory_key", "archive_lock", "monitor_lock"]
 
 
 class Lock(Protocol):
@@ -52,8 +52,8 @@ class Lock(Protocol):
 class MonitorLock:
     """A non-blocking, process-wide lock file in the project's state folder."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / "monitor.lock"
+    def __init__(self, state_dir: Path, filename: str = "monitor.lock") -> None:
+        self.path = Path(state_dir) / filename
         self._handle: IO[str] | None = None
 
     @property
@@ -189,3 +189,11 @@ def monitor_lock(store_url: str, state_dir: Path, name: str) -> Lock:
     if store_url.startswith("postgresql"):
         return AdvisoryLock(store_url, name)
     return MonitorLock(state_dir)
+
+
+def archive_lock(store_url: str, state_dir: Path, name: str) -> Lock:
+    """The lock one archiving pass of a project holds (``driftloop archive`` or a monitoring
+    pass), so two never move the same batch: chosen by the store like :func:`monitor_lock`."""
+    if store_url.startswith("postgresql"):
+        return AdvisoryLock(store_url, name, kind="archive")
+    return MonitorLock(state_dir, "archive.lock")

@@ -283,10 +283,13 @@ class Monitor:
     def _archive(self, now: float) -> None:
         """Move closed windows' old rows to the archive; a failure alerts once per run of
         failures and leaves monitoring (and the rows, in the store) as they were."""
-        from driftloop.archive import archive_logs
+        from driftloop.archive import ArchiveBusy, archive_logs
 
         try:
             archive_logs(self.project, now=now, limit=10 * self.project.settings.archive.batch_rows)
+        except ArchiveBusy:  # 'driftloop archive' is at it: the next pass goes on
+            log.info("Archiving of '%s' skipped this pass: another process is archiving.", self.project.name)
+            return
         except Exception as exc:
             log.exception("Archiving the logs of '%s' failed; the rows stay in the store.", self.project.name)
             if not self._archive_failed:

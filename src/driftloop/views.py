@@ -183,11 +183,26 @@ def status_view(project: Project, *, windows: int = 10, alerts: int = 10) -> dic
         ],
         "runs": runs_view(project, limit=10),
         "gate_optimism": optimism_summary(project),
+        "archive": archive_view(project),
         "monitoring": {
             "last_success": ok[-1]["finished_at"] if ok else None,
             "last_failure": failed[-1]["finished_at"] if failed else None,
             "last_error": failed[-1]["error"] if failed else None,
         },
+    }
+
+
+def archive_view(project: Project) -> dict[str, Any]:
+    """What the log archive holds of the project (from its manifests)."""
+    batches = project.archive.manifests(project.name)
+    files = [f for b in batches for f in b["files"]]
+    return {
+        "url": project.settings.archive.url,
+        "batches": len(batches),
+        "predictions": sum(f["rows"] for f in files if f["kind"] == "predictions"),
+        "bytes": sum(f["bytes"] for f in files),
+        "through_seq": batches[-1]["last_seq"] if batches else 0,
+        "newest": max((f["max_ts"] for f in files), default=None),
     }
 
 
