@@ -302,19 +302,25 @@ def test_a_run_interrupted_on_one_host_resumes_on_the_other(tmp_path: Path, pg_u
             start_new_session=True,
         )
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            row = project.store.run(run["id"])
-            if row is not None and row["status"] in ("promoted", "rejected", "failed"):
-                break
-            time.sleep(0.5)
+        deadline = time.time() + 120
+        while time.time() < deadline and f"Resuming retrain run(s) {run['id']} here" not in log.read_text():
+            time.sleep(0.3)
+        assert f"Resuming retrain run(s) {run['id']} here" in log.read_text(), log.read_text()[-3000:]
+        # meanwhile a third process queues another run: it waits for the first, wherever it runs
+        second = workflow.start_retrain(project, "manual")
+        done = workflow.wait(second, timeout=240)
+        row = project.store.run(run["id"])
         assert row is not None and row["status"] in ("promoted", "rejected"), (row, log.read_text()[-3000:])
+        assert done["status"] in ("promoted", "rejected"), done
+        began = min(s["started_at"] for s in project.store.run_steps(second))
+        assert row["finished_at"] <= began, "the second run started before the first had finished"
     finally:
+        workflow.shutdown()
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-    assert f"Resuming retrain run(s) {run['id']} here" in log.read_text()
     names = [s["step"] for s in project.store.run_steps(run["id"])]
     assert names.count("train") == 2, f"the interrupted step was entered again on host B: {names}"
-    assert [v["version"] for v in project.registry.versions("loan")] == ["1", "2"]  # none twice
-    assert len(project.store.decisions("loan")) == 1
+    versions = [v["version"] for v in project.registry.versions("loan")]
+    assert versions == ["1", "2", "3"]  # one per run: none registered twice by the resumed step
+    assert len(project.store.decisions("loan")) == 2
     project.close()
