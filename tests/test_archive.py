@@ -312,3 +312,25 @@ def test_one_archiving_pass_at_a_time_and_status_says_what_is_archived(logged: A
     archive_logs(project, older_than=0)
     view = status_view(project)["archive"]
     assert (view["batches"], view["predictions"], view["through_seq"]) == (1, 900, 900)
+
+
+def test_a_label_query_during_an_archiving_pass_sees_every_row_once(logged: Any, monkeypatch: Any) -> None:
+    """The pass finishes (manifest written, rows deleted) just after the query listed the
+    manifests: the query read the store before listing them, so it still has every row."""
+    project, _ = logged
+    before = _labels(project)
+    real = LogArchive.manifests
+    state = {"done": False}
+
+    def listed_then_archived(self: LogArchive, model: str) -> list[dict[str, Any]]:
+        found = real(self, model)
+        if not state["done"]:
+            state["done"] = True
+            monkeypatch.setattr(LogArchive, "manifests", real)
+            archive_logs(project, older_than=0)  # another process's pass, right now
+        return found
+
+    monkeypatch.setattr(LogArchive, "manifests", listed_then_archived)
+    assert _labels(project) == before
+    assert state["done"] and project.store.count_predictions(project.name) == 100
+    assert _labels(project) == before

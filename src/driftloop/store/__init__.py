@@ -555,9 +555,10 @@ class Store:
             query = query.where(p.c.seq <= end_seq)
         if max_feedback_id is not None:
             query = query.where(f.c.id <= max_feedback_id)
+        with self.engine.connect() as conn:  # the store first, then the archive: see _archived
+            stored = [dict(r) for r in conn.execute(query).mappings()]
         rows, through = self._archived(model, "feedback", start_seq, end_seq, max_feedback_id, _LABEL_PICK)
-        with self.engine.connect() as conn:
-            rows += [dict(r) for r in conn.execute(query.where(p.c.seq > through)).mappings()]
+        rows += [r for r in stored if r["seq"] > through]
         quarantined = self.quarantined_principals(model, policy)
         usable = [r for r in rows if principal(r["source"]) not in quarantined]
         by_prediction: dict[str, list[dict[str, Any]]] = {}
@@ -580,7 +581,10 @@ class Store:
         pick: dict[str, str],
     ) -> tuple[list[dict[str, Any]], int]:
         """The archived part of a label query (rows with seq up to the archive's end) and that
-        end: the store answers the rest, so a row in both (a crash before the delete) counts once."""
+        end; the caller keeps only the store's rows past it, so a row in both (a crash before the
+        delete) counts once. Callers read the store *before* calling this: an archiving pass
+        writes its manifest before it deletes, so whichever side of a concurrent pass the store
+        read fell on, the manifests read afterwards cover every row it no longer saw."""
         through = self.archive.archived_through(model) if self.archive is not None else 0
         if not through or start_seq > through:
             return [], through
@@ -725,9 +729,10 @@ class Store:
         )
         quarantined = self.quarantined_principals(model, policy)
         newest: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:  # the store first, then the archive: see _archived
+            stored = [dict(r) for r in conn.execute(query).mappings()]
         rows, through = self._archived(model, "annotations", 0, None, max_annotation_id, _NOTE_PICK)
-        with self.engine.connect() as conn:
-            rows += [dict(r) for r in conn.execute(query.where(p.c.seq > through)).mappings()]
+        rows += [r for r in stored if r["seq"] > through]
         for row in rows:  # a late score alone says nothing here
             if principal(row["source"]) not in quarantined and (row["rating"] is not None or row["tags"]):
                 newest[row["prediction_id"]] = row
