@@ -162,7 +162,7 @@ def test_the_monitor_archives_after_the_configured_age(tmp_path: Path) -> None:
     config = tmp_path / "project" / "driftloop.toml"
     project = make_project(tmp_path / "project")
     with config.open("a") as f:
-        f.write('\n[archive]\nafter = "1h"\nretention = "30d"\n')
+        f.write('\n[archive]\nafter = "1h"\nretention = "30d"\nbatch_rows = 250\n')
     project.close()
     project = Project.load(config)
     try:
@@ -174,6 +174,8 @@ def test_the_monitor_archives_after_the_configured_age(tmp_path: Path) -> None:
         monitor.run(now=time.time() + 7200)  # two hours on
         assert project.archive.archived_through(project.name) == 600
         assert project.store.count_predictions(project.name) == 100
+        batches = project.archive.manifests(project.name)
+        assert [(b["first_seq"], b["last_seq"]) for b in batches] == [(1, 250), (251, 500), (501, 600)]
     finally:
         workflow.shutdown()
         project.close()

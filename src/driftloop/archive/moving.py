@@ -3,6 +3,7 @@ label queries take from it."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -103,10 +104,9 @@ def _archive_logs(
                     if limit is None
                     else min(settings.batch_rows, limit - result.predictions)
                 )
-                rows = store.predictions_after(name, through, size)
-                rows = [r for r in rows if r["seq"] <= closed]
-                cut = next((i for i, r in enumerate(rows) if r["ts"] >= cutoff), len(rows))
-                rows = rows[:cut]  # consecutive from the oldest: stop at the first row too young
+                page = store.predictions_after(name, through, size)
+                # consecutive from the oldest, in closed windows, up to the first row too young
+                rows = list(itertools.takewhile(lambda r: r["seq"] <= closed and r["ts"] < cutoff, page))
                 if not rows:
                     break
                 manifest = _archive_batch(project, rows)
@@ -119,7 +119,7 @@ def _archive_logs(
                 through = int(rows[-1]["seq"])
                 if bar is not None:
                     bar.update(task, advance=len(rows))
-                if cut < len(rows) or len(rows) < size:
+                if len(rows) < size:  # a row too young, the last closed window, or the log's end
                     break
         finally:
             if bar is not None:
