@@ -4,6 +4,7 @@ there as they did in the store, and a crash at any point leaves one copy of ever
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,11 +23,13 @@ from .conftest import cli_env, make_project
 from .helpers import send
 
 
-@pytest.fixture
-def logged(tmp_path: Path) -> Any:
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """A trained project with 1,000 predictions served (three closed windows of 300 and a
-    partial one), half of them labelled, some annotated, and one monitoring pass."""
-    project = make_project(tmp_path / "project")
+    partial one), half of them labelled, some annotated, and one monitoring pass: built once,
+    copied for each test (the copies' registries point at its artifacts, which outlive them)."""
+    root = tmp_path_factory.mktemp("template") / "project"
+    project = make_project(root)
     train(project)
     ids = send(project, 1000, "B", seed=3, label_share=0.5)
     project.store.add_feedback(
@@ -34,6 +37,16 @@ def logged(tmp_path: Path) -> Any:
         annotations=True,
     )
     Monitor(project).run()
+    project.close()
+    return root, ids
+
+
+@pytest.fixture
+def logged(template: tuple[Path, list[str]], tmp_path: Path) -> Any:
+    """A copy of the template project of its own."""
+    root, ids = template
+    shutil.copytree(root, tmp_path / "project")
+    project = Project.load(tmp_path / "project" / "driftloop.toml")
     yield project, ids
     workflow.shutdown()
     project.close()
