@@ -109,10 +109,8 @@ def test_a_crash_before_the_delete_is_finished_by_the_next_run(logged: Any, monk
     before = _labels(project)
     real = type(store).delete_archived
 
-    def crash(self: Any, model: str, through: int, manifests: Any) -> int:
-        if manifests:
-            raise OSError("power lost")
-        return real(self, model, through, manifests)
+    def crash(self: Any, model: str, manifest: dict[str, Any]) -> int:
+        raise OSError("power lost")
 
     monkeypatch.setattr(type(store), "delete_archived", crash)
     with pytest.raises(OSError, match="power lost"):

@@ -281,7 +281,9 @@ class LogArchive:
     ) -> dict[str, Any]:
         """Archive a frame of past requests' inputs as ``model``'s predictions ``first_seq``
         onward (served at ``ts``): logs from before driftloop, or a synthetic load. Batches
-        continue the archive, so ``first_seq`` must follow its last.
+        continue the archive, so ``first_seq`` must follow its last; and since readers take
+        every row up to the archive's last sequence number from it, those numbers must not be
+        in use in the store (a model that never logged through it, or a store started after).
 
         >>> import tempfile, pandas as pd
         >>> archive = LogArchive(tempfile.mkdtemp())

@@ -85,7 +85,9 @@ def _archive_logs(
     age = settings.after if older_than is None else older_than
     result = ArchiveResult()
     through = archive.archived_through(name)
-    result.recovered = store.delete_archived(name, through, archive.manifests(name)[-1:] or None)
+    batches = archive.manifests(name)
+    if batches and batches[-1].get("source") == "store":  # a crash may have left its rows behind
+        result.recovered = store.delete_archived(name, batches[-1])
     last = store.last_window(name)
     closed = int(last["end_seq"]) if last else 0
     if age is not None and closed > through:
@@ -158,11 +160,12 @@ def _archive_batch(project: Project, rows: list[dict[str, Any]]) -> dict[str, An
         tables,
         first_seq=int(rows[0]["seq"]),
         last_seq=int(rows[-1]["seq"]),
+        source="store",  # rows moved out of the store (not write_inputs): the store deletes them
         max_feedback_id=max_feedback,
         max_annotation_id=max_annotation,
         counts={"predictions": len(rows), "feedback": len(labels), "annotations": len(notes)},
     )
-    store.delete_archived(name, int(rows[-1]["seq"]), [manifest])
+    store.delete_archived(name, manifest)
     return manifest
 
 

@@ -632,21 +632,26 @@ class Store:
                 out += [dict(r) for r in conn.execute(query).mappings()]
         return out
 
-    def delete_archived(self, model: str, through: int, manifests: Sequence[dict[str, Any]] | None) -> int:
-        """Delete ``model``'s predictions up to seq ``through`` and their labels and annotations
-        up to the ids the archive holds (from its last manifest), in one transaction: called
-        only once the archive has them durably. Returns the predictions deleted."""
-        if not through or not manifests:
-            return 0
-        last = manifests[-1]
+    def delete_archived(self, model: str, manifest: dict[str, Any]) -> int:
+        """Delete the store's rows of one archived batch: ``model``'s predictions in the
+        manifest's sequence range and their labels and annotations up to the ids it holds, in one
+        transaction; called only once the archive has them durably (the manifest is written).
+        Returns the predictions deleted (0 when an earlier call already did)."""
         p = t.predictions
-        archived = select(p.c.prediction_id).where(p.c.model == model, p.c.seq <= through)
+        span = (
+            p.c.model == model,
+            p.c.seq >= int(manifest["first_seq"]),
+            p.c.seq <= int(manifest["last_seq"]),
+        )
+        archived = select(p.c.prediction_id).where(*span)
         with self.begin() as conn:
             for table, key in ((t.feedback, "max_feedback_id"), (t.notes, "max_annotation_id")):
                 conn.execute(
-                    table.delete().where(table.c.prediction_id.in_(archived), table.c.id <= int(last[key]))
+                    table.delete().where(
+                        table.c.prediction_id.in_(archived), table.c.id <= int(manifest[key])
+                    )
                 )
-            done = conn.execute(p.delete().where(p.c.model == model, p.c.seq <= through))
+            done = conn.execute(p.delete().where(*span))
         return int(done.rowcount or 0)
 
     def quarantined_principals(self, model: str, policy: FeedbackSettings) -> set[str]:
