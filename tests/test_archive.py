@@ -173,7 +173,7 @@ def test_the_monitor_archives_after_the_configured_age(tmp_path: Path) -> None:
     config = tmp_path / "project" / "driftloop.toml"
     project = make_project(tmp_path / "project")
     with config.open("a") as f:
-        f.write('\n[archive]\nafter = "1h"\nretention = "30d"\nbatch_rows = 250\n')
+        f.write('\n[archive]\nafter = "3d"\nretention = "30d"\nbatch_rows = 250\n')
     project.close()
     project = Project.load(config)
     try:
@@ -181,8 +181,8 @@ def test_the_monitor_archives_after_the_configured_age(tmp_path: Path) -> None:
         send(project, 700, "A", seed=4)
         monitor = Monitor(project)
         monitor.run()
-        assert project.archive.archived_through(project.name) == 0  # younger than an hour
-        monitor.run(now=time.time() + 7200)  # two hours on
+        assert project.archive.archived_through(project.name) == 0  # younger than three days
+        monitor.run(now=time.time() + 4 * 86_400)  # four days on
         assert project.archive.archived_through(project.name) == 600
         assert project.store.count_predictions(project.name) == 100
         batches = project.archive.manifests(project.name)

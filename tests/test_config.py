@@ -70,6 +70,19 @@ def test_constraints_and_cross_checks() -> None:
         Settings.from_dict(with_("trainer", {"entrypoint": "no-colon"}))
     with pytest.raises(ConfigError, match="needs 'url' or 'url_env'"):
         Settings.from_dict(with_("sinks", [{"type": "webhook"}]))
+    with pytest.raises(
+        ConfigError,
+        match=r"'archive.after' setting must be at least 'review.expire_after' "
+        r"\(172800s\).*Got 3600s instead",
+    ):
+        Settings.from_dict(with_("archive", {"after": "1h"}))
+    with pytest.raises(ConfigError, match=r"retention \(86400s\) must be longer than after \(172800s\)"):
+        Settings.from_dict(with_("archive", {"after": "2d", "retention": "1d"}))
+    archived = Settings.from_dict(
+        with_("archive", {"url": "s3://bucket/logs", "after": "30d"}), root=Path("/p")
+    )
+    assert (archived.archive.url, archived.archive.after) == ("s3://bucket/logs", 30 * 86400.0)
+    assert Settings.from_dict(BASE, root=Path("/p")).archive.url == "/p/.driftloop/archive"
 
 
 def test_missing_and_broken_files(tmp_path: Path) -> None:

@@ -946,6 +946,13 @@ class Settings(_Model):
                 f"when the low_score strategy has a share: one of {computed}. "
                 f"Got {self.review.score_metric!r} instead"
             )
+        after = self.archive.after
+        if after is not None and after < self.review.expire_after:
+            raise ValueError(
+                f"The 'archive.after' setting must be at least 'review.expire_after' "
+                f"({self.review.expire_after:g}s): a queued review item's prediction must stay in the "
+                f"store until the item expires. Got {after:g}s instead"
+            )
         names = [rule.name for rule in self.alerts]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
