@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from driftloop import workflow
@@ -325,6 +326,17 @@ def test_one_archiving_pass_at_a_time_and_status_says_what_is_archived(logged: A
     archive_logs(project, older_than=0)
     view = status_view(project)["archive"]
     assert (view["batches"], view["predictions"], view["through_seq"]) == (1, 900, 900)
+    from driftloop.demo.scenario import serve_in_thread
+    from driftloop.serving import create_app
+
+    with serve_in_thread(create_app(project, background=False, monitor=False)) as url:
+        scraped = httpx.get(url + "/metrics").text
+    for gauge, value in (
+        ("store_predictions", 100),
+        ("archive_predictions", 900),
+        ("archive_through_seq", 900),
+    ):
+        assert f'driftloop_{gauge}{{model="loan"}} {value}\n' in scraped
 
 
 def test_a_label_query_during_an_archiving_pass_sees_every_row_once(logged: Any, monkeypatch: Any) -> None:

@@ -1061,6 +1061,17 @@ def _prometheus(
         f'driftloop_retrain_seconds_sum{{model="{name}"}} {sum(finished):.3f}',
         f'driftloop_retrain_seconds_count{{model="{name}"}} {len(finished)}',
     ]
+    archived = views.archive_view(project)
+    lines += [  # how much the store holds, and what moved out of it
+        "# TYPE driftloop_store_predictions gauge",
+        f'driftloop_store_predictions{{model="{name}"}} {project.store.count_predictions(name)}',
+        "# TYPE driftloop_archive_predictions gauge",
+        f'driftloop_archive_predictions{{model="{name}"}} {archived["predictions"]}',
+        "# TYPE driftloop_archive_bytes gauge",
+        f'driftloop_archive_bytes{{model="{name}"}} {archived["bytes"]}',
+        "# TYPE driftloop_archive_through_seq gauge",
+        f'driftloop_archive_through_seq{{model="{name}"}} {archived["through_seq"]}',
+    ]
     lines.append("# TYPE driftloop_alerts_total counter")
     for rule, n in project.store.alert_counts(name).items():
         lines.append(f'driftloop_alerts_total{{model="{name}",rule="{_label(rule)}"}} {n}')
