@@ -25,6 +25,8 @@ def test_defaults_resolve_paths_against_the_config_folder(tmp_path: Path) -> Non
     s = Settings.from_dict(BASE, root=tmp_path)
     assert s.store.url == f"sqlite:///{tmp_path}/.driftloop/driftloop.db"
     assert s.registry.artifacts == str(tmp_path / ".driftloop" / "artifacts")
+    assert s.store.snapshots == str(tmp_path / ".driftloop" / "datasets")
+    assert s.archive.url == str(tmp_path / ".driftloop" / "archive")
     assert s.monitor.window.rows == 1000
     assert s.workflow_db_url.endswith(".driftloop/workflows.sqlite")
 

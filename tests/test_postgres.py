@@ -171,6 +171,7 @@ def _two_hosts(tmp_path: Path, pg_url: str) -> tuple[Path, Path]:
             f'uri = "sqlite:///{a}/.driftloop/mlflow.db"\nartifacts = "{a}/.driftloop/artifacts"',
         )
         .replace('schedule = "30s"', 'schedule = "300ms"\ncommit_lag = "200ms"')
+        .replace("[registry]", f'snapshots = "{tmp_path}/shared/datasets"\n\n[registry]', 1)
     )
     (a / "driftloop.toml").write_text(text)
     trained = Project.load(a / "driftloop.toml")
@@ -323,4 +324,6 @@ def test_a_run_interrupted_on_one_host_resumes_on_the_other(tmp_path: Path, pg_u
     versions = [v["version"] for v in project.registry.versions("loan")]
     assert versions == ["1", "2", "3"]  # one per run: none registered twice by the resumed step
     assert len(project.store.decisions("loan")) == 2
+    kept = {Path(d["path"]).parent for d in project.store.datasets("loan")}
+    assert kept == {tmp_path / "shared" / "datasets"}, kept  # both hosts wrote to the shared folder
     project.close()

@@ -323,6 +323,9 @@ class StoreSettings(_Model):
     # "full": a commit is on disk when it returns (survives power loss); "normal": it survives a
     # crash of any driftloop process, not of the machine, and skips an fsync per commit
     sqlite_synchronous: Literal["full", "normal"] = "full"
+    # the versioned snapshots' folder: shared storage, at the same path on every host, when
+    # servers on several hosts may resume each other's retrain runs
+    snapshots: str = ".driftloop/datasets"
 
 
 class RegistrySettings(_Model):
@@ -1095,7 +1098,9 @@ class Settings(_Model):
 
         return self.model_copy(
             update={
-                "store": self.store.model_copy(update={"url": url(self.store.url)}),
+                "store": self.store.model_copy(
+                    update={"url": url(self.store.url), "snapshots": str(self.path(self.store.snapshots))}
+                ),
                 "archive": self.archive.model_copy(
                     update={
                         "url": self.archive.url

@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
@@ -98,7 +99,7 @@ def record_snapshot(
 ) -> Dataset:
     """Write ``df`` as a content-addressed snapshot (``manifest["kind"]`` says train or eval) and,
     with ``add``, record it in the store (idempotent: the same rows are the same dataset)."""
-    dataset = write_snapshot(project.settings.state_dir / "datasets", df, manifest)
+    dataset = write_snapshot(Path(project.settings.store.snapshots), df, manifest)
     if add:
         record_dataset(project, dataset)
     return dataset
