@@ -158,6 +158,8 @@ def recover_orphans(project: Project) -> list[str]:
         return []
     from driftloop.locks import AdvisoryLock
 
+    if not lease.held and lease.acquire():  # its connection was lost; others may have resumed its runs
+        log.warning("Took the workflow executor lease again after losing its connection.")
     mine = DBOS.executor_id
     pending = DBOS.list_workflows(
         status="PENDING", name=retrain.__qualname__, load_input=False, load_output=False
@@ -325,7 +327,10 @@ def monitor_and_trigger(
 ) -> MonitorRun:
     """One monitoring pass; alert rules marked ``retrain = true`` queue a run (one at a time)."""
     monitor = monitor or Monitor(project)
-    recover_orphans(project)
+    try:
+        recover_orphans(project)
+    except Exception as exc:  # the workflow database is unreachable: monitoring goes on regardless
+        log.error("Looking for retrain runs to resume failed: %s", exc)
     result = monitor.run(flush=flush)
     post_deploy_watch(project, monitor)
     enforce_agreement(project)
