@@ -186,6 +186,14 @@ def test_the_monitor_archives_after_the_configured_age(tmp_path: Path) -> None:
         monitor.run(now=time.time() + 4 * 86_400)  # four days on
         assert project.archive.archived_through(project.name) == 600
         assert project.store.count_predictions(project.name) == 100
+        from driftloop.demo.scenario import serve_in_thread
+        from driftloop.serving import create_app
+
+        oldest = project.archive.rows(project.name, "predictions")[0]["prediction_id"]
+        with serve_in_thread(create_app(project, background=False, monitor=False)) as url:
+            late = httpx.post(url + "/feedback", json={"prediction_id": oldest, "label": "yes"})
+        assert late.status_code == 404
+        assert "are archived 3 days after they are served (archive.after)" in late.json()["detail"][0]["msg"]
         batches = project.archive.manifests(project.name)
         assert [(b["first_seq"], b["last_seq"]) for b in batches] == [(1, 250), (251, 500), (501, 600)]
     finally:

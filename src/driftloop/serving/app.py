@@ -792,10 +792,16 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             project.store.existing_prediction_ids, [c["prediction_id"] for _, c in clean]
         )
         unknown = [(i, c["prediction_id"]) for i, c in clean if c["prediction_id"] not in found]
+        archived = (
+            f" Predictions are archived {project.settings.archive.after / 86400:g} days after they are "
+            "served (archive.after) and take no feedback after that."
+            if unknown and project.settings.archive.after is not None
+            else ""
+        )
         if single and unknown:
             raise _BadRequest(
                 404,
-                f"Unknown prediction id: {unknown[0][1][:64]!r}.",
+                f"Unknown prediction id: {unknown[0][1][:64]!r}.{archived}",
                 ("feedback", "prediction_id"),
                 "not_found",
             )
@@ -831,7 +837,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             {"index": i, "status": "accepted"} for i, c in clean if c["prediction_id"] in found
         ]
         results += [
-            {"index": i, "status": "unknown", "msg": f"Unknown prediction id {pid[:64]!r}."}
+            {"index": i, "status": "unknown", "msg": f"Unknown prediction id {pid[:64]!r}.{archived}"}
             for i, pid in unknown
         ]
         by_index: dict[int, list[str]] = {}
