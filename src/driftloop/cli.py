@@ -346,7 +346,6 @@ def archive_command(
     as_json: JsonOption = False,
 ) -> None:
     """Move closed windows' predictions, labels and annotations from the store to Parquet."""
-    import re
     from dataclasses import asdict
 
     from driftloop.archive import archive_logs
@@ -354,8 +353,7 @@ def archive_command(
     from driftloop.views import archive_view
 
     try:
-        zero = older_than is not None and re.fullmatch(r"\s*0+(\.0*)?\s*(ms|s|m|h|d)?\s*", older_than)
-        age = None if older_than is None else 0.0 if zero else parse_duration(older_than)
+        age = None if older_than is None else parse_duration(older_than, allow_zero=True)
     except ValueError as exc:
         raise typer.BadParameter(f"{exc}.", param_hint="'--older-than'") from None
     project = _project(config)

@@ -47,18 +47,19 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(text: str | int | float) -> float:
-    """Seconds in a duration such as ``"30s"``, ``"5m"``, ``"1.5h"`` or ``"2d"``.
+def parse_duration(text: str | int | float, *, allow_zero: bool = False) -> float:
+    """Seconds in a duration such as ``"30s"``, ``"5m"``, ``"1.5h"`` or ``"2d"``; with
+    ``allow_zero``, ``"0s"`` too (an age limit meaning "any age").
 
-    >>> parse_duration("250ms")
-    0.25
+    >>> parse_duration("250ms"), parse_duration("0s", allow_zero=True)
+    (0.25, 0.0)
     """
     if isinstance(text, int | float) and not isinstance(text, bool):
-        if text <= 0:
+        if text < 0 or (text == 0 and not allow_zero):
             raise ValueError(f"must be a positive duration. Got {text!r} instead")
         return float(text)
     match = _DURATION.match(str(text))
-    if not match or float(match.group(1)) <= 0:
+    if not match or float(match.group(1)) < 0 or (float(match.group(1)) == 0 and not allow_zero):
         raise ValueError(
             f"must be a positive duration such as '30s', '5m', '1h' or '2d'. Got {text!r} instead"
         )

@@ -158,10 +158,12 @@ class LogArchive:
         until: float | None = None,
         start_seq: int = 0,
         end_seq: int | None = None,
+        batches: Sequence[dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
-        """The manifest entries of ``kind``'s files whose rows may fall in the span, oldest first."""
+        """The manifest entries of ``kind``'s files whose rows may fall in the span, oldest first
+        (from ``batches`` when the caller listed the manifests already)."""
         out = []
-        for batch in self.manifests(model):
+        for batch in self.manifests(model) if batches is None else batches:
             if batch["last_seq"] < start_seq or (end_seq is not None and batch["first_seq"] > end_seq):
                 continue
             for f in batch["files"]:

@@ -84,8 +84,8 @@ def _archive_logs(
     now = started if now is None else now
     age = settings.after if older_than is None else older_than
     result = ArchiveResult()
-    through = archive.archived_through(name)
     batches = archive.manifests(name)
+    through = int(batches[-1]["last_seq"]) if batches else 0
     if batches and batches[-1].get("source") == "store":  # a crash may have left its rows behind
         result.recovered = store.delete_archived(name, batches[-1])
     last = store.last_window(name)
@@ -181,12 +181,14 @@ def archived_joined(
     orphans: Iterable[dict[str, Any]] = (),
     columns: Sequence[str],
     pick: dict[str, str],
+    batches: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Archived predictions in the sequence range (their ``columns``) joined with their archived
     ``kind`` rows (``feedback`` or ``annotations``, ids up to ``max_id``; their ``pick`` columns,
     renamed) and with ``orphans``: rows of that kind still in the store whose prediction was
-    archived meanwhile. Ordered by seq, then the row's id, as the store's own joins are."""
-    span: dict[str, Any] = {"start_seq": start_seq, "end_seq": end_seq}
+    archived meanwhile. Ordered by seq, then the row's id, as the store's own joins are.
+    ``batches``: the manifests, when the caller listed them already (one listing per query)."""
+    span: dict[str, Any] = {"start_seq": start_seq, "end_seq": end_seq, "batches": batches}
     extra = archive.rows(model, kind, **span) + list(orphans)
     if max_id is not None:
         extra = [r for r in extra if r["id"] <= max_id]

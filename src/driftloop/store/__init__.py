@@ -585,7 +585,8 @@ class Store:
         delete) counts once. Callers read the store *before* calling this: an archiving pass
         writes its manifest before it deletes, so whichever side of a concurrent pass the store
         read fell on, the manifests read afterwards cover every row it no longer saw."""
-        through = self.archive.archived_through(model) if self.archive is not None else 0
+        batches = self.archive.manifests(model) if self.archive is not None else []
+        through = int(batches[-1]["last_seq"]) if batches else 0
         if not through or start_seq > through:
             return [], through
         from driftloop.archive import archived_joined
@@ -609,6 +610,7 @@ class Store:
             orphans=stray,
             columns=_ARCHIVED_COLUMNS,
             pick=pick,
+            batches=batches,
         )
         return rows, through
 
