@@ -330,3 +330,35 @@ def test_cbpe_bands_cover_every_realised_metric_of_calibrated_windows() -> None:
             inside[name] += low <= realised[name] <= high
     for name, count in inside.items():
         assert count / windows >= 0.85, (name, count, inside)
+
+
+def test_a_rule_with_confidence_fires_on_evidence_not_on_thin_windows() -> None:
+    from driftloop.alerts import should_fire, wilson
+    from driftloop.config import AlertRuleSettings
+
+    rule = AlertRuleSettings(name="r", metric="accuracy", op="<", threshold=0.85, confidence=0.9)
+    plain = rule.model_copy(update={"confidence": None})
+    assert should_fire(plain, [(1, 0.80, 50)], None, 0.0)[0], "past the threshold"
+    assert not should_fire(rule, [(1, 0.80, 50)], None, 0.0)[0], "50 rows cannot tell 0.80 from 0.85"
+    assert should_fire(rule, [(1, 0.80, 500)], None, 0.0)[0], "500 rows can"
+    assert should_fire(rule, [(1, 0.70, 50)], None, 0.0)[0], "a large drop shows on 50"
+    above = AlertRuleSettings(name="r", metric="tag.stale", op=">", threshold=0.1, confidence=0.9)
+    assert not should_fire(above, [(1, 0.14, 50)], None, 0.0)[0]
+    assert should_fire(above, [(1, 0.14, 2000)], None, 0.0)[0]
+    # the interval covers the true share about as often as its level says
+    rng = np.random.default_rng(3)
+    for p, n in ((0.8, 50), (0.95, 200), (0.5, 30)):
+        hits = [rng.binomial(n, p) / n for _ in range(2000)]
+        covered = np.mean([lo <= p <= hi for lo, hi in (wilson(h, n, 0.9) for h in hits)])
+        assert 0.86 <= covered <= 0.95, (p, n, covered)
+
+
+def test_a_confidence_needs_a_proportion_and_no_detector() -> None:
+    from driftloop.config import AlertRuleSettings
+
+    with pytest.raises(ValueError, match=r"needs a proportion metric .* Got 'f1_macro' instead"):
+        AlertRuleSettings(name="r", metric="f1_macro", threshold=0.8, confidence=0.9)
+    with pytest.raises(ValueError, match="takes a 'confidence' or a 'detector', not both"):
+        AlertRuleSettings(name="r", metric="accuracy", detector="adwin", confidence=0.9)
+    with pytest.raises(ValueError, match="less than 1"):
+        AlertRuleSettings(name="r", metric="accuracy", threshold=0.8, confidence=1.0)

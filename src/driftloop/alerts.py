@@ -2,7 +2,9 @@
 
 A rule fires once per breaching streak: when the last ``for`` windows with at least
 ``min_samples`` observations all breach, unless it already fired within this streak or
-within ``cooldown``. That keeps one bad stretch from paging anyone twice.
+within ``cooldown``. That keeps one bad stretch from paging anyone twice. With ``confidence``
+a window breaches only when its metric's Wilson interval lies wholly past the threshold, so a
+window with few labels has to fall further before it counts.
 
 >>> from driftloop.config import AlertRuleSettings
 >>> rule = AlertRuleSettings.model_validate({"name": "acc", "metric": "accuracy", "op": "<",
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import operator
 import time
 from collections.abc import Callable
+from statistics import NormalDist
 from typing import Any, Protocol
 
 import httpx
@@ -32,12 +36,14 @@ __all__ = [
     "Sink",
     "SlackSink",
     "WebhookSink",
+    "breaches",
     "dispatch",
     "judged",
     "make_sinks",
     "redact_url",
     "should_fire",
     "system_alert",
+    "wilson",
 ]
 
 log = logging.getLogger("driftloop.alerts")
@@ -60,6 +66,36 @@ def judged(rule: AlertRuleSettings, series: list[tuple[int, float, int]]) -> lis
     return [(w, v, n) for w, v, n in series if n >= rule.min_samples and v == v]
 
 
+def breaches(rule: AlertRuleSettings, value: float, n: int) -> bool:
+    """Whether one window's ``value`` over ``n`` rows breaches ``rule``: past its threshold, and
+    with ``rule.confidence`` its Wilson interval wholly past it.
+
+    >>> from driftloop.config import AlertRuleSettings
+    >>> rule = AlertRuleSettings(name="r", metric="accuracy", threshold=0.85, confidence=0.9)
+    >>> breaches(rule, 0.80, 50), breaches(rule, 0.80, 500), breaches(rule, 0.70, 50)
+    (False, True, True)
+    """
+    if not _OPS[rule.op](value, rule.threshold):
+        return False
+    if rule.confidence is None:
+        return True
+    low, high = wilson(value, n, rule.confidence)
+    return high < rule.threshold if rule.op in ("<", "<=") else low > rule.threshold
+
+
+def wilson(share: float, n: int, confidence: float) -> tuple[float, float]:
+    """The two-sided Wilson score interval of a proportion ``share`` observed over ``n`` rows.
+
+    >>> [round(x, 3) for x in wilson(0.8, 50, 0.9)]
+    [0.693, 0.877]
+    """
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = min(max(share, 0.0), 1.0)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def should_fire(
     rule: AlertRuleSettings,
     series: list[tuple[int, float, int]],
@@ -71,10 +107,9 @@ def should_fire(
     usable = judged(rule, series)
     if rule.detector is not None:
         return _detector_fires(rule, usable, last_alert, now)
-    breach = _OPS[rule.op]
     streak: list[int] = []
-    for window_id, value, _ in reversed(usable):
-        if not breach(value, rule.threshold):
+    for window_id, value, n in reversed(usable):
+        if not breaches(rule, value, n):
             break
         streak.append(window_id)
     if len(streak) < rule.for_windows:

@@ -97,6 +97,18 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+PROPORTIONS = frozenset({"accuracy", "top_k_accuracy", "doc_exact_match"})
+
+
+def is_proportion(metric: str) -> bool:
+    """Whether a window metric is a share of the window's rows (a Wilson interval applies).
+
+    >>> is_proportion("accuracy"), is_proportion("tag.stale"), is_proportion("f1_macro")
+    (True, True, False)
+    """
+    return metric in PROPORTIONS or metric.startswith("tag.")
+
+
 def classification_metrics(classes: list[str], positive_class: str | None = None) -> tuple[str, ...]:
     """Every metric a classifier is scored on from labels, in the order reports show them.
 
@@ -465,6 +477,12 @@ class AlertRuleSettings(_Model):
 
     A rule fires once per streak of breaching windows; ``repeat_after = N`` fires it again
     after N more windows of the same streak (say, when a retrain it queued was rejected).
+
+    With ``confidence`` (say ``0.9``) a window breaches only when the metric's Wilson interval at
+    that level, from the window's value and its number of rows, lies wholly past the threshold:
+    a drop that 50 labels cannot tell from noise does not fire, the same drop over 500 does. It
+    needs a proportion metric (``accuracy``, ``top_k_accuracy``, ``doc_exact_match``, a
+    ``tag.<name>`` share), whose value is a share of the window's rows.
     """
 
     name: str
@@ -480,6 +498,7 @@ class AlertRuleSettings(_Model):
     for_windows: int = Field(default=1, ge=1, alias="for")
     cooldown: float = 0.0
     min_samples: int = Field(default=1, ge=1)
+    confidence: float | None = Field(default=None, gt=0, lt=1)
     retrain: bool = False
 
     @field_validator("cooldown", mode="before")
@@ -496,6 +515,17 @@ class AlertRuleSettings(_Model):
     def _threshold_or_detector(self) -> AlertRuleSettings:
         if self.detector is None and self.threshold != self.threshold:
             raise ValueError(f"alert rule {self.name!r} needs a 'threshold' (or a 'detector')")
+        if self.confidence is not None and self.detector is not None:
+            raise ValueError(
+                f"alert rule {self.name!r} takes a 'confidence' or a 'detector', not both. "
+                f"Got detector {self.detector!r} and confidence {self.confidence:g}"
+            )
+        if self.confidence is not None and not is_proportion(self.metric):
+            raise ValueError(
+                f"The 'confidence' setting of alert rule {self.name!r} needs a proportion metric "
+                f"(accuracy, top_k_accuracy, doc_exact_match or a tag.<name> share). Got {self.metric!r} "
+                "instead"
+            )
         return self
 
 
