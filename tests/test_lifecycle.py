@@ -126,6 +126,7 @@ def test_post_deploy_watch_rolls_back_a_worse_champion(tmp_path: Path) -> None:
         config.read_text()
         .replace("min_improvement = 0.01", "min_improvement = -1.0")
         .replace("max_regression = { f1_macro = 0.02 }", "max_regression = { f1_macro = 1.0 }")
+        .replace("[gate]\n", "[gate]\nmax_newest_fold_regression = 1.0\n")
         + "\n[watch]\nwindows = 2\nmin_labels = 100\ntolerance = 0.05\n"
     )
     project = Project.load(config)

@@ -70,6 +70,7 @@ def test_alert_triggers_retrain_that_is_promoted(fresh: Project) -> None:
         "plan",
         "snapshot",
         "train",
+        "backtest",  # the earlier folds of the out-of-time evaluation
         "evaluate",
         "gate",
         "promote",
@@ -168,7 +169,9 @@ def test_killed_mid_step_resumes_without_duplicates(tmp_path: Path, point: str) 
     )
     assert shown.returncode == 0 and "steps of" in shown.stdout and "evaluate" in shown.stdout, shown.stdout
     kinds = sorted(d["kind"] for d in project.store.datasets(project.name))
-    assert kinds == ["eval", "train", "train"], f"no duplicate snapshot: {kinds}"
+    # the first model's training set, the run's training and evaluation sets, and the winner's
+    # held-out predictions (its monitoring reference), each once
+    assert kinds == ["eval", "heldout", "train", "train"], f"no duplicate snapshot: {kinds}"
     promotions = [p for p in project.store.promotions(project.name) if p["action"] == "promote"]
     assert len(promotions) == (1 if row["status"] == "promoted" else 0)
     champion = project.registry.alias(project.name, "champion")
@@ -281,7 +284,7 @@ def test_datasets_commands_list_show_and_diff(fresh: Project) -> None:
     listed = runner.invoke(app, ["datasets", "list", "-c", config], terminal_width=200)
     assert listed.exit_code == 0, listed.output
     ids = [d["id"] for d in fresh.store.datasets(fresh.name)]
-    assert len(ids) == 3 and all(i[:12] in listed.output for i in ids)
+    assert len(ids) == 4 and all(i[:12] in listed.output for i in ids)
     train_id = next(
         d["id"]
         for d in fresh.store.datasets(fresh.name)

@@ -14,8 +14,12 @@ weights does, after a recurring concept the old rows come back into use. Rather 
 each run trains one challenger per window of ``retrain.candidates`` (duplicates, whose rows are
 the same, once), scores all on the same evaluation rows, and sends the best to the gate: chosen on
 every other row and judged on the rest when there are enough, else chosen and judged on all with
-its p-value multiplied by the number compared (Bonferroni), so trying more windows cannot buy a
-promotion (``workflow.evaluate_step``).
+the p-value of its improvement corrected for the choice (max-T), so trying more windows cannot
+buy a promotion (``workflow.evaluate_step``).
+
+**Folds.** With ``retrain.folds`` the evaluation rows are several folds of time, each predicted
+by models that learned only from the rows before it (:mod:`driftloop.backtest`), so the gate
+judges on several times the rows a single holdout leaves.
 
 >>> import pandas as pd
 >>> prod = pd.DataFrame({"__seq__": range(1, 11), "y": list("ababababab")})
@@ -34,13 +38,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from driftloop.config import CandidateSettings, RetrainSettings
 from driftloop.sampling import training_set
 from driftloop.tasks import Task
 
-__all__ = ["candidate_sets", "out_of_time_split"]
+__all__ = ["FOLD", "candidate_sets", "fold_pools", "out_of_time_split"]
+
+
+FOLD = "__fold__"  # an evaluation row's backtest fold: 0 the oldest, the newest judged by the final models
 
 
 def out_of_time_split(
@@ -50,29 +58,57 @@ def out_of_time_split(
     min_rows: int,
     fraction: float,
     since_seq: int | None = None,
+    folds: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(rows to train on, evaluation rows, the manifest's account): the newest rows after
-    ``champion_cutoff``, ``max(min_rows, fraction * len(recent))`` of them, where ``recent`` is
-    the rows since the alert (``since_seq``) when there are at least ``min_rows`` of them, else
-    every row after the champion's data: the new period is split in time, its older part left to
-    learn from, so an abrupt change does not send all its rows to the evaluation set."""
+    """(rows the final candidates train on, evaluation rows, the manifest's account).
+
+    A fold is the newest ``max(min_rows, fraction * len(recent))`` rows after ``champion_cutoff``,
+    where ``recent`` is the rows since the alert (``since_seq``) when there are at least
+    ``min_rows`` of them, else every row after the champion's data: the new period is split in
+    time, its older part left to learn from, so an abrupt change does not send all its rows to
+    the evaluation set. With ``folds`` above one, as many folds of that size as the rows after the
+    champion's data hold come before it (a rolling-origin backtest): the evaluation rows carry
+    their fold in ``__fold__`` (0 the oldest), each earlier fold is predicted by its candidates
+    refitted on the rows before it (:func:`fold_pools`), and the newest by the final candidates,
+    which learn from everything before it. The champion saw none of them.
+    """
     unseen = prod[prod["__seq__"] > champion_cutoff]
     recent = unseen[unseen["__seq__"] >= since_seq] if since_seq is not None else unseen
     if len(recent) < min_rows:
         recent = unseen
-    wanted = max(min_rows, round(fraction * len(recent)))
-    evaluation = unseen.tail(min(wanted, len(unseen)))
+    per_fold = max(min_rows, round(fraction * len(recent)))
+    evaluation = unseen.tail(min(per_fold * folds, len(unseen)))
     # too few rows the champion never saw (a run by hand right after a promotion; automatic
     # triggers wait instead): the newest older rows make up the gate's minimum. The champion
-    # may have learned from those, which favours it, never the challenger.
+    # may have learned from those, which favours it, never the challenger. One fold then.
     topped = min(max(min_rows - len(evaluation), 0), len(prod) - len(unseen))
     if topped:
         evaluation = (
             prod[prod["__seq__"] <= champion_cutoff].tail(topped).pipe(lambda e: pd.concat([e, evaluation]))
         )
-    train_pool = prod.drop(index=evaluation.index)
+    # folds of per_fold rows from the newest back; the oldest takes what is left (one fold if topped)
+    k = 1 if topped or not len(evaluation) else min(folds, -(-len(evaluation) // per_fold))
+    from_newest = np.arange(len(evaluation))[::-1] // per_fold
+    evaluation = evaluation.assign(**{FOLD: (k - 1 - np.minimum(from_newest, k - 1)).astype("int64")})
+    # the evaluation rows are the newest tail of prod, so this is every row before the last fold
+    train_pool = prod.drop(index=evaluation.index[evaluation[FOLD] == k - 1])
     first, last = (
         (int(evaluation["__seq__"].min()), int(evaluation["__seq__"].max())) if len(evaluation) else (0, 0)
+    )
+    spans = [
+        {
+            "fold": j,
+            "rows": int((evaluation[FOLD] == j).sum()),
+            "first_seq": int(evaluation.loc[evaluation[FOLD] == j, "__seq__"].min()),
+            "last_seq": int(evaluation.loc[evaluation[FOLD] == j, "__seq__"].max()),
+        }
+        for j in range(k)
+        if len(evaluation)
+    ]
+    backtest = (
+        f" in {k} folds of time, each predicted by the candidates trained on the rows before it"
+        if k > 1
+        else ""
     )
     if not len(evaluation):
         sentence = f"no labelled rows after the champion's training data (seq > {champion_cutoff})"
@@ -86,12 +122,14 @@ def out_of_time_split(
     else:
         sentence = (
             f"the newest {len(evaluation)} labelled rows (seq {first}-{last}), all after the champion's "
-            f"training data (seq > {champion_cutoff}); no candidate trains on them"
+            f"training data (seq > {champion_cutoff}){backtest}; no candidate trains on a row it is "
+            "judged on"
         )
     why = {
         "split": "out of time",
         "rows": len(evaluation),
-        "wanted": wanted,
+        "wanted": per_fold * folds,
+        "folds": spans,
         "after_champion_seq": champion_cutoff,
         "unseen_by_champion": len(unseen),
         "from_champion_period": topped,
@@ -100,6 +138,18 @@ def out_of_time_split(
         "sentence": sentence,
     }
     return train_pool, evaluation, why
+
+
+def fold_pools(prod: pd.DataFrame, evaluation: pd.DataFrame) -> list[pd.DataFrame]:
+    """The rows each earlier backtest fold's candidates learn from: every labelled row older than
+    the fold's first row (``[]`` for a single fold)."""
+    if FOLD not in evaluation or not len(evaluation):
+        return []
+    k = int(evaluation[FOLD].max()) + 1
+    return [
+        prod[prod["__seq__"] < int(evaluation.loc[evaluation[FOLD] == j, "__seq__"].min())]
+        for j in range(k - 1)
+    ]
 
 
 def _window(pool: pd.DataFrame, c: CandidateSettings, since_seq: int | None) -> tuple[pd.DataFrame, str]:

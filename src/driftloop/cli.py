@@ -949,16 +949,36 @@ def _print_run(project: Any, row: dict[str, Any]) -> None:
         if training.get("evaluation"):
             console.print(f"  evaluated on {training['evaluation']}", highlight=False)
         for c in training.get("candidates", []):
-            console.print(f"  candidate '{c['name']}': {c['rows']} rows, {c['window']}", highlight=False)
+            if c.get("version"):  # an earlier champion, as it is
+                console.print(f"  candidate '{c['name']}': {c['window']}", highlight=False)
+                continue
+            folds = ", ".join(f"fold {f['fold']} {f['rows']} rows" for f in c.get("backtest") or [])
+            backtest = f" (backtest: {folds})" if folds else ""
+            console.print(
+                f"  candidate '{c['name']}': {c['rows']} rows, {c['window']}{backtest}", highlight=False
+            )
         for c in training.get("left_out", []):
             console.print(f"  candidate '{c['name']}' left out: {c['reason']}", highlight=False)
     options = row.get("options") or {}
     if options.get("chosen"):
         console.print(f"  chosen: {options['chosen']}", highlight=False)
+    for f in options.get("folds") or []:  # the challenger against the champion, fold by fold
+        console.print(
+            f"  fold {f['fold']} (seq {f['first_seq']}-{f['last_seq']}, {f['rows']} rows): champion "
+            f"{f['champion']:.4f}, challenger {f['challenger']:.4f}",
+            highlight=False,
+        )
+    if options.get("reused"):
+        console.print(
+            f"  version {options['reused']}, an earlier champion, is back in service as it was "
+            "(not refitted)",
+            highlight=False,
+        )
     if options.get("deployed_version"):
         console.print(
             f"  evaluated version {options['evaluated_version']}; deployed version "
-            f"{options['deployed_version']}, refitted on its rows plus the evaluation rows (retrain.refit)",
+            f"{options['deployed_version']}, refitted on its rows plus the newest evaluation fold "
+            "(retrain.refit)",
             highlight=False,
         )
     for reason in decision.get("reasons", []):

@@ -661,13 +661,21 @@ class RetrainSettings(_Model):
     with fewer such rows than ``gate.min_eval_rows`` waits for them (up to ``max_wait``, then
     the run is skipped) instead of training a challenger the gate cannot judge.
 
+    **Backtest** (``folds``): with ``folds = k`` the evaluation is ``k`` consecutive folds of
+    that size, newest last, as many as the rows after the champion's data hold. The registered
+    candidates learn from everything before the newest fold; each earlier fold is predicted by
+    the same window refitted on the rows before it (nothing registered), so the gate judges on
+    ``k`` times the rows, none predicted by a model that learned from it (:mod:`driftloop.backtest`).
+
     **Candidates**: every run trains one challenger per entry of ``candidates`` (default: all
     rows of the lookback; the newest quarter of it; the rows since the alert, for an alert's
-    run), scores each on the same rows, and only the best goes to the gate, its p-value multiplied
-    by the number of candidates (Bonferroni; ``gate.choose_on = "half"`` chooses on every other row
-    and judges on the rest instead). With ``refit = true`` the accepted winner's recipe is fitted
-    again on its rows plus the evaluation rows, and that model is
-    deployed; the run records which version was evaluated and which deployed.
+    run), and with ``previous_champions = N`` the last N champions compete again as they are
+    (a concept that comes back finds its model; nothing is trained for them). All are scored on
+    the same rows and only the best goes to the gate, whose significance test is corrected for
+    having chosen it (``gate.choose_on = "half"`` chooses on every other row and judges on the
+    rest instead). With ``refit = true`` the accepted winner's recipe is fitted again on its rows
+    plus the newest evaluation fold, and that model is deployed; the run records which version
+    was evaluated and which deployed.
     """
 
     schedule: str | None = None
@@ -679,6 +687,8 @@ class RetrainSettings(_Model):
     min_train_rows: int = Field(default=200, ge=1)
     replay_fraction: float = Field(default=0.25, ge=0, le=1)
     holdout_fraction: float = Field(default=0.3, gt=0, lt=1)
+    folds: int = Field(default=3, ge=1, le=20)
+    previous_champions: int = Field(default=2, ge=0, le=20)
     corrected_share: float | None = Field(default=None, ge=0, le=1)
     error_oversampling: float = Field(default=0.0, ge=0, le=100)
     recency_half_life: float | None = None
@@ -896,10 +906,21 @@ class GateSettings(_Model):
     triggers wait for them, so with few labels retrains are rarer and each is judged.
 
     **Choosing among candidates** (``choose_on``): ``"all"`` scores every candidate on all the
-    evaluation rows and multiplies the challenger's p-value by their number (Bonferroni);
-    ``"half"`` chooses on every other row and judges on the rest, so the recorded estimate is
-    free of the winner's curse, at the cost of half the rows for each (on the project's drifting
-    streams it chose worse: see docs/architecture.md)."""
+    evaluation rows, and the one-sided p-value of the winner's improvement is corrected for
+    having chosen it (max-T by sign flips, :func:`driftloop.evaluation.max_t`); ``"half"``
+    chooses on every other row and judges on the rest, so the recorded estimate is free of the
+    winner's curse, at the cost of half the rows for each (on the project's drifting streams it
+    chose worse: see docs/architecture.md).
+
+    **Significance** (``require_significance``): the corrected one-sided p-value must be below
+    ``alpha``. ``alpha = 0.05`` asks for strong evidence; ``alpha = 0.5`` asks only that the winner
+    gain more than the luckiest of equally good candidates would by chance, which removes the
+    winner's curse from the point-estimate rule and costs little power.
+
+    **Newest fold** (``max_newest_fold_regression``, with a backtest): the challenger may lose
+    to the champion on the newest fold by at most this much, so a window that wins over the
+    whole backtest on a concept that has just ended is not promoted into the new one (a value
+    above any possible loss, such as 1 for accuracy, turns the rule off)."""
 
     primary_metric: str = "accuracy"
     min_improvement: float = 0.0
@@ -920,6 +941,7 @@ class GateSettings(_Model):
         default=None, ge=0, le=1
     )  # extraction: floor of each critical field
     max_field_regression: float | None = Field(default=None, ge=0)  # extraction: the largest field F1 drop
+    max_newest_fold_regression: float | None = Field(default=0.0, ge=0)  # a backtest's newest fold
 
 
 class Settings(_Model):

@@ -83,19 +83,26 @@ def decide(
     p_metric: str | None = None,
     intervals: dict[str, tuple[float, float] | list[float] | None] | None = None,
     judge: dict[str, Any] | None = None,
+    newest: dict[str, Any] | None = None,
+    p_improvement: float | None = None,
 ) -> Decision:
     """Apply every rule of ``policy`` to metrics of both models on the same ``n`` rows.
 
-        ``slices`` maps a slice name to its row count and both models' ``slice_metric`` on it;
-        ``ci`` is the bootstrap 95 % interval of the primary metric's change (challenger minus
-        champion). Metrics in ``lower_is_better`` (errors: MAE, RMSE) improve by falling; for them
-        a ``min_value`` is a ceiling. ``test`` names the paired test behind ``p_value``; ``compared``
-    is how many candidates were scored to pick the challenger (``p_value`` is already multiplied by
-    it, Bonferroni, and the sentence says so). ``p_value`` is about ``p_metric`` (default:
-    ``slice_metric``, the per-row score); ``intervals`` holds the bootstrap interval of other
-    metrics' changes (scorers), quoted in their rules; ``judge`` is a judge's pairwise verdicts
-    (``wins``, ``losses``, ``ties``, ``win_rate``, ``p_value``), judged against
-    ``policy.judge_min_win_rate``.
+    ``slices`` maps a slice name to its row count and both models' ``slice_metric`` on it; ``ci``
+    is the bootstrap 95 % interval of the primary metric's change (challenger minus champion).
+    Metrics in ``lower_is_better`` (errors: MAE, RMSE) improve by falling; for them a
+    ``min_value`` is a ceiling. ``test`` names the paired test behind ``p_value`` (two-sided, as
+    the test gives it), about ``p_metric`` (default: ``slice_metric``, the per-row score).
+    ``p_improvement`` is the one-sided p-value of the challenger's improvement, corrected for
+    choosing it among the ``compared`` candidates scored on the same rows
+    (:func:`driftloop.evaluation.max_t`); ``require_significance`` holds it against
+    ``policy.alpha``. ``intervals`` holds the bootstrap interval of other metrics' changes
+    (scorers), quoted in their rules; ``judge`` is a judge's pairwise verdicts (``wins``,
+    ``losses``, ``ties``, ``win_rate``, ``p_value``), judged against ``policy.judge_min_win_rate``.
+    ``newest`` is a backtest's newest fold (``rows``, ``first_seq``, ``last_seq`` and both models'
+    primary metric): the challenger may lose to the champion there by at most
+    ``policy.max_newest_fold_regression``, so a window that wins over the whole backtest on a
+    concept that has just ended is not promoted into the new one.
 
         >>> d = decide(GateSettings(primary_metric="mae", min_improvement=0.1, min_eval_rows=10),
         ...            {"mae": 2.0}, {"mae": 1.5}, n=100, p_value=0.01, lower_is_better=frozenset({"mae"}),
@@ -130,9 +137,12 @@ def decide(
     tie = change == 0 and policy.min_improvement >= 0
     ok = _finite(a, b) and gain >= policy.min_improvement and not tie
     # the paired test is about the per-row score (right or wrong; the absolute error)
-    corrected = f", x{compared} for the {compared} candidates compared" if compared > 1 else ""
     tested = m == (p_metric or slice_metric)
-    p_text = f" ({test} p = {p_value:.3g}{corrected})" if p_value is not None and tested else ""
+    p_parts = [f"{test} p = {p_value:.3g}"] if p_value is not None and tested else []
+    if p_improvement is not None:
+        chosen = f", corrected for choosing among {compared} candidates" if compared > 1 else ""
+        p_parts.append(f"one-sided p = {p_improvement:.3g} for an improvement{chosen}")
+    p_text = f" ({'; '.join(p_parts)})" if p_parts else ""
     if ci is not None:
         p_text += f" [95 % CI of the change {ci[0]:+.4f} to {ci[1]:+.4f}]"
     rules.append(
@@ -190,13 +200,37 @@ def decide(
                 else f"The challenger's {metric} {b:.4f} meets the {bound} {floor:.4f}.",
             )
         )
+    if newest is not None and policy.max_newest_fold_regression is not None:
+        a, b = newest["champion"], newest["challenger"]
+        drop = b - a if m in lower_is_better else a - b
+        ok = _finite(a, b) and drop <= policy.max_newest_fold_regression
+        span = f"seq {newest['first_seq']}-{newest['last_seq']}"
+        where = f"the newest fold of the backtest ({newest['rows']} rows, {span})"
+        rules.append(
+            RuleResult(
+                "max_newest_fold_regression",
+                m,
+                a,
+                b,
+                policy.max_newest_fold_regression,
+                ok,
+                f"On {where} {m} {'rose' if m in lower_is_better else 'fell'} by {drop:.4f} "
+                f"({a:.4f} -> {b:.4f}), more than the tolerated {policy.max_newest_fold_regression:.4f}: "
+                "the challenger does worse on the most recent rows."
+                if not ok
+                else f"On {where} {m} went {a:.4f} -> {b:.4f}, within the tolerated regression "
+                f"{policy.max_newest_fold_regression:.4f}.",
+            )
+        )
     if policy.require_significance:
-        if ci is not None:  # the interval of the change must exclude zero on the side of "better"
+        if p_improvement is not None:  # one-sided, corrected for the candidates compared
+            significant = p_improvement < policy.alpha
+        elif ci is not None:  # the interval of the change must exclude zero on the side of "better"
             significant = ci[1] < 0 if m in lower_is_better else ci[0] > 0
+            if tested and p_value is not None:
+                significant = significant and p_value < policy.alpha
         else:
             significant = p_value is not None and p_value < policy.alpha
-        if tested and p_value is not None:
-            significant = significant and p_value < policy.alpha
         rules.append(
             RuleResult(
                 "significance",
@@ -205,9 +239,19 @@ def decide(
                 challenger[m],
                 policy.alpha,
                 significant,
-                f"The {m} improvement is significant (p < {policy.alpha:g}, CI above zero)."
+                (
+                    f"The {m} improvement is significant (one-sided p = {p_improvement:.3g} < "
+                    f"{policy.alpha:g}{', corrected for the candidates compared' if compared > 1 else ''})."
+                    if p_improvement is not None
+                    else f"The {m} improvement is significant (p < {policy.alpha:g}, CI above zero)."
+                )
                 if significant
-                else f"The {m} change is not significant at {policy.alpha:g}; the gate needs evidence.",
+                else (
+                    f"The {m} improvement is not significant: one-sided p = {p_improvement:.3g}, "
+                    f"not below gate.alpha {policy.alpha:g}; the gate needs evidence."
+                    if p_improvement is not None
+                    else f"The {m} change is not significant at {policy.alpha:g}; the gate needs evidence."
+                ),
             )
         )
     if policy.max_field_regression is not None:  # an extractor: the field that lost the most F1

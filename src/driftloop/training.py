@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from driftloop.candidates import FOLD
 from driftloop.custom import metric_frame, metric_spec
 from driftloop.datasets import Dataset, file_sha256, read_table, stable_fraction, write_snapshot
 from driftloop.exceptions import ConfigError, SchemaError, TrainerError
@@ -26,12 +27,14 @@ from driftloop.profiles import Profile, ProfileSpec
 from driftloop.profiles.terms import TermCounts
 from driftloop.project import Project
 from driftloop.sampling import WEIGHT, resample_by_weight
+from driftloop.tasks import ROW, Predictions, read_predictions
 
 __all__ = [
     "TrainResult",
     "Trainer",
     "build_reference",
     "fit_and_register",
+    "fit_model",
     "load_trainer",
     "snapshot_training_data",
     "train",
@@ -167,20 +170,9 @@ def _git_revision(project: Project) -> str:
 NEGATIVE = "__negative__"  # a generator's bad-tagged output in a training snapshot
 
 
-def fit_and_register(
-    project: Project,
-    train_df: pd.DataFrame,
-    valid_df: pd.DataFrame,
-    *,
-    dataset_id: str,
-    run_key: str,
-    trainer: str | None = None,
-) -> tuple[str, dict[str, float]]:
-    """Fit the trainer and register a version, once per ``run_key`` (a replay finds it)."""
-    registry, name = project.registry, project.name
-    existing = registry.find(name, "driftloop.run_key", run_key)
-    if existing is not None:
-        return existing, registry.metrics(name, existing)
+def fit_model(project: Project, train_df: pd.DataFrame, trainer: str | None = None) -> Any:
+    """Run the trainer on a training snapshot's rows (weights, negatives and dtypes as serving
+    passes them) and check what it returns; nothing is registered."""
     entrypoint = trainer or project.settings.trainer.entrypoint
     fit = load_trainer(entrypoint, project)
     target = project.settings.project.target
@@ -217,6 +209,26 @@ def fit_and_register(
             f"{type(exc).__name__}: {str(exc)[:500]}.{hint}"
         ) from exc
     project.task.check_model(model, entrypoint)
+    return model
+
+
+def fit_and_register(
+    project: Project,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame,
+    *,
+    dataset_id: str,
+    run_key: str,
+    trainer: str | None = None,
+) -> tuple[str, dict[str, float]]:
+    """Fit the trainer and register a version, once per ``run_key`` (a replay finds it)."""
+    registry, name = project.registry, project.name
+    existing = registry.find(name, "driftloop.run_key", run_key)
+    if existing is not None:
+        return existing, registry.metrics(name, existing)
+    entrypoint = trainer or project.settings.trainer.entrypoint
+    target = project.settings.project.target
+    model = fit_model(project, train_df, trainer)
     scores: dict[str, float] = {}
     if len(valid_df):
         out = project.task.predict(model, project.schema.frame(valid_df))
@@ -231,7 +243,8 @@ def fit_and_register(
     }
     params = {
         **project.settings.trainer.params,
-        "train_rows": len(train_df),
+        "train_rows": len(train_df)
+        - (int(train_df[NEGATIVE].fillna(False).astype(bool).sum()) if NEGATIVE in train_df else 0),
         "validation_rows": len(valid_df),
     }
     version = registry.register(name, model, params=params, metrics=scores, tags=tags)
@@ -263,11 +276,17 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
 
 
 def reference_profiles(
-    project: Project, df: pd.DataFrame, model: Any, held_out: pd.DataFrame | None = None
+    project: Project,
+    df: pd.DataFrame,
+    model: Any,
+    held_out: pd.DataFrame | None = None,
+    made: Predictions | None = None,
 ) -> dict[str, Any]:
     """The reference as stored: the feature profile of all rows; the output profile (prediction,
     confidence) of the validation rows, the CBPE calibration of confidence against correctness
-    and the model's scores on those rows; and, with custom metrics configured, their profile."""
+    and the model's scores on those rows; and, with custom metrics configured, their profile.
+    ``made``: predictions of ``held_out`` already made by models that never saw those rows (a
+    backtest's), used instead of ``model``'s."""
     settings = project.settings.monitor
     features = project.schema.profile_frame(project.schema.frame(df))
     spec = ProfileSpec.fit(
@@ -296,7 +315,11 @@ def reference_profiles(
     if not len(valid):
         valid = df
     task, target = project.task, project.settings.project.target
-    predictions = project.task.predict(model, project.schema.frame(valid))
+    predictions = (
+        made
+        if made is not None and valid is held_out
+        else project.task.predict(model, project.schema.frame(valid))
+    )
     outputs = project.task.output_frame(predictions.labels, predictions.confidence, predictions.probabilities)
     out_spec = task.output_spec(outputs, settings.bins)
     y_valid = task.targets(valid[target], "held-out rows").to_numpy()
@@ -322,11 +345,20 @@ def output_frame(project: Project, model: Any, df: pd.DataFrame) -> pd.DataFrame
 
 
 def build_reference(project: Project, version: str) -> dict[str, Any]:
-    """The monitoring reference for a version: built once from its training snapshot."""
+    """The monitoring reference for a version: built once from its training snapshot.
+
+    Its held-out outputs, scores and calibration need rows the model did not learn from. A
+    retrain's winner has them from its run: every evaluation row predicted by a model that never
+    saw it (the newest fold by the version, earlier folds by its window's backtest refits;
+    ``driftloop.heldout``), which a refit of it shares. Otherwise the run's newest evaluation
+    fold predicted by the version (a refit: by the version evaluated, which did not learn from
+    them), else its training snapshot's validation split. A held-out score from rows a model
+    learned from would be a training score, and alerts relative to it would fire on noise."""
     existing = project.store.reference(project.name, version)
     if existing is not None:
         return existing
-    dataset_id = project.registry.tags(project.name, version).get("driftloop.dataset", "")
+    tags = project.registry.tags(project.name, version)
+    dataset_id = tags.get("driftloop.dataset", "")
     row = project.store.dataset(dataset_id)
     if row is None:
         raise ConfigError(
@@ -334,10 +366,16 @@ def build_reference(project: Project, version: str) -> dict[str, Any]:
             "which the store does not have."
         )
     df = pd.read_parquet(row["path"])
-    model = project.registry.load(project.name, version)
-    held_out_row = project.store.dataset(
-        project.registry.tags(project.name, version).get("driftloop.eval_dataset", "")
-    )
+    held_out_row = project.store.dataset(tags.get("driftloop.eval_dataset", ""))
     held_out = pd.read_parquet(held_out_row["path"]) if held_out_row else None
-    profile = reference_profiles(project, df, model, held_out)
+    made: Predictions | None = None
+    predicted = project.store.dataset(tags.get("driftloop.heldout", "")) if held_out is not None else None
+    if held_out is not None and predicted is not None:
+        frame = pd.read_parquet(predicted["path"])
+        held_out, made = held_out.iloc[frame[ROW].to_numpy()], read_predictions(frame)
+    elif held_out is not None and FOLD in held_out:  # earlier folds are in the final model's data
+        held_out = held_out[held_out[FOLD] == held_out[FOLD].max()]
+    judged_by = tags.get("driftloop.refit_of") if held_out is not None and made is None else None
+    model = project.registry.load(project.name, judged_by or version)
+    profile = reference_profiles(project, df, model, held_out, made)
     return project.store.add_reference(project.name, version, dataset_id, profile)

@@ -27,16 +27,18 @@ import pandas as pd
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from driftloop import __version__
-from driftloop.candidates import candidate_sets, out_of_time_split
+from driftloop.backtest import assemble, backtest_sets, fit_folds, negatives_frame
+from driftloop.candidates import FOLD, candidate_sets, fold_pools, out_of_time_split
 from driftloop.custom import metric_frame
 from driftloop.datasets import file_sha256, stable_fraction
-from driftloop.evaluation import bootstrap_diff, wilcoxon
+from driftloop.evaluation import bootstrap_diff, max_t, wilcoxon
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide, rows_needed
 from driftloop.monitor import Monitor, MonitorRun
 from driftloop.plugins import load_function
 from driftloop.project import Project
 from driftloop.review import enforce as enforce_agreement
+from driftloop.tasks import ROW, Predictions, predictions_frame
 from driftloop.training import (
     build_reference,
     class_column,
@@ -437,10 +439,14 @@ def retrain(run_id: str) -> str:
             versions = [candidate_step(run_id, str(data["candidate"]))]
         else:
             versions = [train_step(run_id, data, i) for i in range(len(data["candidates"]))]
-        scores = evaluate_step(run_id, data, versions, plan["champion"])
+        backtests = [backtest_step(run_id, data, i) for i in range(len(data.get("candidates") or []))]
+        scores = evaluate_step(run_id, data, versions, plan["champion"], backtests)
         version = str(scores["winner"])
         accepted = gate_step(run_id, scores, version, plan["champion"], data["eval_id"])
-        if accepted and _project().settings.retrain.refit and not data.get("candidate"):
+        winner = (data.get("candidates") or [{}])[int(scores["winner_index"])]
+        if accepted and winner.get("version"):  # an earlier champion back in service: no refit
+            store.merge_run_options(run_id, reused=version)
+        elif accepted and _project().settings.retrain.refit and not data.get("candidate"):
             version = refit_step(run_id, data, int(scores["winner_index"]), version)
         if accepted and _project().settings.rollout.canary_steps:
             failure = _canary(run_id, version, plan["champion"])
@@ -486,15 +492,34 @@ def plan_step(run_id: str) -> dict[str, Any]:
 
 
 def champion_cutoff(project: Project, champion: str) -> int:
-    """The last log sequence number the champion's training data held (0 for a first model)."""
+    """The last log sequence number the champion's training data held: that of the run that
+    trained and promoted it (0 for a first model). A run that promoted a version it did not
+    train (a previous champion back in service, ``driftloop promote VERSION``) says nothing
+    about what that version learned from."""
     for run in reversed(project.store.runs(project.name, limit=1000)):
         options = run["options"] or {}
-        if run["status"] == "promoted" and champion in (
-            options.get("deployed_version"),
-            run["challenger_version"],
+        trained = not options.get("candidate") and not options.get("reused")
+        if (
+            trained
+            and run["status"] == "promoted"
+            and champion
+            in (
+                options.get("deployed_version"),
+                run["challenger_version"],
+            )
         ):
             return int(options.get("cutoff_seq") or 0)
     return 0
+
+
+def previous_champions(project: Project, champion: str, limit: int) -> list[str]:
+    """The ``limit`` most recent champions before ``champion`` (newest first, each once)."""
+    found: list[str] = []
+    for row in reversed(project.store.promotions(project.name)):
+        version = row["to_version"]
+        if row["action"] != "watch-kept" and version and version != champion and version not in found:
+            found.append(version)
+    return found[:limit]
 
 
 def eval_rows_needed(project: Project, champion: str | None) -> int:
@@ -561,6 +586,8 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         [{**r["inputs"], target: r["label"], "__key__": f"pred:{r['prediction_id']}"} for r in rows]
     )
     split: dict[str, Any]
+    backtest_pools: list[pd.DataFrame] = []  # the rows before each earlier fold of a backtest
+    fold_starts: list[int] = []
     if len(prod):
         prod = labelled_frame(project, prod, "labelled production rows").assign(
             __key__=prod["__key__"].to_numpy(),
@@ -575,12 +602,17 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                 min_rows=eval_rows_needed(project, plan["champion"]),
                 fraction=rt.holdout_fraction,
                 since_seq=plan.get("since_seq"),
+                folds=rt.folds,
             )
+            backtest_pools = fold_pools(prod, evaluation)
         else:
             held = prod["__key__"].map(lambda k: stable_fraction(k) < rt.holdout_fraction).to_numpy(bool)
             pool, evaluation = prod[~held], prod[held]
             split = {"split": "random", "rows": int(held.sum())}
             split["sentence"] = f"a stable hash share {rt.holdout_fraction:g} of the labelled rows"
+        fold_starts = [
+            int(evaluation.loc[evaluation[FOLD] == j, "__seq__"].min()) for j in range(len(backtest_pools))
+        ]
         evaluation = evaluation.drop(columns=["__prediction__", "__ts__", "__seq__"])
     else:
         pool, evaluation = prod, pd.DataFrame()
@@ -591,6 +623,8 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     golden = golden_frame(project)
     if len(golden):
         evaluation = pd.concat([evaluation, golden], ignore_index=True)
+    if FOLD in evaluation:  # the golden set is judged by the final candidates, with the newest fold
+        evaluation[FOLD] = evaluation[FOLD].fillna(evaluation[FOLD].max()).astype("int64")
     # the run's clock is fixed by the plan, so a replayed step builds the same (content-addressed) sets
     made, left_out = (
         candidate_sets(
@@ -624,15 +658,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             "max_feedback_id": plan["cutoff_feedback"],
         },
     }
-    bad = (
-        labelled_frame(
-            project,
-            pd.DataFrame([{**r["inputs"], target: r["label"]} for r in negatives]),
-            "bad-tagged outputs",
-        ).assign(__key__=[f"negative:{r['prediction_id']}" for r in negatives], __negative__=True)
-        if negatives
-        else None
-    )
+    bad = negatives_frame(project, negatives)
     candidates: list[dict[str, Any]] = []
     for c in made:
         training, sampling = c["frame"].drop(columns=["__seq__"], errors="ignore"), c["sampling"]
@@ -686,6 +712,20 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                 "window": c["sentence"],
             }
         )
+    backtest_sets(project, candidates, backtest_pools, fold_starts, original, negatives, plan, common)
+    if plan.get("candidate") is None and candidates:  # earlier champions compete again, as they are
+        candidates += [
+            {
+                "name": f"champion-{version}",
+                "version": version,
+                "rows": 0,
+                "by_source": {},
+                "by_class": {},
+                "window": f"version {version}, an earlier champion, as it is (not retrained)",
+                "backtest": [],
+            }
+            for version in previous_champions(project, plan["champion"], rt.previous_champions)
+        ]
     first = candidates[0] if candidates else {"rows": 0, "by_source": {}, "by_class": {}}
     composition = {
         "rows": first["rows"],
@@ -693,7 +733,18 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         "by_class": first["by_class"],
         "eval_rows": len(evaluation),
         "evaluation": split["sentence"],
-        "candidates": [{k: c[k] for k in ("name", "rows", "by_source", "window")} for c in candidates],
+        "candidates": [
+            {
+                **{k: c[k] for k in ("name", "rows", "by_source", "window")},
+                **({"version": c["version"]} if c.get("version") else {}),
+                **(
+                    {"backtest": [{k: f[k] for k in ("fold", "rows", "snapshot")} for f in c["backtest"]]}
+                    if c["backtest"]
+                    else {}
+                ),
+            }
+            for c in candidates
+        ],
         "left_out": left_out,
     }
     store.update_run(run_id, options={**plan, "cutoff_seq": cutoff_seq, "training": composition})
@@ -726,6 +777,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         "eval_id": eval_ds.id,
         "eval_path": str(eval_ds.path),
         "eval_rows_production": len(evaluation) - len(golden),
+        "folds": split.get("folds") or [],
         "trainer": plan.get("trainer"),
         "candidate": plan.get("candidate"),
     }
@@ -742,8 +794,11 @@ def candidate_step(run_id: str, version: str) -> str:
 def train_step(run_id: str, data: dict[str, Any], index: int) -> str:
     """Fit and register candidate ``index`` (a replay finds the version by its run key)."""
     project = _step(run_id, "train")
-    _crashpoint("train:before-register")
     candidate = data["candidates"][index]
+    if candidate.get("version"):  # an earlier champion: judged as it is
+        project.registry.tags(project.name, candidate["version"])  # NotFoundError if it is gone
+        return str(candidate["version"])
+    _crashpoint("train:before-register")
     df = pd.read_parquet(candidate["train_path"])
     key = run_id if index == 0 else f"{run_id}/{candidate['name']}"
     version, _ = fit_and_register(
@@ -755,9 +810,21 @@ def train_step(run_id: str, data: dict[str, Any], index: int) -> str:
     return version
 
 
-def _score(project: Project, X: pd.DataFrame, y: Any, version: str, raw: pd.DataFrame) -> dict[str, Any]:
+@DBOS.step()
+def backtest_step(run_id: str, data: dict[str, Any], index: int) -> str | None:
+    """Candidate ``index``'s window refitted for each earlier fold of a backtest, predicting that
+    fold (:mod:`driftloop.backtest`); the predictions' file, or None with one fold."""
+    candidate = data["candidates"][index]
+    if not any(f["path"] for f in candidate.get("backtest") or []):
+        return None
+    project = _step(run_id, "backtest")
+    out = Path(project.settings.store.snapshots) / "backtest" / f"{run_id}-{index}.parquet"
+    fit_folds(project, candidate, pd.read_parquet(data["eval_path"]), out, data.get("trainer"))
+    return str(out)
+
+
+def _score(project: Project, y: Any, made: Predictions, raw: pd.DataFrame) -> dict[str, Any]:
     task = project.task
-    made = task.predict(project.registry.load(project.name, version), X)
     return {
         "metrics": task.metrics(y, made.labels, made.probabilities),
         "rows": task.row_scores(y, made.labels),  # per row: 1/0 right, or the absolute error
@@ -887,12 +954,21 @@ def selection_rows(production: np.ndarray, candidates: int, min_rows: int) -> np
 
 
 @DBOS.step()
-def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champion: str) -> dict[str, Any]:
+def evaluate_step(
+    run_id: str,
+    data: dict[str, Any],
+    versions: list[str],
+    champion: str,
+    backtests: list[str | None] | None = None,
+) -> dict[str, Any]:
     """The champion and every candidate on exactly the same held-out rows; the best candidate is
-    the challenger. By default (``gate.choose_on = "all"``) all rows choose and judge it, with the
-    p-value multiplied by the number compared (Bonferroni). With ``"half"``, several candidates
-    and enough rows, half the production rows (alternating in time) choose and the other half,
-    with the golden set, judge it against the champion, so the gate's estimate is free of the
+    the challenger. A candidate's predictions of the newest fold (and the golden set) are its
+    own; of a backtest's earlier folds, its window's refits on the rows before each fold
+    (``backtests``); an earlier champion predicts every row itself. By default
+    (``gate.choose_on = "all"``) all rows choose and judge it, and the one-sided p-value of its
+    improvement is corrected for the choice (max-T). With ``"half"``, several candidates and
+    enough rows, half the production rows (alternating in time) choose and the other half, with
+    the golden set, judge it against the champion, so the gate's estimate is free of the
     winner's curse of choosing."""
     project = _step(run_id, "evaluate")
     df = pd.read_parquet(data["eval_path"])
@@ -916,8 +992,31 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
         judged[chooser] = False
         choosing = ~judged & ~golden
     raw = project.schema.frame(df, decode=False)  # what scorers see, as in monitoring
-    base_all = _score(project, X, y, champion, raw)
-    scored_all = [_score(project, X, y, v, raw) for v in versions]
+    # the champion saw no evaluation row; a final candidate only the newest fold's (and golden)
+    # rows, the earlier folds' are its window's backtest (driftloop.backtest)
+    fold_of = df[FOLD].to_numpy() if FOLD in df and len(df) else np.zeros(len(df), dtype="int64")
+    newest = np.flatnonzero(fold_of == fold_of.max()) if len(df) else np.zeros(0, dtype="int64")
+    base_made = task.predict(project.registry.load(project.name, champion), X)
+    # an earlier champion (or a version promoted by hand) learned from no evaluation row
+    fixed = [bool(c.get("version")) for c in data["candidates"]] or [True] * len(versions)
+    held_out = [  # each candidate's predictions of the rows it (or its fold's refit) never saw
+        pd.concat(
+            [
+                predictions_frame(own, task.predict(project.registry.load(project.name, v), X.iloc[own])),
+                *([pd.read_parquet(b)] if b else []),
+            ],
+            ignore_index=True,
+        )
+        for v, b, own in zip(
+            versions,
+            backtests or [None] * len(versions),
+            [np.arange(len(df)) if f else newest for f in fixed],
+            strict=True,
+        )
+    ]
+    made_all = [assemble(base_made, part) for part in held_out]
+    base_all = _score(project, y, base_made, raw)
+    scored_all = [_score(project, y, made, raw) for made in made_all]
     lower = primary in settings.lower_is_better(task.lower_is_better)
     values = [float(_subset(project, y, s, choosing)["metrics"][primary]) for s in scored_all]
     ranked = sorted(range(len(versions)), key=lambda i: (values[i] if lower else -values[i], i))
@@ -938,6 +1037,20 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
             for i, v in enumerate(versions)
         ],
     }
+    if fold_of.max(initial=0) > 0:  # a backtest: the winner and the champion fold by fold
+        judged_folds = np.where(golden[judged], -1, fold_of[judged])  # production rows only
+        spans = {f["fold"]: f for f in data.get("folds") or []}
+        out["folds"] = [
+            {
+                "fold": int(j),
+                "rows": int((judged_folds == j).sum()),
+                "first_seq": spans.get(int(j), {}).get("first_seq"),
+                "last_seq": spans.get(int(j), {}).get("last_seq"),
+                "champion": _subset(project, y, base, judged_folds == j)["metrics"].get(primary),
+                "challenger": _subset(project, y, won, judged_folds == j)["metrics"].get(primary),
+            }
+            for j in np.unique(judged_folds[judged_folds >= 0])
+        ]
     p_value, ci = (
         task.paired(y, base["labels"], won["labels"], primary, base["probabilities"], won["probabilities"])
         if primary in task.metric_names
@@ -945,9 +1058,25 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
     )
     corrected = k if chooser is None else 1  # rows that chose the winner do not judge it
     out["p_raw"] = p_value
-    out["mcnemar_p"] = min(1.0, p_value * corrected) if p_value is not None else None
+    out["mcnemar_p"] = p_value
     out["compared"] = corrected
     out["ci"] = ci
+    # the one-sided p of the winner's improvement, corrected for choosing it among the candidates
+    # (max-T by sign flips), from the per-row gains of every candidate that chose on these rows
+    if primary in base["scorers"]:  # a scorer as the primary metric: its per-row values
+        per_row = [s["scorers"][primary] for s in scored_all]
+        champion_rows, sign = base_all["scorers"][primary], -1.0 if lower else 1.0
+    else:
+        per_row = [s["rows"] for s in scored_all]
+        champion_rows = base_all["rows"]
+        sign = -1.0 if task.slice_metric in settings.lower_is_better(task.lower_is_better) else 1.0
+    columns = range(k) if chooser is None else [best]
+    gains = np.nan_to_num(np.column_stack([sign * (per_row[i] - champion_rows)[judged] for i in columns]))
+    out["p_improvement"] = (
+        max_t(gains, list(columns).index(best))  # a fixed seed: the same rows, the same verdict
+        if len(versions) and len(gains)
+        else None
+    )
     slices: dict[str, dict[str, float]] = {}
     correct = {"champion": base["rows"], "challenger": won["rows"]}
     for name in settings.gate.slices:  # "class" (the true label) or a categorical feature
@@ -978,16 +1107,24 @@ def evaluate_step(run_id: str, data: dict[str, Any], versions: list[str], champi
         p_scorer, ci_scorer = paired_scores(base["scorers"][name], won["scorers"][name])
         intervals[name] = ci_scorer
         if name == primary:
-            out["mcnemar_p"] = None if p_scorer is None else min(1.0, p_scorer * corrected)
+            out["mcnemar_p"] = p_scorer
             out["p_metric"], out["ci"] = name, ci_scorer
     out["intervals"] = intervals
     if settings.gate.judge:
         out["judge"] = judge_pairs(project, raw, base["labels"], won["labels"])  # inputs as stored
     for i, v in enumerate(versions):
-        if i != best:
+        if i != best and not fixed[i]:  # an earlier champion keeps its own record
             project.registry.set_tag(
                 project.name, v, "driftloop.status", f"not chosen: {names[best]} scored better"
             )
+    if len(versions) and not fixed[best]:  # what the challenger's reference is built from
+        ds = record_snapshot(
+            project,
+            held_out[best].sort_values(ROW, ignore_index=True),
+            {"kind": "heldout", "model": project.name, "run_id": run_id, "eval": data["eval_id"]},
+        )
+        project.registry.set_tag(project.name, challenger, "driftloop.heldout", ds.id)
+        out["heldout_id"] = ds.id
     project.registry.set_alias(project.name, "challenger", challenger)
     project.store.update_run(run_id, challenger_version=challenger)
     _crashpoint("evaluate:end")
@@ -1004,6 +1141,8 @@ def refit_step(run_id: str, data: dict[str, Any], index: int, evaluated: str) ->
     evaluation = pd.read_parquet(data["eval_path"])
     if "__key__" in evaluation:  # never the golden set: it stays a fixed yardstick
         evaluation = evaluation[~evaluation["__key__"].astype(str).str.startswith("golden:")]
+    if FOLD in evaluation:  # a backtest's earlier folds are among the window's rows already
+        evaluation = evaluation[evaluation[FOLD] == evaluation[FOLD].max()].drop(columns=[FOLD])
     rows = pd.concat([train_df, evaluation.assign(__source__="evaluation")], ignore_index=True)
     if "__weight__" in rows:
         rows["__weight__"] = rows["__weight__"].fillna(float(train_df["__weight__"].max()))
@@ -1021,10 +1160,12 @@ def refit_step(run_id: str, data: dict[str, Any], index: int, evaluated: str) ->
     version, _ = fit_and_register(
         project, rows, rows.iloc[:0], dataset_id=ds.id, run_key=f"{run_id}/refit", trainer=data.get("trainer")
     )
+    heldout = project.registry.tags(project.name, evaluated).get("driftloop.heldout")
     for key, value in (
         ("driftloop.refit_of", evaluated),
         ("driftloop.gate", "accepted"),
         ("driftloop.eval_dataset", data["eval_id"]),
+        *((("driftloop.heldout", heldout),) if heldout else ()),
     ):
         project.registry.set_tag(project.name, version, key, value)
     project.store.merge_run_options(run_id, evaluated_version=evaluated, deployed_version=version)
@@ -1051,13 +1192,17 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
         lower_is_better=project.settings.lower_is_better(project.task.lower_is_better),
         test=project.task.paired_test if scores.get("p_metric") is None else "Wilcoxon",
         compared=int(scores.get("compared", 1)),
+        p_improvement=scores.get("p_improvement"),
         slice_metric=project.task.slice_metric,
         p_metric=scores.get("p_metric"),
         intervals=scores.get("intervals"),
         judge=scores.get("judge"),
+        newest=scores["folds"][-1] if scores.get("folds") else None,
     )
     if scores.get("judge"):
         project.store.merge_run_options(run_id, judge=scores["judge"])
+    if scores.get("folds"):  # the backtest, fold by fold, in the run's own record
+        project.store.merge_run_options(run_id, folds=scores["folds"])
     candidates = scores.get("candidates", [])
     if len(candidates) > 1:  # why this window won, in the run's own record
         primary = project.settings.gate.primary_metric
@@ -1068,7 +1213,8 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
             f"on {rows} of the evaluation rows (every other one in time; the other {scores['n']} judged "
             "it against the champion, so choosing did not flatter it)"
             if scores.get("compared", 1) == 1
-            else f"on the evaluation rows (too few to split: the gate's p-value is x{len(candidates)})"
+            else "on the evaluation rows (too few to split: the gate's one-sided p-value is corrected "
+            f"for choosing among {len(candidates)})"
         )
         project.store.merge_run_options(
             run_id,

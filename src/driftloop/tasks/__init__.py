@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from driftloop.exceptions import ConfigError
-from driftloop.tasks._base import Predictions, Task
+from driftloop.tasks._base import ROW, Predictions, Task, predictions_frame, read_predictions
 from driftloop.tasks.classification import Classification
 from driftloop.tasks.extraction import Extraction
 from driftloop.tasks.generation import Generation
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from driftloop.config import Settings
 
 __all__ = [
+    "ROW",
     "TASKS",
     "Classification",
     "Extraction",
@@ -60,7 +61,9 @@ __all__ = [
     "Regression",
     "Task",
     "make_task",
+    "predictions_frame",
     "probability_keys",
+    "read_predictions",
 ]
 
 TASKS: dict[str, Callable[[Settings], Task]] = {

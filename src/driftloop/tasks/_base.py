@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from driftloop.profiles import ProfileSpec
 
-__all__ = ["Predictions", "Task"]
+__all__ = ["ROW", "Predictions", "Task", "predictions_frame", "read_predictions"]
+
+ROW = "__row__"  # which row of a frame of inputs a stored prediction belongs to
 
 
 class Predictions(NamedTuple):
@@ -27,6 +28,28 @@ class Predictions(NamedTuple):
     confidence: np.ndarray
     probabilities: np.ndarray | None = None
     values: np.ndarray | None = None
+
+
+def predictions_frame(rows: np.ndarray, made: Predictions) -> pd.DataFrame:
+    """``made`` for evaluation rows ``rows`` as a flat frame (no pickles: labels are text)."""
+    frame = pd.DataFrame({ROW: rows, "label": made.labels, "confidence": made.confidence})
+    if made.values is not None:
+        frame["value"] = made.values
+    if made.probabilities is not None:
+        for j in range(made.probabilities.shape[1]):
+            frame[f"p{j}"] = made.probabilities[:, j]
+    return frame
+
+
+def read_predictions(frame: pd.DataFrame) -> Predictions:
+    """The inverse of :func:`predictions_frame`."""
+    columns = sorted((c for c in frame if c.startswith("p") and c[1:].isdigit()), key=lambda c: int(c[1:]))
+    return Predictions(
+        frame["label"].to_numpy(object),
+        frame["confidence"].to_numpy("float64"),
+        frame[columns].to_numpy("float64") if columns else None,
+        frame["value"].to_numpy("float64") if "value" in frame else None,
+    )
 
 
 class Task(Protocol):
