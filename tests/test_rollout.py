@@ -25,9 +25,11 @@ def _project(tmp_path: Path, extra: str, gate: str = "") -> Project:
     config = folder / "driftloop.toml"
     text = config.read_text() + extra
     if gate:  # a gate that lets anything through, so only the canary can catch a bad challenger
-        text = text.replace("min_improvement = 0.01", "min_improvement = -1.0").replace(
-            "max_regression = { f1_macro = 0.02 }", "max_regression = { f1_macro = 1.0 }"
-        ).replace("[gate]\n", "[gate]\nmax_newest_fold_regression = 1.0\n")
+        text = (
+            text.replace("min_improvement = 0.01", "min_improvement = -1.0")
+            .replace("max_regression = { f1_macro = 0.02 }", "max_regression = { f1_macro = 1.0 }")
+            .replace("[gate]\n", "[gate]\nmax_newest_fold_regression = 1.0\n")
+        )
     config.write_text(text)
     project = Project.load(config)
     train(project)
