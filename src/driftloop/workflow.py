@@ -605,14 +605,12 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                 folds=rt.folds,
             )
             backtest_pools = fold_pools(prod, evaluation)
+            fold_starts = [f["first_seq"] for f in split["folds"][:-1]]  # the earlier folds' first rows
         else:
             held = prod["__key__"].map(lambda k: stable_fraction(k) < rt.holdout_fraction).to_numpy(bool)
             pool, evaluation = prod[~held], prod[held]
             split = {"split": "random", "rows": int(held.sum())}
             split["sentence"] = f"a stable hash share {rt.holdout_fraction:g} of the labelled rows"
-        fold_starts = [
-            int(evaluation.loc[evaluation[FOLD] == j, "__seq__"].min()) for j in range(len(backtest_pools))
-        ]
         evaluation = evaluation.drop(columns=["__prediction__", "__ts__", "__seq__"])
     else:
         pool, evaluation = prod, pd.DataFrame()
