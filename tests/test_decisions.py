@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -381,14 +382,26 @@ def test_the_gate_rejects_a_challenger_that_loses_the_newest_fold_and_weighs_the
     ]
 
 
-def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(tmp_path: Path) -> None:
+def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With retrain.folds = 3 the gate judges on three folds of time: the newest predicted by the
     registered candidate, the earlier ones by its window refitted on the rows before each fold,
     every one by the champion; the pooled scores it records are those; a refit's reference takes
-    the run's held-out predictions, not a score on rows it learned from."""
+    the run's held-out predictions, not a score on rows it learned from. Windows that hold the
+    same rows for a fold are fitted once."""
+    from driftloop import backtest
     from driftloop.candidates import FOLD
     from driftloop.tasks import ROW
     from driftloop.training import fit_model
+
+    fitted: list[int] = []
+
+    def counted(project: Project, rows: pd.DataFrame, trainer: str | None = None) -> Any:
+        fitted.append(len(rows))
+        return fit_model(project, rows, trainer)
+
+    monkeypatch.setattr(backtest, "fit_model", counted)
 
     project = _project(
         tmp_path / "p",
@@ -420,6 +433,10 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(tmp_path: Pat
             keys = pd.read_parquet(snapshots / f"{f['snapshot']}.parquet")["__key__"]
             trained = [seq[k.removeprefix("pred:")] for k in keys if k.startswith("pred:")]
             assert max(trained) < folds[f["fold"]]["first_seq"], f
+    # before each earlier fold fewer rows than 'recent' holds: both windows are the whole pool there,
+    # and each fold's set is fitted once
+    sets = {(f["snapshot"], f["fold"]) for c in candidates for f in c["backtest"]}
+    assert len(fitted) == len(sets) == 2 < sum(len(c["backtest"]) for c in candidates), (sets, fitted)
     # the pooled scores the gate recorded are the backtest's: refit and predict each fold again
     evaluated = row["options"]["evaluated_version"]
     name = project.registry.tags(project.name, evaluated)["driftloop.candidate"]

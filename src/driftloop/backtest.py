@@ -104,11 +104,27 @@ def backtest_sets(
             )
 
 
+def _write(frame: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, out)
+
+
 def fit_folds(
-    project: Project, candidate: dict[str, Any], evaluation: pd.DataFrame, out: Path, trainer: str | None
+    project: Project,
+    candidate: dict[str, Any],
+    evaluation: pd.DataFrame,
+    out: Path,
+    trainer: str | None,
+    shared: Path | None = None,
 ) -> bool:
     """Fit ``candidate``'s window for each earlier fold and write its predictions of that fold's
-    rows to ``out`` (atomically; nothing is registered). False when there is nothing to fit."""
+    rows to ``out`` (atomically; nothing is registered). False when there is nothing to fit.
+
+    With ``shared`` (a folder of the run's), each fold's predictions are kept there by training
+    set: windows that hold the same rows for a fold (the whole history and its newest part,
+    while the history is short) are fitted once per run."""
     folds = [f for f in candidate.get("backtest") or [] if f["path"] is not None]
     if not folds:
         return False
@@ -116,13 +132,16 @@ def fit_folds(
     fold_of = evaluation[FOLD].to_numpy()
     parts = []
     for f in folds:
+        kept = shared / f"{f['snapshot']}-{f['fold']}.parquet" if shared is not None else None
+        if kept is not None and kept.exists():
+            parts.append(pd.read_parquet(kept))
+            continue
         rows = np.flatnonzero(fold_of == f["fold"])
         model = fit_model(project, pd.read_parquet(f["path"]), trainer)
         parts.append(predictions_frame(rows, project.task.predict(model, X.iloc[rows])))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{os.getpid()}")
-    pd.concat(parts, ignore_index=True).to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+        if kept is not None:
+            _write(parts[-1], kept)
+    _write(pd.concat(parts, ignore_index=True), out)
     return True
 
 

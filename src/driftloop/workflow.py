@@ -816,8 +816,10 @@ def backtest_step(run_id: str, data: dict[str, Any], index: int) -> str | None:
     if not any(f["path"] for f in candidate.get("backtest") or []):
         return None
     project = _step(run_id, "backtest")
-    out = Path(project.settings.store.snapshots) / "backtest" / f"{run_id}-{index}.parquet"
-    fit_folds(project, candidate, pd.read_parquet(data["eval_path"]), out, data.get("trainer"))
+    folder = Path(project.settings.store.snapshots) / "backtest"
+    out = folder / f"{run_id}-{index}.parquet"
+    evaluation = pd.read_parquet(data["eval_path"])
+    fit_folds(project, candidate, evaluation, out, data.get("trainer"), shared=folder / run_id)
     return str(out)
 
 
