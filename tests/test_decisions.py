@@ -193,7 +193,11 @@ def test_min_effect_sizes_the_evaluation_by_the_gates_power(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp_path: Path) -> None:
-    project = _project(tmp_path / "p", watch="windows = 2\nmin_labels = 100\n")
+    project = _project(
+        tmp_path / "p",
+        retrain='candidates = [{ name = "all" }, { name = "recent", rows = 300 }]\n',
+        watch="windows = 2\nmin_labels = 100\n",
+    )
     config = project.settings.root / "driftloop.toml"
     config.write_text(  # a gate that lets an equal model through; most of its rows replayed
         config.read_text()
@@ -223,6 +227,14 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
     assert summary is not None and summary["n"] == 1 and abs(summary["mean"]) < 0.1
     record = summary["records"][0]
     assert record["optimism"] == pytest.approx(record["gate"] - record["live"], abs=1e-6)
+    # the gate's estimate is the winner's score less what choosing among the candidates flattered it by
+    estimate = (project.store.run(row["id"]) or {})["options"]["gate_estimate"]
+    assert estimate["candidates"] > 1 and estimate["selection_bias"] > 0, estimate
+    assert record["gate"] == pytest.approx(estimate["raw"] - estimate["selection_bias"], abs=1e-6)
+    assert (
+        record["gate_raw"] == pytest.approx(estimate["raw"], abs=1e-6) and record["gate"] < record["gate_raw"]
+    )
+    assert record["optimism_raw"] == pytest.approx(record["gate_raw"] - record["live"], abs=1e-6)
     shown = subprocess.run(
         [sys.executable, "-m", "driftloop.cli", "status", "-c", str(config)],
         env=cli_env(),
@@ -240,6 +252,7 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
         metrics = httpx.get(f"{url}/metrics").text
     assert f'driftloop_gate_optimism{{model="loan"}} {summary["mean"]}' in metrics, metrics[-600:]
     assert 'driftloop_gate_optimism_promotions{model="loan"} 1' in metrics
+    assert f'driftloop_gate_optimism_raw{{model="loan"}} {summary["mean_raw"]}' in metrics
     project.close()
 
 
@@ -339,6 +352,33 @@ def test_max_t_holds_its_level_for_the_best_of_correlated_candidates_and_beats_b
         gains = np.column_stack([np.clip(close, -1, 1), far])
         found.append(max_t(gains, 0, n_perm=499, seed=int(rng.integers(1 << 30))) < 0.1)
     assert np.mean(found) > 0.6, np.mean(found)
+
+
+def test_the_selection_bias_removes_most_of_the_winners_curse_and_never_overcorrects() -> None:
+    """Five candidates on the same 270 rows, alike in some rows' errors. Over many trials the
+    chosen one's score exceeds its true accuracy by the winner's curse; the bootstrap estimate of
+    that excess takes most of it away and, where one candidate is clearly better (little curse),
+    does not take more than there is."""
+    from scipy.stats import norm
+
+    from driftloop.evaluation import selection_bias
+
+    rng = np.random.default_rng(3)
+
+    def trial(truth: list[float]) -> tuple[float, float]:
+        latent = np.sqrt(0.5) * rng.standard_normal((270, 1)) + np.sqrt(0.5) * rng.standard_normal((270, 5))
+        scores = (latent < norm.ppf(truth)).astype(float)
+        means = scores.mean(axis=0)
+        best = int(means.argmax())
+        return means[best] - truth[best], selection_bias(scores, n_boot=300, seed=int(rng.integers(1 << 30)))
+
+    alike = np.array([trial([0.83] * 5) for _ in range(150)])
+    curse, estimated = alike.mean(axis=0)
+    assert curse > 0.01, curse  # choosing flatters equally good candidates
+    assert 0.5 * curse < estimated <= 1.1 * curse, (curse, estimated)
+    assert abs(np.mean(alike[:, 0] - alike[:, 1])) < 0.5 * curse  # what is left once corrected
+    clear = np.array([trial([0.90, 0.80, 0.80, 0.79, 0.78]) for _ in range(100)])
+    assert clear[:, 1].mean() <= max(0.004, 1.3 * clear[:, 0].mean()), clear.mean(axis=0)
 
 
 def test_the_gate_rejects_a_challenger_that_loses_the_newest_fold_and_weighs_the_corrected_p() -> None:

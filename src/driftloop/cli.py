@@ -572,8 +572,9 @@ def status(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -
         last = optimism["records"][-1]
         console.print(
             f"gate optimism: {optimism['mean']:+.4f} {optimism['metric']} on average over {optimism['n']} "
-            f"promotion(s) (gate estimate minus the live score over as many labelled rows; latest: gate "
-            f"{last['gate']:.4f}, live {last['live']:.4f} on {last['n']} rows)",
+            f"promotion(s) (gate estimate, less what choosing among the candidates flattered it by, "
+            f"minus the live score over as many labelled rows; {optimism['mean_raw']:+.4f} from the raw "
+            f"score; latest: gate {last['gate']:.4f}, live {last['live']:.4f} on {last['n']} rows)",
             highlight=False,
         )
     archived = view["archive"]

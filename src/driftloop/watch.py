@@ -12,8 +12,10 @@ estimates may raise the question (an alert), never decide it.
 
 **Gate optimism.** For every promoted model, the gate's estimate of its primary metric is kept
 beside the live score it reached on the first labelled rows it served, as many as the gate had
-(``gate optimism`` = gate - live for a score, live - gate for an error). ``driftloop status``
-and ``/metrics`` show its mean, so a gate that flatters is seen.
+(``gate optimism`` = gate - live for a score, live - gate for an error). The estimate is the
+winner's score less what choosing it among the candidates flattered it by (the bootstrap's
+winner's curse, :func:`driftloop.evaluation.selection_bias`); the raw score's optimism is kept
+beside it. ``driftloop status`` and ``/metrics`` show the mean, so a gate that flatters is seen.
 """
 
 from __future__ import annotations
@@ -66,15 +68,20 @@ def gate_optimism(project: Project, run_id: str, live: float, n: int) -> dict[st
         ),
         None,
     )
-    if gate is None or store.run(run_id) is None:
+    run = store.run(run_id)
+    if gate is None or run is None:
         return None
-    optimism = live - gate if metric in project.task.lower_is_better else gate - live
+    estimate = (run["options"] or {}).get("gate_estimate") or {}
+    expected = float(estimate["value"]) if estimate.get("metric") == metric else float(gate)
+    lower = metric in project.task.lower_is_better
     record = {
         "metric": metric,
-        "gate": round(float(gate), 6),
+        "gate": round(expected, 6),
+        "gate_raw": round(float(gate), 6),
         "live": round(live, 6),
         "n": n,
-        "optimism": round(optimism, 6),
+        "optimism": round(live - expected if lower else expected - live, 6),
+        "optimism_raw": round(live - gate if lower else gate - live, 6),
     }
     store.merge_run_options(run_id, gate_optimism=record)
     return record
@@ -101,6 +108,7 @@ def optimism_summary(project: Project, limit: int = 200) -> dict[str, Any] | Non
         return None
     return {
         "mean": round(float(np.mean([r["optimism"] for r in records])), 6),
+        "mean_raw": round(float(np.mean([r.get("optimism_raw", r["optimism"]) for r in records])), 6),
         "n": len(records),
         "metric": records[-1]["metric"],
         "records": records,

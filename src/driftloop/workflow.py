@@ -31,7 +31,7 @@ from driftloop.backtest import assemble, backtest_sets, fit_folds, negatives_fra
 from driftloop.candidates import FOLD, candidate_sets, fold_pools, out_of_time_split
 from driftloop.custom import metric_frame
 from driftloop.datasets import file_sha256, stable_fraction
-from driftloop.evaluation import bootstrap_diff, max_t, wilcoxon
+from driftloop.evaluation import bootstrap_diff, max_t, selection_bias, wilcoxon
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide, rows_needed
 from driftloop.monitor import Monitor, MonitorRun
@@ -1077,6 +1077,19 @@ def evaluate_step(
         if len(versions) and len(gains)
         else None
     )
+    # the gate's estimate of the winner, less what choosing it among k flattered it by (the
+    # bootstrap's winner's curse); per-row scores exist for the task's row metric and scorers
+    if len(versions) and (primary in base["scorers"] or primary == task.slice_metric):
+        own = np.column_stack([sign * per_row[i][judged] for i in columns])
+        bias = selection_bias(own) if len(own) else 0.0
+        raw_value = float(won["metrics"][primary])
+        out["estimate"] = {
+            "metric": primary,
+            "raw": round(raw_value, 6),
+            "selection_bias": bias,
+            "value": round(raw_value + bias if lower else raw_value - bias, 6),
+            "candidates": len(columns),
+        }
     slices: dict[str, dict[str, float]] = {}
     correct = {"champion": base["rows"], "challenger": won["rows"]}
     for name in settings.gate.slices:  # "class" (the true label) or a categorical feature
@@ -1203,6 +1216,8 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
         project.store.merge_run_options(run_id, judge=scores["judge"])
     if scores.get("folds"):  # the backtest, fold by fold, in the run's own record
         project.store.merge_run_options(run_id, folds=scores["folds"])
+    if scores.get("estimate"):  # what the gate expects of the winner, its calibration's yardstick
+        project.store.merge_run_options(run_id, gate_estimate=scores["estimate"])
     candidates = scores.get("candidates", [])
     if len(candidates) > 1:  # why this window won, in the run's own record
         primary = project.settings.gate.primary_metric
@@ -1216,10 +1231,17 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
             else "on the evaluation rows (too few to split: the gate's one-sided p-value is corrected "
             f"for choosing among {len(candidates)})"
         )
+        estimate = scores.get("estimate") or {}
+        flattered = (
+            f"; choosing the best of {estimate['candidates']} flatters it by about "
+            f"{estimate['selection_bias']:.4f} (bootstrap), so the gate expects {estimate['value']:.4f}"
+            if estimate.get("selection_bias")
+            else ""
+        )
         project.store.merge_run_options(
             run_id,
             chosen=f"candidate '{chosen['name']}' (version {chosen['version']}) scored {primary} "
-            f"{chosen[primary]:.4f} {how}, best of {len(candidates)} (others: {others})",
+            f"{chosen[primary]:.4f} {how}, best of {len(candidates)} (others: {others}){flattered}",
         )
     row = project.store.add_decision(
         run_id=run_id,

@@ -1049,6 +1049,8 @@ def _prometheus(
         f'driftloop_model_call_requests_total{{model="{name}"}} {batcher.requests}',
         "# TYPE driftloop_gate_optimism gauge",
         f'driftloop_gate_optimism{{model="{name}"}} {optimism["mean"] if optimism else "NaN"}',
+        "# TYPE driftloop_gate_optimism_raw gauge",  # from the winner's score before the choice's correction
+        f'driftloop_gate_optimism_raw{{model="{name}"}} {optimism["mean_raw"] if optimism else "NaN"}',
         "# TYPE driftloop_gate_optimism_promotions gauge",
         f'driftloop_gate_optimism_promotions{{model="{name}"}} {optimism["n"] if optimism else 0}',
         "# TYPE driftloop_shadow_predictions_total counter",
