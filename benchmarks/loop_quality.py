@@ -20,8 +20,9 @@ score) queues the retraining workflow, whose gate decides. Reported per stream a
 prequential accuracy of each approach (mean over seeds), and driftloop's retrains, how many
 were promoted, rejected and rolled back, how many rollbacks hindsight justified (the restored
 model scored at least as well as the one it replaced on the next 1,000 rows' true labels), and
-the mean gate optimism (the gate's estimate of a
-promoted model minus the accuracy it reached live over as many labelled rows).
+the mean gate optimism (the gate's estimate of a promoted model, less what choosing it among
+the candidates flattered it by, minus the accuracy it reached live over as many labelled rows;
+"raw": the same from the winner's uncorrected score).
 """
 
 from __future__ import annotations
@@ -328,6 +329,7 @@ def run_driftloop(
             "rollbacks": len(rolled),
             "justified": sum(justified(project, X, y, *r) for r in rolled),
             "optimism": optimism["mean"] if optimism else float("nan"),
+            "optimism_raw": optimism["mean_raw"] if optimism else float("nan"),
         }
     finally:
         workflow.shutdown()
@@ -440,7 +442,8 @@ def targets(df: pd.DataFrame) -> list[str]:
             f"{'met' if gap >= 0 else 'MISSED'} ({gap:+.4f}); "
             + (
                 f"gate optimism {optimism:+.4f}: "
-                f"{'met' if optimism <= OPTIMISM_TARGET else 'MISSED'} (target at most {OPTIMISM_TARGET})"
+                f"{'met' if optimism <= OPTIMISM_TARGET else 'MISSED'} (target at most {OPTIMISM_TARGET}; "
+                f"{mean['optimism_raw']:+.4f} from the winner's uncorrected score)"
                 if optimism == optimism
                 else "gate optimism: no promoted model to measure"
             )
@@ -538,6 +541,7 @@ def main() -> None:
         "rolled back",
         "justified",
         "gate optimism",
+        "raw",
     ):
         table.add_column(column, justify="right")
     for (stream, share), group in df.groupby(["stream", "share"], sort=False):
@@ -557,6 +561,7 @@ def main() -> None:
             str(int(group["rollbacks"].sum())),
             str(int(group["justified"].sum())),
             f"{group['optimism'].mean():+.4f}",
+            f"{group['optimism_raw'].mean():+.4f}",
         )
     console.print(table)
     for line in targets(df):
