@@ -362,3 +362,26 @@ def test_a_confidence_needs_a_proportion_and_no_detector() -> None:
         AlertRuleSettings(name="r", metric="accuracy", detector="adwin", confidence=0.9)
     with pytest.raises(ValueError, match="less than 1"):
         AlertRuleSettings(name="r", metric="accuracy", threshold=0.8, confidence=1.0)
+
+
+def test_the_domain_classifiers_bootstrap_auc_is_sklearns_on_every_resample() -> None:
+    """The bootstrap scores every resample at once from how often it drew each row; that must be
+    ``roc_auc_score`` of the resampled rows exactly, ties included."""
+    from sklearn.metrics import roc_auc_score
+
+    from driftloop.drift.multivariate import _resampled_auc
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        n0, n1 = (int(n) for n in rng.integers(5, 300, 2))
+        scores = np.round(rng.random(n0 + n1), int(rng.integers(1, 4)))  # coarse scores: many ties
+        y = np.r_[np.zeros(n0), np.ones(n1)]
+        ref, cur = rng.choice(np.arange(n0), n0), rng.choice(np.arange(n0, n0 + n1), n1)
+        want = roc_auc_score(y[np.r_[ref, cur]], scores[np.r_[ref, cur]])
+        got = _resampled_auc(
+            scores[:n0],
+            scores[n0:],
+            np.bincount(ref, minlength=n0)[None],
+            np.bincount(cur - n0, minlength=n1)[None],
+        )[0]
+        assert got == pytest.approx(want, abs=1e-12)
