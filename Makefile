@@ -16,9 +16,11 @@ demo: $(STAMP)
 	rm -rf demo-run
 	$(BIN)/driftloop demo --out demo-run
 
-# the suite runs on every core: most tests wait on servers and subprocesses, not the CPU
+# the suite runs on every core: most tests wait on servers and subprocesses, not the CPU. One
+# OpenMP thread per process: with a worker per core, scikit-learn's second thread only fights
+# the other worker (a retrain test took 33 s with it and 25 s without, beside a busy core)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
