@@ -92,13 +92,12 @@ def domain_classifier(
         scores[test] = model.fit(X.iloc[train], y[train]).predict_proba(X.iloc[test])[:, 1]
     auc = float(roc_auc_score(y, scores))
     rng = np.random.default_rng(seed)
-    ref_idx, cur_idx = np.arange(n_ref), np.arange(n_ref, n_ref + n_cur)
-    draws = [(rng.choice(ref_idx, n_ref), rng.choice(cur_idx, n_cur)) for _ in range(n_boot)]
+    draws = [(rng.choice(n_ref, n_ref), rng.choice(n_cur, n_cur)) for _ in range(n_boot)]
     boots = _resampled_auc(
         scores[:n_ref],
         scores[n_ref:],
         np.array([np.bincount(r, minlength=n_ref) for r, _ in draws]),
-        np.array([np.bincount(c - n_ref, minlength=n_cur) for _, c in draws]),
+        np.array([np.bincount(c, minlength=n_cur) for _, c in draws]),
     )
     low, high = np.quantile(boots, [0.025, 0.975])
     return DomainClassifierResult(auc, float(low), float(high), n_ref, n_cur, threshold)
