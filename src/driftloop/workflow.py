@@ -29,16 +29,15 @@ from dbos import DBOS, DBOSConfig, SetWorkflowID
 from driftloop import __version__
 from driftloop.backtest import assemble, backtest_sets, fit_folds, negatives_frame
 from driftloop.candidates import FOLD, candidate_sets, fold_pools, out_of_time_split
-from driftloop.custom import metric_frame
 from driftloop.datasets import file_sha256, stable_fraction
-from driftloop.evaluation import bootstrap_diff, max_t, selection_bias, wilcoxon
+from driftloop.evaluation import max_t, selection_bias
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide, rows_needed
 from driftloop.monitor import Monitor, MonitorRun
-from driftloop.plugins import load_function
 from driftloop.project import Project
 from driftloop.review import enforce as enforce_agreement
-from driftloop.tasks import ROW, Predictions, predictions_frame
+from driftloop.scoring import judge_pairs, paired_scores, score_outputs, selection_rows, subset
+from driftloop.tasks import ROW, predictions_frame
 from driftloop.training import (
     build_reference,
     class_column,
@@ -823,136 +822,6 @@ def backtest_step(run_id: str, data: dict[str, Any], index: int) -> str | None:
     return str(out)
 
 
-def _score(project: Project, y: Any, made: Predictions, raw: pd.DataFrame) -> dict[str, Any]:
-    task = project.task
-    return {
-        "metrics": task.metrics(y, made.labels, made.probabilities),
-        "rows": task.row_scores(y, made.labels),  # per row: 1/0 right, or the absolute error
-        "labels": made.labels,
-        "probabilities": made.probabilities,
-        "scorers": scorer_values(project, raw, made),
-    }
-
-
-def scorer_values(project: Project, X: pd.DataFrame, made: Any) -> dict[str, np.ndarray]:
-    """Every custom metric with a function (a scorer) on a model's outputs for ``X``, per row."""
-    settings = project.settings
-    if not any(m.function and m.kind == "numeric" for m in settings.metrics.values()):
-        return {}
-    outputs = project.task.output_frame(made.labels, made.confidence, made.probabilities)
-    frame = metric_frame(settings, X.reset_index(drop=True), outputs)
-    return {
-        f"metric.{name}": frame[f"metric.{name}"].to_numpy("float64")
-        for name, spec in settings.metrics.items()
-        if spec.function and spec.kind == "numeric"
-    }
-
-
-def _with_scorers(metrics: dict[str, float], scorers: dict[str, np.ndarray]) -> dict[str, float]:
-    means = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in scorers.items()}
-    return {**metrics, **means}
-
-
-def _subset(project: Project, y: Any, scored: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
-    """``scored`` restricted to the rows of ``mask``."""
-    probabilities = scored["probabilities"]
-    part = {
-        "labels": scored["labels"][mask],
-        "rows": scored["rows"][mask],
-        "probabilities": None if probabilities is None else probabilities[mask],
-        "scorers": {k: v[mask] for k, v in scored["scorers"].items()},
-    }
-    metrics = project.task.metrics(y[mask], part["labels"], part["probabilities"])
-    return {"metrics": _with_scorers(metrics, part["scorers"]), **part}
-
-
-def paired_scores(a: np.ndarray, b: np.ndarray) -> tuple[float | None, tuple[float, float] | None]:
-    """Wilcoxon p-value and the 95 % bootstrap interval of ``mean(b) - mean(a)`` for a scorer's
-    values of two models on the same rows (rows either cannot score are left out).
-
-    >>> a, b = np.array([0.1, 0.2, 0.3, 0.2, 0.1, 0.2]), np.array([0.6, 0.7, 0.8, 0.7, 0.9, 0.6])
-    >>> p, ci = paired_scores(a, b)
-    >>> round(p, 4), ci[0] > 0
-    (0.0312, True)
-    """
-    both = np.isfinite(a) & np.isfinite(b)
-    a, b = a[both], b[both]
-    if not len(a):
-        return None, None
-    n, stacked = len(a), np.concatenate([a, b])
-    rows = np.arange(n)
-    return wilcoxon(a, b), bootstrap_diff(rows, rows, rows + n, lambda _, q: float(stacked[q].mean()))
-
-
-def judge_pairs(
-    project: Project, X: pd.DataFrame, champion: np.ndarray, challenger: np.ndarray
-) -> dict[str, Any]:
-    """The judge's pairwise preference (``gate.judge``) between champion and challenger outputs
-    for the same inputs: wins, losses and ties of the challenger, its win rate (a tie is half a
-    win), the two-sided sign test over the rows that were not ties, and the first rationales.
-
-    The judge is called as ``judge(inputs, first, second)`` and returns, per row, ``"first"``,
-    ``"second"`` or ``"tie"`` (or a dict with ``"preferred"`` and ``"rationale"``); on every
-    other row the challenger is shown first, so a judge that favours a position favours neither.
-    """
-    from scipy import stats
-
-    policy = project.settings.gate
-    assert policy.judge is not None
-    fn = load_function(policy.judge, project.settings.root, "gate.judge")
-    swap = np.arange(len(X)) % 2 == 1
-    first = np.where(swap, challenger, champion).tolist()
-    second = np.where(swap, champion, challenger).tolist()
-    verdicts = list(fn(X.reset_index(drop=True), first, second))
-    if len(verdicts) != len(X):
-        raise WorkflowError(
-            f"The judge {policy.judge!r} must return one verdict per row ({len(X)}). Got {len(verdicts)}."
-        )
-    wins = losses = ties = 0
-    rationales: list[dict[str, Any]] = []
-    for i, verdict in enumerate(verdicts):
-        said = verdict.get("preferred") if isinstance(verdict, dict) else verdict
-        if said not in ("first", "second", "tie"):
-            raise WorkflowError(
-                f"The judge {policy.judge!r} must answer 'first', 'second' or 'tie' for each row. "
-                f"Got {said!r:.80} for row {i}."
-            )
-        picked = (
-            "tie" if said == "tie" else ("challenger" if (said == "second") != bool(swap[i]) else "champion")
-        )
-        wins += picked == "challenger"
-        losses += picked == "champion"
-        ties += picked == "tie"
-        if isinstance(verdict, dict) and verdict.get("rationale") and len(rationales) < 20:
-            rationales.append({"row": i, "preferred": picked, "rationale": str(verdict["rationale"])[:500]})
-    decided = wins + losses
-    p = float(stats.binomtest(wins, decided, 0.5).pvalue) if decided else 1.0
-    return {
-        "wins": wins,
-        "losses": losses,
-        "ties": ties,
-        "win_rate": (wins + ties / 2) / len(X) if len(X) else float("nan"),
-        "p_value": p,
-        "rationales": rationales,
-    }
-
-
-def selection_rows(production: np.ndarray, candidates: int, min_rows: int) -> np.ndarray | None:
-    """Which evaluation rows choose among several candidates (every other production row in
-    time order, so both halves cover the same period), or None when there is one candidate or
-    too few rows to give each half ``min_rows``: then all rows choose and judge, with the p-value
-    corrected for the number compared.
-
-    >>> selection_rows(np.arange(6), candidates=3, min_rows=3).tolist()
-    [0, 2, 4]
-    >>> selection_rows(np.arange(5), candidates=3, min_rows=3) is None
-    True
-    """
-    if candidates < 2 or len(production) < 2 * min_rows:
-        return None
-    return production[0::2]
-
-
 @DBOS.step()
 def evaluate_step(
     run_id: str,
@@ -1015,14 +884,14 @@ def evaluate_step(
         )
     ]
     made_all = [assemble(base_made, part) for part in held_out]
-    base_all = _score(project, y, base_made, raw)
-    scored_all = [_score(project, y, made, raw) for made in made_all]
+    base_all = score_outputs(project, y, base_made, raw)
+    scored_all = [score_outputs(project, y, made, raw) for made in made_all]
     lower = primary in settings.lower_is_better(task.lower_is_better)
-    values = [float(_subset(project, y, s, choosing)["metrics"][primary]) for s in scored_all]
+    values = [float(subset(project, y, s, choosing)["metrics"][primary]) for s in scored_all]
     ranked = sorted(range(len(versions)), key=lambda i: (values[i] if lower else -values[i], i))
     best = ranked[0] if ranked else 0
     challenger = versions[best]
-    base, won = _subset(project, y, base_all, judged), _subset(project, y, scored_all[best], judged)
+    base, won = subset(project, y, base_all, judged), subset(project, y, scored_all[best], judged)
     y, X, df, raw = y[judged], X[judged], df[judged], raw[judged]
     names = [c["name"] for c in data["candidates"]] or [f"version {v}" for v in versions]
     out: dict[str, Any] = {
@@ -1046,8 +915,8 @@ def evaluate_step(
                 "rows": int((judged_folds == j).sum()),
                 "first_seq": spans.get(int(j), {}).get("first_seq"),
                 "last_seq": spans.get(int(j), {}).get("last_seq"),
-                "champion": _subset(project, y, base, judged_folds == j)["metrics"].get(primary),
-                "challenger": _subset(project, y, won, judged_folds == j)["metrics"].get(primary),
+                "champion": subset(project, y, base, judged_folds == j)["metrics"].get(primary),
+                "challenger": subset(project, y, won, judged_folds == j)["metrics"].get(primary),
             }
             for j in np.unique(judged_folds[judged_folds >= 0])
         ]
