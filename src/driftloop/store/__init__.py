@@ -171,6 +171,17 @@ class Store:
         with self.engine.begin() as connection:
             yield connection
 
+    def _first(self, query: Any) -> dict[str, Any] | None:
+        """The first row a query returns, as a dict, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def _all(self, query: Any) -> list[dict[str, Any]]:
+        """Every row a query returns, as dicts."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
     # -- predictions -----------------------------------------------------------------------
     def insert_predictions(
         self, rows: Sequence[dict[str, Any]], connection: Connection | None = None
@@ -224,13 +235,7 @@ class Store:
             return int(conn.scalar(select(func.count()).where(t.predictions.c.model == model)) or 0)
 
     def prediction(self, prediction_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(select(t.predictions).where(t.predictions.c.prediction_id == prediction_id))
-                .mappings()
-                .first()
-            )
-        return dict(row) if row else None
+        return self._first(select(t.predictions).where(t.predictions.c.prediction_id == prediction_id))
 
     def served(self, ids: Iterable[str]) -> dict[str, str]:
         """The logged prediction (its text) of each of ``ids`` that exists."""
@@ -278,8 +283,7 @@ class Store:
                 func.coalesce(t.predictions.c.seq < recent, True),
             )
         query = query.order_by(t.predictions.c.seq).limit(limit)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+        return self._all(query)
 
     # -- shadow predictions and canary rollouts ---------------------------------------------
     def insert_shadow(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -364,8 +368,7 @@ class Store:
             .order_by(t.rollouts.c.id.desc())
             .limit(limit)
         )
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+        return self._all(query)
 
     def rollout(self, model: str, run_id: str | None = None) -> dict[str, Any] | None:
         """A run's rollout, or the model's active canary (status ``canary``)."""
@@ -375,9 +378,7 @@ class Store:
             if run_id
             else query.where(t.rollouts.c.status == "canary")
         )
-        with self.engine.connect() as conn:
-            row = conn.execute(query.order_by(t.rollouts.c.id.desc()).limit(1)).mappings().first()
-        return dict(row) if row else None
+        return self._first(query.order_by(t.rollouts.c.id.desc()).limit(1))
 
     # -- retrain run steps -------------------------------------------------------------------
     def add_run_step(self, run_id: str, step: str) -> None:
@@ -783,40 +784,26 @@ class Store:
             )
 
     def artifact(self, model: str, version: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    select(t.model_artifacts).where(
-                        t.model_artifacts.c.model == model, t.model_artifacts.c.version == version
-                    )
-                )
-                .mappings()
-                .first()
+        return self._first(
+            select(t.model_artifacts).where(
+                t.model_artifacts.c.model == model, t.model_artifacts.c.version == version
             )
-        return dict(row) if row else None
+        )
 
     def artifacts(self, model: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.model_artifacts)
-                .where(t.model_artifacts.c.model == model)
-                .order_by(t.model_artifacts.c.id)
-            ).mappings()
-            return [dict(r) for r in rows]
+        return self._all(
+            select(t.model_artifacts)
+            .where(t.model_artifacts.c.model == model)
+            .order_by(t.model_artifacts.c.id)
+        )
 
     # -- references ------------------------------------------------------------------------
     def reference(self, model: str, model_version: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    select(t.references).where(
-                        t.references.c.model == model, t.references.c.model_version == model_version
-                    )
-                )
-                .mappings()
-                .first()
+        return self._first(
+            select(t.references).where(
+                t.references.c.model == model, t.references.c.model_version == model_version
             )
-        return dict(row) if row else None
+        )
 
     def delete_reference(self, model: str, model_version: str) -> None:
         """Forget a version's reference so that the next use rebuilds it (windows keep theirs)."""
@@ -850,18 +837,9 @@ class Store:
 
     # -- windows and metrics ---------------------------------------------------------------
     def last_window(self, model: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    select(t.windows)
-                    .where(t.windows.c.model == model)
-                    .order_by(t.windows.c.end_seq.desc())
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-            )
-        return dict(row) if row else None
+        return self._first(
+            select(t.windows).where(t.windows.c.model == model).order_by(t.windows.c.end_seq.desc()).limit(1)
+        )
 
     def add_window(self, window: dict[str, Any], window_metrics: list[dict[str, Any]]) -> int:
         """A closed window and its metrics, in one transaction."""
@@ -942,8 +920,7 @@ class Store:
             query = query.where(t.windows.c.end_ts < until)
         if reference_id is not None:
             query = query.where(t.windows.c.reference_id == reference_id)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query.order_by(t.windows.c.end_seq)).mappings()]
+        return self._all(query.order_by(t.windows.c.end_seq))
 
     # -- alerts ----------------------------------------------------------------------------
     def add_alert(self, **values: Any) -> int:
@@ -956,9 +933,7 @@ class Store:
         query = select(t.alerts).where(t.alerts.c.model == model)
         if rule is not None:
             query = query.where(t.alerts.c.rule == rule)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(t.alerts.c.id.desc()).limit(limit)).mappings()
-            return [dict(r) for r in rows][::-1]
+        return self._all(query.order_by(t.alerts.c.id.desc()).limit(limit))[::-1]
 
     def alert_counts(self, model: str) -> dict[str, int]:
         """How many alerts each rule raised, ever."""
@@ -984,16 +959,12 @@ class Store:
             pass
 
     def dataset(self, dataset_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(t.datasets).where(t.datasets.c.id == dataset_id)).mappings().first()
-        return dict(row) if row else None
+        return self._first(select(t.datasets).where(t.datasets.c.id == dataset_id))
 
     def datasets(self, model: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.datasets).where(t.datasets.c.model == model).order_by(t.datasets.c.created_at)
-            ).mappings()
-            return [dict(r) for r in rows]
+        return self._all(
+            select(t.datasets).where(t.datasets.c.model == model).order_by(t.datasets.c.created_at)
+        )
 
     # -- retrain runs, decisions, promotions -----------------------------------------------
     def add_run(
@@ -1036,9 +1007,7 @@ class Store:
                 )
 
     def run(self, run_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(t.retrain_runs).where(t.retrain_runs.c.id == run_id)).mappings().first()
-        return dict(row) if row else None
+        return self._first(select(t.retrain_runs).where(t.retrain_runs.c.id == run_id))
 
     def runs(
         self, model: str, limit: int = 20, active_only: bool = False, status: str | None = None
@@ -1049,9 +1018,7 @@ class Store:
             query = query.where(t.retrain_runs.c.status.in_(["queued", "running"]))
         if status is not None:
             query = query.where(t.retrain_runs.c.status == status)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(t.retrain_runs.c.started_at.desc()).limit(limit)).mappings()
-            return [dict(r) for r in rows][::-1]
+        return self._all(query.order_by(t.retrain_runs.c.started_at.desc()).limit(limit))[::-1]
 
     def add_decision(self, **values: Any) -> dict[str, Any]:
         """Insert once per run; a replayed step gets the first decision back."""
@@ -1065,19 +1032,15 @@ class Store:
         return decision
 
     def decision(self, run_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(t.decisions).where(t.decisions.c.run_id == run_id)).mappings().first()
-        return dict(row) if row else None
+        return self._first(select(t.decisions).where(t.decisions.c.run_id == run_id))
 
     def decisions(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.decisions)
-                .where(t.decisions.c.model == model)
-                .order_by(t.decisions.c.id.desc())
-                .limit(limit)
-            ).mappings()
-            return [dict(r) for r in rows][::-1]
+        return self._all(
+            select(t.decisions)
+            .where(t.decisions.c.model == model)
+            .order_by(t.decisions.c.id.desc())
+            .limit(limit)
+        )[::-1]
 
     def add_promotion(self, **values: Any) -> bool:
         """Record an alias move; False when this run's move is already recorded."""
@@ -1101,8 +1064,6 @@ class Store:
             )
 
     def promotions(self, model: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.promotions).where(t.promotions.c.model == model).order_by(t.promotions.c.id)
-            ).mappings()
-            return [dict(r) for r in rows]
+        return self._all(
+            select(t.promotions).where(t.promotions.c.model == model).order_by(t.promotions.c.id)
+        )
