@@ -541,6 +541,74 @@ def evidence(project: Project) -> tuple[int, int]:
     return len(rows), eval_rows_needed(project, champion)
 
 
+def _judged_outputs(
+    project: Project, plan: dict[str, Any], rows: list[dict[str, Any]], hygiene: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A generator's training rows and negatives: the rewrites in ``rows``, plus the outputs
+    reviewers accepted by rating (a rewrite of the same prediction says more); the outputs
+    tagged bad become negatives when ``generation.negatives = "trainer"``. Counts go to ``hygiene``."""
+    settings, policy = project.settings, project.settings.generation
+    rewritten = {r["prediction_id"] for r in rows}
+    accepted, negatives = project.store.judged_outputs(
+        project.name,
+        max_annotation_id=plan.get("cutoff_annotation", 0),
+        accept_rating=policy.accept_rating,
+        bad_tags=policy.bad_tags,
+        policy=settings.feedback,
+    )
+    # an empty output is no target; a rewrite of the same prediction says more than its rating
+    usable = [r for r in accepted if project.task.label_error(r["label"]) is None]
+    rows = sorted(rows + [r for r in usable if r["prediction_id"] not in rewritten], key=lambda r: r["seq"])
+    hygiene["accepted_outputs"] = len(rows) - len(rewritten)
+    hygiene["bad_outputs"] = len(negatives)
+    negatives = [r for r in negatives if project.task.label_error(r["label"]) is None]
+    return rows, negatives[-settings.retrain.lookback :] if policy.negatives == "trainer" else []
+
+
+def _evaluation_split(
+    project: Project, plan: dict[str, Any], prod: pd.DataFrame, rows: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], list[pd.DataFrame], list[int]]:
+    """``(pool, evaluation, split, backtest_pools, fold_starts)``: the labelled production rows
+    (``prod``, from ``rows``) split into what candidates may learn from and what judges them,
+    out of time (the newest rows after the champion's data, in folds) or by a stable hash."""
+    rt = project.settings.retrain
+    backtest_pools: list[pd.DataFrame] = []  # the rows before each earlier fold of a backtest
+    fold_starts: list[int] = []
+    if not len(prod):
+        return (
+            prod,
+            pd.DataFrame(),
+            {"split": "none", "rows": 0, "sentence": "no labelled production rows"},
+            [],
+            [],
+        )
+    prod = labelled_frame(project, prod, "labelled production rows").assign(
+        __key__=prod["__key__"].to_numpy(),
+        __prediction__=[r["prediction"] for r in rows],
+        __ts__=[r["ts"] for r in rows],
+        __seq__=[r["seq"] for r in rows],
+    )
+    split: dict[str, Any]
+    if rt.evaluation == "out_of_time":
+        pool, evaluation, split = out_of_time_split(
+            prod,
+            champion_cutoff=champion_cutoff(project, plan["champion"]),
+            min_rows=eval_rows_needed(project, plan["champion"]),
+            fraction=rt.holdout_fraction,
+            since_seq=plan.get("since_seq"),
+            folds=rt.folds,
+        )
+        backtest_pools = fold_pools(prod, evaluation)
+        fold_starts = [f["first_seq"] for f in split["folds"][:-1]]  # the earlier folds' first rows
+    else:
+        held = prod["__key__"].map(lambda k: stable_fraction(k) < rt.holdout_fraction).to_numpy(bool)
+        pool, evaluation = prod[~held], prod[held]
+        split = {"split": "random", "rows": int(held.sum())}
+        split["sentence"] = f"a stable hash share {rt.holdout_fraction:g} of the labelled rows"
+    evaluation = evaluation.drop(columns=["__prediction__", "__ts__", "__seq__"])
+    return pool, evaluation, split, backtest_pools, fold_starts
+
+
 @DBOS.step()
 def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     """The evaluation set and one training set per candidate window, all content-addressed."""
@@ -553,24 +621,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     )
     negatives: list[dict[str, Any]] = []
     if project.task.name == "generation":  # accepted outputs are targets too; bad ones negatives
-        policy = settings.generation
-        rewritten = {r["prediction_id"] for r in rows}
-        accepted, negatives = store.judged_outputs(
-            project.name,
-            max_annotation_id=plan.get("cutoff_annotation", 0),
-            accept_rating=policy.accept_rating,
-            bad_tags=policy.bad_tags,
-            policy=settings.feedback,
-        )
-        usable = [
-            r for r in accepted if project.task.label_error(r["label"]) is None
-        ]  # an empty output is no target
-        rows += [r for r in usable if r["prediction_id"] not in rewritten]  # a rewrite says more
-        rows.sort(key=lambda r: r["seq"])
-        hygiene["accepted_outputs"] = len(rows) - len(rewritten)
-        hygiene["bad_outputs"] = len(negatives)
-        negatives = [r for r in negatives if project.task.label_error(r["label"]) is None]
-        negatives = negatives[-rt.lookback :] if policy.negatives == "trainer" else []
+        rows, negatives = _judged_outputs(project, plan, rows, hygiene)
     rows = rows[-rt.lookback :]
     base = store.dataset(project.registry.tags(project.name, plan["champion"]).get("driftloop.dataset", ""))
     if base is None:
@@ -584,36 +635,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     prod = pd.DataFrame(
         [{**r["inputs"], target: r["label"], "__key__": f"pred:{r['prediction_id']}"} for r in rows]
     )
-    split: dict[str, Any]
-    backtest_pools: list[pd.DataFrame] = []  # the rows before each earlier fold of a backtest
-    fold_starts: list[int] = []
-    if len(prod):
-        prod = labelled_frame(project, prod, "labelled production rows").assign(
-            __key__=prod["__key__"].to_numpy(),
-            __prediction__=[r["prediction"] for r in rows],
-            __ts__=[r["ts"] for r in rows],
-            __seq__=[r["seq"] for r in rows],
-        )
-        if rt.evaluation == "out_of_time":
-            pool, evaluation, split = out_of_time_split(
-                prod,
-                champion_cutoff=champion_cutoff(project, plan["champion"]),
-                min_rows=eval_rows_needed(project, plan["champion"]),
-                fraction=rt.holdout_fraction,
-                since_seq=plan.get("since_seq"),
-                folds=rt.folds,
-            )
-            backtest_pools = fold_pools(prod, evaluation)
-            fold_starts = [f["first_seq"] for f in split["folds"][:-1]]  # the earlier folds' first rows
-        else:
-            held = prod["__key__"].map(lambda k: stable_fraction(k) < rt.holdout_fraction).to_numpy(bool)
-            pool, evaluation = prod[~held], prod[held]
-            split = {"split": "random", "rows": int(held.sum())}
-            split["sentence"] = f"a stable hash share {rt.holdout_fraction:g} of the labelled rows"
-        evaluation = evaluation.drop(columns=["__prediction__", "__ts__", "__seq__"])
-    else:
-        pool, evaluation = prod, pd.DataFrame()
-        split = {"split": "none", "rows": 0, "sentence": "no labelled production rows"}
+    pool, evaluation, split, backtest_pools, fold_starts = _evaluation_split(project, plan, prod, rows)
     if len(evaluation) == 0:  # no production labels yet: hold out the original validation rows
         original, evaluation = split_validation(original, class_column(project))
         split["sentence"] += "; the champion's validation split of its training data stands in"
