@@ -7,6 +7,7 @@ online ARF and Hoeffding adaptive tree (when river is installed:
 pip install -r benchmarks/requirements-loop.txt).
 
     python benchmarks/loop_quality.py [--rows 30000] [--seeds 0,1,2] [--label-shares 1.0,0.1] [--jobs 2]
+        [--streams agrawal,sea,sea-gradual,agrawal-recurring] [--monitor-every 500]
 
 Streams are the project's own: Agrawal-style and SEA-style with 3 abrupt concept changes at 1/4,
 1/2 and 3/4 of the stream, SEA with gradual drift (the threshold slides), and Agrawal with
@@ -15,14 +16,14 @@ recurring concepts (f1, f2, f1, f2). Every row is predicted before its label is 
 
 driftloop runs for real: each stream gets a project folder with a SQLite store, a local MLflow
 registry and the DBOS workflow; predictions and feedback go into the store; ``monitor_and_trigger``
-runs after every window; the alert rule (accuracy 3 points below the champion's own held-out
-score) queues the retraining workflow, whose gate decides. Reported per stream and label share:
-prequential accuracy of each approach (mean over seeds), and driftloop's retrains, how many
-were promoted, rejected and rolled back, how many rollbacks hindsight justified (the restored
-model scored at least as well as the one it replaced on the next 1,000 rows' true labels), and
-the mean gate optimism (the gate's estimate of a promoted model, less what choosing it among
-the candidates flattered it by, minus the accuracy it reached live over as many labelled rows;
-"raw": the same from the winner's uncorrected score).
+runs every ``--monitor-every`` rows (500: once a window); the alert rule (accuracy 3 points below
+the champion's own held-out score) queues the retraining workflow, whose gate decides. Reported per
+stream and label share: prequential accuracy of each approach (mean over seeds), and driftloop's
+retrains, how many were promoted, rejected and rolled back, how many rollbacks hindsight justified
+(the restored model scored at least as well as the one it replaced on the next 1,000 rows' true
+labels), and the mean gate optimism (the gate's estimate of a promoted model, less what choosing it
+among the candidates flattered it by, minus the accuracy it reached live over as many labelled
+rows; "raw": the same from the winner's uncorrected score).
 """
 
 from __future__ import annotations
@@ -244,6 +245,7 @@ def run_driftloop(
     seed: int,
     progress: Progress | None = None,
     task: Any = None,
+    monitor_every: int = 500,
 ) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="driftloop-loop-"))
     try:
@@ -300,7 +302,7 @@ def run_driftloop(
                     ]
                 )
                 delivered = due
-            if (stop - INITIAL) % 500 == 0 or stop == len(X):
+            if (stop - INITIAL) % monitor_every == 0 or stop == len(X):
                 workflow.monitor_and_trigger(project)
                 for run in project.store.runs(project.name, active_only=True):
                     workflow.wait(run["id"])  # a run waiting for evaluation rows returns at once
@@ -465,6 +467,7 @@ def run_case(
     delay: int,
     progress: Progress | None = None,
     task: Any = None,
+    monitor_every: int = 500,
 ) -> dict[str, Any]:
     """One stream, label share and seed: driftloop and every baseline on the same rows."""
     X, y = STREAMS[stream](rows, seed)
@@ -472,7 +475,7 @@ def run_case(
         "stream": stream,
         "share": share,
         "seed": seed,
-        **run_driftloop(X, y, share, delay, seed, progress, task),
+        **run_driftloop(X, y, share, delay, seed, progress, task, monitor_every),
         "schedule": run_schedule(X, y, share, delay, seed),
         "sliding": run_sliding(X, y, share, delay, seed),
         "arf": run_river(X, y, share, delay, seed, "arf"),
@@ -490,8 +493,16 @@ def main() -> None:
     parser.add_argument("--label-shares", default="1.0,0.1")
     parser.add_argument("--delay", type=int, default=500, help="rows between a prediction and its label")
     parser.add_argument("--streams", default="agrawal,sea,sea-gradual,agrawal-recurring")
+    parser.add_argument(
+        "--monitor-every",
+        type=int,
+        default=500,
+        help=f"rows between monitoring passes (a multiple of the {BATCH}-row batch)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
     args = parser.parse_args()
+    if args.monitor_every < BATCH or args.monitor_every % BATCH:
+        parser.error(f"--monitor-every must be a positive multiple of {BATCH} rows. Got {args.monitor_every}")
     quiet()
     seeds = [int(s) for s in args.seeds.split(",")]
     shares = [float(s) for s in args.label_shares.split(",")]
@@ -505,7 +516,9 @@ def main() -> None:
                 task = progress.add_task(
                     f"{stream} labels {share:.0%} seed {seed}", total=args.rows - INITIAL
                 )
-                results.append(run_case(stream, share, seed, args.rows, args.delay, progress, task))
+                results.append(
+                    run_case(stream, share, seed, args.rows, args.delay, progress, task, args.monitor_every)
+                )
                 progress.remove_task(task)
         else:
             # one process per case: DBOS runs one workflow engine per process
@@ -513,7 +526,9 @@ def main() -> None:
             spawn = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=quiet) as pool:
                 futures = [
-                    pool.submit(run_case, stream, share, seed, args.rows, args.delay)
+                    pool.submit(
+                        run_case, stream, share, seed, args.rows, args.delay, None, None, args.monitor_every
+                    )
                     for stream, share, seed in cases
                 ]
                 for future in as_completed(futures):
@@ -525,6 +540,7 @@ def main() -> None:
     table = Table(
         title=f"prequential accuracy, {args.rows:,} rows, labels {args.delay} rows late, "
         f"mean of seeds {args.seeds}"
+        + (f", monitored every {args.monitor_every} rows" if args.monitor_every != 500 else "")
     )
     for column in (
         "stream",
