@@ -20,14 +20,27 @@ import logging
 import os
 import pickle
 import re
+import shutil
+import sqlite3
 import tempfile
 import threading
+import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol
 
 from driftloop.exceptions import NotFoundError, RegistryError
 
-__all__ = ["ArtifactLedger", "MlflowRegistry", "ModelRegistry", "ModelVersion", "model_key", "sign"]
+__all__ = [
+    "ArtifactLedger",
+    "MlflowRegistry",
+    "ModelRegistry",
+    "ModelVersion",
+    "cache_dir",
+    "model_key",
+    "sign",
+    "start_from_template",
+]
 
 log = logging.getLogger("driftloop.registry")
 SHA_TAG = "driftloop.sha256"  # informational only: the digest trusted is the ledger's
@@ -47,6 +60,67 @@ def sign(key: bytes, name: str, version: str, sha256: str) -> str:
     True
     """
     return hmac.new(key, f"{name}\n{version}\n{sha256}".encode(), hashlib.sha256).hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where driftloop keeps what it can rebuild: ``DRIFTLOOP_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/driftloop``, else ``~/.cache/driftloop``."""
+    if os.environ.get("DRIFTLOOP_CACHE_DIR"):
+        return Path(os.environ["DRIFTLOOP_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "driftloop"
+
+
+def _empty_registry() -> Path:
+    """An empty MLflow database that this MLflow version created and migrated, made once per
+    machine in :func:`cache_dir` (written beside, then renamed into place)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    template = cache_dir() / f"mlflow-{mlflow.__version__}-empty.db"
+    if not template.exists():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".mlflow-", suffix=".db", dir=template.parent)
+        os.close(fd)
+        os.unlink(name)  # MLflow creates the file itself
+        try:
+            uri = f"sqlite:///{name}"
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_experiments()  # creates and migrates the tracking tables
+            client.search_registered_models()  # and the registry's (the same database)
+            os.replace(name, template)
+        finally:
+            Path(name).unlink(missing_ok=True)
+    return template
+
+
+def start_from_template(path: Path, artifacts: Path) -> bool:
+    """Start a new local registry database at ``path`` as a copy of :func:`_empty_registry`,
+    so MLflow's migrations (seconds) run once per MLflow version per machine, not once per
+    project. The copy's unused ``Default`` experiment is pointed into ``artifacts``. Returns
+    False, leaving ``path`` absent for MLflow to create as usual, when the cache cannot be used.
+    """
+    try:
+        template = _empty_registry()
+        with sqlite3.connect(template) as check:  # a template that is not a migrated MLflow store
+            check.execute("SELECT version_num FROM alembic_version").fetchone()
+        fd, name = tempfile.mkstemp(prefix=".mlflow-", suffix=".db", dir=path.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(template, name)
+            now = int(time.time() * 1000)
+            with closing(sqlite3.connect(name)) as db, db:
+                db.execute(
+                    "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ?"
+                    " WHERE experiment_id = 0",
+                    ((artifacts.resolve() / "0").as_uri(), now, now),
+                )
+            os.link(name, path)  # never over a database another process created meanwhile
+        finally:
+            os.unlink(name)
+    except Exception as exc:  # a speed-up only: MLflow creates the database as usual
+        log.debug("The empty MLflow registry template was not used for %s: %s", path, exc)
+        return False
+    return True
 
 
 class ArtifactLedger(Protocol):
@@ -108,7 +182,10 @@ class MlflowRegistry:
                 from mlflow import MlflowClient
 
                 if self.uri.startswith("sqlite:///"):
-                    Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                    path = Path(self.uri.removeprefix("sqlite:///"))
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    if not path.exists():
+                        start_from_template(path, Path(self.artifacts))
                 self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             return self._client
 
