@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import mlflow
@@ -20,7 +21,7 @@ def _registry(folder: Path) -> MlflowRegistry:
 
 
 def _default_location(folder: Path) -> str:
-    with sqlite3.connect(folder / ".driftloop" / "mlflow.db") as db:
+    with closing(sqlite3.connect(folder / ".driftloop" / "mlflow.db")) as db:
         return str(
             db.execute("SELECT artifact_location FROM experiments WHERE experiment_id = 0").fetchone()[0]
         )
@@ -56,13 +57,18 @@ def test_an_unusable_cache_leaves_mlflow_to_create_the_database(
     assert Path(_default_location(tmp_path / "project")).parent == tmp_path / "mlruns"  # MLflow's own
 
 
-def test_a_template_that_is_no_mlflow_database_is_not_copied(
+def test_a_cached_template_that_is_no_mlflow_database_is_made_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DRIFTLOOP_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "cache").mkdir()
-    sqlite3.connect(tmp_path / "cache" / f"mlflow-{mlflow.__version__}-empty.db").close()
+    template = tmp_path / "cache" / f"mlflow-{mlflow.__version__}-empty.db"
+    template.parent.mkdir()
+    template.write_bytes(b"not a database")
     target = tmp_path / "project" / "mlflow.db"
     target.parent.mkdir()
-    assert start_from_template(target, tmp_path / "artifacts") is False
-    assert not target.exists() and list(target.parent.iterdir()) == []
+    assert start_from_template(target, tmp_path / "artifacts") is True
+    for db in (template, target):
+        with closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert start_from_template(target, tmp_path / "artifacts") is False  # never over an existing one
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mlflow.db"]

@@ -70,26 +70,36 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "driftloop"
 
 
+def _is_mlflow_store(path: Path) -> bool:
+    try:
+        with closing(sqlite3.connect(path)) as db:
+            return db.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
 def _empty_registry() -> Path:
     """An empty MLflow database that this MLflow version created and migrated, made once per
-    machine in :func:`cache_dir` (written beside, then renamed into place)."""
+    machine in :func:`cache_dir` (written beside, then renamed into place); a file there that is
+    not a migrated MLflow store is made again."""
     import mlflow
     from mlflow import MlflowClient
 
     template = cache_dir() / f"mlflow-{mlflow.__version__}-empty.db"
-    if not template.exists():
-        template.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".mlflow-", suffix=".db", dir=template.parent)
-        os.close(fd)
-        os.unlink(name)  # MLflow creates the file itself
-        try:
-            uri = f"sqlite:///{name}"
-            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            client.search_experiments()  # creates and migrates the tracking tables
-            client.search_registered_models()  # and the registry's (the same database)
-            os.replace(name, template)
-        finally:
-            Path(name).unlink(missing_ok=True)
+    if template.exists() and _is_mlflow_store(template):
+        return template
+    template.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".mlflow-", suffix=".db", dir=template.parent)
+    os.close(fd)
+    os.unlink(name)  # MLflow creates the file itself
+    try:
+        uri = f"sqlite:///{name}"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments()  # creates and migrates the tracking tables
+        client.search_registered_models()  # and the registry's (the same database)
+        os.replace(name, template)
+    finally:
+        Path(name).unlink(missing_ok=True)
     return template
 
 
@@ -97,12 +107,11 @@ def start_from_template(path: Path, artifacts: Path) -> bool:
     """Start a new local registry database at ``path`` as a copy of :func:`_empty_registry`,
     so MLflow's migrations (seconds) run once per MLflow version per machine, not once per
     project. The copy's unused ``Default`` experiment is pointed into ``artifacts``. Returns
-    False, leaving ``path`` absent for MLflow to create as usual, when the cache cannot be used.
+    False, leaving ``path`` as it was for MLflow to create as usual, when the cache cannot be
+    used or another process created ``path`` first.
     """
     try:
         template = _empty_registry()
-        with sqlite3.connect(template) as check:  # a template that is not a migrated MLflow store
-            check.execute("SELECT version_num FROM alembic_version").fetchone()
         fd, name = tempfile.mkstemp(prefix=".mlflow-", suffix=".db", dir=path.parent)
         os.close(fd)
         try:
@@ -114,7 +123,7 @@ def start_from_template(path: Path, artifacts: Path) -> bool:
                     " WHERE experiment_id = 0",
                     ((artifacts.resolve() / "0").as_uri(), now, now),
                 )
-            os.link(name, path)  # never over a database another process created meanwhile
+            os.link(name, path)  # fails, rather than replace it, if another process made one meanwhile
         finally:
             os.unlink(name)
     except Exception as exc:  # a speed-up only: MLflow creates the database as usual
