@@ -92,13 +92,11 @@ def domain_classifier(
         scores[test] = model.fit(X.iloc[train], y[train]).predict_proba(X.iloc[test])[:, 1]
     auc = float(roc_auc_score(y, scores))
     rng = np.random.default_rng(seed)
-    draws = [(rng.choice(n_ref, n_ref), rng.choice(n_cur, n_cur)) for _ in range(n_boot)]
-    boots = _resampled_auc(
-        scores[:n_ref],
-        scores[n_ref:],
-        np.array([np.bincount(r, minlength=n_ref) for r, _ in draws]),
-        np.array([np.bincount(c, minlength=n_cur) for _, c in draws]),
-    )
+    w_ref, w_cur = np.empty((n_boot, n_ref)), np.empty((n_boot, n_cur))  # times each row is drawn
+    for b in range(n_boot):
+        w_ref[b] = np.bincount(rng.choice(n_ref, n_ref), minlength=n_ref)
+        w_cur[b] = np.bincount(rng.choice(n_cur, n_cur), minlength=n_cur)
+    boots = _resampled_auc(scores[:n_ref], scores[n_ref:], w_ref, w_cur)
     low, high = np.quantile(boots, [0.025, 0.975])
     return DomainClassifierResult(auc, float(low), float(high), n_ref, n_cur, threshold)
 
