@@ -36,6 +36,7 @@ from driftloop.gate import decide, rows_needed
 from driftloop.monitor import Monitor, MonitorRun
 from driftloop.project import Project
 from driftloop.review import enforce as enforce_agreement
+from driftloop.rollout import canary_verdict
 from driftloop.scoring import judge_pairs, paired_scores, score_outputs, selection_rows, subset
 from driftloop.tasks import ROW, predictions_frame
 from driftloop.training import (
@@ -1199,49 +1200,7 @@ def canary_check_step(
     run_id: str, challenger: str, champion: str, share: float, started: dict[str, Any]
 ) -> dict[str, Any]:
     """Judge a canary step on the labelled traffic since it began: ``wait``, ``pass`` or ``fail``."""
-    project = _project()
-    rollout, name = project.settings.rollout, project.name
-    rule_names = {r.name for r in project.settings.alerts}
-    alarms = [
-        a
-        for a in project.store.alerts(name, limit=50)
-        if a["rule"] in rule_names and a["ts"] >= started["ts"]
-    ]
-    if alarms:
-        return {
-            "state": "fail",
-            "reason": f"alert '{alarms[-1]['rule']}' during the {share:.0%} canary: {alarms[-1]['message']}",
-        }
-    rows = project.store.labelled(name, start_seq=started["seq"] + 1, policy=project.settings.feedback)
-    pairs: dict[str, tuple[list[str], list[str], list[Any]]] = {
-        challenger: ([], [], []),
-        champion: ([], [], []),
-    }
-    for r in rows:
-        if r["model_version"] in pairs:
-            pairs[r["model_version"]][0].append(r["label"])
-            pairs[r["model_version"]][1].append(r["prediction"])
-            pairs[r["model_version"]][2].append(r.get("probabilities"))
-    n_new, n_old = len(pairs[challenger][0]), len(pairs[champion][0])
-    timed_out = time.time() - started["ts"] > rollout.step_timeout
-    if n_new < rollout.step_labels and not (timed_out and n_new):
-        if timed_out:
-            return {"state": "fail", "reason": f"no labelled canary traffic within {rollout.step_timeout:g}s"}
-        return {"state": "wait"}
-    task, metric = project.task, project.settings.gate.primary_metric
-    acc_new = task.metrics(*pairs[challenger])[metric]
-    if n_old == 0:
-        return {"state": "pass", "reason": f"canary {metric} {acc_new:.3f} on {n_new} rows"}
-    acc_old = task.metrics(*pairs[champion])[metric]
-    worse = acc_new - acc_old if metric in task.lower_is_better else acc_old - acc_new
-    if worse > rollout.tolerance:
-        return {
-            "state": "fail",
-            "reason": f"in the {share:.0%} canary, {challenger} scored {metric} {acc_new:.3f} on {n_new} "
-            f"labelled requests against {champion}'s {acc_old:.3f} on {n_old}, more than "
-            f"{rollout.tolerance:g} worse",
-        }
-    return {"state": "pass", "reason": f"{acc_new:.3f} against {acc_old:.3f}"}
+    return canary_verdict(_project(), challenger, champion, share, started)
 
 
 @DBOS.step()
