@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -238,6 +239,31 @@ def test_enough_new_labels_trigger_a_retrain(tmp_path: Path) -> None:
         assert row["status"] in ("promoted", "rejected")
         workflow.monitor_and_trigger(project)
         assert len(project.store.runs(project.name)) == 1, "the labels it trained on do not count again"
+    finally:
+        workflow.shutdown()
+    project.close()
+
+
+def test_labels_in_proportion_to_the_champions_data_trigger_a_retrain(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(config.read_text().replace("[retrain]\n", "[retrain]\nlabel_growth = 0.1\n"))
+    project = Project.load(config)
+    version = train(project).version
+    learned = project.store.dataset(project.registry.tags(project.name, version)["driftloop.dataset"])
+    assert learned is not None
+    need = math.ceil(0.1 * learned["rows"])  # the champion learned from its snapshot's rows
+    send(project, need - 10, "A", seed=98, label_share=1.0)
+    try:
+        workflow.launch(project, schedules=False)
+        workflow.monitor_and_trigger(project)
+        assert project.store.runs(project.name) == [], f"{need - 10} labels are fewer than {need}"
+        send(project, 20, "A", seed=99, label_share=1.0)
+        workflow.monitor_and_trigger(project)
+        runs = project.store.runs(project.name)
+        assert [r["trigger"] for r in runs] == [f"labels:{need + 10}"]
+        assert workflow.wait(runs[0]["id"])["status"] in ("promoted", "rejected")
     finally:
         workflow.shutdown()
     project.close()

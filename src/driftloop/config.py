@@ -647,7 +647,9 @@ class RetrainSettings(_Model):
     """What a retrain reads, and how often automatic triggers may start one.
 
     Triggers: ``schedule`` (cron), alert rules with ``retrain = true``, ``every_new_labels``
-    (a run each time this many new labels arrived since the last run's data), and by hand.
+    (a run each time this many new labels arrived since the last run's data), ``label_growth``
+    (a run once the new labels reach this multiple of the champion's training rows, whichever
+    of the two comes first), and by hand.
 
     Every run, manual ones too, trains on at least ``min_train_rows`` rows: replay of the
     previous training data fills what the labelled production rows leave short (beyond its
@@ -681,6 +683,7 @@ class RetrainSettings(_Model):
     schedule: str | None = None
     min_new_labels: int = Field(default=0, ge=0)
     every_new_labels: int | None = Field(default=None, ge=1)
+    label_growth: float | None = Field(default=None, gt=0)
     cooldown: float = 0.0
     max_per_day: int | None = Field(default=None, ge=1)
     lookback: int = Field(default=5000, ge=1)

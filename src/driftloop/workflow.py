@@ -15,6 +15,7 @@ concurrency of one: one retrain per model at a time, later ones wait their turn.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -358,7 +359,8 @@ def monitor_and_trigger(
 
 
 def _new_labels(project: Project) -> tuple[int, int | None]:
-    """(labels since the last finished run's data, that run's ``since_seq``)."""
+    """(labels since the last finished run's data, the ``since_seq`` of the run that made the
+    champion)."""
     runs = project.store.runs(project.name, limit=200)
     finished = [r for r in runs if r["status"] in ("promoted", "rejected", "skipped")]
     cutoff = finished[-1]["options"].get("cutoff_seq", 0) if finished else 0
@@ -375,12 +377,22 @@ def _new_labels(project: Project) -> tuple[int, int | None]:
 
 
 def _labels_trigger(project: Project) -> str | None:
-    """``retrain.every_new_labels``: retrain on the champion's data window once enough labels came."""
-    every = project.settings.retrain.every_new_labels
-    if every is None or project.store.runs(project.name, active_only=True):
+    """``retrain.every_new_labels`` and ``retrain.label_growth``: retrain on the champion's data
+    window once enough labels came."""
+    rt = project.settings.retrain
+    if (rt.every_new_labels is None and rt.label_growth is None) or project.store.runs(
+        project.name, active_only=True
+    ):
         return None
     count, since = _new_labels(project)
-    if count < every or automatic_retrain_blocked(project):
+    due = [rt.every_new_labels] if rt.every_new_labels is not None else []
+    champion = project.champion()
+    if rt.label_growth is not None and champion is not None:  # its training rows, times the growth
+        learned = project.store.dataset(
+            project.registry.tags(project.name, champion).get("driftloop.dataset", "")
+        )
+        due += [math.ceil(rt.label_growth * learned["rows"])] if learned else []
+    if not due or count < min(due) or automatic_retrain_blocked(project):
         return None
     # the same start as the run that made the current champion: its concept, with more labels
     return start_or_wait(project, f"labels:{count}", since_seq=since)
