@@ -213,6 +213,7 @@ retrain = true
 [retrain]
 lookback = 4000
 every_new_labels = 1000
+label_growth = 1.0
 replay_fraction = 0.0
 holdout_fraction = 0.2
 refit = true

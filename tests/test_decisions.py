@@ -274,7 +274,8 @@ def test_candidate_settings_are_checked(tmp_path: Path) -> None:
         "trainer": {"entrypoint": "t:train"},
     }
     defaults = Settings.from_dict(base).retrain.candidate_windows()
-    assert [c.name for c in defaults] == ["all", "recent", "since-alert"] and defaults[1].rows == 1250
+    assert [c.name for c in defaults] == ["all", "half", "recent", "since-alert"]
+    assert [defaults[1].rows, defaults[2].rows] == [2500, 1250]
     for candidates, message in (
         ([], "needs at least one candidate"),
         ([{"name": "a"}, {"name": "a"}], "candidate names must differ"),

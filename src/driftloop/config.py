@@ -670,8 +670,8 @@ class RetrainSettings(_Model):
     ``k`` times the rows, none predicted by a model that learned from it (:mod:`driftloop.backtest`).
 
     **Candidates**: every run trains one challenger per entry of ``candidates`` (default: all
-    rows of the lookback; the newest quarter of it; the rows since the alert, for an alert's
-    run), and with ``previous_champions = N`` the last N champions compete again as they are
+    rows of the lookback; its newest half; its newest quarter; the rows since the alert, for an
+    alert's run), and with ``previous_champions = N`` the last N champions compete again as they are
     (a concept that comes back finds its model; nothing is trained for them). All are scored on
     the same rows and only the best goes to the gate, whose significance test is corrected for
     having chosen it (``gate.choose_on = "half"`` chooses on every other row and judges on the
@@ -724,11 +724,12 @@ class RetrainSettings(_Model):
         return value
 
     def candidate_windows(self) -> list[CandidateSettings]:
-        """The configured candidates, else the default three (small enough for a laptop)."""
+        """The configured candidates, else the default four (small enough for a laptop)."""
         if self.candidates is not None:
             return self.candidates
         return [
             CandidateSettings(name="all"),
+            CandidateSettings(name="half", rows=max(self.min_train_rows, self.lookback // 2)),
             CandidateSettings(name="recent", rows=max(self.min_train_rows, self.lookback // 4)),
             CandidateSettings(name="since-alert", since_alert=True),
         ]
