@@ -391,7 +391,7 @@ def _labels_trigger(project: Project) -> str | None:
         learned = project.store.dataset(
             project.registry.tags(project.name, champion).get("driftloop.dataset", "")
         )
-        due += [math.ceil(rt.label_growth * learned["rows"])] if learned else []
+        due += [max(1, math.ceil(rt.label_growth * learned["rows"]))] if learned else []
     if not due or count < min(due) or automatic_retrain_blocked(project):
         return None
     # the same start as the run that made the current champion: its concept, with more labels
