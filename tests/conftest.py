@@ -31,6 +31,16 @@ def make_project(folder: Path, **kwargs: object) -> Project:
     return Project.load(write_example(folder, **options))  # type: ignore[arg-type]
 
 
+def trained_with_retrain(folder: Path, settings: str) -> Project:
+    """A trained example project whose ``[retrain]`` table starts with ``settings`` (TOML lines)."""
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(config.read_text().replace("[retrain]\n", f"[retrain]\n{settings}\n"))
+    project = Project.load(config)
+    train(project)
+    return project
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     """A trained example project, shared by the tests of one module."""

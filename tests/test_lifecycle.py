@@ -20,7 +20,7 @@ from driftloop.sampling import WEIGHT, training_set
 from driftloop.serving import create_app
 from driftloop.training import train
 
-from .conftest import make_project
+from .conftest import make_project, trained_with_retrain
 from .helpers import send
 
 WEIGHTED_TRAINER = '''
@@ -219,12 +219,7 @@ def test_a_relative_rule_fires_below_the_champions_own_held_out_score(tmp_path: 
 
 
 def test_enough_new_labels_trigger_a_retrain(tmp_path: Path) -> None:
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    config.write_text(config.read_text().replace("[retrain]\n", "[retrain]\nevery_new_labels = 300\n"))
-    project = Project.load(config)
-    train(project)
+    project = trained_with_retrain(tmp_path / "p", "every_new_labels = 300")
     send(project, 300, "A", seed=96, label_share=0.5)  # 150 labels: not yet
     try:
         workflow.launch(project, schedules=False)
@@ -245,12 +240,9 @@ def test_enough_new_labels_trigger_a_retrain(tmp_path: Path) -> None:
 
 
 def test_labels_in_proportion_to_the_champions_data_trigger_a_retrain(tmp_path: Path) -> None:
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    config.write_text(config.read_text().replace("[retrain]\n", "[retrain]\nlabel_growth = 0.1\n"))
-    project = Project.load(config)
-    version = train(project).version
+    project = trained_with_retrain(tmp_path / "p", "label_growth = 0.1")
+    version = project.champion()
+    assert version is not None
     learned = project.store.dataset(project.registry.tags(project.name, version)["driftloop.dataset"])
     assert learned is not None
     need = math.ceil(0.1 * learned["rows"])  # the champion learned from its snapshot's rows

@@ -20,7 +20,7 @@ from driftloop.project import Project
 from driftloop.serving import create_app
 from driftloop.training import train
 
-from .conftest import cli_env, make_project
+from .conftest import cli_env, make_project, trained_with_retrain
 from .helpers import send
 
 
@@ -193,12 +193,7 @@ def test_cli_env_keeps_the_path() -> None:
 
 
 def test_cron_schedule_starts_a_retrain(tmp_path: Path) -> None:
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    config.write_text(config.read_text().replace("[retrain]\n", '[retrain]\nschedule = "*/2 * * * * *"\n'))
-    project = Project.load(config)
-    train(project)
+    project = trained_with_retrain(tmp_path / "p", 'schedule = "*/2 * * * * *"')
     try:
         workflow.launch(project)
         deadline = time.time() + 30

@@ -376,6 +376,25 @@ def _new_labels(project: Project) -> tuple[int, int | None]:
     return len(new), since
 
 
+def _training_snapshot(project: Project, version: str) -> dict[str, Any] | None:
+    """The store's record of the dataset ``version`` was trained on, or None."""
+    tags = project.registry.tags(project.name, version)
+    return project.store.dataset(tags.get("driftloop.dataset", ""))
+
+
+def _labels_due(project: Project, count: int) -> bool:
+    """``count`` new labels reach ``retrain.every_new_labels``, or ``retrain.label_growth``
+    times the rows of the champion's training snapshot (looked up only when it can decide)."""
+    rt = project.settings.retrain
+    if rt.every_new_labels is not None and count >= rt.every_new_labels:
+        return True
+    champion = project.champion()
+    if rt.label_growth is None or champion is None:
+        return False
+    learned = _training_snapshot(project, champion)
+    return learned is not None and count >= max(1, math.ceil(rt.label_growth * learned["rows"]))
+
+
 def _labels_trigger(project: Project) -> str | None:
     """``retrain.every_new_labels`` and ``retrain.label_growth``: retrain on the champion's data
     window once enough labels came."""
@@ -385,14 +404,7 @@ def _labels_trigger(project: Project) -> str | None:
     ):
         return None
     count, since = _new_labels(project)
-    due = [rt.every_new_labels] if rt.every_new_labels is not None else []
-    champion = project.champion()
-    if rt.label_growth is not None and champion is not None:  # its training rows, times the growth
-        learned = project.store.dataset(
-            project.registry.tags(project.name, champion).get("driftloop.dataset", "")
-        )
-        due += [max(1, math.ceil(rt.label_growth * learned["rows"]))] if learned else []
-    if not due or count < min(due) or automatic_retrain_blocked(project):
+    if not _labels_due(project, count) or automatic_retrain_blocked(project):
         return None
     # the same start as the run that made the current champion: its concept, with more labels
     return start_or_wait(project, f"labels:{count}", since_seq=since)
@@ -636,7 +648,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     if project.task.name == "generation":  # accepted outputs are targets too; bad ones negatives
         rows, negatives = _judged_outputs(project, plan, rows, hygiene)
     rows = rows[-rt.lookback :]
-    base = store.dataset(project.registry.tags(project.name, plan["champion"]).get("driftloop.dataset", ""))
+    base = _training_snapshot(project, plan["champion"])
     if base is None:
         raise WorkflowError("The champion's training snapshot is missing from the store; retrain needs it.")
     original = pd.read_parquet(base["path"])
