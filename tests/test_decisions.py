@@ -281,6 +281,8 @@ def test_candidate_settings_are_checked(tmp_path: Path) -> None:
         ([{"name": "a"}, {"name": "a"}], "candidate names must differ"),
         ([{"name": "a", "rows": 0}], "greater than or equal to 1"),
         ([{"name": "a b"}], "should match pattern"),
+        ([{"name": "a", "trainer": "trainer.train"}], "should match pattern"),
+        ([{"name": "a", "params": [1]}], "valid dictionary"),
     ):
         with pytest.raises(ConfigError, match=message):
             Settings.from_dict({**base, "retrain": {"candidates": candidates}})
@@ -438,9 +440,9 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
 
     fitted: list[int] = []
 
-    def counted(project: Project, rows: pd.DataFrame, trainer: str | None = None) -> Any:
+    def counted(project: Project, rows: pd.DataFrame, trainer: str | None = None, params: Any = None) -> Any:
         fitted.append(len(rows))
-        return fit_model(project, rows, trainer)
+        return fit_model(project, rows, trainer, params)
 
     monkeypatch.setattr(backtest, "fit_model", counted)
 
@@ -504,6 +506,83 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
     reference = project.store.reference(project.name, deployed)
     assert reference is not None
     assert reference["profile"]["scores"]["accuracy"] == pytest.approx(rule["challenger"], abs=1e-6)
+    project.close()
+
+
+def test_candidates_with_their_own_trainer_compete_on_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two candidates on the same rows with different recipes are both trained, not merged as
+    duplicates; each earlier backtest fold is fitted once per recipe, not shared; every version
+    records its own trainer and keyword arguments, and the accepted winner is refitted with its
+    recipe, not the project's."""
+    from driftloop import backtest
+    from driftloop.tasks import read_predictions
+    from driftloop.training import fit_model
+
+    fitted: list[tuple[str | None, Any]] = []
+
+    def counted(project: Project, rows: pd.DataFrame, trainer: str | None = None, params: Any = None) -> Any:
+        fitted.append((trainer, params))
+        return fit_model(project, rows, trainer, params)
+
+    monkeypatch.setattr(backtest, "fit_model", counted)
+    project = _project(
+        tmp_path / "p",
+        retrain="folds = 2\nrefit = true\nprevious_champions = 0\ncandidates = ["
+        '{ name = "careless", trainer = "trainer:careless" }, '
+        '{ name = "boosted", params = { max_iter = 60 } }]\n',
+    )
+    try:
+        send(project, 600, "A", seed=61, label_share=0.5)
+        send(project, 1200, "B", seed=62, label_share=0.8)
+        row = workflow.wait(workflow.start_retrain(project, "manual"))
+    finally:
+        workflow.shutdown()
+    assert row["status"] == "promoted", row
+    training = row["options"]["training"]
+    assert [c["name"] for c in training["candidates"]] == ["careless", "boosted"], training
+    assert training["left_out"] == []
+    careless, boosted = training["candidates"]
+    assert careless["recipe"] == {"trainer": "trainer:careless", "params": {}}
+    assert boosted["recipe"] == {"trainer": None, "params": {"max_iter": 60, "learning_rate": 0.1}}
+    assert careless["rows"] == boosted["rows"] and "fitted by trainer:careless" in careless["window"]
+    assert [f["snapshot"] for f in careless["backtest"]] == [f["snapshot"] for f in boosted["backtest"]]
+    # the earlier fold's rows are the same for both, its fits are not
+    assert fitted == [("trainer:careless", {}), (None, {"max_iter": 60, "learning_rate": 0.1})], fitted
+    folder = Path(project.settings.store.snapshots) / "backtest"
+    made = [read_predictions(pd.read_parquet(folder / f"{row['id']}-{i}.parquet")).labels for i in (0, 1)]
+    assert len(set(made[0])) == 1 < len(set(made[1]))  # the prior's one class; the boosted tree's two
+    evaluated, deployed = row["options"]["evaluated_version"], row["options"]["deployed_version"]
+    assert project.registry.tags(project.name, evaluated)["driftloop.candidate"] == "boosted"
+    for version in (evaluated, deployed):
+        assert project.registry.load(project.name, version).steps[-1][1].max_iter == 60
+    loser = next(
+        v["version"]
+        for v in project.registry.versions(project.name)
+        if project.registry.tags(project.name, v["version"]).get("driftloop.candidate") == "careless"
+    )
+    assert project.registry.tags(project.name, loser)["driftloop.trainer"] == "trainer:careless"
+    assert type(project.registry.load(project.name, loser)).__name__ == "DummyClassifier"
+    project.close()
+
+
+def test_a_candidate_trainer_that_cannot_be_imported_fails_the_run_before_any_training(
+    tmp_path: Path,
+) -> None:
+    project = _project(
+        tmp_path / "p",
+        retrain='candidates = [{ name = "all" }, { name = "lost", trainer = "nowhere:train" }]\n',
+    )
+    try:
+        send(project, 900, "B", seed=63, label_share=0.8)
+        row = workflow.wait(workflow.start_retrain(project, "manual"))
+    finally:
+        workflow.shutdown()
+    assert row["status"] == "failed", row
+    assert "'retrain.candidates 'lost' trainer' setting must name an importable module" in row["error"]
+    assert "'nowhere:train'" in row["error"]
+    assert [v["version"] for v in project.registry.versions(project.name)] == ["1"]
     project.close()
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.candidates import FOLD, candidate_sets
+from driftloop.candidates import FOLD, candidate_sets, recipe_key
 from driftloop.project import Project
 from driftloop.tasks import ROW, Predictions, predictions_frame, read_predictions
 from driftloop.training import fit_model, labelled_frame, record_snapshot
@@ -117,27 +117,31 @@ def fit_folds(
     evaluation: pd.DataFrame,
     out: Path,
     trainer: str | None,
+    params: dict[str, Any] | None = None,
     shared: Path | None = None,
 ) -> bool:
     """Fit ``candidate``'s window for each earlier fold and write its predictions of that fold's
     rows to ``out`` (atomically; nothing is registered). False when there is nothing to fit.
 
+    ``trainer`` and ``params`` are the candidate's recipe (:func:`driftloop.training.fit_model`).
     With ``shared`` (a folder of the run's), each fold's predictions are kept there by training
-    set: windows that hold the same rows for a fold (the whole history and its newest part,
-    while the history is short) are fitted once per run."""
+    set and recipe: windows that hold the same rows for a fold (the whole history and its newest
+    part, while the history is short) are fitted once per run."""
     folds = [f for f in candidate.get("backtest") or [] if f["path"] is not None]
     if not folds:
         return False
     X = project.schema.frame(evaluation)
     fold_of = evaluation[FOLD].to_numpy()
     parts = []
+    recipe = recipe_key(candidate.get("recipe"))
     for f in folds:
-        kept = shared / f"{f['snapshot']}-{f['fold']}.parquet" if shared is not None else None
+        key = f"{f['snapshot']}-{recipe}-{f['fold']}" if recipe else f"{f['snapshot']}-{f['fold']}"
+        kept = shared / f"{key}.parquet" if shared is not None else None
         if kept is not None and kept.exists():
             parts.append(pd.read_parquet(kept))
             continue
         rows = np.flatnonzero(fold_of == f["fold"])
-        model = fit_model(project, pd.read_parquet(f["path"]), trainer)
+        model = fit_model(project, pd.read_parquet(f["path"]), trainer, params)
         parts.append(predictions_frame(rows, project.task.predict(model, X.iloc[rows])))
         if kept is not None:
             _write(parts[-1], kept)

@@ -36,6 +36,8 @@ judges on several times the rows a single holdout leaves.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -45,7 +47,7 @@ from driftloop.config import CandidateSettings, RetrainSettings
 from driftloop.sampling import training_set
 from driftloop.tasks import Task
 
-__all__ = ["FOLD", "candidate_sets", "fold_pools", "out_of_time_split"]
+__all__ = ["FOLD", "candidate_sets", "fold_pools", "out_of_time_split", "recipe_key", "recipe_sentence"]
 
 
 FOLD = "__fold__"  # an evaluation row's backtest fold: 0 the oldest, the newest judged by the final models
@@ -211,3 +213,32 @@ def candidate_sets(
             }
         )
     return made, left_out
+
+
+def recipe_sentence(recipe: dict[str, Any] | None) -> str:
+    """How a candidate with its own recipe is fitted, to follow its window's sentence ('' for the
+    project's trainer as configured).
+
+    >>> recipe_sentence({"trainer": "models:linear", "params": {"C": 0.5}})
+    ", fitted by models:linear with {'C': 0.5}"
+    >>> recipe_sentence({"trainer": None, "params": {"max_depth": 8}})
+    ", fitted by the project's trainer with {'max_depth': 8}"
+    """
+    if recipe is None:
+        return ""
+    by = recipe["trainer"] or "the project's trainer"
+    return f", fitted by {by} with {recipe['params']}" if recipe["params"] else f", fitted by {by}"
+
+
+def recipe_key(recipe: dict[str, Any] | None) -> str:
+    """A short, stable name for a recipe, so fits of different recipes on the same rows are
+    kept apart ('' for the project's trainer).
+
+    >>> recipe_key(None), recipe_key({"trainer": "m:f", "params": {"b": 1, "a": 2}}) == recipe_key(
+    ...     {"trainer": "m:f", "params": {"a": 2, "b": 1}})
+    ('', True)
+    """
+    if recipe is None:
+        return ""
+    text = json.dumps(recipe, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

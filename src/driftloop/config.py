@@ -623,12 +623,23 @@ class SinkSettings(_Model):
 
 
 class CandidateSettings(_Model):
-    """One candidate training window of a retrain run: which labelled rows a challenger learns from.
+    """One candidate of a retrain run: which labelled rows a challenger learns from, and how.
 
     ``rows``: the newest this many labelled production rows (none: every row of the lookback);
     ``since_alert``: only rows from the triggering alert's first window on (a candidate that
     is left out when the run has no alert or too few such rows); ``replay_fraction`` and
     ``recency_half_life``: this candidate's own, else the ``[retrain]`` values.
+
+    ``trainer`` and ``params``: this candidate's own recipe, so a run compares models as well as
+    windows. ``params`` alone is merged over ``[trainer].params`` (the project's trainer with,
+    say, deeper trees); with ``trainer`` (``module:function``) the candidate's ``params`` are
+    that function's only keyword arguments.
+
+    >>> c = CandidateSettings(name="deep", params={"max_depth": 8})
+    >>> c.recipe(TrainerSettings(entrypoint="t:train", params={"max_depth": 3, "seed": 0}))
+    {'trainer': None, 'params': {'max_depth': 8, 'seed': 0}}
+    >>> CandidateSettings(name="all").recipe(TrainerSettings(entrypoint="t:train")) is None
+    True
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]{0,31}$")
@@ -636,6 +647,16 @@ class CandidateSettings(_Model):
     since_alert: bool = False
     replay_fraction: float | None = Field(default=None, ge=0, le=1)
     recency_half_life: float | None = None
+    trainer: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    params: dict[str, Any] | None = None
+
+    def recipe(self, project_trainer: TrainerSettings) -> dict[str, Any] | None:
+        """The trainer and keyword arguments this candidate fits with (None: the project's own)."""
+        if self.trainer is None and self.params is None:
+            return None
+        if self.trainer is None:
+            return {"trainer": None, "params": {**project_trainer.params, **(self.params or {})}}
+        return {"trainer": self.trainer, "params": dict(self.params or {})}
 
     @field_validator("recency_half_life", mode="before")
     @classmethod

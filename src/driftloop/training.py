@@ -170,10 +170,17 @@ def _git_revision(project: Project) -> str:
 NEGATIVE = "__negative__"  # a generator's bad-tagged output in a training snapshot
 
 
-def fit_model(project: Project, train_df: pd.DataFrame, trainer: str | None = None) -> Any:
-    """Run the trainer on a training snapshot's rows (weights, negatives and dtypes as serving
-    passes them) and check what it returns; nothing is registered."""
+def fit_model(
+    project: Project,
+    train_df: pd.DataFrame,
+    trainer: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
+    """Run the trainer (``trainer``, else the project's) with its keyword arguments (``params``,
+    else ``[trainer].params``) on a training snapshot's rows (weights, negatives and dtypes as
+    serving passes them) and check what it returns; nothing is registered."""
     entrypoint = trainer or project.settings.trainer.entrypoint
+    kwargs = project.settings.trainer.params if params is None else params
     fit = load_trainer(entrypoint, project)
     target = project.settings.project.target
     extra: dict[str, Any] = {}
@@ -194,7 +201,7 @@ def fit_model(project: Project, train_df: pd.DataFrame, trainer: str | None = No
     # the trainer sees exactly the dtypes serving will pass to predict_proba
     y = project.task.targets(train_df[target], "training data")
     try:
-        model = fit(project.schema.frame(train_df), y, **project.settings.trainer.params, **extra)
+        model = fit(project.schema.frame(train_df), y, **kwargs, **extra)
     except Exception as exc:
         counts = label_counts(project, y)
         rare = sorted(c for c, n in counts.items() if n < 2) if project.task.classes else []
@@ -220,15 +227,17 @@ def fit_and_register(
     dataset_id: str,
     run_key: str,
     trainer: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, float]]:
-    """Fit the trainer and register a version, once per ``run_key`` (a replay finds it)."""
+    """Fit the trainer (``trainer`` and ``params`` as :func:`fit_model` takes them) and register
+    a version, once per ``run_key`` (a replay finds it)."""
     registry, name = project.registry, project.name
     existing = registry.find(name, "driftloop.run_key", run_key)
     if existing is not None:
         return existing, registry.metrics(name, existing)
     entrypoint = trainer or project.settings.trainer.entrypoint
     target = project.settings.project.target
-    model = fit_model(project, train_df, trainer)
+    model = fit_model(project, train_df, trainer, params)
     scores: dict[str, float] = {}
     if len(valid_df):
         out = project.task.predict(model, project.schema.frame(valid_df))
@@ -241,13 +250,13 @@ def fit_and_register(
         "driftloop.git_revision": _git_revision(project),
         "driftloop.run_name": f"{name}-{run_key}",
     }
-    params = {
-        **project.settings.trainer.params,
+    logged = {
+        **(project.settings.trainer.params if params is None else params),
         "train_rows": len(train_df)
         - (int(train_df[NEGATIVE].fillna(False).astype(bool).sum()) if NEGATIVE in train_df else 0),
         "validation_rows": len(valid_df),
     }
-    version = registry.register(name, model, params=params, metrics=scores, tags=tags)
+    version = registry.register(name, model, params=logged, metrics=scores, tags=tags)
     return version, scores
 
 

@@ -29,12 +29,13 @@ from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from driftloop import __version__
 from driftloop.backtest import assemble, backtest_sets, fit_folds, negatives_frame
-from driftloop.candidates import FOLD, candidate_sets, fold_pools, out_of_time_split
+from driftloop.candidates import FOLD, candidate_sets, fold_pools, out_of_time_split, recipe_sentence
 from driftloop.datasets import file_sha256, stable_fraction
 from driftloop.evaluation import max_t, selection_bias
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide, rows_needed
 from driftloop.monitor import Monitor, MonitorRun
+from driftloop.plugins import load_function
 from driftloop.project import Project
 from driftloop.review import enforce as enforce_agreement
 from driftloop.rollout import canary_verdict
@@ -703,6 +704,10 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         },
     }
     bad = negatives_frame(project, negatives)
+    recipes = {c.name: c.recipe(settings.trainer) for c in rt.candidate_windows()}
+    for c in made:  # a candidate's own trainer must import before anything trains
+        if (own := (recipes[c["name"]] or {}).get("trainer")) is not None:
+            load_function(own, settings.root, f"retrain.candidates '{c['name']}' trainer")
     candidates: list[dict[str, Any]] = []
     for c in made:
         training, sampling = c["frame"].drop(columns=["__seq__"], errors="ignore"), c["sampling"]
@@ -740,9 +745,12 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             },
             add=False,
         )
-        same = next((k for k in candidates if k["train_id"] == ds.id), None)
-        if same is not None:  # the same rows as an earlier window: trained once
-            left_out.append({"name": c["name"], "reason": f"the same rows as candidate '{same['name']}'"})
+        recipe = recipes[c["name"]]
+        same = next((k for k in candidates if k["train_id"] == ds.id and k["recipe"] == recipe), None)
+        if same is not None:  # the same rows and recipe as an earlier candidate: trained once
+            also = " and trainer" if recipe is not None else ""
+            reason = f"the same rows{also} as candidate '{same['name']}'"
+            left_out.append({"name": c["name"], "reason": reason})
             continue
         record_dataset(project, ds)
         candidates.append(
@@ -753,7 +761,8 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                 "rows": len(training),
                 "by_source": sampling["rows_by_source"],
                 "by_class": sampling["rows_by_class"],
-                "window": c["sentence"],
+                "window": c["sentence"] + recipe_sentence(recipe),
+                "recipe": recipe,
             }
         )
     backtest_sets(project, candidates, backtest_pools, fold_starts, original, negatives, plan, common)
@@ -767,6 +776,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                 "by_class": {},
                 "window": f"version {version}, an earlier champion, as it is (not retrained)",
                 "backtest": [],
+                "recipe": None,
             }
             for version in previous_champions(project, plan["champion"], rt.previous_champions)
         ]
@@ -781,6 +791,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             {
                 **{k: c[k] for k in ("name", "rows", "by_source", "window")},
                 **({"version": c["version"]} if c.get("version") else {}),
+                **({"recipe": c["recipe"]} if c.get("recipe") else {}),
                 **(
                     {"backtest": [{k: f[k] for k in ("fold", "rows", "snapshot")} for f in c["backtest"]]}
                     if c["backtest"]
@@ -834,6 +845,13 @@ def candidate_step(run_id: str, version: str) -> str:
     return version
 
 
+def _recipe(data: dict[str, Any], candidate: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    """The trainer and keyword arguments a candidate fits with: its own recipe's, else the run's
+    trainer (``driftloop retrain --trainer``) or the project's, with ``[trainer].params``."""
+    recipe = candidate.get("recipe") or {}
+    return recipe.get("trainer") or data.get("trainer"), recipe.get("params")
+
+
 @DBOS.step()
 def train_step(run_id: str, data: dict[str, Any], index: int) -> str:
     """Fit and register candidate ``index`` (a replay finds the version by its run key)."""
@@ -845,8 +863,15 @@ def train_step(run_id: str, data: dict[str, Any], index: int) -> str:
     _crashpoint("train:before-register")
     df = pd.read_parquet(candidate["train_path"])
     key = run_id if index == 0 else f"{run_id}/{candidate['name']}"
+    trainer, params = _recipe(data, candidate)
     version, _ = fit_and_register(
-        project, df, df.iloc[:0], dataset_id=candidate["train_id"], run_key=key, trainer=data.get("trainer")
+        project,
+        df,
+        df.iloc[:0],
+        dataset_id=candidate["train_id"],
+        run_key=key,
+        trainer=trainer,
+        params=params,
     )
     _crashpoint("train:after-register")
     project.registry.set_tag(project.name, version, "driftloop.eval_dataset", data["eval_id"])
@@ -865,7 +890,7 @@ def backtest_step(run_id: str, data: dict[str, Any], index: int) -> str | None:
     folder = Path(project.settings.store.snapshots) / "backtest"
     out = folder / f"{run_id}-{index}.parquet"
     evaluation = pd.read_parquet(data["eval_path"])
-    fit_folds(project, candidate, evaluation, out, data.get("trainer"), shared=folder / run_id)
+    fit_folds(project, candidate, evaluation, out, *_recipe(data, candidate), shared=folder / run_id)
     return str(out)
 
 
@@ -1086,8 +1111,15 @@ def refit_step(run_id: str, data: dict[str, Any], index: int, evaluated: str) ->
             "refit_of": {"version": evaluated, "train": candidate["train_id"], "eval": data["eval_id"]},
         },
     )
+    trainer, params = _recipe(data, candidate)
     version, _ = fit_and_register(
-        project, rows, rows.iloc[:0], dataset_id=ds.id, run_key=f"{run_id}/refit", trainer=data.get("trainer")
+        project,
+        rows,
+        rows.iloc[:0],
+        dataset_id=ds.id,
+        run_key=f"{run_id}/refit",
+        trainer=trainer,
+        params=params,
     )
     heldout = project.registry.tags(project.name, evaluated).get("driftloop.heldout")
     for key, value in (
