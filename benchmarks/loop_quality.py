@@ -7,7 +7,7 @@ online ARF and Hoeffding adaptive tree (when river is installed:
 pip install -r benchmarks/requirements-loop.txt).
 
     python benchmarks/loop_quality.py [--rows 30000] [--seeds 0,1,2] [--label-shares 1.0,0.1] [--jobs 2]
-        [--streams agrawal,sea,sea-gradual,agrawal-recurring] [--monitor-every 500]
+        [--streams agrawal,sea,sea-gradual,agrawal-recurring] [--monitor-every 500] [--linear]
 
 Streams are the project's own: Agrawal-style and SEA-style with 3 abrupt concept changes at 1/4,
 1/2 and 3/4 of the stream, SEA with gradual drift (the threshold slides), and Agrawal with
@@ -172,12 +172,30 @@ def fit(X: pd.DataFrame, y: Any) -> HistGradientBoostingClassifier:
 
 TRAINER = """
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 
 def train(X, y):
     return HistGradientBoostingClassifier(
         max_iter=200, early_stopping=True, validation_fraction=0.2, n_iter_no_change=10, random_state=0
     ).fit(X, y)
+
+
+def linear(X, y):
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
+"""
+
+# --linear: the default windows, each also fitted by the logistic regression (a second recipe)
+LINEAR_CANDIDATES = """candidates = [
+    { name = "all" }, { name = "half", rows = 2000 }, { name = "recent", rows = 1000 },
+    { name = "since-alert", since_alert = true },
+    { name = "all-linear", trainer = "stream_trainer:linear" },
+    { name = "half-linear", rows = 2000, trainer = "stream_trainer:linear" },
+    { name = "recent-linear", rows = 1000, trainer = "stream_trainer:linear" },
+    { name = "since-alert-linear", since_alert = true, trainer = "stream_trainer:linear" },
+]
 """
 
 CONFIG = """
@@ -217,7 +235,7 @@ label_growth = 1.0
 replay_fraction = 0.0
 holdout_fraction = 0.2
 refit = true
-
+{candidates}
 [gate]
 min_improvement = 0.0
 min_eval_rows = 30
@@ -247,13 +265,15 @@ def run_driftloop(
     progress: Progress | None = None,
     task: Any = None,
     monitor_every: int = 500,
+    linear: bool = False,
 ) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="driftloop-loop-"))
     try:
         X.iloc[:INITIAL].assign(y=y[:INITIAL]).to_csv(folder / "initial.csv", index=False)
         (folder / "stream_trainer.py").write_text(TRAINER)
         features = "\n".join(f'[features.{c}]\ntype = "numeric"\n' for c in X.columns)
-        (folder / "driftloop.toml").write_text(CONFIG.format(features=features))
+        candidates = LINEAR_CANDIDATES if linear else ""
+        (folder / "driftloop.toml").write_text(CONFIG.format(features=features, candidates=candidates))
         project = Project.load(folder / "driftloop.toml")
         first = train(project).version
         workflow.launch(project, schedules=False)
@@ -469,6 +489,7 @@ def run_case(
     progress: Progress | None = None,
     task: Any = None,
     monitor_every: int = 500,
+    linear: bool = False,
 ) -> dict[str, Any]:
     """One stream, label share and seed: driftloop and every baseline on the same rows."""
     X, y = STREAMS[stream](rows, seed)
@@ -476,7 +497,7 @@ def run_case(
         "stream": stream,
         "share": share,
         "seed": seed,
-        **run_driftloop(X, y, share, delay, seed, progress, task, monitor_every),
+        **run_driftloop(X, y, share, delay, seed, progress, task, monitor_every, linear),
         "schedule": run_schedule(X, y, share, delay, seed),
         "sliding": run_sliding(X, y, share, delay, seed),
         "arf": run_river(X, y, share, delay, seed, "arf"),
@@ -501,6 +522,12 @@ def main() -> None:
         help=f"rows between monitoring passes (a multiple of the {BATCH}-row batch)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each")
+    parser.add_argument(
+        "--linear",
+        action="store_true",
+        help="driftloop's candidates also fit each default window with a logistic regression "
+        "(a second recipe, chosen by the same out-of-time evidence; the baselines keep the boosted tree)",
+    )
     args = parser.parse_args()
     if args.monitor_every < BATCH or args.monitor_every % BATCH:
         parser.error(f"--monitor-every must be a positive multiple of {BATCH} rows. Got {args.monitor_every}")
@@ -518,7 +545,17 @@ def main() -> None:
                     f"{stream} labels {share:.0%} seed {seed}", total=args.rows - INITIAL
                 )
                 results.append(
-                    run_case(stream, share, seed, args.rows, args.delay, progress, task, args.monitor_every)
+                    run_case(
+                        stream,
+                        share,
+                        seed,
+                        args.rows,
+                        args.delay,
+                        progress,
+                        task,
+                        args.monitor_every,
+                        args.linear,
+                    )
                 )
                 progress.remove_task(task)
         else:
@@ -528,7 +565,16 @@ def main() -> None:
             with ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=quiet) as pool:
                 futures = [
                     pool.submit(
-                        run_case, stream, share, seed, args.rows, args.delay, None, None, args.monitor_every
+                        run_case,
+                        stream,
+                        share,
+                        seed,
+                        args.rows,
+                        args.delay,
+                        None,
+                        None,
+                        args.monitor_every,
+                        args.linear,
                     )
                     for stream, share, seed in cases
                 ]
@@ -542,6 +588,7 @@ def main() -> None:
         title=f"prequential accuracy, {args.rows:,} rows, labels {args.delay} rows late, "
         f"mean of seeds {args.seeds}"
         + (f", monitored every {args.monitor_every} rows" if args.monitor_every != 500 else "")
+        + (", driftloop's windows also fitted by a logistic regression" if args.linear else "")
     )
     for column in (
         "stream",
