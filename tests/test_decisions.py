@@ -235,6 +235,30 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
         record["gate_raw"] == pytest.approx(estimate["raw"], abs=1e-6) and record["gate"] < record["gate_raw"]
     )
     assert record["optimism_raw"] == pytest.approx(record["gate_raw"] - record["live"], abs=1e-6)
+    # paired: the previous champion's gate score and its score on the same first live rows
+    decision = project.store.decision(row["id"])
+    assert decision is not None
+    gated = next(r for r in decision["rules"] if r["metric"] == "accuracy")
+    served = [
+        r
+        for r in project.store.labelled(project.name, policy=project.settings.feedback)
+        if r["model_version"] == new
+    ][: record["n"]]
+    truth = np.array([r["label"] for r in served], dtype=object)
+    X = project.schema.frame([r["inputs"] for r in served], strict=False)
+    old_live = float(
+        (project.task.predict(project.registry.load(project.name, "1"), X).labels == truth).mean()
+    )
+    assert record["champion_gate"] == pytest.approx(gated["champion"], abs=1e-6)
+    assert record["champion_live"] == pytest.approx(old_live, abs=1e-6)
+    promised, delivered = record["gate"] - record["champion_gate"], record["live"] - record["champion_live"]
+    assert record["gain_optimism"] == pytest.approx(promised - delivered, abs=1e-5)
+    assert summary["mean_gain"] == record["gain_optimism"]
+    from driftloop.ui import render_report
+
+    page = render_report(project)  # the report's calibration table shows the paired figure
+    assert f"{record['champion_gate']:.4f}, {record['champion_live']:.4f}" in page
+    assert f"{record['gain_optimism']:+.4f}" in page
     shown = subprocess.run(
         [sys.executable, "-m", "driftloop.cli", "status", "-c", str(config)],
         env=cli_env(),
@@ -242,7 +266,8 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
         text=True,
         timeout=120,
     )
-    assert "gate optimism:" in shown.stdout, shown.stdout
+    printed = " ".join(shown.stdout.split())  # as wrapped to the terminal's width
+    assert "gate optimism:" in printed and "paired with the previous champion" in printed, shown.stdout
     import httpx
 
     from driftloop.demo.scenario import serve_in_thread
@@ -253,6 +278,7 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
     assert f'driftloop_gate_optimism{{model="loan"}} {summary["mean"]}' in metrics, metrics[-600:]
     assert 'driftloop_gate_optimism_promotions{model="loan"} 1' in metrics
     assert f'driftloop_gate_optimism_raw{{model="loan"}} {summary["mean_raw"]}' in metrics
+    assert f'driftloop_gate_gain_optimism{{model="loan"}} {summary["mean_gain"]}' in metrics
     project.close()
 
 

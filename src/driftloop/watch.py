@@ -15,7 +15,12 @@ beside the live score it reached on the first labelled rows it served, as many a
 (``gate optimism`` = gate - live for a score, live - gate for an error). The estimate is the
 winner's score less what choosing it among the candidates flattered it by (the bootstrap's
 winner's curse, :func:`driftloop.evaluation.selection_bias`); the raw score's optimism is kept
-beside it. ``driftloop status`` and ``/metrics`` show the mean, so a gate that flatters is seen.
+beside it. The paired figure (``gain optimism``) does the same for the gate's promise of an
+improvement: the estimate minus the previous champion's gate score, less the difference the two
+made on the same live rows. A concept change right after a promotion takes the live score of
+the new model and the old alike: it counts against the absolute figure, which measures what a
+user was promised, but cancels in the paired one, which measures the gate's judgement.
+``driftloop status`` and ``/metrics`` show the means, so a gate that flatters is seen.
 """
 
 from __future__ import annotations
@@ -56,33 +61,43 @@ def _paired_on_live_rows(project: Project, rows: list[dict[str, Any]], new: str,
     return {"new": values[new], "old": values[old], "p_value": p_value, "ci": ci, "n": len(rows)}
 
 
-def gate_optimism(project: Project, run_id: str, live: float, n: int) -> dict[str, Any] | None:
-    """Record, on the run that promoted, the gate's estimate beside the live ``live`` over ``n`` rows."""
+def gate_optimism(
+    project: Project, run_id: str, live: float, n: int, live_old: float | None = None
+) -> dict[str, Any] | None:
+    """Record, on the run that promoted, the gate's estimate beside the live ``live`` over ``n``
+    rows; with ``live_old`` (the previous champion on the same rows) the paired figure too."""
     store, metric = project.store, project.settings.gate.primary_metric
     decision = store.decision(run_id)
-    gate = next(
+    rule = next(
         (
-            r["challenger"]
+            r
             for r in (decision or {}).get("rules", [])
             if r["metric"] == metric and r["challenger"] is not None
         ),
         None,
     )
     run = store.run(run_id)
-    if gate is None or run is None:
+    if rule is None or run is None:
         return None
+    gate = float(rule["challenger"])
     estimate = (run["options"] or {}).get("gate_estimate") or {}
-    expected = float(estimate["value"]) if estimate.get("metric") == metric else float(gate)
-    lower = metric in project.task.lower_is_better
-    record = {
+    expected = float(estimate["value"]) if estimate.get("metric") == metric else gate
+    sign = -1.0 if metric in project.task.lower_is_better else 1.0  # optimism: promised more than delivered
+    record: dict[str, Any] = {
         "metric": metric,
         "gate": round(expected, 6),
-        "gate_raw": round(float(gate), 6),
+        "gate_raw": round(gate, 6),
         "live": round(live, 6),
         "n": n,
-        "optimism": round(live - expected if lower else expected - live, 6),
-        "optimism_raw": round(live - gate if lower else gate - live, 6),
+        "optimism": round(sign * (expected - live), 6),
+        "optimism_raw": round(sign * (gate - live), 6),
     }
+    if live_old is not None and rule.get("champion") is not None:
+        # the gain promised (estimate minus the champion's gate score) minus the gain delivered
+        # (the two on the same live rows): a change of the world that both models meet cancels
+        record["champion_gate"] = round(float(rule["champion"]), 6)
+        record["champion_live"] = round(live_old, 6)
+        record["gain_optimism"] = round(sign * ((expected - float(rule["champion"])) - (live - live_old)), 6)
     store.merge_run_options(run_id, gate_optimism=record)
     return record
 
@@ -97,8 +112,10 @@ def harmful(worse_by: float, p_value: float | None, *, tolerance: float, alpha: 
 
 
 def optimism_summary(project: Project, limit: int = 200) -> dict[str, Any] | None:
-    """The gate's calibration over the last promotions that have a live score: ``{"mean", "n",
-    "metric", "records"}`` (positive mean: the gate promised more than the models delivered)."""
+    """The gate's calibration over the last promotions that have a live score: ``{"mean",
+    "mean_raw", "mean_gain", "n", "metric", "records"}`` (positive mean: the gate promised more
+    than the models delivered; ``mean_gain``: more improvement over the previous champion than
+    the two showed on the same live rows)."""
     records = [
         {"run_id": r["id"], **r["options"]["gate_optimism"]}
         for r in project.store.runs(project.name, limit=limit)
@@ -106,9 +123,11 @@ def optimism_summary(project: Project, limit: int = 200) -> dict[str, Any] | Non
     ]
     if not records:
         return None
+    paired = [r["gain_optimism"] for r in records if r.get("gain_optimism") is not None]
     return {
         "mean": round(float(np.mean([r["optimism"] for r in records])), 6),
         "mean_raw": round(float(np.mean([r.get("optimism_raw", r["optimism"]) for r in records])), 6),
+        "mean_gain": round(float(np.mean(paired)), 6) if paired else None,
         "n": len(records),
         "metric": records[-1]["metric"],
         "records": records,
@@ -183,7 +202,7 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
             decision = store.decision(last["run_id"]) or {}
             n = min(len(rows), int(decision.get("eval_rows") or len(rows)))
             first = _paired_on_live_rows(project, rows[:n], new, old) if n < len(rows) else compared
-            gate_optimism(project, last["run_id"], first["new"], n)
+            gate_optimism(project, last["run_id"], first["new"], n, live_old=first["old"])
     key = f"watch-{last['run_id'] or last['id']}"[:64]
     if verdict["action"] == "watch-rollback":
         from driftloop.workflow import rollback

@@ -118,6 +118,9 @@ def prometheus_text(
         f'driftloop_gate_optimism{{model="{name}"}} {optimism["mean"] if optimism else "NaN"}',
         "# TYPE driftloop_gate_optimism_raw gauge",  # from the winner's score before the choice's correction
         f'driftloop_gate_optimism_raw{{model="{name}"}} {optimism["mean_raw"] if optimism else "NaN"}',
+        "# TYPE driftloop_gate_gain_optimism gauge",  # the promised improvement minus the delivered one
+        f'driftloop_gate_gain_optimism{{model="{name}"}} '
+        f"{optimism['mean_gain'] if optimism and optimism.get('mean_gain') is not None else 'NaN'}",
         "# TYPE driftloop_gate_optimism_promotions gauge",
         f'driftloop_gate_optimism_promotions{{model="{name}"}} {optimism["n"] if optimism else 0}',
         "# TYPE driftloop_shadow_predictions_total counter",
