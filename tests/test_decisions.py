@@ -35,6 +35,32 @@ def _project(folder: Path, retrain: str = "", gate: str = "", watch: str = "") -
     return project
 
 
+def _retrained_after_a_change(project: Project, seeds: tuple[int, int]) -> dict[str, Any]:
+    """600 rows of concept A (half labelled), 1,200 of B (80 %), then a run by hand, to its end."""
+    try:
+        send(project, 600, "A", seed=seeds[0], label_share=0.5)
+        send(project, 1200, "B", seed=seeds[1], label_share=0.8)
+        return workflow.wait(workflow.start_retrain(project, "manual"))
+    finally:
+        workflow.shutdown()
+
+
+@pytest.fixture
+def backtest_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str | None, Any]]:
+    """Every fit of a backtest fold, as (rows, trainer, params), in order."""
+    from driftloop import backtest
+    from driftloop.training import fit_model
+
+    fits: list[tuple[int, str | None, Any]] = []
+
+    def counted(project: Project, rows: pd.DataFrame, trainer: str | None = None, params: Any = None) -> Any:
+        fits.append((len(rows), trainer, params))
+        return fit_model(project, rows, trainer, params)
+
+    monkeypatch.setattr(backtest, "fit_model", counted)
+    return fits
+
+
 @pytest.mark.parametrize(("choose_on", "min_rows"), [("all", 100), ("half", 100), ("half", 160)])
 def test_candidates_are_judged_out_of_time_and_the_best_is_gated_with_a_correction(
     tmp_path: Path, choose_on: str, min_rows: int
@@ -452,36 +478,22 @@ def test_the_gate_rejects_a_challenger_that_loses_the_newest_fold_and_weighs_the
 
 
 def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, backtest_fits: list[tuple[int, str | None, Any]]
 ) -> None:
     """With retrain.folds = 3 the gate judges on three folds of time: the newest predicted by the
     registered candidate, the earlier ones by its window refitted on the rows before each fold,
     every one by the champion; the pooled scores it records are those; a refit's reference takes
     the run's held-out predictions, not a score on rows it learned from. Windows that hold the
     same rows for a fold are fitted once."""
-    from driftloop import backtest
     from driftloop.candidates import FOLD
     from driftloop.tasks import ROW
     from driftloop.training import fit_model
-
-    fitted: list[int] = []
-
-    def counted(project: Project, rows: pd.DataFrame, trainer: str | None = None, params: Any = None) -> Any:
-        fitted.append(len(rows))
-        return fit_model(project, rows, trainer, params)
-
-    monkeypatch.setattr(backtest, "fit_model", counted)
 
     project = _project(
         tmp_path / "p",
         retrain='folds = 3\nrefit = true\ncandidates = [{ name = "all" }, { name = "recent", rows = 600 }]\n',
     )
-    try:
-        send(project, 600, "A", seed=51, label_share=0.5)
-        send(project, 1200, "B", seed=52, label_share=0.8)
-        row = workflow.wait(workflow.start_retrain(project, "manual"))
-    finally:
-        workflow.shutdown()
+    row = _retrained_after_a_change(project, (51, 52))
     assert row["status"] == "promoted", row
     decision = project.store.decision(row["id"])
     assert decision is not None
@@ -505,7 +517,10 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
     # before each earlier fold fewer rows than 'recent' holds: both windows are the whole pool there,
     # and each fold's set is fitted once
     sets = {(f["snapshot"], f["fold"]) for c in candidates for f in c["backtest"]}
-    assert len(fitted) == len(sets) == 2 < sum(len(c["backtest"]) for c in candidates), (sets, fitted)
+    assert len(backtest_fits) == len(sets) == 2 < sum(len(c["backtest"]) for c in candidates), (
+        sets,
+        backtest_fits,
+    )
     # the pooled scores the gate recorded are the backtest's: refit and predict each fold again
     evaluated = row["options"]["evaluated_version"]
     name = project.registry.tags(project.name, evaluated)["driftloop.candidate"]
@@ -536,35 +551,21 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
 
 
 def test_candidates_with_their_own_trainer_compete_on_the_same_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, backtest_fits: list[tuple[int, str | None, Any]]
 ) -> None:
     """Two candidates on the same rows with different recipes are both trained, not merged as
     duplicates; each earlier backtest fold is fitted once per recipe, not shared; every version
     records its own trainer and keyword arguments, and the accepted winner is refitted with its
     recipe, not the project's."""
-    from driftloop import backtest
     from driftloop.tasks import read_predictions
-    from driftloop.training import fit_model
 
-    fitted: list[tuple[str | None, Any]] = []
-
-    def counted(project: Project, rows: pd.DataFrame, trainer: str | None = None, params: Any = None) -> Any:
-        fitted.append((trainer, params))
-        return fit_model(project, rows, trainer, params)
-
-    monkeypatch.setattr(backtest, "fit_model", counted)
     project = _project(
         tmp_path / "p",
         retrain="folds = 2\nrefit = true\nprevious_champions = 0\ncandidates = ["
         '{ name = "careless", trainer = "trainer:careless" }, '
         '{ name = "boosted", params = { max_iter = 60 } }]\n',
     )
-    try:
-        send(project, 600, "A", seed=61, label_share=0.5)
-        send(project, 1200, "B", seed=62, label_share=0.8)
-        row = workflow.wait(workflow.start_retrain(project, "manual"))
-    finally:
-        workflow.shutdown()
+    row = _retrained_after_a_change(project, (61, 62))
     assert row["status"] == "promoted", row
     training = row["options"]["training"]
     assert [c["name"] for c in training["candidates"]] == ["careless", "boosted"], training
@@ -575,7 +576,8 @@ def test_candidates_with_their_own_trainer_compete_on_the_same_rows(
     assert careless["rows"] == boosted["rows"] and "fitted by trainer:careless" in careless["window"]
     assert [f["snapshot"] for f in careless["backtest"]] == [f["snapshot"] for f in boosted["backtest"]]
     # the earlier fold's rows are the same for both, its fits are not
-    assert fitted == [("trainer:careless", {}), (None, {"max_iter": 60, "learning_rate": 0.1})], fitted
+    fits = [(trainer, params) for _, trainer, params in backtest_fits]
+    assert fits == [("trainer:careless", {}), (None, {"max_iter": 60, "learning_rate": 0.1})], fits
     folder = Path(project.settings.store.snapshots) / "backtest"
     made = [read_predictions(pd.read_parquet(folder / f"{row['id']}-{i}.parquet")).labels for i in (0, 1)]
     assert len(set(made[0])) == 1 < len(set(made[1]))  # the prior's one class; the boosted tree's two
