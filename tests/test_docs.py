@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,26 @@ def test_store_head_is_the_newest_migration() -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD
+
+
+def test_the_candidates_example_in_the_config_reference_is_valid() -> None:
+    from driftloop import Settings
+
+    text = (ROOT / "docs" / "config.md").read_text().split("## Candidates that compare models")[1]
+    sample = tomllib.loads(text.split("```toml")[1].split("```")[0])
+    settings = Settings.from_dict(
+        {
+            "project": {"name": "m", "target": "y", "classes": ["a", "b"]},
+            "features": {"x": {"type": "numeric"}},
+            "data": {"train": "t.csv"},
+            "trainer": {"entrypoint": "trainer:train", "params": {"max_iter": 150, "learning_rate": 0.1}},
+            **sample,
+        }
+    )
+    recipes = {c.name: c.recipe(settings.trainer) for c in settings.retrain.candidate_windows()}
+    assert recipes == {
+        "all": None,
+        "recent": None,
+        "recent-deeper": {"trainer": None, "params": {"max_iter": 300, "learning_rate": 0.1}},
+        "recent-linear": {"trainer": "trainer:linear", "params": {}},
+    }
