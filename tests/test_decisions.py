@@ -279,7 +279,7 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
     assert record["champion_live"] == pytest.approx(old_live, abs=1e-6)
     promised, delivered = record["gate"] - record["champion_gate"], record["live"] - record["champion_live"]
     assert record["gain_optimism"] == pytest.approx(promised - delivered, abs=1e-5)
-    assert summary["mean_gain"] == record["gain_optimism"]
+    assert summary["mean_gain"] == record["gain_optimism"] and summary["n_gain"] == 1
     from driftloop.ui import render_report
 
     page = render_report(project)  # the report's calibration table shows the paired figure

@@ -569,18 +569,18 @@ def status(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -
     _print_runs(project)
     optimism = view["gate_optimism"]
     if optimism:
-        last = optimism["records"][-1]
+        last, paired = optimism["records"][-1], ""
+        if optimism.get("mean_gain") is not None:
+            over = f" over {optimism['n_gain']}" if optimism["n_gain"] != optimism["n"] else ""
+            paired = (
+                f"; paired with the previous champion on the same rows (the improvement promised "
+                f"minus the improvement delivered): {optimism['mean_gain']:+.4f}{over}"
+            )
         console.print(
             f"gate optimism: {optimism['mean']:+.4f} {optimism['metric']} on average over {optimism['n']} "
             f"promotion(s) (gate estimate, less what choosing among the candidates flattered it by, "
             f"minus the live score over as many labelled rows; {optimism['mean_raw']:+.4f} from the raw "
-            f"score; latest: gate {last['gate']:.4f}, live {last['live']:.4f} on {last['n']} rows)"
-            + (
-                f"; paired with the previous champion on the same rows (the improvement promised "
-                f"minus the improvement delivered): {optimism['mean_gain']:+.4f}"
-                if optimism.get("mean_gain") is not None
-                else ""
-            ),
+            f"score; latest: gate {last['gate']:.4f}, live {last['live']:.4f} on {last['n']} rows){paired}",
             highlight=False,
         )
     archived = view["archive"]

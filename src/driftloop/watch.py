@@ -113,7 +113,7 @@ def harmful(worse_by: float, p_value: float | None, *, tolerance: float, alpha: 
 
 def optimism_summary(project: Project, limit: int = 200) -> dict[str, Any] | None:
     """The gate's calibration over the last promotions that have a live score: ``{"mean",
-    "mean_raw", "mean_gain", "n", "metric", "records"}`` (positive mean: the gate promised more
+    "mean_raw", "mean_gain", "n", "n_gain", "metric", "records"}`` (positive mean: the gate promised more
     than the models delivered; ``mean_gain``: more improvement over the previous champion than
     the two showed on the same live rows)."""
     records = [
@@ -128,6 +128,7 @@ def optimism_summary(project: Project, limit: int = 200) -> dict[str, Any] | Non
         "mean": round(float(np.mean([r["optimism"] for r in records])), 6),
         "mean_raw": round(float(np.mean([r.get("optimism_raw", r["optimism"]) for r in records])), 6),
         "mean_gain": round(float(np.mean(paired)), 6) if paired else None,
+        "n_gain": len(paired),  # promotions recorded before the paired figure existed have none
         "n": len(records),
         "metric": records[-1]["metric"],
         "records": records,
