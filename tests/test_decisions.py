@@ -608,7 +608,7 @@ def test_a_candidate_trainer_that_cannot_be_imported_fails_the_run_before_any_tr
     finally:
         workflow.shutdown()
     assert row["status"] == "failed", row
-    assert "'retrain.candidates 'lost' trainer' setting must name an importable module" in row["error"]
+    assert "The 'retrain.candidates[lost].trainer' setting must name an importable module" in row["error"]
     assert "'nowhere:train'" in row["error"]
     assert [v["version"] for v in project.registry.versions(project.name)] == ["1"]
     project.close()

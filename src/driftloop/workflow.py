@@ -707,7 +707,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     recipes = {c.name: c.recipe(settings.trainer) for c in rt.candidate_windows()}
     for c in made:  # a candidate's own trainer must import before anything trains
         if (own := (recipes[c["name"]] or {}).get("trainer")) is not None:
-            load_function(own, settings.root, f"retrain.candidates '{c['name']}' trainer")
+            load_function(own, settings.root, f"retrain.candidates[{c['name']}].trainer")
     candidates: list[dict[str, Any]] = []
     for c in made:
         training, sampling = c["frame"].drop(columns=["__seq__"], errors="ignore"), c["sampling"]
