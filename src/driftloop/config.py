@@ -172,6 +172,9 @@ WINDOW_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+ENTRYPOINT = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # module:function, for every setting naming one
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -221,7 +224,7 @@ class FeatureSettings(_Model):
     allowed: list[str] | None = None
     max_length: int | None = None
     pii: Literal["hash", "drop"] | None = None
-    embedding: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    embedding: str | None = Field(default=None, pattern=ENTRYPOINT)
     max_bytes: int = Field(default=5_000_000, gt=0)  # an image's file size, decoded from base64
     max_pixels: int = Field(default=16_000_000, gt=0)  # width x height, against decompression bombs
 
@@ -327,7 +330,7 @@ class DataSettings(_Model):
 
 
 class TrainerSettings(_Model):
-    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    entrypoint: str = Field(pattern=ENTRYPOINT)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -539,7 +542,7 @@ class CustomMetricSettings(_Model):
     its drift is tested too.
     """
 
-    function: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    function: str | None = Field(default=None, pattern=ENTRYPOINT)
     params: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the function
     better: Literal["higher", "lower"] = "higher"  # which way the gate counts an improvement
     kind: Literal["numeric", "categorical"] = "numeric"
@@ -647,7 +650,7 @@ class CandidateSettings(_Model):
     since_alert: bool = False
     replay_fraction: float | None = Field(default=None, ge=0, le=1)
     recency_half_life: float | None = None
-    trainer: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    trainer: str | None = Field(default=None, pattern=ENTRYPOINT)
     params: dict[str, Any] | None = None
 
     def recipe(self, project_trainer: TrainerSettings) -> dict[str, Any] | None:
@@ -960,7 +963,7 @@ class GateSettings(_Model):
     min_effect: float | None = Field(default=None, gt=0, lt=1)
     power: float = Field(default=0.8, gt=0, lt=1)
     choose_on: Literal["all", "half"] = "all"
-    judge: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    judge: str | None = Field(default=None, pattern=ENTRYPOINT)
     judge_min_win_rate: float = Field(default=0.5, ge=0, le=1)
     critical_min_f1: float | None = Field(
         default=None, ge=0, le=1
