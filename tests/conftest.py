@@ -31,11 +31,19 @@ def make_project(folder: Path, **kwargs: object) -> Project:
     return Project.load(write_example(folder, **options))  # type: ignore[arg-type]
 
 
-def trained_with_retrain(folder: Path, settings: str) -> Project:
-    """A trained example project whose ``[retrain]`` table starts with ``settings`` (TOML lines)."""
+def trained_with(folder: Path, **tables: str) -> Project:
+    """A trained example project with TOML lines at the top of each named table (``retrain=``,
+    ``gate=``, ...); a table the example lacks is added at the end."""
     make_project(folder)
     config = folder / "driftloop.toml"
-    config.write_text(config.read_text().replace("[retrain]\n", f"[retrain]\n{settings}\n"))
+    text = config.read_text()
+    for table, lines in tables.items():
+        header = f"[{table}]\n"
+        if lines and header in text:
+            text = text.replace(header, f"{header}{lines}\n")
+        elif lines:
+            text = f"{text}\n{header}{lines}\n"
+    config.write_text(text)
     project = Project.load(config)
     train(project)
     return project

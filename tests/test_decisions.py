@@ -17,22 +17,10 @@ from driftloop import workflow
 from driftloop.gate import rows_needed
 from driftloop.monitor import Monitor
 from driftloop.project import Project
-from driftloop.training import train
 from driftloop.watch import harmful, optimism_summary
 
-from .conftest import cli_env, make_project
+from .conftest import cli_env, trained_with
 from .helpers import send
-
-
-def _project(folder: Path, retrain: str = "", gate: str = "", watch: str = "") -> Project:
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    text = config.read_text().replace("[retrain]\n", f"[retrain]\n{retrain}")
-    text = text.replace("[gate]\n", f"[gate]\n{gate}")
-    config.write_text(text + (f"\n[watch]\n{watch}" if watch else ""))
-    project = Project.load(config)
-    train(project)
-    return project
 
 
 def _retrained_after_a_change(project: Project, seeds: tuple[int, int]) -> dict[str, Any]:
@@ -68,7 +56,7 @@ def test_candidates_are_judged_out_of_time_and_the_best_is_gated_with_a_correcti
     """All rows choose the candidate and judge it with p x 2; or ("half"), with rows enough for
     two halves (100 each of 304), every other row chooses and the rest judge; with too few for
     halves (160 each), all rows again."""
-    project = _project(
+    project = trained_with(
         tmp_path / "p",
         retrain='candidates = [{ name = "all" }, { name = "recent", rows = 300 }, '
         '{ name = "same", rows = 5000 }]\nfolds = 1\nprevious_champions = 0\n',
@@ -162,7 +150,7 @@ def test_candidates_are_judged_out_of_time_and_the_best_is_gated_with_a_correcti
 
 
 def test_an_automatic_trigger_waits_for_evaluation_rows_then_runs(tmp_path: Path) -> None:
-    project = _project(tmp_path / "p")
+    project = trained_with(tmp_path / "p")
     try:
         send(project, 600, "B", seed=43, label_share=0.1)  # about 60 labels; the gate needs 100
         run_id = workflow.start_or_wait(project, "alert:accuracy-drop", since_seq=1)
@@ -194,7 +182,7 @@ def test_an_automatic_trigger_waits_for_evaluation_rows_then_runs(tmp_path: Path
 
 
 def test_min_effect_sizes_the_evaluation_by_the_gates_power(tmp_path: Path) -> None:
-    project = _project(tmp_path / "p", gate="min_effect = 0.05\n")
+    project = trained_with(tmp_path / "p", gate="min_effect = 0.05\n")
     try:
         champion = project.champion()
         reference = project.store.reference(project.name, champion)  # type: ignore[arg-type]
@@ -219,7 +207,7 @@ def test_min_effect_sizes_the_evaluation_by_the_gates_power(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp_path: Path) -> None:
-    project = _project(
+    project = trained_with(
         tmp_path / "p",
         retrain='candidates = [{ name = "all" }, { name = "recent", rows = 300 }]\n',
         watch="windows = 2\nmin_labels = 100\n",
@@ -489,7 +477,7 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
     from driftloop.tasks import ROW
     from driftloop.training import fit_model
 
-    project = _project(
+    project = trained_with(
         tmp_path / "p",
         retrain='folds = 3\nrefit = true\ncandidates = [{ name = "all" }, { name = "recent", rows = 600 }]\n',
     )
@@ -559,7 +547,7 @@ def test_candidates_with_their_own_trainer_compete_on_the_same_rows(
     recipe, not the project's."""
     from driftloop.tasks import read_predictions
 
-    project = _project(
+    project = trained_with(
         tmp_path / "p",
         retrain="folds = 2\nrefit = true\nprevious_champions = 0\ncandidates = ["
         '{ name = "careless", trainer = "trainer:careless" }, '
@@ -598,7 +586,7 @@ def test_candidates_with_their_own_trainer_compete_on_the_same_rows(
 def test_a_candidate_trainer_that_cannot_be_imported_fails_the_run_before_any_training(
     tmp_path: Path,
 ) -> None:
-    project = _project(
+    project = trained_with(
         tmp_path / "p",
         retrain='candidates = [{ name = "all" }, { name = "lost", trainer = "nowhere:train" }]\n',
     )
@@ -618,7 +606,7 @@ def test_an_earlier_champion_competes_again_and_comes_back_as_it_was(tmp_path: P
     """A world that returns to an earlier concept: with retrain.previous_champions, the champion
     of that concept is a candidate again, wins on the recent rows, and is promoted without being
     retrained or refitted; what it learned from (its cutoff) and its own record stay its own."""
-    project = _project(tmp_path / "p", retrain="previous_champions = 1\nrefit = true\n")
+    project = trained_with(tmp_path / "p", retrain="previous_champions = 1\nrefit = true\n")
     try:
         send(project, 1500, "B", seed=53, label_share=0.8)
         first = workflow.wait(workflow.start_retrain(project, "manual"))

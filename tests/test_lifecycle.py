@@ -20,7 +20,7 @@ from driftloop.sampling import WEIGHT, training_set
 from driftloop.serving import create_app
 from driftloop.training import train
 
-from .conftest import make_project, trained_with_retrain
+from .conftest import make_project, trained_with
 from .helpers import send
 
 WEIGHTED_TRAINER = '''
@@ -219,7 +219,7 @@ def test_a_relative_rule_fires_below_the_champions_own_held_out_score(tmp_path: 
 
 
 def test_enough_new_labels_trigger_a_retrain(tmp_path: Path) -> None:
-    project = trained_with_retrain(tmp_path / "p", "every_new_labels = 300")
+    project = trained_with(tmp_path / "p", retrain="every_new_labels = 300")
     send(project, 300, "A", seed=96, label_share=0.5)  # 150 labels: not yet
     try:
         workflow.launch(project, schedules=False)
@@ -240,7 +240,7 @@ def test_enough_new_labels_trigger_a_retrain(tmp_path: Path) -> None:
 
 
 def test_labels_in_proportion_to_the_champions_data_trigger_a_retrain(tmp_path: Path) -> None:
-    project = trained_with_retrain(tmp_path / "p", "label_growth = 0.1")
+    project = trained_with(tmp_path / "p", retrain="label_growth = 0.1")
     version = project.champion()
     assert version is not None
     learned = project.store.dataset(project.registry.tags(project.name, version)["driftloop.dataset"])

@@ -20,7 +20,7 @@ from driftloop.project import Project
 from driftloop.serving import create_app
 from driftloop.training import train
 
-from .conftest import cli_env, make_project, trained_with_retrain
+from .conftest import cli_env, make_project, trained_with
 from .helpers import send
 
 
@@ -193,7 +193,7 @@ def test_cli_env_keeps_the_path() -> None:
 
 
 def test_cron_schedule_starts_a_retrain(tmp_path: Path) -> None:
-    project = trained_with_retrain(tmp_path / "p", 'schedule = "*/2 * * * * *"')
+    project = trained_with(tmp_path / "p", retrain='schedule = "*/2 * * * * *"')
     try:
         workflow.launch(project)
         deadline = time.time() + 30
