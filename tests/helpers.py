@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -178,3 +179,82 @@ CHROMIUM_ARGS = [
 def launch_chromium(pw: Any, executable: str) -> Any:
     """Chromium through Playwright, with :data:`CHROMIUM_ARGS`."""
     return pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+
+
+class _Nesting(HTMLParser):
+    """Tags as a page opens and closes them, with what the HTML content model forbids."""
+
+    VOID = frozenset(
+        ["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"]
+    )
+    PHRASING = frozenset(
+        ["a", "abbr", "b", "button", "code", "em", "i", "label", "small", "span", "strong", "sub", "sup"]
+    )
+    HOLDS_PHRASING = PHRASING | frozenset(["p", "h1", "h2", "h3", "h4", "h5", "h6", "pre"])
+    BLOCK = frozenset(
+        [
+            "address",
+            "article",
+            "aside",
+            "details",
+            "dialog",
+            "div",
+            "dl",
+            "fieldset",
+            "figure",
+            "footer",
+            "form",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "header",
+            "hr",
+            "main",
+            "nav",
+            "ol",
+            "p",
+            "pre",
+            "section",
+            "table",
+            "ul",
+        ]
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[tuple[str, int]] = []
+        self.problems: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        line = self.getpos()[0]
+        inline = next((t for t, _ in reversed(self.open) if t in self.HOLDS_PHRASING), None)
+        if tag in self.BLOCK and inline is not None:
+            self.problems.append(f"line {line}: <{tag}> inside <{inline}>, which holds only phrasing content")
+        if tag not in self.VOID:
+            self.open.append((tag, line))
+
+    def handle_endtag(self, tag: str) -> None:
+        line = self.getpos()[0]
+        if tag in self.VOID:
+            return
+        if not self.open or self.open[-1][0] != tag:
+            top = f"<{self.open[-1][0]}> from line {self.open[-1][1]}" if self.open else "nothing"
+            self.problems.append(f"line {line}: </{tag}> closes {top}")
+            if any(t == tag for t, _ in self.open):  # recover at the matching tag
+                while self.open.pop()[0] != tag:
+                    pass
+            return
+        self.open.pop()
+
+
+def html_problems(page: str) -> list[str]:
+    """What is wrong with a page's nesting: a tag closed out of order, one never closed, a block
+    (a section, a table, a heading) inside phrasing content such as a ``<span>``. A browser
+    renders such a page anyway, with the block moved where it was never meant to be."""
+    parser = _Nesting()
+    parser.feed(page)
+    parser.close()
+    return parser.problems + [f"<{t}> from line {n} is never closed" for t, n in parser.open]

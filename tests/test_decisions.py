@@ -20,7 +20,7 @@ from driftloop.project import Project
 from driftloop.watch import harmful, optimism_summary
 
 from .conftest import cli_env, trained_with
-from .helpers import send
+from .helpers import html_problems, send
 
 
 def _retrained_after_a_change(project: Project, seeds: tuple[int, int]) -> dict[str, Any]:
@@ -273,6 +273,7 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
     page = render_report(project)  # the report's calibration table shows the paired figure
     assert f"{record['champion_gate']:.4f}, {record['champion_live']:.4f}" in page
     assert f"{record['gain_optimism']:+.4f}" in page
+    assert html_problems(page) == []
     shown = subprocess.run(
         [sys.executable, "-m", "driftloop.cli", "status", "-c", str(config)],
         env=cli_env(),

@@ -27,7 +27,7 @@ from driftloop.store import tables
 from driftloop.tasks import Extraction
 from driftloop.training import train
 
-from .helpers import launch_chromium
+from .helpers import html_problems, launch_chromium
 
 
 @pytest.fixture
@@ -91,6 +91,7 @@ def test_an_extractor_is_served_corrected_field_by_field_and_monitored(intake: P
     from driftloop.ui import render_report
 
     page = render_report(intake)  # the per-field heat map, with its numbers
+    assert html_problems(page) == []
     assert "Fields: F1 from corrections" in page and '<td class="num bad">0.000</td>' in page
 
 
@@ -232,6 +233,7 @@ def test_fields_are_corrected_inline_on_the_review_page_in_a_real_browser(
         page.fill("#key", "kc")
         page.keyboard.press("Enter")
         page.wait_for_selector("#extraction:not([hidden])")
+        assert html_problems(page.request.get(url + "/review").text()) == []  # as served
         item = int(page.text_content("#item-id").lstrip("#"))  # type: ignore[union-attr]
         with intake.store.engine.connect() as conn:
             pid = conn.execute(

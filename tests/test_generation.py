@@ -27,7 +27,7 @@ from driftloop.serving import create_app
 from driftloop.store import tables
 from driftloop.training import train
 
-from .helpers import launch_chromium
+from .helpers import html_problems, launch_chromium
 
 LATE = """
 [metrics.judged]
@@ -328,6 +328,7 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
         page.fill("#key", "ka")
         page.keyboard.press("Enter")
         page.wait_for_selector("#item:not([hidden])")
+        assert html_problems(page.request.get(url + "/review").text()) == []  # as served
         assert page.is_visible("#output") and page.text_content("#output") in texts.values()
         assert page.locator("#labels button").all_text_contents() == ["11", "22", "33", "44", "55"]
         assert page.locator("#tags button").all_text_contents() == ["qdated", "woff-topic", "eawkward"]

@@ -20,7 +20,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
-from .helpers import launch_chromium, send
+from .helpers import html_problems, launch_chromium, send
 
 
 def _project(folder: Path, review_settings: str, feedback: str = "") -> Project:
@@ -211,6 +211,8 @@ def test_the_review_page_is_keyboard_first_in_a_real_browser(
         page.keyboard.press("Enter")
         page.wait_for_selector("#item:not([hidden])")
         assert page.url == url + "/review"  # a reviewer's key lands on the review page
+        for path in ("/review", "/login"):  # as served, before the browser repairs anything
+            assert html_problems(page.request.get(url + path).text()) == [], path
         assert page.locator("#labels button").all_text_contents() == [
             f"{i + 1}{c}" for i, c in enumerate(classes)
         ]

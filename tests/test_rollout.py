@@ -16,7 +16,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import make_project
-from .helpers import send
+from .helpers import html_problems, send
 
 
 def _project(tmp_path: Path, extra: str, gate: str = "") -> Project:
@@ -163,6 +163,7 @@ def test_a_worse_canary_is_rolled_back_and_the_champion_stays(tmp_path: Path) ->
 
     page = render_report(project)  # the dashboard's canary comparison
     assert "Canary rollouts" in page and "rolled-back" in page and "more than 0.03 worse" in page
+    assert html_problems(page) == []  # a section of its own, not inside a summary card
     alerts = [a for a in project.store.alerts(project.name) if a["rule"] == "canary-rollback"]
     assert len(alerts) == 1 and "the champion stays" in alerts[0]["message"]
     assert project.registry.alias(project.name, "challenger") is None

@@ -24,7 +24,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
-from .helpers import launch_chromium, send
+from .helpers import html_problems, launch_chromium, send
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +160,7 @@ def _report(project: Project, out: Path) -> str:
 
 def test_the_report_is_one_offline_file_of_the_stored_views(monitored: Project, tmp_path: Path) -> None:
     html = _report(monitored, tmp_path / "report.html")
+    assert html_problems(html) == []
     store, name = monitored.store, monitored.name
     # nothing is fetched: no script, style sheet, image or font from anywhere
     assert "<script" not in html and "<link" not in html and "@import" not in html and "url(" not in html
@@ -268,6 +269,7 @@ def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
         page.keyboard.press("Enter")
         page.wait_for_selector("#user")
         assert page.url == url + "/" and page.text_content("#user") == "grafana"
+        assert html_problems(page.request.get(url + "/").text()) == []  # as served, before repairs
         assert page.locator("svg.chart").count() == 3
         stored = {
             f"#{w['id']}": w["metrics"]["accuracy"]["value"]
