@@ -357,8 +357,8 @@ def run_driftloop(
             "optimism_gain": optimism["mean_gain"]
             if optimism and optimism["mean_gain"] is not None
             else float("nan"),
-            # each promotion's optimism, for the standard error of the mean
-            "optimism_each": [r["optimism"] for r in optimism["records"]] if optimism else [],
+            "optimism_se": optimism["se"] if optimism and optimism["se"] is not None else float("nan"),
+            "measured": optimism["n"] if optimism else 0,  # promotions with a live score
         }
     finally:
         workflow.shutdown()
@@ -450,11 +450,12 @@ OPTIMISM_TARGET = 0.02
 def standard_errors(group: pd.DataFrame, best: str) -> tuple[float, float]:
     """How far each target's figure could move by chance: the standard error of the mean over
     seeds of driftloop's accuracy minus ``best``'s (paired on each seed's rows), and that of the
-    mean over seeds of each seed's mean gate optimism (from the spread of its promotions)."""
+    mean over seeds of each seed's mean gate optimism (from the spread of its promotions, as
+    ``driftloop status`` gives it)."""
     gaps = group["accuracy"] - group[best]
     gap_se = float(gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else float("nan")
-    variances = [np.var(v, ddof=1) / len(v) for v in group["optimism_each"] if len(v) > 1]
-    optimism_se = float(np.sqrt(np.sum(variances)) / len(variances)) if variances else float("nan")
+    each = group["optimism_se"].dropna()
+    optimism_se = float(np.sqrt((each**2).sum()) / len(each)) if len(each) else float("nan")
     return gap_se, optimism_se
 
 
@@ -486,7 +487,7 @@ def targets(df: pd.DataFrame) -> list[str]:
             + (
                 f"gate optimism {optimism:+.4f}: "
                 f"{'met' if optimism <= OPTIMISM_TARGET else 'MISSED'} (target at most {OPTIMISM_TARGET}; "
-                f"s.e. {optimism_se:.4f} over {sum(len(v) for v in group['optimism_each'])} promotions; "
+                f"s.e. {optimism_se:.4f} over {int(group['measured'].sum())} promotions; "
                 f"{mean['optimism_raw']:+.4f} from the winner's uncorrected score, "
                 f"{mean['optimism_gain']:+.4f} paired with the previous champion)"
                 if optimism == optimism
@@ -654,7 +655,7 @@ def main() -> None:
     console.print(table)
     for line in targets(df):
         console.print(line)
-    console.print(f"per seed:\n{df.drop(columns='optimism_each').round(4).to_string(index=False)}")
+    console.print(f"per seed:\n{df.round(4).to_string(index=False)}")
     console.print(f"total {time.perf_counter() - started:.0f}s")
 
 

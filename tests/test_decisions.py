@@ -239,6 +239,7 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
     assert project.champion() == new
     summary = optimism_summary(project)
     assert summary is not None and summary["n"] == 1 and abs(summary["mean"]) < 0.1
+    assert summary["se"] is None and summary["se_gain"] is None  # one promotion has no spread
     record = summary["records"][0]
     assert record["optimism"] == pytest.approx(record["gate"] - record["live"], abs=1e-6)
     # the gate's estimate is the winner's score less what choosing among the candidates flattered it by
@@ -294,6 +295,50 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
     assert 'driftloop_gate_optimism_promotions{model="loan"} 1' in metrics
     assert f'driftloop_gate_optimism_raw{{model="loan"}} {summary["mean_raw"]}' in metrics
     assert f'driftloop_gate_gain_optimism{{model="loan"}} {summary["mean_gain"]}' in metrics
+    assert 'driftloop_gate_optimism_standard_error{model="loan"} NaN' in metrics
+    project.close()
+
+
+def test_the_gate_calibration_gives_the_standard_error_of_its_mean(tmp_path: Path) -> None:
+    """Past a limit by chance or by habit: with three promotions' records the mean's standard
+    error is shown beside it in ``driftloop status``, ``/metrics`` and the report."""
+    project = trained_with(tmp_path / "p")
+    lives = (0.85, 0.89, 0.93)  # a gate that promised 0.90 each time
+    for i, live in enumerate(lives):
+        record = {"metric": "accuracy", "gate": 0.9, "gate_raw": 0.91, "live": live, "n": 100}
+        record |= {"optimism": round(0.9 - live, 6), "optimism_raw": round(0.91 - live, 6)}
+        record |= {"champion_gate": 0.88, "champion_live": live - 0.01 * i}
+        record["gain_optimism"] = round((0.9 - 0.88) - (live - record["champion_live"]), 6)
+        project.store.add_run(f"run-{i}", project.name, "manual", {"gate_optimism": record}, "promoted")
+    summary = optimism_summary(project)
+    assert summary is not None and summary["n"] == 3
+    optimism = [0.9 - live for live in lives]
+    assert summary["mean"] == pytest.approx(np.mean(optimism), abs=1e-6)
+    assert summary["se"] == pytest.approx(np.std(optimism, ddof=1) / np.sqrt(3), abs=1e-6)
+    gains = [0.02 - 0.01 * i for i in range(3)]
+    assert summary["se_gain"] == pytest.approx(np.std(gains, ddof=1) / np.sqrt(3), abs=1e-6)
+    config = str(project.settings.root / "driftloop.toml")
+    shown = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", "status", "-c", config],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    printed = " ".join(shown.stdout.split())
+    assert f"over 3 promotion(s), standard error {summary['se']:.4f}" in printed, shown.stdout
+    assert f"{summary['mean_gain']:+.4f}, standard error {summary['se_gain']:.4f}" in printed
+    from driftloop.ui import render_report
+
+    assert f"over 3 promotion(s), standard error {summary['se']:.4f}" in render_report(project)
+    import httpx
+
+    from driftloop.demo.scenario import serve_in_thread
+    from driftloop.serving import create_app
+
+    with serve_in_thread(create_app(project, background=False, monitor=False)) as url:
+        metrics = httpx.get(f"{url}/metrics").text
+    assert f'driftloop_gate_optimism_standard_error{{model="loan"}} {summary["se"]}' in metrics
     project.close()
 
 

@@ -60,6 +60,11 @@ def _project(config: Path) -> Any:
     return Project.load(config)
 
 
+def _standard_error(se: float | None) -> str:
+    """A mean's standard error as a clause (nothing below two values)."""
+    return f", standard error {se:.4f}" if se is not None else ""
+
+
 def _when(ts: float | None) -> str:
     return "-" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -575,11 +580,13 @@ def status(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -
             paired = (
                 f"; paired with the previous champion on the same rows (the improvement promised "
                 f"minus the improvement delivered): {optimism['mean_gain']:+.4f}{over}"
+                f"{_standard_error(optimism['se_gain'])}"
             )
         console.print(
             f"gate optimism: {optimism['mean']:+.4f} {optimism['metric']} on average over {optimism['n']} "
-            f"promotion(s) (gate estimate, less what choosing among the candidates flattered it by, "
-            f"minus the live score over as many labelled rows; {optimism['mean_raw']:+.4f} from the raw "
+            f"promotion(s){_standard_error(optimism['se'])} (gate estimate, less what choosing among the "
+            f"candidates flattered it by, minus the live score over as many labelled rows; "
+            f"{optimism['mean_raw']:+.4f} from the raw "
             f"score; latest: gate {last['gate']:.4f}, live {last['live']:.4f} on {last['n']} rows){paired}",
             highlight=False,
         )

@@ -116,6 +116,9 @@ def prometheus_text(
         f'driftloop_model_call_requests_total{{model="{name}"}} {batcher.requests}',
         "# TYPE driftloop_gate_optimism gauge",
         f'driftloop_gate_optimism{{model="{name}"}} {optimism["mean"] if optimism else "NaN"}',
+        "# TYPE driftloop_gate_optimism_standard_error gauge",  # of the mean, over the promotions
+        f'driftloop_gate_optimism_standard_error{{model="{name}"}} '
+        f"{optimism['se'] if optimism and optimism['se'] is not None else 'NaN'}",
         "# TYPE driftloop_gate_optimism_raw gauge",  # from the winner's score before the choice's correction
         f'driftloop_gate_optimism_raw{{model="{name}"}} {optimism["mean_raw"] if optimism else "NaN"}',
         "# TYPE driftloop_gate_gain_optimism gauge",  # the promised improvement minus the delivered one
