@@ -176,6 +176,8 @@ def test_the_report_is_one_offline_file_of_the_stored_views(monitored: Project, 
     decision = store.decisions(name)[-1]
     for rule in decision["rules"]:
         assert escape(rule["sentence"], quote=False) in html
+    rows = next(r for r in decision["rules"] if r["metric"] == "rows")  # a count, not a score
+    assert f'<td class="num">{int(rows["challenger"])}</td>' in html
     for a in store.alerts(name, limit=200):
         assert escape(a["message"], quote=False) in html
     flagged = sum(m["flagged"] for w in windows for k, m in w["metrics"].items() if k.startswith("drift."))
