@@ -326,3 +326,33 @@ def test_the_api_docs_page_works_offline_in_a_real_browser(monitored: Project) -
         }
         assert fetched and all(u.startswith(url) for u in fetched), fetched  # no CDN
         chromium.close()
+
+
+def test_a_heat_map_keeps_every_row_name_inside_the_chart_in_a_real_browser() -> None:
+    """An extractor's rows are long (``field.patient_name.confidence``): each name gets the room
+    it needs, and one too long for a third of the chart keeps its end, in full on hover."""
+    from driftloop.ui.charts import heatmap
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    if browser is None:
+        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    names = ["age", "field.patient_name.confidence", "field.provider.presence", "embedding." + "x" * 80]
+    svg = heatmap(names, ["#1", "#2"], [[0.2, 1.0]] * len(names), [[False, True]] * len(names))
+    with sync_api.sync_playwright() as pw:
+        chromium = launch_chromium(pw, browser)
+        page = chromium.new_page(viewport={"width": 1000, "height": 600})
+        style = "<style>body { font: 14px system-ui, sans-serif } svg .tick { font-size: 10px }</style>"
+        page.set_content(f"{style}<body>{svg}</body>")  # the report's fonts
+        boxes = page.evaluate(
+            "n => [...document.querySelectorAll('svg > text')].slice(0, n)"
+            ".map(t => { const b = t.getBBox(); return [t.textContent, b.x, b.x + b.width]; })",
+            len(names),
+        )
+        chromium.close()
+    for text, start, end in boxes:
+        assert start >= 0 and end <= 880, f"{text!r} drawn from x={start:.1f} to {end:.1f}"
+    assert [text for text, _, _ in boxes][:3] == names[:3]  # short enough: whole
+    assert (
+        boxes[3][0].startswith("…") and boxes[3][0].endswith("x" * 20) and names[3] in boxes[3][0]
+    )  # the title

@@ -16,6 +16,7 @@ from html import escape
 __all__ = ["Series", "heatmap", "line_chart"]
 
 PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7480")
+TICK_CHAR = 6.2  # px a character of a 10 px tick label may take (a wide sans-serif's average)
 
 
 @dataclass
@@ -155,12 +156,16 @@ def heatmap(
 ) -> str:
     """A grid of row × window cells, darker as ``values`` (0 to 1: the drift statistic over its
     threshold, capped) grow; a flagged cell is red and outlined. A missing value is left blank.
+    The row names get the room the longest needs, up to a third of the width; a longer one keeps
+    its end (``…patient_name.confidence``) and shows in full on hover.
 
     >>> svg = heatmap(["age"], ["w1", "w2"], [[0.2, 1.0]], [[False, True]])
     >>> svg.count("<rect") - 1, "age" in svg
     (2, True)
     """
-    left, top, cell_h = 110, 6, 16
+    longest = max((len(name) for name in rows), default=0)
+    left, top, cell_h = round(min(max(60, 12 + TICK_CHAR * longest), width / 3)), 6, 16
+    fits = int((left - 12) / TICK_CHAR)
     n = len(labels)
     plot_w = width - left - 12
     cell_w = plot_w / max(n, 1)
@@ -172,7 +177,12 @@ def heatmap(
     ]
     for r, name in enumerate(rows):
         y = top + r * cell_h
-        out.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end" class="tick">{escape(name)}</text>')
+        shown = (
+            escape(name)
+            if len(name) <= fits
+            else f"…{escape(name[-(fits - 1) :])}<title>{escape(name)}</title>"
+        )
+        out.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end" class="tick">{shown}</text>')
         for i in range(n):
             v = values[r][i]
             if v is None or not math.isfinite(v):
