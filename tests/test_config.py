@@ -31,6 +31,14 @@ def test_defaults_resolve_paths_against_the_config_folder(tmp_path: Path) -> Non
     assert s.workflow_db_url.endswith(".driftloop/workflows.sqlite")
 
 
+def test_the_watch_judges_on_what_the_gate_promoted_for_unless_told_otherwise() -> None:
+    assert Settings.from_dict(BASE).watch.metric == "accuracy"  # the task's first metric, as the gate's
+    gated = with_("gate", {"primary_metric": "f1_macro"})
+    assert Settings.from_dict(gated).watch.metric == "f1_macro"
+    told = {**gated, "watch": {"metric": "accuracy", "windows": 2}}
+    assert Settings.from_dict(told).watch.metric == "accuracy"
+
+
 def test_negative_window_is_one_clear_sentence() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_dict(with_("monitor", {"window": "-5m"}))

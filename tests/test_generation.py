@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from driftloop import workflow
 from driftloop.config import GateSettings
-from driftloop.demo.blog import posts
+from driftloop.demo.blog import posts, terms_csv
 from driftloop.demo.project import write_example
 from driftloop.demo.scenario import serve_in_thread
 from driftloop.gate import decide
@@ -359,4 +359,59 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
             assert conn.execute(select(tables.feedback)).all() == []
         assert errors == []
         chromium.close()
+    project.close()
+
+
+def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(blog: Project) -> None:
+    """The gate promotes a generator on freshness (a scorer); the paired watch scores both models'
+    outputs for the same live rows with it, not their word overlap with the reviewers' rewrites."""
+    config = blog.settings.root / "driftloop.toml"
+    config.write_text(  # a gate that lets the retrained generator through
+        config.read_text()
+        .replace("min_improvement = 0.05", "min_improvement = -1.0")
+        .replace('judge = "scorers:judge"\n', "")
+        .replace("judge_min_win_rate = 0.5\n", "")
+        + "\n[watch]\nwindows = 2\nmin_labels = 40\n"
+    )
+    (blog.settings.root / "terms.csv").write_text(terms_csv(("A", "B")))  # the owner adds today's tools
+    blog.close()
+    project = Project.load(config)
+    rng = np.random.default_rng(5)
+
+    def serve(df: pd.DataFrame, share: float) -> None:
+        with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as c:
+            r = c.post("/predict", json={"records": df.drop(columns="post").to_dict(orient="records")})
+            ids = [p["prediction_id"] for p in r.json()["predictions"]]
+            rewrites = [
+                {"prediction_id": i, "preferred": post}
+                for i, post, keep in zip(ids, df["post"], rng.random(len(df)) < share, strict=True)
+                if keep
+            ]
+            assert c.post("/feedback", json={"feedback": rewrites}).status_code == 200
+
+    try:
+        serve(posts(400, "B", seed=11), 0.8)  # the topics moved on; reviewers rewrite
+        row = workflow.wait(workflow.start_retrain(project, "manual"))
+        assert row["status"] == "promoted", row
+        monitor = Monitor(project)
+        monitor.run()
+        serve(posts(200, "B", seed=12), 0.5)
+        monitor.run()
+        verdict = workflow.post_deploy_watch(project, monitor)
+    finally:
+        workflow.shutdown()
+    assert verdict is not None and verdict["action"] == "watch-kept", verdict
+    assert "metric.freshness" in verdict["reason"] and "Wilcoxon" in verdict["reason"], verdict["reason"]
+    # the watch's figures are freshness of each model's outputs on the labelled live rows
+    new, old = verdict["new"], verdict["old"]
+    served = [r for r in project.store.labelled(project.name, policy=project.settings.feedback)]
+    served = [r for r in served if r["model_version"] == new]
+    assert verdict["rows"] == len(served) >= 40
+    X = project.schema.frame([r["inputs"] for r in served], strict=False)
+    terms = project.settings.root / "terms.csv"
+    for version, value in ((new, verdict["new_value"]), (old, verdict["old_value"])):
+        texts = project.task.predict(project.registry.load(project.name, version), X).labels
+        fresh = freshness(X, pd.DataFrame({"prediction": texts}), terms=str(terms), half_life="365d")
+        assert value == pytest.approx(float(np.nanmean(fresh)), abs=1e-9), version
+    assert verdict["new_value"] > verdict["old_value"] + 0.2  # the stale model is stale
     project.close()

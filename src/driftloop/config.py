@@ -1000,14 +1000,19 @@ class Settings(_Model):
     @model_validator(mode="before")
     @classmethod
     def _task_defaults(cls, data: Any) -> Any:
-        """The gate's primary metric and the watch's metric default to the task's first metric."""
+        """The gate's primary metric defaults to the task's first metric, and the watch's metric to
+        the gate's primary one: a promotion is watched on what it was promoted for (a generator
+        promoted on a scorer is not rolled back on its word overlap with rewrites)."""
         if not isinstance(data, dict) or not isinstance(data.get("project"), dict):
             return data
         first = TASK_METRICS.get(str(data["project"].get("task", "classification")), ("accuracy",))[0]
         data = dict(data)
-        for section, key in (("gate", "primary_metric"), ("watch", "metric")):
-            if isinstance(data.get(section, {}), dict) and key not in data.get(section, {}):
-                data[section] = {**data.get(section, {}), key: first}
+        gate, watch = data.get("gate", {}), data.get("watch", {})
+        if isinstance(gate, dict) and "primary_metric" not in gate:
+            data["gate"] = gate = {**gate, "primary_metric": first}
+        if isinstance(watch, dict) and "metric" not in watch:
+            primary = gate.get("primary_metric", first) if isinstance(gate, dict) else first
+            data["watch"] = {**watch, "metric": primary}
         return data
 
     @model_validator(mode="after")

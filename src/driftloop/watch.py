@@ -33,6 +33,7 @@ import pandas as pd
 
 from driftloop.monitor import Monitor
 from driftloop.project import Project
+from driftloop.scoring import paired_scores, scorer_values, with_scorers
 
 __all__ = ["gate_optimism", "harmful", "optimism_summary", "post_deploy_watch", "summarise_optimism"]
 
@@ -48,17 +49,37 @@ def _estimated(windows: list[dict[str, Any]], metric: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _paired_on_live_rows(project: Project, rows: list[dict[str, Any]], new: str, old: str) -> dict[str, Any]:
-    """Both versions on the same logged, labelled rows: their metric and the paired test."""
-    task, metric = project.task, project.settings.watch.metric
-    X = project.schema.frame([r["inputs"] for r in rows], strict=False)
-    y = task.targets(pd.Series([r["label"] for r in rows], dtype=object), "labelled live rows").to_numpy()
+def _paired_on_live_rows(
+    project: Project, rows: list[dict[str, Any]], new: str, old: str, metric: str | None = None
+) -> dict[str, Any]:
+    """Both versions on the same logged, labelled rows: ``metric`` (the watch's by default) and
+    the paired test. A scorer (``metric.<name>``) scores both models' outputs, as the gate did,
+    and is paired by Wilcoxon."""
+    task, metric = project.task, metric or project.settings.watch.metric
+    inputs = [r["inputs"] for r in rows]
+    X = project.schema.frame(inputs, strict=False)
     made = {v: task.predict(project.registry.load(project.name, v), X) for v in (old, new)}
-    values = {v: float(task.metrics(y, m.labels, m.probabilities)[metric]) for v, m in made.items()}
-    p_value, ci = task.paired(
-        y, made[old].labels, made[new].labels, metric, made[old].probabilities, made[new].probabilities
-    )
-    return {"new": values[new], "old": values[old], "p_value": p_value, "ci": ci, "n": len(rows)}
+    if metric.startswith("metric."):  # a scorer: what the gate judged a generator on, say
+        raw = project.schema.frame(inputs, strict=False, decode=False)  # what scorers see
+        scored = {v: scorer_values(project, raw, m)[metric] for v, m in made.items()}
+        values = {v: with_scorers({}, {metric: s})[metric] for v, s in scored.items()}
+        p_value, ci = paired_scores(scored[old], scored[new])
+        test = "Wilcoxon"
+    else:
+        y = task.targets(pd.Series([r["label"] for r in rows], dtype=object), "labelled live rows").to_numpy()
+        values = {v: float(task.metrics(y, m.labels, m.probabilities)[metric]) for v, m in made.items()}
+        p_value, ci = task.paired(
+            y, made[old].labels, made[new].labels, metric, made[old].probabilities, made[new].probabilities
+        )
+        test = task.paired_test
+    return {
+        "new": values[new],
+        "old": values[old],
+        "p_value": p_value,
+        "ci": ci,
+        "n": len(rows),
+        "test": test,
+    }
 
 
 def gate_optimism(
@@ -204,7 +225,7 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         lower = metric in task.lower_is_better
         worse_by = compared["new"] - compared["old"] if lower else compared["old"] - compared["new"]
         p = compared["p_value"]
-        p_text = f"{task.paired_test} p = {p:.3g}" if p is not None else "no paired test"
+        p_text = f"{compared['test']} p = {p:.3g}" if p is not None else "no paired test"
         harm = harmful(worse_by, p, tolerance=ws.tolerance, alpha=ws.alpha)
         said = (
             f"post-deploy watch: on the same {len(rows)} labelled live rows, {metric} of {new} is "
@@ -220,7 +241,12 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         if last["run_id"]:  # the gate's calibration: its estimate against the first labelled live rows
             decision = store.decision(last["run_id"]) or {}
             n = min(len(rows), int(decision.get("eval_rows") or len(rows)))
-            first = _paired_on_live_rows(project, rows[:n], new, old) if n < len(rows) else compared
+            primary = project.settings.gate.primary_metric  # what the estimate is of
+            first = (
+                compared
+                if n == len(rows) and primary == metric
+                else _paired_on_live_rows(project, rows[:n], new, old, primary)
+            )
             gate_optimism(project, last["run_id"], first["new"], n, live_old=first["old"])
     key = f"watch-{last['run_id'] or last['id']}"[:64]
     if verdict["action"] == "watch-rollback":
