@@ -914,32 +914,25 @@ def _print_windows(project: Any, limit: int) -> None:
 
 
 def _print_runs(project: Any) -> None:
-    table = Table(title="retrain runs")
-    for column in (
-        "run",
-        "trigger",
-        "status",
-        "step",
-        "challenger",
-        "train rows",
-        "started",
-        "finished",
-        "gate reasons",
-    ):
-        table.add_column(column)
+    table = Table(title="retrain runs", expand=True)
+    table.add_column("run", no_wrap=True)  # whole, to pass to `driftloop runs RUN_ID`
+    for column, ratio in (("trigger", 3), ("status", 2), ("train rows", 3)):
+        table.add_column(column, ratio=ratio, overflow="fold")  # folded, never cut short
+    table.add_column("version", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("gate reasons", ratio=8)  # the sentences: most of the width
     for r in project.store.runs(project.name, limit=10):
         decision = project.store.decision(r["id"]) or {}
         training = (r.get("options") or {}).get("training") or {}
         by_source = ", ".join(f"{k} {v}" for k, v in training.get("by_source", {}).items())
+        step = f" ({r['step']})" if r["step"] and r["step"] != "done" else ""
         table.add_row(
             r["id"],
             r["trigger"],
-            r["status"],
-            r["step"] or "-",
-            r["challenger_version"] or "-",
+            r["status"] + step,
             f"{training['rows']} ({by_source})" if training else "-",
+            r["challenger_version"] or "-",
             _when(r["started_at"]),
-            _when(r["finished_at"]),
             "\n".join(decision.get("reasons", [])) or (r["error"] or "-"),
         )
     console.print(table)
