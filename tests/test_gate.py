@@ -25,6 +25,11 @@ def test_tolerated_regression_and_value_floor() -> None:
         "a small drop within tolerance is allowed; the floor is not"
     )
     assert d.reasons == ["The challenger's accuracy 0.7950 is below the floor 0.9000."]
+    within = next(r.sentence for r in d.rules if r.rule == "max_regression")
+    assert within == "f1_macro regression 0.0050 (0.7800 -> 0.7750) is within the tolerated 0.0200."
+    better = decide(policy, CHAMP, BETTER, n=500).rules  # a rise is no regression of 0.0000
+    said = next(r.sentence for r in better if r.rule == "max_regression")
+    assert said == "f1_macro went 0.7800 -> 0.8500, no worse (tolerated regression 0.0200).", said
 
 
 def test_refuses_to_decide_below_the_minimum_evaluation_size() -> None:

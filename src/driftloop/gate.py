@@ -177,8 +177,11 @@ def decide(
                 f"{metric} {'rose' if metric in lower_is_better else 'fell'} by {drop:.4f} "
                 f"({a:.4f} -> {b:.4f}){quoted}, more than the tolerated {tolerance:.4f}."
                 if not ok
-                else f"{metric} regression {max(drop, 0):.4f} ({a:.4f} -> {b:.4f}){quoted} is within "
-                f"the tolerated {tolerance:.4f}.",
+                else f"{metric} regression {drop:.4f} ({a:.4f} -> {b:.4f}){quoted} is within "
+                f"the tolerated {tolerance:.4f}."
+                if drop > 0
+                else f"{metric} went {a:.4f} -> {b:.4f}{quoted}, no worse (tolerated regression "
+                f"{tolerance:.4f}).",
             )
         )
     for metric, floor in sorted(policy.min_value.items()):
