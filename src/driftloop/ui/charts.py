@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
 
-__all__ = ["Series", "heatmap", "line_chart"]
+__all__ = ["Series", "heatmap", "line_chart", "nice_ticks"]
 
 PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7480")
 TICK_CHAR = 6.2  # px a character of a 10 px tick label may take (a wide sans-serif's average)
@@ -38,6 +38,26 @@ def _fmt(v: float) -> str:
 
 def _finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """About ``count`` round values between ``lo`` and ``hi`` for an axis: a step of 1, 2 or 5
+    times a power of ten (Heckbert's nice numbers), so a reader sees 0.2, 0.4, ... rather than
+    0.0985, 0.335, ...
+
+    >>> nice_ticks(0.0985, 1.04)
+    [0.2, 0.4, 0.6, 0.8, 1.0]
+    >>> nice_ticks(0.738, 0.974)
+    [0.75, 0.8, 0.85, 0.9, 0.95]
+    >>> nice_ticks(-3.0, 129.6)
+    [0.0, 50.0, 100.0]
+    """
+    raw = (hi - lo) / max(count - 1, 1)
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    fraction = raw / magnitude
+    step = magnitude * (1 if fraction < 1.5 else 2 if fraction < 3 else 5 if fraction < 7 else 10)
+    first = math.ceil(lo / step - 1e-9)
+    return [round(k * step, 12) for k in range(first, math.floor(hi / step + 1e-9) + 1)]
 
 
 def line_chart(
@@ -85,11 +105,10 @@ def line_chart(
         f'class="chart" aria-label="{escape(title or ", ".join(s.name for s in series))}">',
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#d0d7de"/>',
     ]
-    for k in range(5):  # horizontal grid with values
-        v = lo + (hi - lo) * k / 4
+    for v in nice_ticks(lo, hi):  # horizontal grid with round values
         out.append(
             f'<line x1="{left}" x2="{left + plot_w}" y1="{_fmt(y(v))}" y2="{_fmt(y(v))}" stroke="#eaeef2"/>'
-            f'<text x="{left - 4}" y="{_fmt(y(v) + 3)}" text-anchor="end" class="tick">{v:.3g}</text>'
+            f'<text x="{left - 4}" y="{_fmt(y(v) + 3)}" text-anchor="end" class="tick">{v:g}</text>'
         )
     step = max(1, math.ceil(n / 8))
     for i in range(0, n, step):
