@@ -22,7 +22,7 @@ from driftloop.demo.scenario import serve_in_thread
 from driftloop.gate import decide
 from driftloop.monitor import Monitor
 from driftloop.project import Project
-from driftloop.scorers import freshness
+from driftloop.scorers import freshness, repetition
 from driftloop.serving import create_app
 from driftloop.store import tables
 from driftloop.training import train
@@ -362,9 +362,14 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
     project.close()
 
 
-def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(blog: Project) -> None:
+@pytest.mark.parametrize("told", [None, "metric.repetition"])
+def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(
+    blog: Project, told: str | None
+) -> None:
     """The gate promotes a generator on freshness (a scorer); the paired watch scores both models'
-    outputs for the same live rows with it, not their word overlap with the reviewers' rewrites."""
+    outputs for the same live rows with it, not their word overlap with the reviewers' rewrites.
+    Told to watch another scorer (repetition, where lower is better), it judges that one, the
+    right way up."""
     config = blog.settings.root / "driftloop.toml"
     config.write_text(  # a gate that lets the retrained generator through
         config.read_text()
@@ -372,6 +377,7 @@ def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(blog:
         .replace('judge = "scorers:judge"\n', "")
         .replace("judge_min_win_rate = 0.5\n", "")
         + "\n[watch]\nwindows = 2\nmin_labels = 40\n"
+        + (f'metric = "{told}"\n' if told else "")
     )
     (blog.settings.root / "terms.csv").write_text(terms_csv(("A", "B")))  # the owner adds today's tools
     blog.close()
@@ -400,18 +406,27 @@ def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(blog:
         verdict = workflow.post_deploy_watch(project, monitor)
     finally:
         workflow.shutdown()
-    assert verdict is not None and verdict["action"] == "watch-kept", verdict
-    assert "metric.freshness" in verdict["reason"] and "Wilcoxon" in verdict["reason"], verdict["reason"]
-    # the watch's figures are freshness of each model's outputs on the labelled live rows
+    assert verdict is not None, "two windows with labels: the watch judges"
+    metric = told or "metric.freshness"
+    assert metric in verdict["reason"] and "Wilcoxon" in verdict["reason"], verdict["reason"]
+    # the watch's figures are the scorer's mean over each model's outputs on the labelled live rows
     new, old = verdict["new"], verdict["old"]
     served = [r for r in project.store.labelled(project.name, policy=project.settings.feedback)]
     served = [r for r in served if r["model_version"] == new]
     assert verdict["rows"] == len(served) >= 40
     X = project.schema.frame([r["inputs"] for r in served], strict=False)
-    terms = project.settings.root / "terms.csv"
+    terms = str(project.settings.root / "terms.csv")
     for version, value in ((new, verdict["new_value"]), (old, verdict["old_value"])):
-        texts = project.task.predict(project.registry.load(project.name, version), X).labels
-        fresh = freshness(X, pd.DataFrame({"prediction": texts}), terms=str(terms), half_life="365d")
-        assert value == pytest.approx(float(np.nanmean(fresh)), abs=1e-9), version
-    assert verdict["new_value"] > verdict["old_value"] + 0.2  # the stale model is stale
+        outputs = pd.DataFrame(
+            {"prediction": project.task.predict(project.registry.load(project.name, version), X).labels}
+        )
+        scored = repetition(X, outputs) if told else freshness(X, outputs, terms=terms, half_life="365d")
+        assert value == pytest.approx(float(np.nanmean(scored)), abs=1e-9), version
+    worse_by = verdict["new_value"] - verdict["old_value"]
+    worse_by = worse_by if told else -worse_by  # repetition: lower is better
+    harm = worse_by > 0 and verdict["p_value"] < 0.05
+    assert verdict["action"] == ("watch-rollback" if harm else "watch-kept"), verdict
+    assert harm or ("no worse" in verdict["reason"]) == (worse_by <= 0), (worse_by, verdict["reason"])
+    if not told:
+        assert verdict["action"] == "watch-kept" and worse_by < -0.2  # the stale model is stale
     project.close()

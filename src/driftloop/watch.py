@@ -49,6 +49,11 @@ def _estimated(windows: list[dict[str, Any]], metric: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _lower_is_better(project: Project, metric: str) -> bool:
+    """An error of the task's, or a scorer configured with ``better = "lower"``."""
+    return metric in project.settings.lower_is_better(project.task.lower_is_better)
+
+
 def _paired_on_live_rows(
     project: Project, rows: list[dict[str, Any]], new: str, old: str, metric: str | None = None
 ) -> dict[str, Any]:
@@ -103,7 +108,7 @@ def gate_optimism(
     gate = float(rule["challenger"])
     estimate = (run["options"] or {}).get("gate_estimate") or {}
     expected = float(estimate["value"]) if estimate.get("metric") == metric else gate
-    sign = -1.0 if metric in project.task.lower_is_better else 1.0  # optimism: promised more than delivered
+    sign = -1.0 if _lower_is_better(project, metric) else 1.0  # optimism: promised more than delivered
     record: dict[str, Any] = {
         "metric": metric,
         "gate": round(expected, 6),
@@ -181,7 +186,7 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
     Returns ``None`` while watching (or with nothing to watch), else the verdict: kept, or
     rolled back with an alert. Each promotion is judged once (a ``watch`` row in the history).
     """
-    ws, store, name, task = project.settings.watch, project.store, project.name, project.task
+    ws, store, name = project.settings.watch, project.store, project.name
     if ws.windows == 0:
         return None
     history = store.promotions(name)
@@ -222,7 +227,7 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         compared: dict[str, Any] = {"new": None, "old": None, "p_value": None, "n": len(rows)}
     else:
         compared = _paired_on_live_rows(project, rows, new, old)
-        lower = metric in task.lower_is_better
+        lower = _lower_is_better(project, metric)
         worse_by = compared["new"] - compared["old"] if lower else compared["old"] - compared["new"]
         p = compared["p_value"]
         p_text = f"{compared['test']} p = {p:.3g}" if p is not None else "no paired test"
@@ -295,7 +300,7 @@ def _question(
     before = ((reference or {}).get("profile") or {}).get("scores", {}).get(metric)
     if estimate is None or before is None:
         return
-    lower = metric in project.task.lower_is_better
+    lower = _lower_is_better(project, metric)
     if (estimate - before if lower else before - estimate) <= max(ws.tolerance, 0.02):
         return
     rule = "post-deploy-question"
