@@ -848,9 +848,11 @@ class ReviewSettings(_Model):
 class WatchSettings(_Model):
     """The post-deploy watch, paired: after a promotion, the previous champion scores the same
     live rows the new one served (its predictions made from the logged inputs), and the two are
-    compared on the rows that got labels with the task's paired test. The promotion is rolled
-    back only on significant evidence of harm: the new model worse by more than ``tolerance``
-    with a p-value below ``alpha``; else it is kept.
+    compared on the rows that got labels with the task's paired test, on ``metric`` (by default
+    the gate's primary metric, so a promotion is watched on what it was promoted for; a scorer
+    scores both models' outputs). The promotion is rolled back only on significant evidence of
+    harm: the new model worse by more than ``tolerance`` with a p-value below ``alpha``; else it
+    is kept.
 
     The verdict comes once the first ``windows`` windows are in and they hold at least
     ``min_labels`` labelled rows; with fewer, the label-free estimates of both may raise the

@@ -5,10 +5,11 @@ two periods, and a drifting world moves both: on real streams that rolled back 1
 promotions, always to a staler model. Here the previous champion scores the *same* live rows the
 new one served (its predictions made from the logged inputs, as a shadow would have made them),
 and the two are compared on the rows that got labels with the task's paired test (McNemar for
-classes, Wilcoxon on absolute errors for numbers). The promotion is rolled back only on
-significant evidence of harm: the new model worse by more than ``watch.tolerance`` with a
-p-value below ``watch.alpha``; anything else keeps it. With too few labels the label-free
-estimates may raise the question (an alert), never decide it.
+classes, Wilcoxon on absolute errors for numbers), on ``watch.metric``: by default what the gate
+promoted for, which for a generator is often a scorer (both models' outputs scored, Wilcoxon).
+The promotion is rolled back only on significant evidence of harm: the new model worse by more
+than ``watch.tolerance`` with a p-value below ``watch.alpha``; anything else keeps it. With too
+few labels the label-free estimates may raise the question (an alert), never decide it.
 
 **Gate optimism.** For every promoted model, the gate's estimate of its primary metric is kept
 beside the live score it reached on the first labelled rows it served, as many as the gate had
