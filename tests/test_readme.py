@@ -34,6 +34,9 @@ def test_quickstart_commands_run(tmp_path: Path) -> None:
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert "now the champion" in out
+    # the overall scores in the sentence, each class's in a table beside it
+    assert re.search(r"validation accuracy 0\.\d{4}, f1_macro", out) and "validation_" not in out, out
+    assert "validation, per class" in out and re.search(r"│ yes +│ +0\.\d{4} │", out), out
     assert '{"accepted":1}' in out
     assert "Closed 1 window(s)" in out
     assert re.search(r"Run retrain-loan-\w+: (promoted|rejected)", out), out

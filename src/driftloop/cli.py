@@ -121,12 +121,29 @@ def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
     project = _project(config)
     with console.status("training…"):
         result = run_train(project)
-    scores = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    overall = {k: v for k, v in result.metrics.items() if "." not in k}
+    scores = ", ".join(f"{k.removeprefix('validation_')} {v:.4f}" for k, v in overall.items())
     console.print(
         f"Registered [bold]{project.name}[/] version [bold]{result.version}[/] "
-        f"(dataset {result.dataset.id[:12]}, {result.dataset.rows} rows; {scores})"
-        + (" — now the [green]champion[/]." if result.champion else ".")
+        f"(dataset {result.dataset.id[:12]}, {result.dataset.rows} rows; validation {scores})"
+        + (" — now the [green]champion[/]." if result.champion else "."),
+        highlight=False,
     )
+    per: dict[str, dict[str, float]] = {}  # per class or field: validation_f1.invoice -> invoice, f1
+    for key, value in result.metrics.items():
+        if "." in key:
+            metric, part = key.removeprefix("validation_").split(".", 1)
+            per.setdefault(part, {})[metric] = value
+    if per:
+        kind = {"classification": ", per class", "extraction": ", per field"}.get(project.task.name, "")
+        table = Table(title=f"validation{kind}")
+        table.add_column("")
+        metrics = list(dict.fromkeys(m for scores_of in per.values() for m in scores_of))
+        for metric in metrics:
+            table.add_column(metric, justify="right")
+        for part, scores_of in per.items():
+            table.add_row(part, *(f"{scores_of[m]:.4f}" if m in scores_of else "-" for m in metrics))
+        console.print(table)
 
 
 @app.command()
