@@ -249,15 +249,21 @@ def test_the_review_page_is_keyboard_first_in_a_real_browser(
     project.close()
 
 
-def test_unusual_inputs_are_queued_by_their_rarity_against_the_reference(tmp_path: Path) -> None:
-    project = _project(tmp_path / "p", "daily_budget = 5\nstrategies = { unusual = 1.0 }\n")
+def _with_unusual_incomes(folder: Path) -> tuple[Project, set[str]]:
+    """300 ordinary applicants, then 5 with incomes far beyond anything the reference saw; the
+    queue takes only unusual inputs. Returns the project and the 5 prediction ids."""
+    project = _project(folder, "daily_budget = 5\nstrategies = { unusual = 1.0 }\n")
     send(project, 300, "A", seed=75)
     odd = applicants(5, "A", seed=76).drop(columns="approved")
-    odd["income"] = odd["income"] * 40  # far beyond anything the reference saw
+    odd["income"] = odd["income"] * 40
     with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as c:
         made = c.post("/predict", json={"records": odd.to_dict(orient="records")})
         assert made.status_code == 200, made.text
-    unusual = {p["prediction_id"] for p in made.json()["predictions"]}
+    return project, {p["prediction_id"] for p in made.json()["predictions"]}
+
+
+def test_unusual_inputs_are_queued_by_their_rarity_against_the_reference(tmp_path: Path) -> None:
+    project, unusual = _with_unusual_incomes(tmp_path / "p")
     assert review.fill(project) == {"unusual": 5}
     with project.store.engine.connect() as conn:
         from sqlalchemy import select
@@ -266,4 +272,37 @@ def test_unusual_inputs_are_queued_by_their_rarity_against_the_reference(tmp_pat
 
         queued = {r.prediction_id for r in conn.execute(select(t.review_items.c.prediction_id))}
     assert queued == unusual
+    item = review.next_item(project, "anna")  # says which input made it unusual, and how rare
+    assert item is not None and item["strategy"] == "unusual"
+    rare = item["unusual_inputs"]
+    assert rare[0]["column"] == "income" and rare[0]["share"] < 0.01, rare
+    assert all(r["share"] < review.RARE_SHARE for r in rare) and len(rare) <= 3
+    project.close()
+
+
+def test_the_review_page_marks_what_made_an_item_unusual_in_a_real_browser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    if browser is None:
+        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    project, _ = _with_unusual_incomes(tmp_path / "p")
+    review.fill(project)
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review")
+    with (
+        serve_in_thread(create_app(project, background=False, monitor=False)) as url,
+        sync_api.sync_playwright() as pw,
+    ):
+        chromium = launch_chromium(pw, browser)
+        page = chromium.new_page()
+        page.goto(url + "/login")
+        page.fill("#key", "ka")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#item:not([hidden])")
+        assert page.text_content("#strategy") == "its inputs are unusual"
+        assert page.locator("#inputs tr.unusual th").all_text_contents() == ["income"]
+        note = page.text_content("#inputs tr.unusual .rare") or ""
+        assert "seen in" in note and "of the reference" in note, note
+        chromium.close()
     project.close()

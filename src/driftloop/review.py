@@ -54,6 +54,7 @@ ORDER = (
     "audit",
 )  # a prediction two want goes to the first
 UNUSUAL_CANDIDATES = 5000  # the newest rows scored for rarity (their inputs are read)
+RARE_SHARE = 0.01  # a value the reference saw in under this share of rows is named as unusual
 
 
 def uncertainty(probabilities: dict[str, float] | None, how: str) -> float | None:
@@ -203,6 +204,21 @@ def _rarest(project: Project, ids: list[str]) -> list[str]:
     return [ids[i] for i in np.argsort(-scores, kind="stable")]
 
 
+def unusual_inputs(project: Project, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """What makes an item's inputs unusual: its profiled columns (a feature, or what is measured
+    of one, such as ``note.length``) whose values fell where under ``RARE_SHARE`` of the
+    champion's reference rows did, rarest first (at most three; the rarest one if none is that
+    rare), each with that share, for the reviewer to see why the item was chosen."""
+    from driftloop.monitor import Monitor
+    from driftloop.profiles import shares
+
+    schema = project.schema
+    frame = schema.profile_frame(schema.frame([inputs], strict=False))
+    found = sorted((float(v[0]), c) for c, v in shares(Monitor(project).reference().features, frame).items())
+    rare = [(s, c) for s, c in found if s < RARE_SHARE] or found[:1]
+    return [{"column": c, "share": round(s, 4)} for s, c in rare[:3]]
+
+
 def _lowest_scored(project: Project, ids: list[str]) -> list[str]:
     """``ids`` from the worst to the best value of the scorer ``review.score_metric`` (outputs it
     cannot score are left out)."""
@@ -316,6 +332,11 @@ def next_item(project: Project, reviewer: str, now: float | None = None) -> dict
                 )
             },
             "labels": list(project.task.classes or []),
+            **(
+                {"unusual_inputs": unusual_inputs(project, prediction["inputs"])}
+                if item["strategy"] == "unusual"
+                else {}
+            ),
             **(
                 {
                     "generation": {

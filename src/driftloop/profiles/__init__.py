@@ -27,7 +27,7 @@ import pandas as pd
 
 from driftloop.exceptions import ConfigError, NotFittedError
 
-__all__ = ["CategoricalSummary", "NumericSummary", "Profile", "ProfileSpec", "rarity"]
+__all__ = ["CategoricalSummary", "NumericSummary", "Profile", "ProfileSpec", "rarity", "shares"]
 
 _HASH_SCALE = float(2**64)
 _PARALLEL_ROWS = 100_000
@@ -384,19 +384,18 @@ class Profile:
         )
 
 
-def rarity(reference: Profile, frame: pd.DataFrame) -> np.ndarray:
-    """Per row, how unusual it is against ``reference``: the largest, over the profiled columns,
-    surprisal ``-log p`` of the histogram bin (or category) its value falls in, with add-half
-    smoothing so an empty bin or an unseen category is rare, not infinite. Missing values count
-    by the reference's missing share.
+def shares(reference: Profile, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per profiled column, the share of ``reference`` rows whose value fell in the histogram bin
+    (or category) each row's value falls in, with add-half smoothing so an empty bin or an
+    unseen category is rare, not impossible. A missing value counts by the reference's missing
+    share.
 
     >>> spec = ProfileSpec.fit(pd.DataFrame({"x": np.arange(100.0)}), numeric=["x"], categorical=[], bins=10)
     >>> ref = Profile.from_frame(spec, pd.DataFrame({"x": np.arange(100.0)}))
-    >>> scores = rarity(ref, pd.DataFrame({"x": [50.0, 1000.0]}))
-    >>> bool(scores[1] > scores[0])
-    True
+    >>> shares(ref, pd.DataFrame({"x": [50.0, 1000.0]}))["x"].round(3).tolist()
+    [0.099, 0.005]
     """
-    out = np.zeros(len(frame))
+    out: dict[str, np.ndarray] = {}
     for name, edges in reference.spec.numeric.items():
         if name not in frame or name not in reference.numeric:
             continue
@@ -408,7 +407,7 @@ def rarity(reference: Profile, frame: pd.DataFrame) -> np.ndarray:
             summary.hist[np.clip(_bin(edges, np.nan_to_num(x)), 0, summary.hist.size - 1)],
             summary.missing,
         )
-        out = np.maximum(out, -np.log((counts + 0.5) / total))
+        out[name] = (counts + 0.5) / total
     for name, categories in reference.spec.categorical.items():
         if name not in frame or name not in reference.categorical:
             continue
@@ -418,5 +417,22 @@ def rarity(reference: Profile, frame: pd.DataFrame) -> np.ndarray:
         slot = np.where(slot < 0, len(categories), slot)
         counts = np.where(values.isna().to_numpy(), cat.missing, cat.counts[slot])
         total = cat.count + cat.missing + 0.5 * (cat.counts.size + 1)
-        out = np.maximum(out, -np.log((counts + 0.5) / total))
+        out[name] = (counts + 0.5) / total
+    return out
+
+
+def rarity(reference: Profile, frame: pd.DataFrame) -> np.ndarray:
+    """Per row, how unusual it is against ``reference``: the largest, over the profiled columns,
+    surprisal ``-log p`` of the share of reference rows in its value's bin or category
+    (:func:`shares`).
+
+    >>> spec = ProfileSpec.fit(pd.DataFrame({"x": np.arange(100.0)}), numeric=["x"], categorical=[], bins=10)
+    >>> ref = Profile.from_frame(spec, pd.DataFrame({"x": np.arange(100.0)}))
+    >>> scores = rarity(ref, pd.DataFrame({"x": [50.0, 1000.0]}))
+    >>> bool(scores[1] > scores[0])
+    True
+    """
+    out = np.zeros(len(frame))
+    for share in shares(reference, frame).values():
+        out = np.maximum(out, -np.log(share))
     return out
