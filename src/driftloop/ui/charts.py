@@ -41,23 +41,25 @@ def _finite(v: float | None) -> bool:
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """About ``count`` round values between ``lo`` and ``hi`` for an axis: a step of 1, 2 or 5
-    times a power of ten (Heckbert's nice numbers), so a reader sees 0.2, 0.4, ... rather than
-    0.0985, 0.335, ...
+    """At least ``count`` round values between ``lo`` and ``hi`` for an axis, as few as that
+    allows: the widest step of 1, 2, 2.5 or 5 times a power of ten that still gives ``count``
+    (Heckbert's nice numbers), so a reader sees 0.2, 0.4, ... rather than 0.0985, 0.335, ...
 
     >>> nice_ticks(0.0985, 1.04)
     [0.2, 0.4, 0.6, 0.8, 1.0]
     >>> nice_ticks(0.738, 0.974)
     [0.75, 0.8, 0.85, 0.9, 0.95]
     >>> nice_ticks(-3.0, 129.6)
-    [0.0, 50.0, 100.0]
+    [0.0, 25.0, 50.0, 75.0, 100.0, 125.0]
     """
-    raw = (hi - lo) / max(count - 1, 1)
-    magnitude = 10.0 ** math.floor(math.log10(raw))
-    fraction = raw / magnitude
-    step = magnitude * (1 if fraction < 1.5 else 2 if fraction < 3 else 5 if fraction < 7 else 10)
-    first = math.ceil(lo / step - 1e-9)
-    return [round(k * step, 12) for k in range(first, math.floor(hi / step + 1e-9) + 1)]
+    magnitude = 10.0 ** math.floor(math.log10((hi - lo) / max(count - 1, 1)))
+
+    def ticks(step: float) -> list[float]:
+        first = math.ceil(lo / step - 1e-9)
+        return [round(k * step, 12) for k in range(first, math.floor(hi / step + 1e-9) + 1)]
+
+    made = [ticks(m * magnitude) for m in (1, 2, 2.5, 5, 10)]
+    return next((t for t in reversed(made) if len(t) >= count), made[0])
 
 
 def line_chart(
@@ -183,8 +185,8 @@ def heatmap(
     (2, True)
     """
     longest = max((len(name) for name in rows), default=0)
-    left, top, cell_h = round(min(max(60, 12 + TICK_CHAR * longest), width / 3)), 6, 16
-    fits = int((left - 12) / TICK_CHAR)
+    left, top, cell_h = math.ceil(min(max(60, 12 + TICK_CHAR * longest), width / 3)), 6, 16
+    fits = int((left - 12) / TICK_CHAR + 1e-9)
     n = len(labels)
     plot_w = width - left - 12
     cell_w = plot_w / max(n, 1)
