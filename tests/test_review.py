@@ -275,7 +275,7 @@ def test_unusual_inputs_are_queued_by_their_rarity_against_the_reference(tmp_pat
     item = review.next_item(project, "anna")  # says which input made it unusual, and how rare
     assert item is not None and item["strategy"] == "unusual"
     rare = item["unusual_inputs"]
-    assert rare[0]["column"] == "income" and rare[0]["share"] < 0.01, rare
+    assert rare[0]["feature"] == "income" and rare[0]["measure"] is None and rare[0]["share"] < 0.01, rare
     assert all(r["share"] < review.RARE_SHARE for r in rare) and len(rare) <= 3
     project.close()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -205,10 +206,12 @@ def _rarest(project: Project, ids: list[str]) -> list[str]:
 
 
 def unusual_inputs(project: Project, inputs: dict[str, Any]) -> list[dict[str, Any]]:
-    """What makes an item's inputs unusual: its profiled columns (a feature, or what is measured
-    of one, such as ``note.length``) whose values fell where under ``RARE_SHARE`` of the
-    champion's reference rows did, rarest first (at most three; the rarest one if none is that
-    rare), each with that share, for the reviewer to see why the item was chosen."""
+    """What makes an item's inputs unusual, for the reviewer to see why it was chosen: the
+    features whose values fell where under ``RARE_SHARE`` of the champion's reference rows did
+    (the rarest one if none is that rare), rarest first, at most three. Each names the feature,
+    what of it was rare when that is not the value itself (``length``, ``brightness``; an
+    embedding's dimensions are ``embedding``), and the share, from its rarest profiled column.
+    """
     from driftloop.monitor import Monitor
     from driftloop.profiles import shares
 
@@ -216,7 +219,14 @@ def unusual_inputs(project: Project, inputs: dict[str, Any]) -> list[dict[str, A
     frame = schema.profile_frame(schema.frame([inputs], strict=False))
     found = sorted((float(v[0]), c) for c, v in shares(Monitor(project).reference().features, frame).items())
     rare = [(s, c) for s, c in found if s < RARE_SHARE] or found[:1]
-    return [{"column": c, "share": round(s, 4)} for s, c in rare[:3]]
+    out: dict[str, dict[str, Any]] = {}
+    for share, column in rare:  # rarest first: a feature's first column is its rarest
+        feature, _, measure = column.partition(".")
+        if feature not in out:
+            embedding = re.fullmatch(r"e\d+", measure) is not None
+            out[feature] = {"feature": feature, "measure": "embedding" if embedding else measure or None}
+            out[feature]["share"] = round(share, 4)
+    return list(out.values())[:3]
 
 
 def _lowest_scored(project: Project, ids: list[str]) -> list[str]:
