@@ -240,6 +240,9 @@ def test_the_blog_demo_goes_stale_is_retrained_refuses_a_word_salad_and_serves_i
                 time.sleep(0.2)
         assert page.status_code == 200 and page.text.count('class="chart"') >= 2, page.text[:500]
         assert "metric.freshness" in page.text
+        # a scorer is measured on every output: no "from feedback", no label-free estimate beside it
+        assert "metric.freshness scored on every output" in page.text
+        assert "estimated metric.freshness" not in page.text
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C stops it
         assert process.wait(timeout=30) in (0, 130)  # 130: the shell's status for Ctrl-C

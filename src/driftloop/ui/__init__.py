@@ -9,6 +9,7 @@ alerts, runs, decisions), never the logged rows.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from typing import Any
 
@@ -40,6 +41,15 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
+def _natural(name: str) -> list[Any]:
+    """Sort key that orders the numbers in a name by value.
+
+    >>> sorted(["e10", "e2", "length"], key=_natural)
+    ['e2', 'e10', 'length']
+    """
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def _value(window: dict[str, Any], name: str) -> float | None:
     m = window["metrics"].get(name)
     return None if m is None else m["value"]
@@ -52,16 +62,26 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
     labels = [f"#{w['id']}" for w in rows]
     task = project.task
     metric = project.settings.gate.primary_metric
-    lower = metric in task.lower_is_better
+    lower = metric in project.settings.lower_is_better(task.lower_is_better)
+    # a scorer (metric.<name>) is measured on every output, labels or not; only metrics from
+    # feedback have a label-free estimate beside them
+    source = "scored on every output" if metric.startswith("metric.") else "from feedback"
+    estimated = [_value(w, f"estimated_{metric}") for w in rows]
     performance = line_chart(
         [
-            Series(f"{metric} from feedback", [_value(w, metric) for w in rows]),
-            Series(
-                f"estimated {metric} (label-free) and its band",
-                [_value(w, f"estimated_{metric}") for w in rows],
-                low=[_value(w, f"estimated_{metric}_low") for w in rows],
-                high=[_value(w, f"estimated_{metric}_high") for w in rows],
-                dashed=True,
+            Series(f"{metric} {source}", [_value(w, metric) for w in rows]),
+            *(
+                [
+                    Series(
+                        f"estimated {metric} (label-free) and its band",
+                        estimated,
+                        low=[_value(w, f"estimated_{metric}_low") for w in rows],
+                        high=[_value(w, f"estimated_{metric}_high") for w in rows],
+                        dashed=True,
+                    )
+                ]
+                if any(v is not None for v in estimated)
+                else []
             ),
         ],
         labels=labels,
@@ -72,7 +92,7 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
             if i > 0 and w["model_versions"] != rows[i - 1]["model_versions"]
         ],
     )
-    features = sorted({f for w in rows for f in w["drift"]})
+    features = sorted({f for w in rows for f in w["drift"]}, key=_natural)  # prompt.e2 before prompt.e10
     cells = [
         [
             None
@@ -118,6 +138,8 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
         "model": project.name,
         "task": task.name,
         "metric": metric,
+        "source": source,
+        "estimated": any(v is not None for v in estimated),
         "lower_is_better": lower,
         "status": status,
         "windows": rows,
