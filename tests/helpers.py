@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from driftloop.demo.data import applicants
 from driftloop.demo.scenario import serve_in_thread
@@ -174,6 +176,16 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def browser_or_skip() -> tuple[str, Any]:
+    """Chromium's path and Playwright's sync API; the test is skipped, saying how to get them,
+    where either is missing."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    if browser is None:
+        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    return browser, sync_api
 
 
 def launch_chromium(pw: Any, executable: str) -> Any:

@@ -27,7 +27,7 @@ from driftloop.store import tables
 from driftloop.tasks import Extraction
 from driftloop.training import train
 
-from .helpers import html_problems, launch_chromium
+from .helpers import browser_or_skip, html_problems, launch_chromium
 
 
 @pytest.fixture
@@ -201,14 +201,10 @@ def test_the_forms_scenario_loses_fields_catches_a_careless_reviewer_and_refuses
 def test_fields_are_corrected_inline_on_the_review_page_in_a_real_browser(
     intake: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
 
     from driftloop import review
 
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    if browser is None:
-        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    browser, sync_api = browser_or_skip()
     df = forms(40, "B", seed=11)
     truth = {}
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "cleo:kc=review;ops:ko=predict")

@@ -27,7 +27,7 @@ from driftloop.serving import create_app
 from driftloop.store import tables
 from driftloop.training import train
 
-from .helpers import html_problems, launch_chromium
+from .helpers import browser_or_skip, html_problems, launch_chromium
 
 LATE = """
 [metrics.judged]
@@ -279,15 +279,11 @@ def test_the_blog_demo_goes_stale_is_retrained_refuses_a_word_salad_and_serves_i
 def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
 
     from driftloop import review
     from driftloop.demo.blog import terms_csv
 
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    if browser is None:
-        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    browser, sync_api = browser_or_skip()
     config = write_example(tmp_path / "blog", template="blog", rows=600, window="100 rows")
     config.write_text(
         config.read_text()

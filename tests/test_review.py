@@ -4,7 +4,6 @@ answers on overlap items, undo, expiry, and reviewer agreement."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
-from .helpers import html_problems, launch_chromium, send
+from .helpers import browser_or_skip, html_problems, launch_chromium, send
 
 
 def _project(folder: Path, review_settings: str, feedback: str = "") -> Project:
@@ -189,10 +188,7 @@ def test_agreement_flags_a_reviewer_who_disagrees(tmp_path: Path) -> None:
 def test_the_review_page_is_keyboard_first_in_a_real_browser(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    if browser is None:
-        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    browser, sync_api = browser_or_skip()
     project = _project(tmp_path / "p", "daily_budget = 10\noverlap = 0.0\n")
     send(project, 100, "A", seed=74)
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review;grafana:kg=read")
@@ -283,10 +279,7 @@ def test_unusual_inputs_are_queued_by_their_rarity_against_the_reference(tmp_pat
 def test_the_review_page_marks_what_made_an_item_unusual_in_a_real_browser(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    if browser is None:
-        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    browser, sync_api = browser_or_skip()
     project, _ = _with_unusual_incomes(tmp_path / "p")
     review.fill(project)
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review")

@@ -24,7 +24,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
-from .helpers import html_problems, launch_chromium, send
+from .helpers import browser_or_skip, html_problems, launch_chromium, send
 
 
 @pytest.fixture(scope="module")
@@ -246,10 +246,7 @@ def test_the_report_renders_in_a_real_browser(monitored: Project, tmp_path: Path
 def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
     monitored: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    if browser is None:
-        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    browser, sync_api = browser_or_skip()
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "grafana:rd-1=read;app:pk-2=predict")
     with (
         serve_in_thread(create_app(monitored, background=False, monitor=False)) as url,
@@ -306,10 +303,7 @@ def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
 
 
 def test_the_api_docs_page_works_offline_in_a_real_browser(monitored: Project) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    if browser is None:
-        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    browser, sync_api = browser_or_skip()
     with (
         serve_in_thread(create_app(monitored, background=False, monitor=False)) as url,
         sync_api.sync_playwright() as pw,
@@ -333,10 +327,7 @@ def test_a_heat_map_keeps_every_row_name_inside_the_chart_in_a_real_browser() ->
     it needs, and one too long for a third of the chart keeps its end, in full on hover."""
     from driftloop.ui.charts import heatmap
 
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    if browser is None:
-        pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
+    browser, sync_api = browser_or_skip()
     for n in range(1, 46):  # every name that a third of the chart holds is shown whole
         assert "…" not in heatmap(["x" * n], ["#1"], [[0.5]], [[False]]), n
     names = ["age", "field.patient_name.confidence", "field.provider.presence", "embedding." + "x" * 80]
