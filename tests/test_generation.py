@@ -429,3 +429,13 @@ def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(
     if not told:
         assert verdict["action"] == "watch-kept" and worse_by < -0.2  # the stale model is stale
     project.close()
+
+
+def test_an_unusual_prompt_is_named_once_by_what_of_it_is_rare(blog: Project) -> None:
+    """A text feature is profiled as its length and its embedding's dimensions; a reviewer is told
+    the feature once, and 'embedding' rather than a dimension's name."""
+    from driftloop import review
+
+    rare = review.unusual_inputs(blog, {"prompt": "Write about " + "quantum " * 240, "audience": "expert"})
+    assert [r["feature"] for r in rare] == ["prompt"], rare
+    assert rare[0]["measure"] in ("length", "embedding") and rare[0]["share"] < review.RARE_SHARE, rare

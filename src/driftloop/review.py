@@ -223,9 +223,8 @@ def unusual_inputs(project: Project, inputs: dict[str, Any]) -> list[dict[str, A
     for share, column in rare:  # rarest first: a feature's first column is its rarest
         feature, _, measure = column.partition(".")
         if feature not in out:
-            embedding = re.fullmatch(r"e\d+", measure) is not None
-            out[feature] = {"feature": feature, "measure": "embedding" if embedding else measure or None}
-            out[feature]["share"] = round(share, 4)
+            what = "embedding" if re.fullmatch(r"e\d+", measure) else measure or None
+            out[feature] = {"feature": feature, "measure": what, "share": round(share, 4)}
     return list(out.values())[:3]
 
 
