@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop import images, workflow
+from driftloop import images, review, workflow
 from driftloop.demo.project import write_example
 from driftloop.demo.scenario import serve_in_thread
 from driftloop.demo.shapes import shapes
@@ -22,6 +22,8 @@ from driftloop.monitor import Monitor
 from driftloop.project import Project
 from driftloop.serving import create_app
 from driftloop.training import snapshot_training_data, train
+
+from .helpers import browser_or_skip, launch_chromium
 
 EMBEDDING = '''\
 import numpy as np
@@ -161,3 +163,30 @@ def test_an_optional_image_missing_from_every_row_still_profiles(pictures: Proje
     frame = pictures.schema.profile_frame(pd.DataFrame({"image": [None, None]}))
     assert {"image.brightness", "image.e0", "image.e2"} <= set(frame.columns)
     assert frame["image.e1"].isna().all() and frame["image.sharpness"].isna().all()
+
+
+def test_a_small_picture_is_enlarged_on_the_review_page_in_a_real_browser(
+    pictures: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 24 × 24 picture at its own size is a smudge a reviewer cannot label; the page shows it
+    at least 120 pixels wide, its pixels kept sharp."""
+    browser, sync_api = browser_or_skip()
+    with serve_in_thread(create_app(pictures, background=False, monitor=False)) as url:
+        records = shapes(50, "B", seed=21)[["image"]].to_dict(orient="records")
+        assert httpx.post(f"{url}/predict", json={"records": records}).status_code == 200
+    assert review.fill(pictures)
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review")
+    with (
+        serve_in_thread(create_app(pictures, background=False, monitor=False)) as url,
+        sync_api.sync_playwright() as pw,
+    ):
+        chromium = launch_chromium(pw, browser)
+        page = chromium.new_page()
+        page.goto(url + "/login")
+        page.fill("#key", "ka")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#item:not([hidden]) img.feature")
+        natural = page.evaluate("document.querySelector('img.feature').naturalWidth")
+        box = page.locator("img.feature").bounding_box()
+        chromium.close()
+    assert natural == 24 and box is not None and box["width"] >= 120, (natural, box)
