@@ -188,6 +188,13 @@ def browser_or_skip() -> tuple[str, Any]:
     return browser, sync_api
 
 
+def sign_in(page: Any, url: str, key: str) -> None:
+    """Sign a browser page in as a person does: ``key`` typed on ``url``'s /login, then Enter."""
+    page.goto(url + "/login")
+    page.fill("#key", key)
+    page.keyboard.press("Enter")
+
+
 def launch_chromium(pw: Any, executable: str) -> Any:
     """Chromium through Playwright, with :data:`CHROMIUM_ARGS`."""
     return pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)

@@ -27,7 +27,7 @@ from driftloop.store import tables
 from driftloop.tasks import Extraction
 from driftloop.training import train
 
-from .helpers import browser_or_skip, html_problems, launch_chromium
+from .helpers import browser_or_skip, html_problems, launch_chromium, sign_in
 
 
 @pytest.fixture
@@ -225,9 +225,7 @@ def test_fields_are_corrected_inline_on_the_review_page_in_a_real_browser(
         page = chromium.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/login")
-        page.fill("#key", "kc")
-        page.keyboard.press("Enter")
+        sign_in(page, url, "kc")
         page.wait_for_selector("#extraction:not([hidden])")
         assert html_problems(page.request.get(url + "/review").text()) == []  # as served
         item = int(page.text_content("#item-id").lstrip("#"))  # type: ignore[union-attr]

@@ -27,7 +27,7 @@ from driftloop.serving import create_app
 from driftloop.store import tables
 from driftloop.training import train
 
-from .helpers import browser_or_skip, html_problems, launch_chromium
+from .helpers import browser_or_skip, html_problems, launch_chromium, sign_in
 
 LATE = """
 [metrics.judged]
@@ -323,9 +323,7 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
         page = chromium.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/login")
-        page.fill("#key", "ka")
-        page.keyboard.press("Enter")
+        sign_in(page, url, "ka")
         page.wait_for_selector("#item:not([hidden])")
         assert html_problems(page.request.get(url + "/review").text()) == []  # as served
         assert page.is_visible("#output") and page.text_content("#output") in texts.values()

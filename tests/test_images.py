@@ -23,7 +23,7 @@ from driftloop.project import Project
 from driftloop.serving import create_app
 from driftloop.training import snapshot_training_data, train
 
-from .helpers import browser_or_skip, launch_chromium
+from .helpers import browser_or_skip, launch_chromium, sign_in
 
 EMBEDDING = '''\
 import numpy as np
@@ -182,9 +182,7 @@ def test_a_small_picture_is_enlarged_on_the_review_page_in_a_real_browser(
     ):
         chromium = launch_chromium(pw, browser)
         page = chromium.new_page()
-        page.goto(url + "/login")
-        page.fill("#key", "ka")
-        page.keyboard.press("Enter")
+        sign_in(page, url, "ka")
         page.wait_for_selector("#item:not([hidden]) img.feature")
         natural = page.evaluate("document.querySelector('img.feature').naturalWidth")
         box = page.locator("img.feature").bounding_box()

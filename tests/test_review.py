@@ -19,7 +19,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
-from .helpers import browser_or_skip, html_problems, launch_chromium, send
+from .helpers import browser_or_skip, html_problems, launch_chromium, send, sign_in
 
 
 def _project(folder: Path, review_settings: str, feedback: str = "") -> Project:
@@ -289,9 +289,7 @@ def test_the_review_page_marks_what_made_an_item_unusual_in_a_real_browser(
     ):
         chromium = launch_chromium(pw, browser)
         page = chromium.new_page()
-        page.goto(url + "/login")
-        page.fill("#key", "ka")
-        page.keyboard.press("Enter")
+        sign_in(page, url, "ka")
         page.wait_for_selector("#item:not([hidden])")
         assert page.text_content("#strategy") == "its inputs are unusual"
         assert page.locator("#inputs tr.unusual th").all_text_contents() == ["income"]
