@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from driftloop import review, workflow
+from driftloop.agreement import agreement
 from driftloop.demo.data import applicants
 from driftloop.demo.scenario import serve_in_thread
 from driftloop.project import Project
@@ -143,7 +144,7 @@ def test_agreement_flags_a_reviewer_who_disagrees(tmp_path: Path) -> None:
             review.answer(project, item["item_id"], reviewer, right if honest else flip[right])
     reviewed = {r["prediction_id"] for r in _feedback_rows(project)}
     project.store.add_feedback([{"prediction_id": p, "label": truth[p], "source": "truth"} for p in reviewed])
-    result = {r["reviewer"]: r for r in review.agreement(project)["reviewers"]}
+    result = {r["reviewer"]: r for r in agreement(project)["reviewers"]}
     assert result["ben"]["kappa"] == 1.0 and result["ben"]["agreed"] == 1.0 and not result["ben"]["flagged"]
     assert result["carl"]["agreed"] == 0.0 and result["carl"]["kappa"] < 0 and result["carl"]["flagged"]
     assert result["anna"]["overlap_items"] == 40 and result["anna"]["agreed"] == 0.5

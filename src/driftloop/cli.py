@@ -691,7 +691,7 @@ def reviewers(
 ) -> None:
     """Each reviewer's labels, Cohen's kappa with the others on shared items, agreement with the
     trusted sources' labels, and whether they are flagged or quarantined."""
-    from driftloop.review import agreement
+    from driftloop.agreement import agreement
 
     project = _project(config)
     if release is not None:

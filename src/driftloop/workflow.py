@@ -28,6 +28,7 @@ import pandas as pd
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 from driftloop import __version__
+from driftloop.agreement import enforce as enforce_agreement
 from driftloop.backtest import assemble, backtest_sets, fit_folds, negatives_frame
 from driftloop.candidates import FOLD, candidate_sets, fold_pools, out_of_time_split, recipe_sentence
 from driftloop.datasets import file_sha256, stable_fraction
@@ -37,7 +38,6 @@ from driftloop.gate import decide, rows_needed
 from driftloop.monitor import Monitor, MonitorRun
 from driftloop.plugins import load_function
 from driftloop.project import Project
-from driftloop.review import enforce as enforce_agreement
 from driftloop.rollout import canary_verdict
 from driftloop.scoring import judge_pairs, paired_scores, score_outputs, selection_rows, subset
 from driftloop.tasks import ROW, predictions_frame

@@ -1001,8 +1001,8 @@ def _monitor_when_holding(project: Project, lock: Lock, stop: threading.Event) -
 def _monitor_loop(project: Project, stop: threading.Event, lock: Lock | None = None) -> None:
     """Monitoring passes on the schedule until ``stop``, or until ``lock`` is no longer held."""
     from driftloop import workflow
+    from driftloop.agreement import enforce as enforce_agreement
     from driftloop.monitor import Monitor
-    from driftloop.review import enforce as enforce_agreement
 
     monitor = Monitor(project)
     needs_workflow = (

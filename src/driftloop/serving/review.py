@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from driftloop import review
+from driftloop import agreement, review
 from driftloop.exceptions import DriftloopError, NotFoundError, SchemaError
 from driftloop.identity import ApiKey
 from driftloop.project import Project
@@ -132,4 +132,4 @@ def add_review_routes(
     @app.get("/review/agreement", dependencies=[Depends(require("read"))])
     async def review_agreement() -> dict[str, Any]:
         """Each reviewer's Cohen's kappa with the others on shared items, and with trusted labels."""
-        return _json(await run_in_threadpool(review.agreement, project))
+        return _json(await run_in_threadpool(agreement.agreement, project))
