@@ -63,6 +63,12 @@ class Project:
         return make_task(self.settings)
 
     @cached_property
+    def lower_is_better(self) -> frozenset[str]:
+        """The metrics that improve by falling: the task's errors and the scorers configured with
+        ``better = "lower"``, for everything that compares two models or a model and a limit."""
+        return self.settings.lower_is_better(self.task.lower_is_better)
+
+    @cached_property
     def registry(self) -> MlflowRegistry:
         from driftloop.registry import MlflowRegistry, model_key
 

@@ -50,11 +50,6 @@ def _estimated(windows: list[dict[str, Any]], metric: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _lower_is_better(project: Project, metric: str) -> bool:
-    """An error of the task's, or a scorer configured with ``better = "lower"``."""
-    return metric in project.settings.lower_is_better(project.task.lower_is_better)
-
-
 def _paired_on_live_rows(
     project: Project, rows: list[dict[str, Any]], new: str, old: str, metric: str | None = None
 ) -> dict[str, Any]:
@@ -109,7 +104,7 @@ def gate_optimism(
     gate = float(rule["challenger"])
     estimate = (run["options"] or {}).get("gate_estimate") or {}
     expected = float(estimate["value"]) if estimate.get("metric") == metric else gate
-    sign = -1.0 if _lower_is_better(project, metric) else 1.0  # optimism: promised more than delivered
+    sign = -1.0 if metric in project.lower_is_better else 1.0  # optimism: promised more than delivered
     record: dict[str, Any] = {
         "metric": metric,
         "gate": round(expected, 6),
@@ -228,7 +223,7 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         compared: dict[str, Any] = {"new": None, "old": None, "p_value": None, "n": len(rows)}
     else:
         compared = _paired_on_live_rows(project, rows, new, old)
-        lower = _lower_is_better(project, metric)
+        lower = metric in project.lower_is_better
         worse_by = compared["new"] - compared["old"] if lower else compared["old"] - compared["new"]
         p = compared["p_value"]
         p_text = f"{compared['test']} p = {p:.3g}" if p is not None else "no paired test"
@@ -301,7 +296,7 @@ def _question(
     before = ((reference or {}).get("profile") or {}).get("scores", {}).get(metric)
     if estimate is None or before is None:
         return
-    lower = _lower_is_better(project, metric)
+    lower = metric in project.lower_is_better
     if (estimate - before if lower else before - estimate) <= max(ws.tolerance, 0.02):
         return
     rule = "post-deploy-question"

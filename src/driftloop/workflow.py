@@ -958,7 +958,7 @@ def evaluate_step(
     made_all = [assemble(base_made, part) for part in held_out]
     base_all = score_outputs(project, y, base_made, raw)
     scored_all = [score_outputs(project, y, made, raw) for made in made_all]
-    lower = primary in settings.lower_is_better(task.lower_is_better)
+    lower = primary in project.lower_is_better
     values = [float(subset(project, y, s, choosing)["metrics"][primary]) for s in scored_all]
     ranked = sorted(range(len(versions)), key=lambda i: (values[i] if lower else -values[i], i))
     best = ranked[0] if ranked else 0
@@ -1010,7 +1010,7 @@ def evaluate_step(
     else:
         per_row = [s["rows"] for s in scored_all]
         champion_rows = base_all["rows"]
-        sign = -1.0 if task.slice_metric in settings.lower_is_better(task.lower_is_better) else 1.0
+        sign = -1.0 if task.slice_metric in project.lower_is_better else 1.0
     columns = range(k) if chooser is None else [best]
     gains = np.nan_to_num(np.column_stack([sign * (per_row[i] - champion_rows)[judged] for i in columns]))
     out["p_improvement"] = (
@@ -1150,7 +1150,7 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
         scores.get("mcnemar_p"),
         slices=scores.get("slices"),
         ci=scores.get("ci"),
-        lower_is_better=project.settings.lower_is_better(project.task.lower_is_better),
+        lower_is_better=project.lower_is_better,
         test=project.task.paired_test if scores.get("p_metric") is None else "Wilcoxon",
         compared=int(scores.get("compared", 1)),
         p_improvement=scores.get("p_improvement"),

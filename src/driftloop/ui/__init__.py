@@ -62,7 +62,7 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
     labels = [f"#{w['id']}" for w in rows]
     task = project.task
     metric = project.settings.gate.primary_metric
-    lower = metric in project.settings.lower_is_better(task.lower_is_better)
+    lower = metric in project.lower_is_better
     # a scorer (metric.<name>) is measured on every output, labels or not; only metrics from
     # feedback have a label-free estimate beside them
     source = "scored on every output" if metric.startswith("metric.") else "from feedback"
