@@ -848,21 +848,23 @@ class ReviewSettings(_Model):
 class WatchSettings(_Model):
     """The post-deploy watch, paired: after a promotion, the previous champion scores the same
     live rows the new one served (its predictions made from the logged inputs), and the two are
-    compared on the rows that got labels with the task's paired test, on ``metric`` (by default
-    the gate's primary metric, so a promotion is watched on what it was promoted for; a scorer
-    scores both models' outputs). The promotion is rolled back only on significant evidence of
-    harm: the new model worse by more than ``tolerance`` with a p-value below ``alpha``; else it
-    is kept.
+    compared with the task's paired test on the rows that got labels, on ``metric`` (by default
+    the gate's primary metric, so a promotion is watched on what it was promoted for). A scorer
+    (``metric.<name>``) needs no label: it scores both models' outputs on every row the new one
+    served, the first ``max_rows`` of them, so a generator is judged without waiting for
+    reviewers. The promotion is rolled back only on significant evidence of harm: the new model
+    worse by more than ``tolerance`` with a p-value below ``alpha``; else it is kept.
 
     The verdict comes once the first ``windows`` windows are in and they hold at least
-    ``min_labels`` labelled rows; with fewer, the label-free estimates of both may raise the
-    question (an alert), never decide it, and after ``max_windows`` windows the model is kept.
-    ``windows = 0`` turns the watch off.
+    ``min_labels`` labelled rows (served rows, for a scorer); with fewer, the label-free
+    estimates of both may raise the question (an alert), never decide it, and after
+    ``max_windows`` windows the model is kept. ``windows = 0`` turns the watch off.
     """
 
     windows: int = Field(default=3, ge=0)
     max_windows: int = Field(default=12, ge=1)
     min_labels: int = Field(default=50, ge=1)
+    max_rows: int = Field(default=2000, ge=1)
     tolerance: float = Field(default=0.0, ge=0)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     metric: str = "accuracy"

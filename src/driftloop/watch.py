@@ -6,7 +6,8 @@ promotions, always to a staler model. Here the previous champion scores the *sam
 new one served (its predictions made from the logged inputs, as a shadow would have made them),
 and the two are compared on the rows that got labels with the task's paired test (McNemar for
 classes, Wilcoxon on absolute errors for numbers), on ``watch.metric``: by default what the gate
-promoted for, which for a generator is often a scorer (both models' outputs scored, Wilcoxon).
+promoted for, which for a generator is often a scorer: it needs no label, so both models'
+outputs are scored on every row the new one served (the first ``watch.max_rows``; Wilcoxon).
 The promotion is rolled back only on significant evidence of harm: the new model worse by more
 than ``watch.tolerance`` with a p-value below ``watch.alpha``; anything else keeps it. With too
 few labels the label-free estimates may raise the question (an alert), never decide it.
@@ -200,25 +201,17 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
     ][: ws.max_windows]
     if len(after) < ws.windows:
         return None
-    rows = [
-        r
-        for r in store.labelled(
-            name,
-            start_seq=after[0]["start_seq"],
-            end_seq=after[-1]["end_seq"],
-            policy=project.settings.feedback,
-        )
-        if r["model_version"] == new
-    ]
     metric = ws.metric
+    rows = _watched_rows(project, after, new, metric)
     if len(rows) < ws.min_labels:
         if len(after) < ws.max_windows:
             _question(project, monitor, after, new, old, len(rows), last)
             return None
+        had = "were served" if _is_scorer(metric) else "had labels"
         verdict = {
             "action": "watch-kept",
             "reason": f"post-deploy watch: {new} kept; after {len(after)} windows only {len(rows)} "
-            f"of its rows had labels (watch.min_labels {ws.min_labels}), too few to judge it against {old}",
+            f"of its rows {had} (watch.min_labels {ws.min_labels}), too few to judge it against {old}",
         }
         compared: dict[str, Any] = {"new": None, "old": None, "p_value": None, "n": len(rows)}
     else:
@@ -229,7 +222,7 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         p_text = f"{compared['test']} p = {p:.3g}" if p is not None else "no paired test"
         harm = harmful(worse_by, p, tolerance=ws.tolerance, alpha=ws.alpha)
         said = (
-            f"post-deploy watch: on the same {len(rows)} labelled live rows, {metric} of {new} is "
+            f"post-deploy watch: on the same {len(rows)} {_kind_of_rows(metric)}, {metric} of {new} is "
             f"{compared['new']:.4f} and of {old} {compared['old']:.4f} ({p_text}; alpha {ws.alpha:g}, "
             f"tolerance {ws.tolerance:g})"
         )
@@ -239,16 +232,18 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
             if harm
             else f"{said}: {'no significant harm' if worse_by > 0 else 'no worse'}, kept",
         }
-        if last["run_id"]:  # the gate's calibration: its estimate against the first labelled live rows
-            decision = store.decision(last["run_id"]) or {}
-            n = min(len(rows), int(decision.get("eval_rows") or len(rows)))
+        if last["run_id"]:  # the gate's calibration: its estimate against the first live rows
             primary = project.settings.gate.primary_metric  # what the estimate is of
-            first = (
-                compared
-                if n == len(rows) and primary == metric
-                else _paired_on_live_rows(project, rows[:n], new, old, primary)
-            )
-            gate_optimism(project, last["run_id"], first["new"], n, live_old=first["old"])
+            # a scorer's estimate is met on any served row, a metric's on the labelled ones
+            same = _is_scorer(primary) == _is_scorer(metric)
+            live = rows if same else _watched_rows(project, after, new, primary)
+            decision = store.decision(last["run_id"]) or {}
+            n = min(len(live), int(decision.get("eval_rows") or len(live)))  # as many as the gate had
+            if n and n == len(rows) and primary == metric:
+                gate_optimism(project, last["run_id"], compared["new"], n, live_old=compared["old"])
+            elif n:
+                first = _paired_on_live_rows(project, live[:n], new, old, primary)
+                gate_optimism(project, last["run_id"], first["new"], n, live_old=first["old"])
     key = f"watch-{last['run_id'] or last['id']}"[:64]
     if verdict["action"] == "watch-rollback":
         from driftloop.workflow import rollback
@@ -271,12 +266,42 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         **verdict,
         "new": new,
         "old": old,
-        "source": "feedback",
+        "source": "served" if _is_scorer(metric) else "feedback",
         "new_value": compared["new"],
         "old_value": compared["old"],
         "p_value": compared["p_value"],
         "rows": compared["n"],
     }
+
+
+def _is_scorer(metric: str) -> bool:
+    return metric.startswith("metric.")
+
+
+def _kind_of_rows(metric: str) -> str:
+    return "live rows" if _is_scorer(metric) else "labelled live rows"
+
+
+def _watched_rows(
+    project: Project, after: list[dict[str, Any]], new: str, metric: str
+) -> list[dict[str, Any]]:
+    """The rows ``new`` served in the windows ``after`` that ``metric`` can be judged on, oldest
+    first: for a scorer, which reads only inputs and outputs, every one (at most
+    ``watch.max_rows``), so a generator is watched without waiting for labels; else those with
+    a label."""
+    store, name = project.store, project.name
+    start, end = after[0]["start_seq"], after[-1]["end_seq"]
+    if _is_scorer(metric):
+        cap, rows = project.settings.watch.max_rows, list[dict[str, Any]]()
+        while len(rows) < cap:
+            page = store.predictions_after(name, start - 1, min(cap, 5000))
+            rows += [r for r in page if r["seq"] <= end and r["model_version"] == new]
+            if not page or page[-1]["seq"] >= end:
+                break
+            start = page[-1]["seq"] + 1
+        return rows[:cap]
+    labelled = store.labelled(name, start_seq=start, end_seq=end, policy=project.settings.feedback)
+    return [r for r in labelled if r["model_version"] == new]
 
 
 def _question(
