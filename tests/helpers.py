@@ -195,6 +195,18 @@ def sign_in(page: Any, url: str, key: str) -> None:
     page.keyboard.press("Enter")
 
 
+def wait_for_text(page: Any, selector: str, text: str, *, changed: bool = False) -> None:
+    """Wait until ``selector`` shows exactly ``text`` (or, with ``changed``, anything else).
+    Playwright's locator assertions run without ``eval``, which the pages' policy forbids."""
+    from playwright.sync_api import expect
+
+    shown = expect(page.locator(selector))
+    if changed:
+        shown.not_to_have_text(text)
+    else:
+        shown.to_have_text(text)
+
+
 def launch_chromium(pw: Any, executable: str) -> Any:
     """Chromium through Playwright, with :data:`CHROMIUM_ARGS`."""
     return pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)

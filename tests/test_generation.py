@@ -27,7 +27,7 @@ from driftloop.serving import create_app
 from driftloop.store import tables
 from driftloop.training import train
 
-from .helpers import browser_or_skip, html_problems, launch_chromium, sign_in
+from .helpers import browser_or_skip, html_problems, launch_chromium, sign_in, wait_for_text
 
 LATE = """
 [metrics.judged]
@@ -336,14 +336,14 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
         page.keyboard.press("4")
         page.keyboard.press("q")
         page.keyboard.press("Enter")
-        page.wait_for_function(f"document.getElementById('item-id').textContent !== {first!r}")
+        wait_for_text(page, "#item-id", first, changed=True)
         second = page.text_content("#item-id")
         page.keyboard.press("r")  # the rewrite box: typing there is text, not shortcuts
         page.keyboard.type("Start with htmx 2 today.")
         page.keyboard.press("Escape")
         page.keyboard.press("2")
         page.keyboard.press("Enter")  # saved once the next item is shown (keys wait meanwhile)
-        page.wait_for_function(f"document.getElementById('item-id').textContent !== {second!r}")
+        wait_for_text(page, "#item-id", second, changed=True)
         with project.store.engine.connect() as conn:
             notes = [(n.source, n.rating, n.tags) for n in conn.execute(select(tables.notes))]
             labels = [(f.source, f.label) for f in conn.execute(select(tables.feedback))]

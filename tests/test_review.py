@@ -20,7 +20,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
-from .helpers import browser_or_skip, html_problems, launch_chromium, send, sign_in
+from .helpers import browser_or_skip, html_problems, launch_chromium, send, sign_in, wait_for_text
 
 
 def _project(folder: Path, review_settings: str, feedback: str = "") -> Project:
@@ -221,7 +221,7 @@ def test_the_review_page_is_keyboard_first_in_a_real_browser(
         page.keyboard.press("2")
         assert page.get_attribute("#labels button:nth-child(2)", "aria-pressed") == "true"
         page.keyboard.press("Enter")
-        page.wait_for_function(f"document.getElementById('item-id').textContent !== {first!r}")
+        wait_for_text(page, "#item-id", first, changed=True)
         assert f": {classes[1]}" in page.text_content("#status")  # type: ignore[operator]
         assert [(r["source"], r["label"]) for r in _feedback_rows(project)] == [("anna", classes[1])]
         from driftloop.monitor import Monitor
@@ -232,16 +232,70 @@ def test_the_review_page_is_keyboard_first_in_a_real_browser(
         assert "1 answered today" in page.text_content("#progress")  # type: ignore[operator]
         second = page.text_content("#item-id")
         page.keyboard.press(" ")  # skip
-        page.wait_for_function(f"document.getElementById('item-id').textContent !== {second!r}")
+        wait_for_text(page, "#item-id", second, changed=True)
         page.keyboard.press("z")  # undo the skip: the skipped item is back
-        page.wait_for_function(f"document.getElementById('item-id').textContent === {second!r}")
+        wait_for_text(page, "#item-id", second)
         page.keyboard.press("z")  # undo the label: its feedback row is gone
-        page.wait_for_function(f"document.getElementById('item-id').textContent === {first!r}")
+        wait_for_text(page, "#item-id", first)
         assert _feedback_rows(project) == []
         assert page.is_hidden("#help")
         page.keyboard.press("?")
         assert page.is_visible("#help")
         assert errors == []
+        chromium.close()
+    project.close()
+
+
+def test_pages_run_only_their_own_script_and_refuse_to_be_framed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Script injected into a page (say, through text a model produced) does not run: only the
+    script the server rendered the page with, by its nonce. No page loads inside another site's
+    frame, where its buttons could be overlaid. Nothing a page asks for is missing (its icon is
+    inline)."""
+    browser, sync_api = browser_or_skip()
+    project = _project(tmp_path / "p", "daily_budget = 10\noverlap = 0.0\n")
+    send(project, 100, "A", seed=75)
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review+read")
+    with (
+        serve_in_thread(create_app(project, background=False, monitor=False)) as url,
+        sync_api.sync_playwright() as pw,
+    ):
+        chromium = launch_chromium(pw, browser)
+        page = chromium.new_page()
+        failed: list[str] = []
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.on("requestfailed", lambda r: failed.append(f"failed {r.url}"))
+        page.on("console", lambda m: failed.append(m.text) if m.type == "error" else None)
+        sign_in(page, url, "ka")
+        page.wait_for_url(url + "/")  # a key that may read lands on the dashboard
+        page.goto(url + "/review")
+        page.wait_for_selector("#item:not([hidden])")  # the page's own script ran
+        scripts = []
+        for path in ("/login", "/", "/review", "/review"):
+            headers = page.request.get(url + path).headers
+            policy = headers["content-security-policy"]
+            assert "frame-ancestors 'none'" in policy and headers["x-frame-options"] == "DENY", path
+            scripts.append(policy.split("script-src ")[1].split(";")[0])
+        assert scripts[:2] == ["'none'", "'none'"], scripts  # no script on the sign-in page and dashboard
+        assert all(s.startswith("'nonce-") for s in scripts[2:]) and scripts[2] != scripts[3]  # fresh nonces
+        ran = page.evaluate(
+            """() => { const s = document.createElement("script"); s.textContent = "window.injected = 1";
+                       document.body.append(s); return window.injected === 1; }"""
+        )
+        assert ran is False, "an injected script ran"
+        failed.clear()  # the browser reported the refused script
+        for path in ("/login", "/", "/review"):
+            page.goto(url + path)
+            page.wait_for_load_state("load")
+            icon = page.locator("link[rel=icon]").get_attribute("href") or ""
+            assert icon.startswith("data:image/svg+xml,"), (path, icon)  # not a request for /favicon.ico
+        assert failed == []
+        frame_host = chromium.new_page()
+        frame_host.set_content(f'<iframe src="{url}/login" width="400" height="300"></iframe>')
+        frame_host.wait_for_timeout(500)
+        framed = frame_host.frames[1]
+        assert framed.query_selector("#key") is None, "the sign-in page loaded inside a frame"
         chromium.close()
     project.close()
 

@@ -9,12 +9,19 @@ names the key and its expiry, signed with HMAC-SHA256 under a secret derived fro
 keys (``HttpOnly``, ``SameSite=Strict``, ``Secure`` over HTTPS). The cookie holds no key, every
 worker process can check it without shared state, and changing the keys signs everyone out.
 Without keys (a laptop) the pages are open, on a loopback host only, like the API.
+
+**What a page may do.** Every page is sent with a Content-Security-Policy that allows only its
+own inline styles, ``data:`` pictures, requests back to this server and, on the review page, the
+one script the server rendered it with (a fresh nonce per response), and that forbids framing
+(``frame-ancestors 'none'``, ``X-Frame-Options: DENY``, so another site cannot overlay the
+review page's buttons); text a model produced or a reviewer typed can never run as script.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -26,11 +33,32 @@ from starlette.concurrency import run_in_threadpool
 from driftloop.identity import ApiKey
 from driftloop.project import Project
 
-__all__ = ["SESSION_COOKIE", "add_pages", "session_identity", "session_token"]
+__all__ = ["SESSION_COOKIE", "add_pages", "page_headers", "session_identity", "session_token"]
 
 SESSION_COOKIE = "driftloop_session"
 SESSION_SECONDS = 12 * 3600
 MAX_FORM_BYTES = 4096
+
+
+def page_headers(nonce: str | None = None) -> dict[str, str]:
+    """The headers every page is sent with: no caching, and what the page may load and run
+    (scripts only with ``nonce``; nothing from another origin; never inside a frame).
+
+    >>> page_headers("n0")["Content-Security-Policy"].split("; ")[:2]
+    ["default-src 'none'", "script-src 'nonce-n0'"]
+    """
+    script = f"'nonce-{nonce}'" if nonce else "'none'"
+    policy = (
+        f"default-src 'none'; script-src {script}; style-src 'unsafe-inline'; img-src data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
 
 
 def _secret(keys: dict[str, ApiKey]) -> bytes:
@@ -77,7 +105,7 @@ def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
 
     def login_page(message: str | None = None, status: int = 200) -> HTMLResponse:
         html = env.get_template("login.html.j2").render(model=project.name, message=message)
-        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(html, status_code=status, headers=page_headers())
 
     def refused(request: Request, scope: str, what: str) -> tuple[ApiKey | None, Response | None]:
         """(who is signed in, None), or the sign-in redirect or the page that says which scope."""
@@ -96,7 +124,7 @@ def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
             return refusal
         context: dict[str, Any] = await run_in_threadpool(report_context, project, windows=500)
         html = env.get_template("report.html.j2").render(**context, page=True, user=who.name if who else None)
-        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(html, headers=page_headers())
 
     @app.get("/review", include_in_schema=False)
     async def review_page(request: Request) -> Response:
@@ -106,10 +134,15 @@ def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
             return refusal
         images = sorted(n for n, f in project.settings.features.items() if f.type == "image")
         texts = sorted(n for n, f in project.settings.features.items() if f.type == "text")
+        nonce = secrets.token_urlsafe(16)
         html = env.get_template("review.html.j2").render(
-            model=project.name, user=who.name if who else "local", image_features=images, text_features=texts
+            model=project.name,
+            user=who.name if who else "local",
+            image_features=images,
+            text_features=texts,
+            nonce=nonce,
         )
-        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(html, headers=page_headers(nonce))
 
     @app.get("/login", include_in_schema=False)
     async def login_form() -> Response:
