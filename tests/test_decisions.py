@@ -17,6 +17,7 @@ from driftloop import workflow
 from driftloop.gate import rows_needed
 from driftloop.monitor import Monitor
 from driftloop.project import Project
+from driftloop.views import status_view
 from driftloop.watch import harmful, optimism_summary
 
 from .conftest import cli_env, trained_with
@@ -127,6 +128,9 @@ def test_candidates_are_judged_out_of_time_and_the_best_is_gated_with_a_correcti
     assert ("the other 152 judged it" in row["options"]["chosen"]) is halves, row["options"]["chosen"]
     loser = "3" if decision["challenger_version"] == "2" else "2"
     assert project.registry.tags(project.name, loser)["driftloop.status"].startswith("not chosen")
+    shown_versions = {v["version"]: v for v in status_view(project)["versions"]}  # dashboard, status
+    assert shown_versions[loser]["gate"] == f"not chosen ('{ {'2': 'all', '3': 'recent'}[loser]}')"
+    assert shown_versions[loser]["run_id"] == row["id"], shown_versions[loser]
     shown = subprocess.run(
         [
             sys.executable,
@@ -575,6 +579,9 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
     # the deployed refit's reference: the held-out predictions of its run, every row
     deployed = row["options"]["deployed_version"]
     assert deployed != evaluated and project.champion() == deployed
+    shown = {v["version"]: v for v in status_view(project)["versions"]}  # what deployed, and why
+    assert (shown[deployed]["role"], shown[deployed]["gate"]) == ("champion", f"refit of {evaluated}")
+    assert shown[deployed]["run_id"] == shown[evaluated]["run_id"] == row["id"], shown
     held = project.store.dataset(project.registry.tags(project.name, deployed)["driftloop.heldout"])
     assert held is not None
     assert sorted(pd.read_parquet(held["path"])[ROW]) == list(range(len(frame)))

@@ -147,9 +147,23 @@ def status_view(project: Project, *, windows: int = 10, alerts: int = 10) -> dic
     )
     active = {r["challenger_version"] for r in store.runs(name, active_only=True) if r["challenger_version"]}
     decided = {d["challenger_version"]: d for d in store.decisions(name, limit=200)}
+    made_by: dict[str, tuple[str, str]] = {}  # a version no gate judged: the run that made it, and how
+    for run in store.runs(name, limit=200):
+        options = run["options"] or {}
+        for c in options.get("candidates") or []:
+            if not c.get("chosen") and not c.get("earlier"):
+                made_by[str(c["version"])] = (run["id"], f"not chosen ('{c['name']}')")
+        if options.get("deployed_version") and options.get("deployed_version") != options.get(
+            "evaluated_version"
+        ):
+            made_by[str(options["deployed_version"])] = (
+                run["id"],
+                f"refit of {options['evaluated_version']}",
+            )
     versions = []
     for v in store.artifacts(name)[-10:]:
         version, decision = v["version"], decided.get(v["version"])
+        run_id, made = made_by.get(version, (None, None))
         role = (
             "champion"
             if version == champion
@@ -163,9 +177,9 @@ def status_view(project: Project, *, windows: int = 10, alerts: int = 10) -> dic
             {
                 "version": version,
                 "role": role,
-                "gate": None if decision is None else "accepted" if decision["accepted"] else "rejected",
+                "gate": made if decision is None else "accepted" if decision["accepted"] else "rejected",
                 "registered_at": v["created_at"],
-                "run_id": decision["run_id"] if decision else None,
+                "run_id": decision["run_id"] if decision else run_id,
             }
         )
     ok = store.monitor_runs(name, limit=1, ok=True)

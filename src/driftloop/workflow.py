@@ -974,7 +974,13 @@ def evaluate_step(
         "winner_index": best,
         "chosen_on": int(choosing.sum()),
         "candidates": [
-            {"name": names[i], "version": v, primary: round(values[i], 6), "chosen": i == best}
+            {
+                "name": names[i],
+                "version": v,
+                primary: round(values[i], 6),
+                "chosen": i == best,
+                "earlier": fixed[i],
+            }
             for i, v in enumerate(versions)
         ],
     }
@@ -1188,6 +1194,7 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
         )
         project.store.merge_run_options(
             run_id,
+            candidates=candidates,  # which version each candidate became, and which won
             chosen=f"candidate '{chosen['name']}' (version {chosen['version']}) scored {primary} "
             f"{chosen[primary]:.4f} {how}, best of {len(candidates)} (others: {others}){flattered}",
         )
