@@ -129,7 +129,7 @@ def test_candidates_are_judged_out_of_time_and_the_best_is_gated_with_a_correcti
     loser = "3" if decision["challenger_version"] == "2" else "2"
     assert project.registry.tags(project.name, loser)["driftloop.status"].startswith("not chosen")
     shown_versions = {v["version"]: v for v in status_view(project)["versions"]}  # dashboard, status
-    assert shown_versions[loser]["gate"] == f"not chosen ('{ {'2': 'all', '3': 'recent'}[loser]}')"
+    assert shown_versions[loser]["gate"] == f"not chosen ('{ {'2': 'all', '3': 'recent'}[loser] }')"
     assert shown_versions[loser]["run_id"] == row["id"], shown_versions[loser]
     shown = subprocess.run(
         [
