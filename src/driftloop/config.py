@@ -864,7 +864,7 @@ class WatchSettings(_Model):
     windows: int = Field(default=3, ge=0)
     max_windows: int = Field(default=12, ge=1)
     min_labels: int = Field(default=50, ge=1)
-    max_rows: int = Field(default=2000, ge=1)
+    max_rows: int = Field(default=1000, ge=1)
     tolerance: float = Field(default=0.0, ge=0)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     metric: str = "accuracy"
