@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from driftloop import ConfigError, Settings, workflow
+from driftloop.cli import app
 from driftloop.config import GateSettings
 from driftloop.demo.houses import houses
 from driftloop.demo.project import write_example
@@ -101,6 +103,15 @@ def test_a_regression_model_is_served_monitored_retrained_and_gated(homes: Proje
     assert careless["status"] == "rejected"
     reasons = " ".join(homes.store.decision(careless["id"])["reasons"])
     assert "below the required" in reasons and "mae changed by +" in reasons
+    # `driftloop status` shows each window's mae (the gate's metric), not an empty accuracy column
+    shown = CliRunner().invoke(
+        app, ["status", "-c", str(homes.settings.root / "driftloop.toml")], env={"COLUMNS": "200"}
+    )
+    assert shown.exit_code == 0, shown.output
+    windows = shown.output.split("recent windows")[1].split("recent alerts")[0]
+    assert "mae" in windows and "accuracy" not in windows
+    newest = homes.store.windows(homes.name, limit=1)[-1]
+    assert f"{newest['metrics']['mae']['value']:.3f}" in windows
 
 
 def test_dle_tracks_the_error_of_a_shifted_window() -> None:

@@ -893,13 +893,17 @@ def demo(
     serve(config=config, host="127.0.0.1", port=port, workers=1, monitor=True, allow_open=False)
 
 
+DRIFTED_NAMES = 5  # a window's drifted features named in a table row; the rest counted
+
+
 def _print_windows(project: Any, limit: int) -> None:
+    metric = project.settings.gate.primary_metric  # what the gate judges: f1_micro, mae, a scorer
     table = Table(title="recent windows")
     for column in (
         "window",
         "rows",
         "versions",
-        "accuracy",
+        metric.removeprefix("metric."),
         "labels",
         "drift share",
         "drifted",
@@ -916,14 +920,16 @@ def _print_windows(project: Any, limit: int) -> None:
         drifted = sorted(
             k.removeprefix("drift.") for k, x in m.items() if k.startswith("drift.") and x["flagged"]
         )
+        more = len(drifted) - DRIFTED_NAMES
+        named = ", ".join(drifted[:DRIFTED_NAMES]) + (f" and {more} more" if more > 0 else "")
         table.add_row(
             str(w["id"]),
             str(w["n"]),
             ",".join(w["model_versions"]),
-            val("accuracy"),
+            val(metric),
             val("labelled", "{:.0f}"),
             val("drift_share", "{:.0%}"),
-            ", ".join(drifted) or "-",
+            named or "-",
             val("prediction_drift"),
             val("mean_confidence"),
         )
