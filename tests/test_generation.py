@@ -440,6 +440,65 @@ def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(
     project.close()
 
 
+def test_a_generators_canary_is_judged_on_its_scorer_without_labels(blog: Project) -> None:
+    """The gate promoted on freshness; the canary step compares the two on freshness over the
+    requests each served, which needs no reviewer: no feedback arrives during the canary, and it
+    still decides (it had waited for labels until its timeout)."""
+    config = blog.settings.root / "driftloop.toml"
+    config.write_text(
+        config.read_text()
+        .replace("min_improvement = 0.05", "min_improvement = -1.0")
+        .replace('judge = "scorers:judge"\n', "")
+        .replace("judge_min_win_rate = 0.5\n", "")
+        + '\n[rollout]\ncanary_steps = [0.5]\nstep_labels = 30\ncheck_interval = "200ms"\n'
+    )
+    (blog.settings.root / "terms.csv").write_text(terms_csv(("A", "B")))
+    blog.close()
+    project = Project.load(config)
+    df = posts(400, "B", seed=21)
+    with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as c:
+        ids = [
+            p["prediction_id"]
+            for p in c.post(
+                "/predict", json={"records": df.drop(columns="post").to_dict(orient="records")}
+            ).json()["predictions"]
+        ]
+        rewrites = [{"prediction_id": i, "preferred": post} for i, post in zip(ids, df["post"], strict=True)]
+        assert c.post("/feedback", json={"feedback": rewrites[:320]}).status_code == 200
+    run_id = workflow.start_retrain(project, "manual")
+    served: list[str] = []
+
+    def running() -> bool:
+        return (project.store.run(run_id) or {})["status"] in ("queued", "running")
+
+    try:
+        with serve_in_thread(create_app(project, background=True)) as url, httpx.Client(base_url=url) as c:
+            deadline = time.time() + 90
+            while time.time() < deadline and not (c.get("/models").json()["canary"] or {}).get("version"):
+                assert running(), project.store.run(run_id)
+                time.sleep(0.05)
+            while time.time() < deadline and running():
+                batch = posts(20, "B", seed=22 + len(served)).drop(columns="post").to_dict(orient="records")
+                for i, record in enumerate(batch):  # one by one, each its own key: both sides serve
+                    r = c.post(
+                        "/predict",
+                        json={"records": [record]},
+                        headers={"x-request-key": f"k{len(served)}-{i}"},
+                    )
+                    served.append(r.json()["model_version"])
+            row = workflow.wait(run_id, timeout=30)
+    finally:
+        workflow.shutdown()
+    assert row["status"] == "promoted", row
+    assert len(set(served)) == 2, "both versions served during the canary"
+    rollout = project.store.rollout(project.name, run_id)
+    assert rollout is not None and rollout["status"] == "promoted", rollout
+    assert "metric.freshness" in rollout["reason"] and " requests against " in rollout["reason"], rollout
+    with project.store.engine.connect() as conn:  # and no label came during the canary
+        assert len(conn.execute(select(tables.feedback)).all()) == 320
+    project.close()
+
+
 def test_an_unusual_prompt_is_named_once_by_what_of_it_is_rare(blog: Project) -> None:
     """A text feature is profiled as its length and its embedding's dimensions; a reviewer is told
     the feature once, and 'embedding' rather than a dimension's name."""

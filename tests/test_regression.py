@@ -3,6 +3,7 @@ label-free estimate (DLE), retrain, gate on errors with a paired Wilcoxon test, 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from driftloop.monitor import Monitor
 from driftloop.project import Project
 from driftloop.serving import create_app
 from driftloop.tasks import Regression
-from driftloop.training import train
+from driftloop.training import fit_and_register, snapshot_training_data, train
 
 
 @pytest.fixture
@@ -112,6 +113,40 @@ def test_a_regression_model_is_served_monitored_retrained_and_gated(homes: Proje
     assert "mae" in windows and "accuracy" not in windows
     newest = homes.store.windows(homes.name, limit=1)[-1]
     assert f"{newest['metrics']['mae']['value']:.3f}" in windows
+
+
+def test_a_shadow_regressor_is_compared_on_mae_not_on_equal_numbers(homes: Project) -> None:
+    """Two regressors' numbers are rarely equal, so the shadow report gives them no agreement; it
+    compares the two on the gate's metric (mae) over the labelled requests, which an equality of
+    served and labelled numbers had made 0 for both."""
+    config = homes.settings.root / "driftloop.toml"
+    config.write_text(config.read_text().replace("[serving]\n", "[serving]\nshadow_share = 1.0\n"))
+    project = Project.load(config)
+    data = houses(600, "A", seed=5)
+    data["__key__"] = [f"h{i}" for i in range(len(data))]
+    dataset = snapshot_training_data(project)
+    careless, _ = fit_and_register(
+        project, data, data.iloc[:0], dataset_id=dataset.id, run_key="shadow", trainer="trainer:careless"
+    )
+    project.registry.set_alias(project.name, "challenger", careless)
+    df = houses(150, "A", seed=6)
+    truth = df.pop("price").tolist()
+    with serve_in_thread(create_app(project, background=True)) as url, httpx.Client(base_url=url) as client:
+        r = client.post("/predict", json={"records": df.to_dict(orient="records")})
+        made = r.json()["predictions"]
+        labels = [{"prediction_id": p["prediction_id"], "label": y} for p, y in zip(made, truth, strict=True)]
+        assert client.post("/feedback", json={"feedback": labels[:100]}).status_code == 200
+        deadline = time.time() + 10
+        while time.time() < deadline and len(project.store.shadow_pairs(project.name)) < 150:
+            time.sleep(0.1)
+        report = client.get("/shadow").json()
+    served = np.array([p["value"] for p in made[:100]])
+    mae_served = float(np.mean(np.abs(served - np.array(truth[:100]))))
+    assert report["requests"] == 150 and report["labelled"] == 100 and report["versions"] == [careless]
+    assert report["agreement"] is None and report["metric"] == "mae"
+    assert report["served"] == pytest.approx(mae_served, rel=1e-6)
+    assert report["shadow"] > 2 * report["served"], report  # the mean price for every home
+    project.close()
 
 
 def test_dle_tracks_the_error_of_a_shifted_window() -> None:

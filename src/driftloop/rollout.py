@@ -5,6 +5,8 @@ that durable). It fails at once on any configured alert since it began; it waits
 challenger's part of the traffic has ``rollout.step_labels`` labels (or fails when none came
 within ``rollout.step_timeout``); then it passes unless the challenger's primary metric on its
 labelled requests is more than ``rollout.tolerance`` worse than the champion's on the same period.
+A scorer as the primary metric needs no labels: every request of the period counts, and
+``step_labels`` is the number of the challenger's requests the step waits for.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import time
 from typing import Any
 
 from driftloop.project import Project
+from driftloop.scoring import logged_score
 
 __all__ = ["canary_verdict"]
+
+SCORED_ROWS = 20_000  # a scorer's canary: the requests of the period it scores, at most
 
 
 def canary_verdict(
@@ -34,33 +39,39 @@ def canary_verdict(
             "state": "fail",
             "reason": f"alert '{alarms[-1]['rule']}' during the {share:.0%} canary: {alarms[-1]['message']}",
         }
-    rows = project.store.labelled(name, start_seq=started["seq"] + 1, policy=project.settings.feedback)
-    pairs: dict[str, tuple[list[str], list[str], list[Any]]] = {
-        challenger: ([], [], []),
-        champion: ([], [], []),
-    }
+    metric = project.settings.gate.primary_metric
+    scorer = metric.startswith("metric.")
+    requests = "requests" if scorer else "labelled requests"
+    if scorer:  # a scorer needs no label: every request of the period
+        rows = project.store.predictions_after(name, started["seq"], SCORED_ROWS)
+    else:
+        rows = project.store.labelled(name, start_seq=started["seq"] + 1, policy=project.settings.feedback)
+    pairs: dict[str, list[dict[str, Any]]] = {challenger: [], champion: []}
     for r in rows:
         if r["model_version"] in pairs:
-            pairs[r["model_version"]][0].append(r["label"])
-            pairs[r["model_version"]][1].append(r["prediction"])
-            pairs[r["model_version"]][2].append(r.get("probabilities"))
-    n_new, n_old = len(pairs[challenger][0]), len(pairs[champion][0])
+            pairs[r["model_version"]].append(r)
+    n_new, n_old = len(pairs[challenger]), len(pairs[champion])
     timed_out = time.time() - started["ts"] > rollout.step_timeout
     if n_new < rollout.step_labels and not (timed_out and n_new):
         if timed_out:
-            return {"state": "fail", "reason": f"no labelled canary traffic within {rollout.step_timeout:g}s"}
+            waited = f"no {requests} on the canary within {rollout.step_timeout:g}s"
+            return {"state": "fail", "reason": waited}
         return {"state": "wait"}
-    task, metric = project.task, project.settings.gate.primary_metric
-    acc_new = task.metrics(*pairs[challenger])[metric]
-    if n_old == 0:
-        return {"state": "pass", "reason": f"canary {metric} {acc_new:.3f} on {n_new} rows"}
-    acc_old = task.metrics(*pairs[champion])[metric]
-    worse = acc_new - acc_old if metric in task.lower_is_better else acc_old - acc_new
+    new = logged_score(project, pairs[challenger], metric)
+    old = logged_score(project, pairs[champion], metric) if n_old else None
+    if new is None or old is None:  # nothing to compare it with
+        shown = "-" if new is None else f"{new:.3f}"
+        return {"state": "pass", "reason": f"canary {metric} {shown} on {n_new} {requests}"}
+    worse = new - old if metric in project.lower_is_better else old - new
     if worse > rollout.tolerance:
         return {
             "state": "fail",
-            "reason": f"in the {share:.0%} canary, {challenger} scored {metric} {acc_new:.3f} on {n_new} "
-            f"labelled requests against {champion}'s {acc_old:.3f} on {n_old}, more than "
+            "reason": f"in the {share:.0%} canary, {challenger} scored {metric} {new:.3f} on {n_new} "
+            f"{requests} against {champion}'s {old:.3f} on {n_old}, more than "
             f"{rollout.tolerance:g} worse",
         }
-    return {"state": "pass", "reason": f"{acc_new:.3f} against {acc_old:.3f}"}
+    return {
+        "state": "pass",
+        "reason": f"{challenger} scored {metric} {new:.3f} on {n_new} {requests} against {champion}'s "
+        f"{old:.3f} on {n_old}, within {rollout.tolerance:g}",
+    }

@@ -25,6 +25,7 @@ from driftloop.tasks import Predictions
 
 __all__ = [
     "judge_pairs",
+    "logged_score",
     "paired_scores",
     "score_outputs",
     "scorer_values",
@@ -59,6 +60,28 @@ def scorer_values(project: Project, X: pd.DataFrame, made: Any) -> dict[str, np.
         for name, spec in settings.metrics.items()
         if spec.function and spec.kind == "numeric"
     }
+
+
+def logged_score(project: Project, rows: list[dict[str, Any]], metric: str) -> float | None:
+    """``metric`` of outputs as they were logged (``rows`` with ``inputs``, ``prediction`` and, where
+    known, ``label`` and ``probabilities``): a scorer (``metric.<name>``) on every row, labelled or
+    not; a metric of the task on the rows with a label. None when no row can be scored."""
+    if metric.startswith("metric."):
+        if not rows:
+            return None
+        inputs = project.schema.frame([r["inputs"] for r in rows], strict=False, decode=False)
+        outputs = project.task.output_frame([r["prediction"] for r in rows], [None] * len(rows))
+        values = metric_frame(project.settings, inputs, outputs)[metric].to_numpy("float64")
+        return float(np.nanmean(values)) if np.isfinite(values).any() else None
+    labelled = [r for r in rows if r.get("label") is not None]
+    if not labelled:
+        return None
+    value = project.task.metrics(
+        [r["label"] for r in labelled],
+        [r["prediction"] for r in labelled],
+        [r.get("probabilities") for r in labelled],
+    ).get(metric)
+    return None if value is None else float(value)
 
 
 def with_scorers(metrics: dict[str, float], scorers: dict[str, np.ndarray]) -> dict[str, float]:

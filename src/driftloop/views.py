@@ -25,6 +25,7 @@ __all__ = [
     "drift_view",
     "jsonable",
     "runs_view",
+    "shadow_view",
     "status_view",
     "window_view",
     "windows_view",
@@ -284,3 +285,43 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def shadow_view(project: Project, version: str | None = None) -> dict[str, Any]:
+    """The challenger in shadow against what was served, on the same requests: how often their
+    outputs are the same (not for regression, whose numbers rarely are), and the gate's metric of
+    each: a scorer on every request, a metric of the task on the requests with a label (under
+    the feedback policy, as the monitor counts them)."""
+    from driftloop.scoring import logged_score
+
+    store, name = project.store, project.name
+    metric = project.settings.gate.primary_metric
+    pairs = store.shadow_pairs(name, version)
+    labels: dict[str, Any] = {}
+    if pairs:
+        labels = {
+            r["prediction_id"]: r["label"]
+            for r in store.labelled(name, start_seq=pairs[0]["seq"], policy=project.settings.feedback)
+        }
+
+    def rows(side: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "inputs": r["inputs"],
+                "prediction": r[side],
+                "probabilities": r[f"{side}_probabilities"],
+                "label": labels.get(r["prediction_id"]),
+            }
+            for r in pairs
+        ]
+
+    same = project.task.name != "regression" and pairs
+    return {
+        "versions": sorted({r["model_version"] for r in pairs}),
+        "requests": len(pairs),
+        "agreement": sum(r["served"] == r["shadow"] for r in pairs) / len(pairs) if same else None,
+        "labelled": sum(r["prediction_id"] in labels for r in pairs),
+        "metric": metric,
+        "served": logged_score(project, rows("served"), metric),
+        "shadow": logged_score(project, rows("shadow"), metric),
+    }

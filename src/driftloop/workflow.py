@@ -1099,8 +1099,15 @@ def canary_share_step(run_id: str, challenger: str, share: float) -> dict[str, A
 def canary_check_step(
     run_id: str, challenger: str, champion: str, share: float, started: dict[str, Any]
 ) -> dict[str, Any]:
-    """Judge a canary step on the labelled traffic since it began: ``wait``, ``pass`` or ``fail``."""
-    return canary_verdict(_project(), challenger, champion, share, started)
+    """Judge a canary step on the traffic since it began: ``wait``, ``pass`` or ``fail``; a pass
+    is recorded on the rollout with what it measured."""
+    project = _project()
+    verdict = canary_verdict(project, challenger, champion, share, started)
+    if verdict["state"] == "pass":
+        project.store.update_rollout(
+            run_id, reason=f"the {share:.0%} step passed: {verdict['reason']}"[:2000]
+        )
+    return verdict
 
 
 @DBOS.step()

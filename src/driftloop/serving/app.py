@@ -897,11 +897,9 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     @app.get("/shadow", dependencies=[Depends(require("read"))])
     async def shadow_report(version: str | None = Query(None, max_length=32)) -> dict[str, Any]:
         """The challenger in shadow against what was served, on the same requests: agreement, and
-        accuracy on those that have feedback."""
-        return {
-            "model": project.name,
-            **await run_in_threadpool(project.store.shadow_comparison, project.name, version),
-        }
+        the gate's metric of each (a scorer on every request, else on those with feedback)."""
+        compared = await run_in_threadpool(views.shadow_view, project, version)
+        return {"model": project.name, **jsonable(compared)}
 
     @app.get("/runs", dependencies=[Depends(require("read"))])
     async def runs(limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:

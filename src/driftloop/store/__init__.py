@@ -291,47 +291,29 @@ class Store:
             with self.begin() as conn:
                 conn.execute(insert(t.shadow_predictions), list(rows))
 
-    def shadow_comparison(self, model: str, version: str | None = None) -> dict[str, Any]:
-        """Champion and shadow on the same live requests: agreement, and accuracy where labelled
-        (each prediction's latest label)."""
-        p, s, f = t.predictions, t.shadow_predictions, t.feedback
+    def shadow_pairs(self, model: str, version: str | None = None) -> list[dict[str, Any]]:
+        """Every request a shadow model also scored, oldest first: ``seq``, ``prediction_id``,
+        ``inputs``, the ``served`` output and the ``shadow`` one, with each one's probabilities
+        and the shadow's ``model_version`` (only ``version``'s, if given)."""
+        p, s = t.predictions, t.shadow_predictions
         query = (
             select(
-                s.c.model_version,
-                s.c.prediction.label("shadow"),
-                p.c.prediction.label("served"),
+                p.c.seq,
                 p.c.prediction_id,
+                p.c.inputs,
+                p.c.prediction.label("served"),
+                p.c.probabilities.label("served_probabilities"),
+                s.c.prediction.label("shadow"),
+                s.c.probabilities.label("shadow_probabilities"),
+                s.c.model_version,
             )
             .join(p, p.c.prediction_id == s.c.prediction_id)
             .where(s.c.model == model)
+            .order_by(p.c.seq)
         )
         if version is not None:
             query = query.where(s.c.model_version == version)
-        with self.engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(query).mappings()]
-            labels: dict[str, str] = {}
-            ids = [r["prediction_id"] for r in rows]
-            for start in range(0, len(ids), 5000):
-                chunk = ids[start : start + 5000]
-                for fb in conn.execute(
-                    select(f.c.prediction_id, f.c.label).where(f.c.prediction_id.in_(chunk)).order_by(f.c.id)
-                ):
-                    labels[fb.prediction_id] = fb.label
-        labelled = [r for r in rows if r["prediction_id"] in labels]
-        return {
-            "versions": sorted({r["model_version"] for r in rows}),
-            "requests": len(rows),
-            "agreement": sum(r["shadow"] == r["served"] for r in rows) / len(rows) if rows else None,
-            "labelled": len(labelled),
-            "served_accuracy": sum(r["served"] == labels[r["prediction_id"]] for r in labelled)
-            / len(labelled)
-            if labelled
-            else None,
-            "shadow_accuracy": sum(r["shadow"] == labels[r["prediction_id"]] for r in labelled)
-            / len(labelled)
-            if labelled
-            else None,
-        }
+        return self._all(query)
 
     def start_rollout(self, model: str, run_id: str, version: str, share: float) -> None:
         """Begin (or, on a replay, find) the canary rollout of a run."""

@@ -16,7 +16,7 @@ from typing import Any
 from driftloop.exceptions import ConfigError
 from driftloop.project import Project
 from driftloop.ui.charts import Series, heatmap, line_chart
-from driftloop.views import jsonable, status_view, windows_view
+from driftloop.views import jsonable, shadow_view, status_view, windows_view
 
 __all__ = ["environment", "render_report", "report_context"]
 
@@ -132,7 +132,7 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
         if fields and rows
         else None
     )
-    shadow = project.store.shadow_comparison(project.name)
+    shadow = shadow_view(project)
     return {
         "generated": _when(time.time()),
         "model": project.name,
