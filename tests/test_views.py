@@ -311,14 +311,20 @@ def test_the_api_docs_page_works_offline_in_a_real_browser(monitored: Project) -
         chromium = launch_chromium(pw, browser)
         page = chromium.new_page()
         fetched: list[str] = []
+        errors: list[str] = []
         page.on("request", lambda r: fetched.append(r.url))
-        page.goto(url + "/docs")
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        response = page.goto(url + "/docs")
+        assert (
+            response is not None and "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        )
         page.wait_for_selector(".opblock-summary-path")
         paths = set(page.locator(".opblock-summary-path").all_text_contents())
         assert {"/predict", "/feedback", "/review/next", "/windows"} <= {
             p.replace("\u200b", "") for p in paths
         }
         assert fetched and all(u.startswith(url) for u in fetched), fetched  # no CDN
+        assert errors == []  # nothing the page needs is refused by its policy
         chromium.close()
 
 

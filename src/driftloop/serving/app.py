@@ -184,6 +184,16 @@ class _BadRequest(Exception):
         self.kind = kind or ("too_large" if status == 413 else "json_invalid")
 
 
+# the API docs page: its own files and Swagger UI's inline start-up script only; never framed
+DOCS_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 def create_app(project: Project, *, background: bool = True, monitor: bool = False) -> FastAPI:
     """The FastAPI app for a project. ``background`` starts the champion poller; ``monitor`` the
     scheduled monitoring pass (which can also queue retrains)."""
@@ -346,13 +356,15 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                 "The schema itself is at /openapi.json.",
                 status_code=501,
             )
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title=f"{app.title} — docs",
             swagger_js_url="/docs/assets/swagger-ui-bundle.js",
             swagger_css_url="/docs/assets/swagger-ui.css",
             swagger_favicon_url="/docs/assets/favicon-32x32.png",
         )
+        page.headers.update(DOCS_HEADERS)
+        return page
 
     @app.get("/docs/assets/{name}", include_in_schema=False, dependencies=[Depends(require(None))])
     async def swagger_asset(name: str) -> Any:
