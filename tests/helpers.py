@@ -3,12 +3,14 @@ projects reloaded with other serving settings."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
 
@@ -186,6 +188,22 @@ def browser_or_skip() -> tuple[str, Any]:
     if browser is None:
         pytest.skip("needs Chromium: apt-get install -y chromium (.ci/run installs it)")
     return browser, sync_api
+
+
+@contextlib.contextmanager
+def chromium_on(project: Project) -> Iterator[tuple[str, Any]]:
+    """``project`` served on 127.0.0.1 (no background work, no monitor) and a Chromium to look at
+    it with: ``(url, browser)``, the browser closed afterwards; skipped without Chromium."""
+    browser, sync_api = browser_or_skip()
+    with (
+        serve_in_thread(create_app(project, background=False, monitor=False)) as url,
+        sync_api.sync_playwright() as pw,
+    ):
+        chromium = launch_chromium(pw, browser)
+        try:
+            yield url, chromium
+        finally:
+            chromium.close()
 
 
 def sign_in(page: Any, url: str, key: str) -> None:

@@ -27,7 +27,7 @@ from driftloop.store import tables
 from driftloop.tasks import Extraction
 from driftloop.training import train
 
-from .helpers import browser_or_skip, html_problems, launch_chromium, sign_in
+from .helpers import browser_or_skip, chromium_on, html_problems, sign_in
 
 
 @pytest.fixture
@@ -204,14 +204,11 @@ def test_fields_are_corrected_inline_on_the_review_page_in_a_real_browser(
 
     from driftloop import review
 
-    browser, sync_api = browser_or_skip()
+    browser_or_skip()  # before the set-up
     df = forms(40, "B", seed=11)
     truth = {}
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "cleo:kc=review;ops:ko=predict")
-    with (
-        serve_in_thread(create_app(intake, background=False, monitor=False)) as url,
-        sync_api.sync_playwright() as pw,
-    ):
+    with chromium_on(intake) as (url, chromium):
         r = httpx.post(
             url + "/predict",
             json={"records": df.drop(columns=["fields", "doc_type"]).to_dict(orient="records")},
@@ -221,7 +218,6 @@ def test_fields_are_corrected_inline_on_the_review_page_in_a_real_browser(
         for p, fields in zip(r.json()["predictions"], df["fields"], strict=True):
             truth[p["prediction_id"]] = (p, json.loads(fields))
         assert review.fill(intake)  # the least sure field ranks a document for review
-        chromium = launch_chromium(pw, browser)
         page = chromium.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -249,4 +245,3 @@ def test_fields_are_corrected_inline_on_the_review_page_in_a_real_browser(
         expected = {f: v["value"] for f, v in served["fields"].items()} | {"dob": true["dob"]}
         assert labels == [("cleo", expected)]
         assert errors == []
-        chromium.close()

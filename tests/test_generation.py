@@ -27,7 +27,7 @@ from driftloop.serving import create_app
 from driftloop.store import tables
 from driftloop.training import train
 
-from .helpers import browser_or_skip, html_problems, launch_chromium, sign_in, wait_for_text
+from .helpers import browser_or_skip, chromium_on, html_problems, sign_in, wait_for_text
 
 LATE = """
 [metrics.judged]
@@ -283,7 +283,7 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
     from driftloop import review
     from driftloop.demo.blog import terms_csv
 
-    browser, sync_api = browser_or_skip()
+    browser_or_skip()  # before the set-up
     config = write_example(tmp_path / "blog", template="blog", rows=600, window="100 rows")
     config.write_text(
         config.read_text()
@@ -295,10 +295,7 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
     train(project)
     df = pd.concat([posts(30, "A", seed=8), posts(30, "B", seed=9)], ignore_index=True)
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review;ops:ko=predict")
-    with (
-        serve_in_thread(create_app(project, background=False, monitor=False)) as url,
-        sync_api.sync_playwright() as pw,
-    ):
+    with chromium_on(project) as (url, chromium):
         r = httpx.post(
             url + "/predict",
             json={"records": df.drop(columns="post").to_dict(orient="records")},
@@ -319,7 +316,6 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
         by_id = dict(zip(texts, fresh, strict=True))
         low = sorted(by_id[i["prediction_id"]] for i in items if i["strategy"] == "low_score")
         assert low == sorted(v for v in by_id.values() if v == v)[:5]  # the five stalest posts
-        chromium = launch_chromium(pw, browser)
         page = chromium.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -355,7 +351,6 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
             assert len(conn.execute(select(tables.notes)).all()) == 1
             assert conn.execute(select(tables.feedback)).all() == []
         assert errors == []
-        chromium.close()
     project.close()
 
 

@@ -23,7 +23,7 @@ from driftloop.project import Project
 from driftloop.serving import create_app
 from driftloop.training import snapshot_training_data, train
 
-from .helpers import browser_or_skip, launch_chromium, sign_in
+from .helpers import browser_or_skip, chromium_on, sign_in
 
 EMBEDDING = '''\
 import numpy as np
@@ -170,21 +170,16 @@ def test_a_small_picture_is_enlarged_on_the_review_page_in_a_real_browser(
 ) -> None:
     """A 24 × 24 picture at its own size is a smudge a reviewer cannot label; the page shows it
     at least 120 pixels wide, its pixels kept sharp."""
-    browser, sync_api = browser_or_skip()
+    browser_or_skip()  # before the set-up
     with serve_in_thread(create_app(pictures, background=False, monitor=False)) as url:
         records = shapes(50, "B", seed=21)[["image"]].to_dict(orient="records")
         assert httpx.post(f"{url}/predict", json={"records": records}).status_code == 200
     assert review.fill(pictures)
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review")
-    with (
-        serve_in_thread(create_app(pictures, background=False, monitor=False)) as url,
-        sync_api.sync_playwright() as pw,
-    ):
-        chromium = launch_chromium(pw, browser)
+    with chromium_on(pictures) as (url, chromium):
         page = chromium.new_page()
         sign_in(page, url, "ka")
         page.wait_for_selector("#item:not([hidden]) img.feature")
         natural = page.evaluate("document.querySelector('img.feature').naturalWidth")
         box = page.locator("img.feature").bounding_box()
-        chromium.close()
     assert natural == 24 and box is not None and box["width"] >= 120, (natural, box)

@@ -20,7 +20,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
-from .helpers import browser_or_skip, html_problems, launch_chromium, send, sign_in, wait_for_text
+from .helpers import browser_or_skip, chromium_on, html_problems, send, sign_in, wait_for_text
 
 
 def _project(folder: Path, review_settings: str, feedback: str = "") -> Project:
@@ -189,16 +189,12 @@ def test_agreement_flags_a_reviewer_who_disagrees(tmp_path: Path) -> None:
 def test_the_review_page_is_keyboard_first_in_a_real_browser(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    browser, sync_api = browser_or_skip()
+    browser_or_skip()  # before the set-up
     project = _project(tmp_path / "p", "daily_budget = 10\noverlap = 0.0\n")
     send(project, 100, "A", seed=74)
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review;grafana:kg=read")
     classes = list(project.task.classes or [])
-    with (
-        serve_in_thread(create_app(project, background=False, monitor=False)) as url,
-        sync_api.sync_playwright() as pw,
-    ):
-        chromium = launch_chromium(pw, browser)
+    with chromium_on(project) as (url, chromium):
         page = chromium.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -242,7 +238,6 @@ def test_the_review_page_is_keyboard_first_in_a_real_browser(
         page.keyboard.press("?")
         assert page.is_visible("#help")
         assert errors == []
-        chromium.close()
     project.close()
 
 
@@ -253,15 +248,11 @@ def test_pages_run_only_their_own_script_and_refuse_to_be_framed(
     script the server rendered the page with, by its nonce. No page loads inside another site's
     frame, where its buttons could be overlaid. Nothing a page asks for is missing (its icon is
     inline)."""
-    browser, sync_api = browser_or_skip()
+    browser_or_skip()  # before the set-up
     project = _project(tmp_path / "p", "daily_budget = 10\noverlap = 0.0\n")
     send(project, 100, "A", seed=75)
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review+read")
-    with (
-        serve_in_thread(create_app(project, background=False, monitor=False)) as url,
-        sync_api.sync_playwright() as pw,
-    ):
-        chromium = launch_chromium(pw, browser)
+    with chromium_on(project) as (url, chromium):
         page = chromium.new_page()
         failed: list[str] = []
         page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
@@ -296,7 +287,6 @@ def test_pages_run_only_their_own_script_and_refuse_to_be_framed(
         frame_host.wait_for_timeout(500)
         framed = frame_host.frames[1]
         assert framed.query_selector("#key") is None, "the sign-in page loaded inside a frame"
-        chromium.close()
     project.close()
 
 
@@ -334,15 +324,11 @@ def test_unusual_inputs_are_queued_by_their_rarity_against_the_reference(tmp_pat
 def test_the_review_page_marks_what_made_an_item_unusual_in_a_real_browser(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    browser, sync_api = browser_or_skip()
+    browser_or_skip()  # before the set-up
     project, _ = _with_unusual_incomes(tmp_path / "p")
     review.fill(project)
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review")
-    with (
-        serve_in_thread(create_app(project, background=False, monitor=False)) as url,
-        sync_api.sync_playwright() as pw,
-    ):
-        chromium = launch_chromium(pw, browser)
+    with chromium_on(project) as (url, chromium):
         page = chromium.new_page()
         sign_in(page, url, "ka")
         page.wait_for_selector("#item:not([hidden])")
@@ -350,5 +336,4 @@ def test_the_review_page_marks_what_made_an_item_unusual_in_a_real_browser(
         assert page.locator("#inputs tr.unusual th").all_text_contents() == ["income"]
         note = page.text_content("#inputs tr.unusual .rare") or ""
         assert "seen in" in note and "of the reference" in note, note
-        chromium.close()
     project.close()

@@ -24,7 +24,7 @@ from driftloop.serving import create_app
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
-from .helpers import browser_or_skip, html_problems, launch_chromium, send
+from .helpers import browser_or_skip, chromium_on, html_problems, launch_chromium, send
 
 
 @pytest.fixture(scope="module")
@@ -246,13 +246,8 @@ def test_the_report_renders_in_a_real_browser(monitored: Project, tmp_path: Path
 def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
     monitored: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    browser, sync_api = browser_or_skip()
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "grafana:rd-1=read;app:pk-2=predict")
-    with (
-        serve_in_thread(create_app(monitored, background=False, monitor=False)) as url,
-        sync_api.sync_playwright() as pw,
-    ):
-        chromium = launch_chromium(pw, browser)
+    with chromium_on(monitored) as (url, chromium):
         page = chromium.new_page()
         fetched: list[str] = []
         page.on("request", lambda r: fetched.append(r.url))
@@ -294,7 +289,6 @@ def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
         assert page.url == url + "/login"
         page.goto(url + "/")
         assert page.url == url + "/login"
-        chromium.close()
     with serve_in_thread(create_app(monitored, background=False, monitor=False)) as url:
         forged = httpx.get(
             url + "/", cookies={"driftloop_session": "grafana|9999999999|00"}, follow_redirects=False
@@ -303,12 +297,7 @@ def test_the_dashboard_signs_in_with_a_key_in_a_real_browser(
 
 
 def test_the_api_docs_page_works_offline_in_a_real_browser(monitored: Project) -> None:
-    browser, sync_api = browser_or_skip()
-    with (
-        serve_in_thread(create_app(monitored, background=False, monitor=False)) as url,
-        sync_api.sync_playwright() as pw,
-    ):
-        chromium = launch_chromium(pw, browser)
+    with chromium_on(monitored) as (url, chromium):
         page = chromium.new_page()
         fetched: list[str] = []
         errors: list[str] = []
@@ -325,7 +314,6 @@ def test_the_api_docs_page_works_offline_in_a_real_browser(monitored: Project) -
         }
         assert fetched and all(u.startswith(url) for u in fetched), fetched  # no CDN
         assert errors == []  # nothing the page needs is refused by its policy
-        chromium.close()
 
 
 def test_a_heat_map_keeps_every_row_name_inside_the_chart_in_a_real_browser() -> None:
