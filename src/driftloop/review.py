@@ -211,7 +211,7 @@ def unusual_inputs(project: Project, inputs: dict[str, Any]) -> list[dict[str, A
 def _lowest_scored(project: Project, ids: list[str]) -> list[str]:
     """``ids`` from the worst to the best value of the scorer ``review.score_metric`` (outputs it
     cannot score are left out)."""
-    from driftloop.custom import metric_frame
+    from driftloop.scoring import logged_scorer_values
 
     name = project.settings.review.score_metric
     assert name is not None
@@ -227,10 +227,8 @@ def _lowest_scored(project: Project, ids: list[str]) -> list[str]:
     ids = [i for i in ids if i in found]
     if not ids:
         return []
-    schema, task = project.schema, project.task
-    inputs = schema.frame([found[i][0] for i in ids], strict=False, decode=False)
-    outputs = task.output_frame([found[i][1] for i in ids], [None] * len(ids))
-    values = metric_frame(project.settings, inputs, outputs)[f"metric.{name}"].to_numpy("float64")
+    inputs, outputs = [found[i][0] for i in ids], [found[i][1] for i in ids]
+    values = logged_scorer_values(project, inputs, outputs, f"metric.{name}")
     worst = project.settings.metrics[name].better == "lower"  # then the highest values are the worst
     keep = np.flatnonzero(np.isfinite(values))
     order = keep[np.argsort(-values[keep] if worst else values[keep], kind="stable")]

@@ -26,6 +26,7 @@ from driftloop.tasks import Predictions
 __all__ = [
     "judge_pairs",
     "logged_score",
+    "logged_scorer_values",
     "paired_scores",
     "score_outputs",
     "scorer_values",
@@ -62,16 +63,25 @@ def scorer_values(project: Project, X: pd.DataFrame, made: Any) -> dict[str, np.
     }
 
 
+def logged_scorer_values(project: Project, inputs: list[Any], outputs: list[Any], metric: str) -> np.ndarray:
+    """The scorer ``metric`` (``metric.<name>``) of each logged output for its logged inputs (NaN
+    where it cannot score one)."""
+    if not inputs:
+        return np.zeros(0)
+    frame = project.schema.frame(inputs, strict=False, decode=False)  # as stored: what scorers see
+    made = project.task.output_frame(outputs, [None] * len(outputs))
+    values: np.ndarray = metric_frame(project.settings, frame, made)[metric].to_numpy("float64")
+    return values
+
+
 def logged_score(project: Project, rows: list[dict[str, Any]], metric: str) -> float | None:
     """``metric`` of outputs as they were logged (``rows`` with ``inputs``, ``prediction`` and, where
     known, ``label`` and ``probabilities``): a scorer (``metric.<name>``) on every row, labelled or
     not; a metric of the task on the rows with a label. None when no row can be scored."""
     if metric.startswith("metric."):
-        if not rows:
-            return None
-        inputs = project.schema.frame([r["inputs"] for r in rows], strict=False, decode=False)
-        outputs = project.task.output_frame([r["prediction"] for r in rows], [None] * len(rows))
-        values = metric_frame(project.settings, inputs, outputs)[metric].to_numpy("float64")
+        values = logged_scorer_values(
+            project, [r["inputs"] for r in rows], [r["prediction"] for r in rows], metric
+        )
         return float(np.nanmean(values)) if np.isfinite(values).any() else None
     labelled = [r for r in rows if r.get("label") is not None]
     if not labelled:
