@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from driftloop.project import Project
-from driftloop.scoring import logged_score
+from driftloop.scoring import is_scorer, logged_score
 
 __all__ = ["canary_verdict"]
 
@@ -40,7 +40,7 @@ def canary_verdict(
             "reason": f"alert '{alarms[-1]['rule']}' during the {share:.0%} canary: {alarms[-1]['message']}",
         }
     metric = project.settings.gate.primary_metric
-    scorer = metric.startswith("metric.")
+    scorer = is_scorer(metric)
     requests = "requests" if scorer else "labelled requests"
     if scorer:  # a scorer needs no label: every request of the period
         rows = project.store.predictions_after(name, started["seq"], SCORED_ROWS)

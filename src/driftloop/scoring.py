@@ -24,6 +24,7 @@ from driftloop.project import Project
 from driftloop.tasks import Predictions
 
 __all__ = [
+    "is_scorer",
     "judge_pairs",
     "logged_score",
     "logged_scorer_values",
@@ -63,6 +64,16 @@ def scorer_values(project: Project, X: pd.DataFrame, made: Any) -> dict[str, np.
     }
 
 
+def is_scorer(metric: str) -> bool:
+    """Whether ``metric`` names a scorer (``metric.<name>``), which reads only inputs and outputs
+    and so needs no label, rather than a metric of the task.
+
+    >>> is_scorer("metric.freshness"), is_scorer("accuracy")
+    (True, False)
+    """
+    return metric.startswith("metric.")
+
+
 def logged_scorer_values(project: Project, inputs: list[Any], outputs: list[Any], metric: str) -> np.ndarray:
     """The scorer ``metric`` (``metric.<name>``) of each logged output for its logged inputs (NaN
     where it cannot score one)."""
@@ -78,7 +89,7 @@ def logged_score(project: Project, rows: list[dict[str, Any]], metric: str) -> f
     """``metric`` of outputs as they were logged (``rows`` with ``inputs``, ``prediction`` and, where
     known, ``label`` and ``probabilities``): a scorer (``metric.<name>``) on every row, labelled or
     not; a metric of the task on the rows with a label. None when no row can be scored."""
-    if metric.startswith("metric."):
+    if is_scorer(metric):
         values = logged_scorer_values(
             project, [r["inputs"] for r in rows], [r["prediction"] for r in rows], metric
         )

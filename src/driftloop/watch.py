@@ -35,7 +35,7 @@ import pandas as pd
 
 from driftloop.monitor import Monitor
 from driftloop.project import Project
-from driftloop.scoring import paired_scores, scorer_values, with_scorers
+from driftloop.scoring import is_scorer, paired_scores, scorer_values, with_scorers
 
 __all__ = ["gate_optimism", "harmful", "optimism_summary", "post_deploy_watch", "summarise_optimism"]
 
@@ -61,7 +61,7 @@ def _paired_on_live_rows(
     inputs = [r["inputs"] for r in rows]
     X = project.schema.frame(inputs, strict=False)
     made = {v: task.predict(project.registry.load(project.name, v), X) for v in (old, new)}
-    if metric.startswith("metric."):  # a scorer: what the gate judged a generator on, say
+    if is_scorer(metric):  # what the gate judged a generator on, say
         raw = project.schema.frame(inputs, strict=False, decode=False)  # what scorers see
         scored = {v: scorer_values(project, raw, m)[metric] for v, m in made.items()}
         values = {v: with_scorers({}, {metric: s})[metric] for v, s in scored.items()}
@@ -207,7 +207,7 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         if len(after) < ws.max_windows:
             _question(project, monitor, after, new, old, len(rows), last)
             return None
-        had = "were served" if _is_scorer(metric) else "had labels"
+        had = "were served" if is_scorer(metric) else "had labels"
         verdict = {
             "action": "watch-kept",
             "reason": f"post-deploy watch: {new} kept; after {len(after)} windows only {len(rows)} "
@@ -235,7 +235,7 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         if last["run_id"]:  # the gate's calibration: its estimate against the first live rows
             primary = project.settings.gate.primary_metric  # what the estimate is of
             # a scorer's estimate is met on any served row, a metric's on the labelled ones
-            same = _is_scorer(primary) == _is_scorer(metric)
+            same = is_scorer(primary) == is_scorer(metric)
             live = rows if same else _watched_rows(project, after, new, primary)
             decision = store.decision(last["run_id"]) or {}
             n = min(len(live), int(decision.get("eval_rows") or len(live)))  # as many as the gate had
@@ -266,7 +266,7 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         **verdict,
         "new": new,
         "old": old,
-        "source": "served" if _is_scorer(metric) else "feedback",
+        "source": "served" if is_scorer(metric) else "feedback",
         "new_value": compared["new"],
         "old_value": compared["old"],
         "p_value": compared["p_value"],
@@ -274,12 +274,8 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
     }
 
 
-def _is_scorer(metric: str) -> bool:
-    return metric.startswith("metric.")
-
-
 def _kind_of_rows(metric: str) -> str:
-    return "live rows" if _is_scorer(metric) else "labelled live rows"
+    return "live rows" if is_scorer(metric) else "labelled live rows"
 
 
 def _watched_rows(
@@ -291,7 +287,7 @@ def _watched_rows(
     a label."""
     store, name = project.store, project.name
     start, end = after[0]["start_seq"], after[-1]["end_seq"]
-    if _is_scorer(metric):
+    if is_scorer(metric):
         cap, rows = project.settings.watch.max_rows, list[dict[str, Any]]()
         while len(rows) < cap:
             page = store.predictions_after(name, start - 1, min(cap, 5000))

@@ -15,6 +15,7 @@ from typing import Any
 
 from driftloop.exceptions import ConfigError
 from driftloop.project import Project
+from driftloop.scoring import is_scorer
 from driftloop.ui.charts import Series, heatmap, line_chart
 from driftloop.views import jsonable, shadow_view, status_view, windows_view
 
@@ -65,7 +66,7 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
     lower = metric in project.lower_is_better
     # a scorer (metric.<name>) is measured on every output, labels or not; only metrics from
     # feedback have a label-free estimate beside them
-    source = "scored on every output" if metric.startswith("metric.") else "from feedback"
+    source = "scored on every output" if is_scorer(metric) else "from feedback"
     estimated = [_value(w, f"estimated_{metric}") for w in rows]
     performance = line_chart(
         [
