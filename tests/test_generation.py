@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from driftloop import workflow
+from driftloop.cli import app
 from driftloop.config import GateSettings
 from driftloop.demo.blog import posts, terms_csv
 from driftloop.demo.project import write_example
@@ -432,6 +434,12 @@ def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(
     assert harm or ("no worse" in verdict["reason"]) == (worse_by <= 0), (worse_by, verdict["reason"])
     if not told:
         assert verdict["action"] == "watch-kept" and worse_by < -0.2  # the stale model is stale
+        # `driftloop status` says the optimism was met on served rows, not on labelled ones
+        shown = CliRunner().invoke(app, ["status", "-c", str(config)], env={"COLUMNS": "400"})
+        assert shown.exit_code == 0, shown.output
+        printed = " ".join(shown.output.split())
+        assert "minus the live score over as many served rows" in printed, printed[-800:]
+        assert f"live {record['live']:.4f} on {record['n']} rows" in printed
     project.close()
 
 

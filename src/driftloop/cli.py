@@ -560,6 +560,7 @@ def sign(config: ConfigOption = DEFAULT_CONFIG) -> None:
 @app.command()
 def status(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
     """Champion, recent windows, alerts, retrain runs and gate decisions."""
+    from driftloop.scoring import is_scorer
     from driftloop.views import status_view
 
     project = _project(config)
@@ -599,10 +600,11 @@ def status(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -
                 f"minus the improvement delivered): {optimism['mean_gain']:+.4f}{over}"
                 f"{_standard_error(optimism['se_gain'])}"
             )
+        rows = "served rows" if is_scorer(optimism["metric"]) else "labelled rows"  # a scorer needs no label
         console.print(
             f"gate optimism: {optimism['mean']:+.4f} {optimism['metric']} on average over {optimism['n']} "
             f"promotion(s){_standard_error(optimism['se'])} (gate estimate, less what choosing among the "
-            f"candidates flattered it by, minus the live score over as many labelled rows; "
+            f"candidates flattered it by, minus the live score over as many {rows}; "
             f"{optimism['mean_raw']:+.4f} from the raw "
             f"score; latest: gate {last['gate']:.4f}, live {last['live']:.4f} on {last['n']} rows){paired}",
             highlight=False,
