@@ -576,6 +576,20 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
     newest = next(r for r in decision["rules"] if r["rule"] == "max_newest_fold_regression")
     last = frame[FOLD].to_numpy() == 2
     assert newest["challenger"] == pytest.approx((made[last] == truth[last]).mean())
+    # `driftloop runs RUN_ID` says who predicted each fold of the challenger's
+    from typer.testing import CliRunner
+
+    from driftloop.cli import app
+
+    listed = CliRunner().invoke(
+        app, ["runs", row["id"], "-c", str(project.settings.root / "driftloop.toml")], env={"COLUMNS": "400"}
+    )
+    assert listed.exit_code == 0, listed.output
+    printed = " ".join(listed.output.split())
+    for f in next(c for c in candidates if c["name"] == name)["backtest"]:
+        said = f"predicted by '{name}' fitted on the {f['rows']} rows before this fold"
+        assert f"fold {f['fold']} (" in printed and said in printed, printed
+    assert f"predicted by version {evaluated} itself" in printed, printed
     # the deployed refit's reference: the held-out predictions of its run, every row
     deployed = row["options"]["deployed_version"]
     assert deployed != evaluated and project.champion() == deployed
@@ -684,3 +698,34 @@ def test_an_earlier_champion_competes_again_and_comes_back_as_it_was(tmp_path: P
     assert project.registry.tags(project.name, "1").get("driftloop.status") == status_of_1
     assert "champion-1" in row["options"]["chosen"], row["options"]["chosen"]
     project.close()
+
+
+def test_runs_says_where_the_champion_stood_in_for_a_window_too_small_to_train() -> None:
+    """A backtest fold the winning window had too few rows for is scored by the champion (the
+    recipe would have served it there); `driftloop runs` says so rather than show the two equal
+    scores unexplained."""
+    from types import SimpleNamespace
+
+    from driftloop.cli import _fold_predictor
+
+    project = SimpleNamespace(settings=SimpleNamespace(retrain=SimpleNamespace(min_train_rows=50)))
+    options = {
+        "candidates": [
+            {"name": "all", "version": "3", "chosen": False},
+            {"name": "since-alert", "version": "4", "chosen": True},
+        ],
+        "training": {
+            "candidates": [
+                {"name": "all", "backtest": [{"fold": 0, "rows": 300}, {"fold": 1, "rows": 340}]},
+                {"name": "since-alert", "backtest": [{"fold": 0, "rows": 0}, {"fold": 1, "rows": 100}]},
+            ]
+        },
+    }
+    said = [_fold_predictor(project, options, {"fold": i}) for i in (0, 1, 2)]
+    assert said == [
+        "; the champion stood in: 'since-alert' had fewer than retrain.min_train_rows (50) rows "
+        "before this fold",
+        "; predicted by 'since-alert' fitted on the 100 rows before this fold",
+        "; predicted by version 4 itself",
+    ]
+    assert _fold_predictor(project, {"folds": []}, {"fold": 0}) == ""  # a run that chose nothing

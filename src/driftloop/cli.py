@@ -963,6 +963,28 @@ def _print_runs(project: Any) -> None:
     console.print(table)
 
 
+def _fold_predictor(project: Any, options: dict[str, Any], fold: dict[str, Any]) -> str:
+    """Who predicted the challenger's rows of a backtest fold: the winner itself (the newest
+    fold, or every fold for an earlier champion), its window fitted on the rows before the
+    fold, or the champion standing in where the window had too few rows to be trained."""
+    chosen = next((c for c in options.get("candidates") or [] if c.get("chosen")), None)
+    if chosen is None:
+        return ""
+    made: dict[str, Any] = next(
+        (c for c in (options.get("training") or {}).get("candidates", []) if c["name"] == chosen["name"]),
+        {},
+    )
+    fitted = next((b for b in made.get("backtest") or [] if b["fold"] == fold["fold"]), None)
+    if fitted is None:
+        return f"; predicted by version {chosen['version']} itself"
+    if not fitted["rows"]:
+        return (
+            f"; the champion stood in: '{chosen['name']}' had fewer than retrain.min_train_rows "
+            f"({project.settings.retrain.min_train_rows}) rows before this fold"
+        )
+    return f"; predicted by '{chosen['name']}' fitted on the {fitted['rows']} rows before this fold"
+
+
 def _print_run(project: Any, row: dict[str, Any]) -> None:
     decision = project.store.decision(row["id"]) or {}
     colour = {"promoted": "green", "rejected": "yellow"}.get(row["status"], "red")
@@ -997,7 +1019,7 @@ def _print_run(project: Any, row: dict[str, Any]) -> None:
     for f in options.get("folds") or []:  # the challenger against the champion, fold by fold
         console.print(
             f"  fold {f['fold']} (seq {f['first_seq']}-{f['last_seq']}, {f['rows']} rows): champion "
-            f"{f['champion']:.4f}, challenger {f['challenger']:.4f}",
+            f"{f['champion']:.4f}, challenger {f['challenger']:.4f}{_fold_predictor(project, options, f)}",
             highlight=False,
         )
     if options.get("reused"):
