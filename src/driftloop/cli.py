@@ -963,7 +963,7 @@ def _print_runs(project: Any) -> None:
     console.print(table)
 
 
-def _fold_predictor(project: Any, options: dict[str, Any], fold: dict[str, Any]) -> str:
+def _fold_predictor(options: dict[str, Any], fold: dict[str, Any]) -> str:
     """Who predicted the challenger's rows of a backtest fold: the winner itself (the newest
     fold, or every fold for an earlier champion), its window fitted on the rows before the
     fold, or the champion standing in where the window had too few rows to be trained."""
@@ -979,8 +979,8 @@ def _fold_predictor(project: Any, options: dict[str, Any], fold: dict[str, Any])
         return f"; predicted by version {chosen['version']} itself"
     if not fitted["rows"]:
         return (
-            f"; the champion stood in: '{chosen['name']}' had fewer than retrain.min_train_rows "
-            f"({project.settings.retrain.min_train_rows}) rows before this fold"
+            f"; the champion stood in: '{chosen['name']}' had fewer rows before this fold than "
+            "retrain.min_train_rows"
         )
     return f"; predicted by '{chosen['name']}' fitted on the {fitted['rows']} rows before this fold"
 
@@ -1019,7 +1019,7 @@ def _print_run(project: Any, row: dict[str, Any]) -> None:
     for f in options.get("folds") or []:  # the challenger against the champion, fold by fold
         console.print(
             f"  fold {f['fold']} (seq {f['first_seq']}-{f['last_seq']}, {f['rows']} rows): champion "
-            f"{f['champion']:.4f}, challenger {f['challenger']:.4f}{_fold_predictor(project, options, f)}",
+            f"{f['champion']:.4f}, challenger {f['challenger']:.4f}{_fold_predictor(options, f)}",
             highlight=False,
         )
     if options.get("reused"):
