@@ -704,7 +704,7 @@ def test_runs_says_where_the_champion_stood_in_for_a_window_too_small_to_train()
     """A backtest fold the winning window had too few rows for is scored by the champion (the
     recipe would have served it there); `driftloop runs` says so rather than show the two equal
     scores unexplained."""
-    from driftloop.cli import _fold_predictor
+    from driftloop._show import fold_predictor
 
     options = {
         "candidates": [
@@ -718,10 +718,10 @@ def test_runs_says_where_the_champion_stood_in_for_a_window_too_small_to_train()
             ]
         },
     }
-    said = [_fold_predictor(options, {"fold": i}) for i in (0, 1, 2)]
+    said = [fold_predictor(options, {"fold": i}) for i in (0, 1, 2)]
     assert said == [
         "; the champion stood in: 'since-alert' had fewer rows before this fold than retrain.min_train_rows",
         "; predicted by 'since-alert' fitted on the 100 rows before this fold",
         "; predicted by version 4 itself",
     ]
-    assert _fold_predictor({"folds": []}, {"fold": 0}) == ""  # a run that chose nothing
+    assert fold_predictor({"folds": []}, {"fold": 0}) == ""  # a run that chose nothing

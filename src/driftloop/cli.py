@@ -7,7 +7,6 @@ a driftloop error prints one sentence and exits with 1.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import sys
@@ -15,10 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from driftloop._show import console, log_console, print_run, print_runs, print_status, print_windows, when
 from driftloop.exceptions import ConfigError, DriftloopError
 
 app = typer.Typer(
@@ -27,8 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Keep a deployed model accurate while the world drifts.",
 )
-console = Console(width=None if sys.stdout.isatty() else 140)
-log_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)  # stdout stays for results
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to driftloop.toml.")]
 DEFAULT_CONFIG = Path("driftloop.toml")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -58,15 +55,6 @@ def _project(config: Path) -> Any:
     from driftloop.project import Project
 
     return Project.load(config)
-
-
-def _standard_error(se: float | None) -> str:
-    """A mean's standard error as a clause (nothing below two values)."""
-    return f", standard error {se:.4f}" if se is not None else ""
-
-
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _version(value: bool) -> None:
@@ -270,7 +258,7 @@ def monitor_command(
             "run 'driftloop reference --rebuild'.",
             highlight=False,
         )
-    _print_windows(project, limit=max(5, len(result.windows)))
+    print_windows(project, limit=max(5, len(result.windows)))
 
 
 @app.command()
@@ -457,7 +445,7 @@ def retrain(
         if wait:
             with console.status(f"retraining ({run_id})…"):
                 row = workflow.wait(run_id)
-            _print_run(project, row)
+            print_run(project, row)
     finally:
         workflow.shutdown()
 
@@ -533,7 +521,7 @@ def promote(
         console.print(f"Gating version {version} against the champion in run {run_id}.")
         with console.status(f"evaluating ({run_id})…"):
             row = workflow.wait(run_id)
-        _print_run(project, row)
+        print_run(project, row)
     finally:
         workflow.shutdown()
 
@@ -560,7 +548,6 @@ def sign(config: ConfigOption = DEFAULT_CONFIG) -> None:
 @app.command()
 def status(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
     """Champion, recent windows, alerts, retrain runs and gate decisions."""
-    from driftloop.scoring import is_scorer
     from driftloop.views import status_view
 
     project = _project(config)
@@ -568,63 +555,7 @@ def status(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -
     if as_json:
         _print_json(view)
         return
-    table = Table(title=f"model {project.name}")
-    for column in ("version", "role", "gate", "registered", "run"):
-        table.add_column(column)
-    for v in view["versions"]:
-        table.add_row(
-            v["version"], v["role"] or "", v["gate"] or "-", _when(v["registered_at"]), v["run_id"] or "-"
-        )
-    console.print(table)
-    _print_windows(project, limit=10)
-    alerts = Table(title="recent alerts")
-    for column in ("when", "rule", "message", "run"):
-        alerts.add_column(column)
-    for a in view["alerts"]:
-        alerts.add_row(_when(a["ts"]), a["rule"], a["message"], a["run_id"] or "-")
-    console.print(alerts)
-    history = Table(title="champion history")
-    for column in ("when", "action", "from", "to", "reason"):
-        history.add_column(column)
-    for p in view["history"]:
-        history.add_row(_when(p["ts"]), p["action"], p["from_version"] or "-", p["to_version"], p["reason"])
-    console.print(history)
-    _print_runs(project)
-    optimism = view["gate_optimism"]
-    if optimism:
-        last, paired = optimism["records"][-1], ""
-        if optimism.get("mean_gain") is not None:
-            over = f" over {optimism['n_gain']}" if optimism["n_gain"] != optimism["n"] else ""
-            paired = (
-                f"; paired with the previous champion on the same rows (the improvement promised "
-                f"minus the improvement delivered): {optimism['mean_gain']:+.4f}{over}"
-                f"{_standard_error(optimism['se_gain'])}"
-            )
-        rows = "served rows" if is_scorer(optimism["metric"]) else "labelled rows"  # a scorer needs no label
-        console.print(
-            f"gate optimism: {optimism['mean']:+.4f} {optimism['metric']} on average over {optimism['n']} "
-            f"promotion(s){_standard_error(optimism['se'])} (gate estimate, less what choosing among the "
-            f"candidates flattered it by, minus the live score over as many {rows}; "
-            f"{optimism['mean_raw']:+.4f} from the raw "
-            f"score; latest: gate {last['gate']:.4f}, live {last['live']:.4f} on {last['n']} rows){paired}",
-            highlight=False,
-        )
-    archived = view["archive"]
-    if archived["batches"]:
-        console.print(
-            f"archive: {archived['predictions']:,} predictions in {archived['batches']} batch(es), "
-            f"{archived['bytes']:,} bytes, through seq {archived['through_seq']} ({archived['url']})",
-            highlight=False,
-        )
-    health = view["monitoring"]
-    console.print(
-        f"monitoring: last success {_when(health['last_success']) if health['last_success'] else 'never'}"
-        + (
-            f"; last failure {_when(health['last_failure'])}: {health['last_error']}"
-            if health["last_failure"]
-            else ""
-        )
-    )
+    print_status(project, view)
 
 
 @app.command()
@@ -648,19 +579,19 @@ def runs(
         _print_json({**one, "steps": project.store.run_steps(run_id)})
         return
     if run_id is None:
-        _print_runs(project)
+        print_runs(project)
         return
     row = project.store.run(run_id)
     if row is None:
         raise DriftloopError(f"Retrain run {run_id!r} does not exist; 'driftloop runs' lists them.")
-    _print_run(project, row)
+    print_run(project, row)
     table = Table(title=f"steps of {run_id}")
     for column in ("step", "started", "seconds"):
         table.add_column(column)
     for step in project.store.run_steps(run_id):
         table.add_row(
             step["step"],
-            _when(step["started_at"]),
+            when(step["started_at"]),
             "-" if step["seconds"] is None else f"{step['seconds']:.2f}",
         )
     console.print(table)
@@ -747,7 +678,7 @@ def datasets_list(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = F
         m = d["manifest"]
         counts = ", ".join(f"{k}: {v}" for k, v in m.get("class_counts", {}).items())
         table.add_row(
-            d["id"][:12], d["kind"], str(d["rows"]), counts, m.get("run_id", "-"), _when(d["created_at"])
+            d["id"][:12], d["kind"], str(d["rows"]), counts, m.get("run_id", "-"), when(d["created_at"])
         )
     console.print(table)
 
@@ -893,152 +824,6 @@ def demo(
         port = free_port()
     console.print(f"Dashboard of the run: [cyan]http://127.0.0.1:{port or 8000}/[/]", highlight=False)
     serve(config=config, host="127.0.0.1", port=port, workers=1, monitor=True, allow_open=False)
-
-
-DRIFTED_NAMES = 5  # a window's drifted features named in a table row; the rest counted
-
-
-def _print_windows(project: Any, limit: int) -> None:
-    metric = project.settings.gate.primary_metric  # what the gate judges: f1_micro, mae, a scorer
-    table = Table(title="recent windows")
-    for column in (
-        "window",
-        "rows",
-        "versions",
-        metric.removeprefix("metric."),
-        "labels",
-        "drift share",
-        "drifted",
-        "pred. drift",
-        "mean conf.",
-    ):
-        table.add_column(column)
-    for w in project.store.windows(project.name, limit=limit):
-        m = w["metrics"]
-
-        def val(name: str, fmt: str = "{:.3f}", m: dict[str, Any] = m) -> str:
-            return fmt.format(m[name]["value"]) if name in m and m[name]["value"] is not None else "-"
-
-        drifted = sorted(
-            k.removeprefix("drift.") for k, x in m.items() if k.startswith("drift.") and x["flagged"]
-        )
-        more = len(drifted) - DRIFTED_NAMES
-        named = ", ".join(drifted[:DRIFTED_NAMES]) + (f" and {more} more" if more > 0 else "")
-        table.add_row(
-            str(w["id"]),
-            str(w["n"]),
-            ",".join(w["model_versions"]),
-            val(metric),
-            val("labelled", "{:.0f}"),
-            val("drift_share", "{:.0%}"),
-            named or "-",
-            val("prediction_drift"),
-            val("mean_confidence"),
-        )
-    console.print(table)
-
-
-def _print_runs(project: Any) -> None:
-    table = Table(title="retrain runs", expand=True)
-    table.add_column("run", no_wrap=True)  # whole, to pass to `driftloop runs RUN_ID`
-    for column, ratio in (("trigger", 3), ("status", 2), ("train rows", 3)):
-        table.add_column(column, ratio=ratio, overflow="fold")  # folded, never cut short
-    table.add_column("version", no_wrap=True)
-    table.add_column("started", no_wrap=True)
-    table.add_column("gate reasons", ratio=8)  # the sentences: most of the width
-    for r in project.store.runs(project.name, limit=10):
-        decision = project.store.decision(r["id"]) or {}
-        training = (r.get("options") or {}).get("training") or {}
-        by_source = ", ".join(f"{k} {v}" for k, v in training.get("by_source", {}).items())
-        step = f" ({r['step']})" if r["step"] and r["step"] != "done" else ""
-        table.add_row(
-            r["id"],
-            r["trigger"],
-            r["status"] + step,
-            f"{training['rows']} ({by_source})" if training else "-",
-            r["challenger_version"] or "-",
-            _when(r["started_at"]),
-            "\n".join(decision.get("reasons", [])) or (r["error"] or "-"),
-        )
-    console.print(table)
-
-
-def _fold_predictor(options: dict[str, Any], fold: dict[str, Any]) -> str:
-    """Who predicted the challenger's rows of a backtest fold: the winner itself (the newest
-    fold, or every fold for an earlier champion), its window fitted on the rows before the
-    fold, or the champion standing in where the window had too few rows to be trained."""
-    chosen = next((c for c in options.get("candidates") or [] if c.get("chosen")), None)
-    if chosen is None:
-        return ""
-    made: dict[str, Any] = next(
-        (c for c in (options.get("training") or {}).get("candidates", []) if c["name"] == chosen["name"]),
-        {},
-    )
-    fitted = next((b for b in made.get("backtest") or [] if b["fold"] == fold["fold"]), None)
-    if fitted is None:
-        return f"; predicted by version {chosen['version']} itself"
-    if not fitted["rows"]:
-        return (
-            f"; the champion stood in: '{chosen['name']}' had fewer rows before this fold than "
-            "retrain.min_train_rows"
-        )
-    return f"; predicted by '{chosen['name']}' fitted on the {fitted['rows']} rows before this fold"
-
-
-def _print_run(project: Any, row: dict[str, Any]) -> None:
-    decision = project.store.decision(row["id"]) or {}
-    colour = {"promoted": "green", "rejected": "yellow"}.get(row["status"], "red")
-    console.print(
-        f"Run {row['id']}: [{colour}]{row['status']}[/] (challenger version {row['challenger_version']})"
-    )
-    training = (row.get("options") or {}).get("training")
-    if training:
-        sources = ", ".join(f"{k} {v}" for k, v in training.get("by_source", {}).items()) or "none"
-        classes = ", ".join(f"{k}: {v}" for k, v in training.get("by_class", {}).items()) or "-"
-        console.print(
-            f"  training set: {training['rows']} rows ({sources}; classes {classes}); "
-            f"evaluation set: {training.get('eval_rows', '-')} rows",
-            highlight=False,
-        )
-        if training.get("evaluation"):
-            console.print(f"  evaluated on {training['evaluation']}", highlight=False)
-        for c in training.get("candidates", []):
-            if c.get("version"):  # an earlier champion, as it is
-                console.print(f"  candidate '{c['name']}': {c['window']}", highlight=False)
-                continue
-            folds = ", ".join(f"fold {f['fold']} {f['rows']} rows" for f in c.get("backtest") or [])
-            backtest = f" (backtest: {folds})" if folds else ""
-            console.print(
-                f"  candidate '{c['name']}': {c['rows']} rows, {c['window']}{backtest}", highlight=False
-            )
-        for c in training.get("left_out", []):
-            console.print(f"  candidate '{c['name']}' left out: {c['reason']}", highlight=False)
-    options = row.get("options") or {}
-    if options.get("chosen"):
-        console.print(f"  chosen: {options['chosen']}", highlight=False)
-    for f in options.get("folds") or []:  # the challenger against the champion, fold by fold
-        console.print(
-            f"  fold {f['fold']} (seq {f['first_seq']}-{f['last_seq']}, {f['rows']} rows): champion "
-            f"{f['champion']:.4f}, challenger {f['challenger']:.4f}{_fold_predictor(options, f)}",
-            highlight=False,
-        )
-    if options.get("reused"):
-        console.print(
-            f"  version {options['reused']}, an earlier champion, is back in service as it was "
-            "(not refitted)",
-            highlight=False,
-        )
-    if options.get("deployed_version"):
-        console.print(
-            f"  evaluated version {options['evaluated_version']}; deployed version "
-            f"{options['deployed_version']}, refitted on its rows plus the newest evaluation fold "
-            "(retrain.refit)",
-            highlight=False,
-        )
-    for reason in decision.get("reasons", []):
-        console.print(f"  • {reason}")
-    if row.get("error"):
-        console.print(f"  {'why' if row['status'] == 'skipped' else 'error'}: {row['error']}")
 
 
 def main() -> None:
