@@ -474,6 +474,24 @@ def test_the_selection_bias_removes_most_of_the_winners_curse_and_never_overcorr
     assert clear[:, 1].mean() <= max(0.004, 1.3 * clear[:, 0].mean()), clear.mean(axis=0)
 
 
+def test_the_selection_bias_is_measured_on_the_rows_reported() -> None:
+    """Every row chooses, the estimate is read on some: where the candidates agree on every
+    reported row, choosing cannot flatter the score read there, however much it flatters the
+    score over all rows; on rows where they disagree it flatters as much as on all of them."""
+    from driftloop.evaluation import selection_bias
+
+    rng = np.random.default_rng(5)
+    disagree = (rng.random((300, 4)) < 0.8).astype(float)
+    agree = np.repeat((rng.random((300, 1)) < 0.8).astype(float), 4, axis=1)
+    scores = np.vstack([disagree, agree])
+    first = np.arange(600) < 300
+    assert selection_bias(scores) > 0.005
+    assert selection_bias(scores, report=~first) == 0.0
+    alone = selection_bias(disagree)
+    assert 0.5 * alone < selection_bias(scores, report=first) < 1.5 * alone
+    assert selection_bias(scores, report=np.ones(600, dtype=bool)) == selection_bias(scores)
+
+
 def test_the_gate_rejects_a_challenger_that_loses_the_newest_fold_and_weighs_the_corrected_p() -> None:
     from driftloop.config import GateSettings
     from driftloop.gate import decide
@@ -590,6 +608,11 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
         said = f"predicted by '{name}' fitted on the {f['rows']} rows before this fold"
         assert f"fold {f['fold']} (" in printed and said in printed, printed
     assert f"predicted by version {evaluated} itself" in printed, printed
+    # every fold predicted by the winner's recipe: the estimate is read on every row, as the gate's
+    estimate = row["options"]["gate_estimate"]
+    assert estimate["rows"] == len(frame) and estimate["raw"] == pytest.approx(rule["challenger"], abs=1e-6)
+    assert estimate["champion"] == pytest.approx(rule["champion"], abs=1e-6)
+    assert f"gate estimate: accuracy {estimate['value']:.4f} ({estimate['raw']:.4f})" in printed, printed
     # the deployed refit's reference: the held-out predictions of its run, every row
     deployed = row["options"]["deployed_version"]
     assert deployed != evaluated and project.champion() == deployed
@@ -602,6 +625,87 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
     reference = project.store.reference(project.name, deployed)
     assert reference is not None
     assert reference["profile"]["scores"]["accuracy"] == pytest.approx(rule["challenger"], abs=1e-6)
+    project.close()
+
+
+def test_the_gate_estimate_leaves_out_a_fold_where_the_champion_stood_in(tmp_path: Path) -> None:
+    """An alert late in the new concept: the evaluation reaches back before it, so the
+    since-alert window (which beats a careless recipe) had no rows before the earliest fold and
+    the champion predicted that fold on the challenger's side too. The decision pools every fold (it
+    judges the recipe); the estimate of the model deployed, and the champion's score the gate
+    optimism's paired figure compares it with, are read on the folds the winner's recipe
+    predicted."""
+    from driftloop.candidates import FOLD
+    from driftloop.training import fit_model
+    from driftloop.watch import gate_optimism
+
+    project = trained_with(
+        tmp_path / "p",
+        retrain="folds = 3\nprevious_champions = 0\n"
+        'candidates = [{ name = "careless", trainer = "trainer:careless" }, '
+        '{ name = "since-alert", since_alert = true }]\n',
+    )
+    try:  # an alert on the first rows of the new concept starts the run
+        send(project, 600, "A", seed=51, label_share=0.5)
+        send(project, 1200, "B", seed=52, label_share=0.8)
+        row = workflow.wait(workflow.start_retrain(project, "alert", since_seq=1500))
+    finally:
+        workflow.shutdown()
+    assert row["status"] == "promoted", row
+    decision = project.store.decision(row["id"])
+    assert decision is not None
+    evaluation = project.store.dataset(decision["eval_dataset"])
+    assert evaluation is not None
+    frame = pd.read_parquet(evaluation["path"])
+    evaluated = decision["challenger_version"]
+    name = project.registry.tags(project.name, evaluated)["driftloop.candidate"]
+    backtest = next(c for c in row["options"]["training"]["candidates"] if c["name"] == name)["backtest"]
+    assert [(f["fold"], f["snapshot"] is None) for f in backtest] == [(0, True), (1, False)], backtest
+    # each side's predictions: the champion's on fold 0, the fold-1 refit's, the winner's own on fold 2
+    snapshots = Path(project.settings.store.snapshots)
+    X, truth = project.schema.frame(frame), frame[project.settings.project.target].astype(str).to_numpy()
+    champion = project.task.predict(project.registry.load(project.name, "1"), X).labels
+    made = project.task.predict(project.registry.load(project.name, evaluated), X).labels.astype(object)
+    fold = frame[FOLD].to_numpy()
+    made[fold == 0] = champion[fold == 0]
+    refit = fit_model(project, pd.read_parquet(snapshots / f"{backtest[1]['snapshot']}.parquet"))
+    made[fold == 1] = project.task.predict(refit, X.iloc[np.flatnonzero(fold == 1)]).labels
+    rule = next(r for r in decision["rules"] if r["rule"] == "min_improvement")
+    assert rule["challenger"] == pytest.approx((made == truth).mean())  # the decision: every fold
+    estimate = project.store.run(row["id"])["options"]["gate_estimate"]  # type: ignore[index]
+    own = fold > 0
+    assert estimate["rows"] == own.sum() < len(frame), estimate
+    assert estimate["raw"] == pytest.approx((made[own] == truth[own]).mean(), abs=1e-6)
+    assert estimate["champion"] == pytest.approx((champion[own] == truth[own]).mean(), abs=1e-6)
+    assert estimate["raw"] != pytest.approx(rule["challenger"], abs=1e-4)
+    assert (
+        f"; on the {estimate['rows']} rows its own recipe predicted (the champion stood in on the rest) it "
+        f"scored {estimate['raw']:.4f}, so the gate expects {estimate['value']:.4f}"
+    ) in row["options"]["chosen"], row["options"]["chosen"]
+    # the gate optimism is measured from that estimate, and pairs it with the champion on the same rows
+    record = gate_optimism(project, row["id"], live=0.75, n=len(frame), live_old=0.65)
+    assert record is not None
+    assert record["gate_raw"] == pytest.approx(estimate["raw"], abs=1e-6)
+    assert record["gate"] == pytest.approx(estimate["value"], abs=1e-6)
+    assert record["champion_gate"] == pytest.approx(estimate["champion"], abs=1e-6)
+    promised = estimate["value"] - estimate["champion"]
+    assert record["gain_optimism"] == pytest.approx(promised - 0.1, abs=1e-6)
+    # `driftloop runs RUN_ID` says what the estimate was read on, and what it later met live
+    from typer.testing import CliRunner
+
+    from driftloop.cli import app
+
+    listed = CliRunner().invoke(
+        app, ["runs", row["id"], "-c", str(project.settings.root / "driftloop.toml")], env={"COLUMNS": "400"}
+    )
+    assert listed.exit_code == 0, listed.output
+    printed = " ".join(listed.output.split())
+    said = (
+        f"gate estimate: accuracy {estimate['value']:.4f} ({estimate['raw']:.4f} on {estimate['rows']} of "
+        f"the {len(frame)} evaluation rows, those the winner's recipe predicted (the champion stood in on "
+        f"the rest)); live 0.7500 on its first {len(frame)} rows (gate optimism {record['optimism']:+.4f})"
+    )
+    assert said in printed, printed
     project.close()
 
 

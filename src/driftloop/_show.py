@@ -113,6 +113,30 @@ def fold_predictor(options: dict[str, Any], fold: dict[str, Any]) -> str:
     return f"; predicted by '{chosen['name']}' fitted on the {fitted['rows']} rows before this fold"
 
 
+def estimate_said(estimate: dict[str, Any], eval_rows: int | None, live: dict[str, Any] | None) -> str:
+    """The gate's estimate of the winner, the rows it was read on and, once the watch met it,
+    the live score over as many rows."""
+    rows = estimate.get("rows")
+    on = (
+        f" on {rows} of the {eval_rows} evaluation rows, those the winner's recipe predicted (the "
+        "champion stood in on the rest)"
+        if rows is not None and eval_rows and rows < eval_rows
+        else ""
+    )
+    bias = (
+        f", less {estimate['selection_bias']:.4f} that choosing among {estimate['candidates']} "
+        "flattered it by"
+        if estimate.get("selection_bias")
+        else ""
+    )
+    said = f"gate estimate: {estimate['metric']} {estimate['value']:.4f} ({estimate['raw']:.4f}{on}{bias})"
+    if live:
+        said += (
+            f"; live {live['live']:.4f} on its first {live['n']} rows (gate optimism {live['optimism']:+.4f})"
+        )
+    return said
+
+
 def print_run(project: Any, row: dict[str, Any]) -> None:
     decision = project.store.decision(row["id"]) or {}
     colour = {"promoted": "green", "rejected": "yellow"}.get(row["status"], "red")
@@ -150,6 +174,9 @@ def print_run(project: Any, row: dict[str, Any]) -> None:
             f"{f['champion']:.4f}, challenger {f['challenger']:.4f}{fold_predictor(options, f)}",
             highlight=False,
         )
+    if options.get("gate_estimate"):
+        estimate, live = options["gate_estimate"], options.get("gate_optimism")
+        console.print(f"  {estimate_said(estimate, decision.get('eval_rows'), live)}", highlight=False)
     if options.get("reused"):
         console.print(
             f"  version {options['reused']}, an earlier champion, is back in service as it was "

@@ -11,7 +11,8 @@ improvement is corrected for the choice (max-T, :func:`driftloop.evaluation.max_
 ``"half"``, several candidates and enough rows, every other production row in time chooses and
 the rest, with the golden set, judge, so the gate's estimate is free of the winner's curse. The
 estimate the gate records is the winner's score less what choosing it flattered it by
-(:func:`driftloop.evaluation.selection_bias`).
+(:func:`driftloop.evaluation.selection_bias`), read on the rows the winner's recipe predicted: a
+backtest fold its window could not be trained for is the champion's on both sides.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from driftloop.candidates import FOLD
 from driftloop.evaluation import max_t, selection_bias
 from driftloop.project import Project
 from driftloop.scoring import judge_pairs, paired_scores, score_outputs, selection_rows, subset
-from driftloop.tasks import predictions_frame
+from driftloop.tasks import ROW, predictions_frame
 
 __all__ = ["Comparison", "compare"]
 
@@ -170,16 +171,24 @@ def compare(
     )
     # the gate's estimate of the winner, less what choosing it among k flattered it by (the
     # bootstrap's winner's curse); per-row scores exist for the task's row metric and scorers
+    # is read on the rows the winner's recipe predicted: a fold its window was too small to be
+    # trained for is the champion's prediction, which judges the recipe but says nothing of the
+    # model deployed
     if len(versions) and (primary in base["scorers"] or primary == task.slice_metric):
         own = np.column_stack([sign * per_row[i][judged] for i in columns])
-        bias = selection_bias(own) if len(own) else 0.0
-        raw_value = float(won["metrics"][primary])
+        covered = np.zeros(len(judged), dtype=bool)
+        covered[held_out[best][ROW].to_numpy()] = True
+        report = covered[judged] if covered[judged].any() else np.ones(len(df), dtype=bool)
+        bias = selection_bias(own, report=report) if len(own) else 0.0
+        raw_value = float(subset(project, y, won, report)["metrics"][primary])
         out["estimate"] = {
             "metric": primary,
             "raw": round(raw_value, 6),
             "selection_bias": bias,
             "value": round(raw_value + bias if lower else raw_value - bias, 6),
             "candidates": len(columns),
+            "rows": int(report.sum()),
+            "champion": round(float(subset(project, y, base, report)["metrics"][primary]), 6),
         }
     out["slices"] = _slices(project, y, X, df, correct={"champion": base["rows"], "challenger": won["rows"]})
     intervals: dict[str, Any] = {}

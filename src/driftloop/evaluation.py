@@ -108,7 +108,9 @@ def max_t(gains: np.ndarray, chosen: int, n_perm: int = 4999, seed: int = 0) -> 
     return (1 + exceed) / (1 + n_perm)
 
 
-def selection_bias(scores: np.ndarray, n_boot: int = 1000, seed: int = 0) -> float:
+def selection_bias(
+    scores: np.ndarray, n_boot: int = 1000, seed: int = 0, report: np.ndarray | None = None
+) -> float:
     """How much choosing the best of several candidates by their mean score on the same rows
     flatters the one chosen (the winner's curse), in the score's units.
 
@@ -120,6 +122,11 @@ def selection_bias(scores: np.ndarray, n_boot: int = 1000, seed: int = 0) -> flo
     one candidate, near zero when one is clearly best, largest for equally good candidates that
     disagree row by row. Rows with a missing score are left out.
 
+    ``report`` (a mask of the rows) measures the flattery on those rows only, when every row
+    chooses but the estimate is read on some: each resample chooses on all its rows and takes
+    how far the chosen candidate's mean over its resampled ``report`` rows exceeds that over all
+    ``report`` rows.
+
     >>> rng = np.random.default_rng(0)
     >>> alike = (rng.random((200, 5)) < 0.8).astype(float)  # five equally good, independent candidates
     >>> 0.02 < selection_bias(alike) < 0.04
@@ -128,20 +135,25 @@ def selection_bias(scores: np.ndarray, n_boot: int = 1000, seed: int = 0) -> flo
     >>> clear[:, 2] = 1.0  # one right on every row
     >>> selection_bias(clear), selection_bias(alike[:, :1])
     (0.0, 0.0)
+    >>> 0.0 <= selection_bias(alike, report=np.arange(200) < 100) < 0.06
+    True
     """
     scores = np.asarray(scores, dtype="float64").reshape(len(scores), -1)
-    scores = scores[np.isfinite(scores).all(axis=1)]
+    finite = np.isfinite(scores).all(axis=1)
+    shown = np.ones(len(scores), dtype=bool) if report is None else np.asarray(report, dtype=bool)
+    scores, shown = scores[finite], shown[finite]
     n, k = scores.shape
-    if k < 2 or n == 0:
+    if k < 2 or n == 0 or not shown.any():
         return 0.0
-    full = scores.mean(axis=0)
+    full = scores[shown].mean(axis=0)
     rng = np.random.default_rng(seed)
     total, done, chunk = 0.0, 0, max(1, 2_000_000 // n)
     while done < n_boot:
         b = min(chunk, n_boot - done)
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b)  # each resample's row counts
-        means = counts @ scores / n
-        chosen = means.argmax(axis=1)  # the first of equals, as the gate ranks them
-        total += float((means[np.arange(b), chosen] - full[chosen]).sum())
+        chosen = (counts @ scores).argmax(axis=1)  # the first of equals, as the gate ranks them
+        seen = counts[:, shown].sum(axis=1)  # a resample may draw no reported row: it adds 0
+        means = counts[:, shown] @ scores[shown] / np.maximum(seen, 1)[:, None]
+        total += float(np.where(seen > 0, means[np.arange(b), chosen] - full[chosen], 0.0).sum())
         done += b
     return max(0.0, round(total / n_boot, 6))

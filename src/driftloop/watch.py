@@ -102,9 +102,13 @@ def gate_optimism(
     run = store.run(run_id)
     if rule is None or run is None:
         return None
-    gate = float(rule["challenger"])
     estimate = (run["options"] or {}).get("gate_estimate") or {}
-    expected = float(estimate["value"]) if estimate.get("metric") == metric else gate
+    mine = estimate.get("metric") == metric
+    # the estimate's own rows (the winner's recipe predicted them) where it names them, else the
+    # gate's score on every evaluation row
+    gate = float(estimate["raw"] if mine and "rows" in estimate else rule["challenger"])
+    champion = estimate["champion"] if mine and "champion" in estimate else rule.get("champion")
+    expected = float(estimate["value"]) if mine else gate
     sign = -1.0 if metric in project.lower_is_better else 1.0  # optimism: promised more than delivered
     record: dict[str, Any] = {
         "metric": metric,
@@ -115,12 +119,12 @@ def gate_optimism(
         "optimism": round(sign * (expected - live), 6),
         "optimism_raw": round(sign * (gate - live), 6),
     }
-    if live_old is not None and rule.get("champion") is not None:
-        # the gain promised (estimate minus the champion's gate score) minus the gain delivered
-        # (the two on the same live rows): a change of the world that both models meet cancels
-        record["champion_gate"] = round(float(rule["champion"]), 6)
+    if live_old is not None and champion is not None:
+        # the gain promised (estimate minus the champion's gate score on the same rows) minus the
+        # gain delivered (the two on the same live rows): a change of the world both meet cancels
+        record["champion_gate"] = round(float(champion), 6)
         record["champion_live"] = round(live_old, 6)
-        record["gain_optimism"] = round(sign * ((expected - float(rule["champion"])) - (live - live_old)), 6)
+        record["gain_optimism"] = round(sign * ((expected - float(champion)) - (live - live_old)), 6)
     store.merge_run_options(run_id, gate_optimism=record)
     return record
 

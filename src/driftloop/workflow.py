@@ -1023,12 +1023,21 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
             f"for choosing among {len(candidates)})"
         )
         estimate = scores.get("estimate") or {}
-        flattered = (
-            f"; choosing the best of {estimate['candidates']} flatters it by about "
-            f"{estimate['selection_bias']:.4f} (bootstrap), so the gate expects {estimate['value']:.4f}"
-            if estimate.get("selection_bias")
-            else ""
+        own = int(estimate.get("rows", scores["n"])) < scores["n"]  # the champion stood in on a fold
+        flattered = "".join(
+            [
+                f"; on the {estimate['rows']} rows its own recipe predicted (the champion stood in on the "
+                f"rest) it scored {estimate['raw']:.4f}"
+                if own
+                else "",
+                f"; choosing the best of {estimate['candidates']} flatters it by about "
+                f"{estimate['selection_bias']:.4f} (bootstrap)"
+                if estimate.get("selection_bias")
+                else "",
+            ]
         )
+        if flattered:
+            flattered += f", so the gate expects {estimate['value']:.4f}"
         project.store.merge_run_options(
             run_id,
             candidates=candidates,  # which version each candidate became, and which won
