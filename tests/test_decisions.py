@@ -661,6 +661,7 @@ def test_the_gate_estimate_leaves_out_a_fold_where_the_champion_stood_in(tmp_pat
     name = project.registry.tags(project.name, evaluated)["driftloop.candidate"]
     backtest = next(c for c in row["options"]["training"]["candidates"] if c["name"] == name)["backtest"]
     assert [(f["fold"], f["snapshot"] is None) for f in backtest] == [(0, True), (1, False)], backtest
+    assert backtest[0]["why"] == "was left out before this fold: no labelled rows since the alert yet"
     # each side's predictions: the champion's on fold 0, the fold-1 refit's, the winner's own on fold 2
     snapshots = Path(project.settings.store.snapshots)
     X, truth = project.schema.frame(frame), frame[project.settings.project.target].astype(str).to_numpy()
@@ -706,6 +707,7 @@ def test_the_gate_estimate_leaves_out_a_fold_where_the_champion_stood_in(tmp_pat
         f"the rest)); live 0.7500 on its first {len(frame)} rows (gate optimism {record['optimism']:+.4f})"
     )
     assert said in printed, printed
+    assert f"the champion stood in: 'since-alert' {backtest[0]['why']}" in printed, printed
     project.close()
 
 
@@ -828,4 +830,8 @@ def test_runs_says_where_the_champion_stood_in_for_a_window_too_small_to_train()
         "; predicted by 'since-alert' fitted on the 100 rows before this fold",
         "; predicted by version 4 itself",
     ]
+    # the run's own reason, where it recorded one (the sentence above is for runs that did not)
+    why = "was left out before this fold: no labelled rows since the alert yet"
+    options["training"]["candidates"][1]["backtest"][0]["why"] = why  # type: ignore[index]
+    assert fold_predictor(options, {"fold": 0}) == f"; the champion stood in: 'since-alert' {why}"
     assert fold_predictor({"folds": []}, {"fold": 0}) == ""  # a run that chose nothing

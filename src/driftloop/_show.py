@@ -106,10 +106,8 @@ def fold_predictor(options: dict[str, Any], fold: dict[str, Any]) -> str:
     if fitted is None:
         return f"; predicted by version {chosen['version']} itself"
     if not fitted["rows"]:
-        return (
-            f"; the champion stood in: '{chosen['name']}' had fewer rows before this fold than "
-            "retrain.min_train_rows"
-        )
+        why = fitted.get("why", "had fewer rows before this fold than retrain.min_train_rows")  # older runs
+        return f"; the champion stood in: '{chosen['name']}' {why}"
     return f"; predicted by '{chosen['name']}' fitted on the {fitted['rows']} rows before this fold"
 
 

@@ -62,13 +62,14 @@ def backtest_sets(
 ) -> None:
     """Each final candidate's training set for every earlier fold: its window over the rows
     before the fold (``pools``; ``starts`` the folds' first sequence numbers), built as the run
-    builds its own and written as a content-addressed snapshot, or ``path: None`` where the
-    window would have had too few rows. Sets ``candidate["backtest"]``."""
+    builds its own and written as a content-addressed snapshot, or ``path: None`` and ``why``
+    where the window was left out or would have had too few rows (the champion stands in for
+    that fold). Sets ``candidate["backtest"]``."""
     rt = project.settings.retrain
     for c in candidates:
         c["backtest"] = []
     for fold, (pool, start) in enumerate(zip(pools, starts, strict=True)):
-        made, _ = candidate_sets(
+        made, left_out = candidate_sets(
             pool,
             original,
             rt,
@@ -78,11 +79,17 @@ def backtest_sets(
             since_seq=plan.get("since_seq"),
         )
         bad = negatives_frame(project, [r for r in negatives if r["seq"] < start])
-        by_name = {m["name"]: m for m in made}
+        by_name, why_not = {m["name"]: m for m in made}, {m["name"]: m["reason"] for m in left_out}
         for c in candidates:
             window = by_name.get(c["name"])
             if window is None or len(window["frame"]) < rt.min_train_rows:
-                c["backtest"].append({"fold": fold, "rows": 0, "snapshot": None, "path": None})
+                why = (  # the champion stands in for this fold: say why, as the run saw it
+                    f"was left out before this fold: {why_not.get(c['name'], 'no such window')}"
+                    if window is None
+                    else f"had {len(window['frame'])} rows before this fold, fewer than "
+                    f"retrain.min_train_rows ({rt.min_train_rows})"
+                )
+                c["backtest"].append({"fold": fold, "rows": 0, "snapshot": None, "path": None, "why": why})
                 continue
             training = window["frame"].drop(columns=["__seq__"], errors="ignore")
             if bad is not None:

@@ -791,7 +791,12 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
                 **({"version": c["version"]} if c.get("version") else {}),
                 **({"recipe": c["recipe"]} if c.get("recipe") else {}),
                 **(
-                    {"backtest": [{k: f[k] for k in ("fold", "rows", "snapshot")} for f in c["backtest"]]}
+                    {
+                        "backtest": [
+                            {k: f[k] for k in ("fold", "rows", "snapshot", "why") if k in f}
+                            for f in c["backtest"]
+                        ]
+                    }
                     if c["backtest"]
                     else {}
                 ),
