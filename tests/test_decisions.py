@@ -34,6 +34,18 @@ def _retrained_after_a_change(project: Project, seeds: tuple[int, int]) -> dict[
         workflow.shutdown()
 
 
+def _promoted_evaluation(
+    project: Project, row: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
+    """A promoting run's decision, its evaluation dataset and that dataset's rows."""
+    assert row["status"] == "promoted", row
+    decision = project.store.decision(row["id"])
+    assert decision is not None
+    evaluation = project.store.dataset(decision["eval_dataset"])
+    assert evaluation is not None
+    return decision, evaluation, pd.read_parquet(evaluation["path"])
+
+
 @pytest.fixture
 def backtest_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str | None, Any]]:
     """Every fit of a backtest fold, as (rows, trainer, params), in order."""
@@ -550,12 +562,7 @@ def test_a_backtest_judges_each_fold_with_models_that_never_saw_it(
         retrain='folds = 3\nrefit = true\ncandidates = [{ name = "all" }, { name = "recent", rows = 600 }]\n',
     )
     row = _retrained_after_a_change(project, (51, 52))
-    assert row["status"] == "promoted", row
-    decision = project.store.decision(row["id"])
-    assert decision is not None
-    evaluation = project.store.dataset(decision["eval_dataset"])
-    assert evaluation is not None
-    frame = pd.read_parquet(evaluation["path"])
+    decision, evaluation, frame = _promoted_evaluation(project, row)
     folds = evaluation["manifest"]["out_of_time"]["folds"]
     assert [f["fold"] for f in folds] == [0, 1, 2] and sorted(set(frame[FOLD])) == [0, 1, 2]
     assert "in 3 folds of time" in row["options"]["training"]["evaluation"]
@@ -651,12 +658,7 @@ def test_the_gate_estimate_leaves_out_a_fold_where_the_champion_stood_in(tmp_pat
         row = workflow.wait(workflow.start_retrain(project, "alert", since_seq=1500))
     finally:
         workflow.shutdown()
-    assert row["status"] == "promoted", row
-    decision = project.store.decision(row["id"])
-    assert decision is not None
-    evaluation = project.store.dataset(decision["eval_dataset"])
-    assert evaluation is not None
-    frame = pd.read_parquet(evaluation["path"])
+    decision, _, frame = _promoted_evaluation(project, row)
     evaluated = decision["challenger_version"]
     name = project.registry.tags(project.name, evaluated)["driftloop.candidate"]
     backtest = next(c for c in row["options"]["training"]["candidates"] if c["name"] == name)["backtest"]
