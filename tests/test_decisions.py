@@ -710,6 +710,7 @@ def test_the_gate_estimate_leaves_out_a_fold_where_the_champion_stood_in(tmp_pat
     )
     assert said in printed, printed
     assert f"the champion stood in: 'since-alert' {backtest[0]['why']}" in printed, printed
+    assert f"(backtest: fold 0 not fitted, fold 1 {backtest[1]['rows']} rows)" in printed, printed
     project.close()
 
 

@@ -156,7 +156,10 @@ def print_run(project: Any, row: dict[str, Any]) -> None:
             if c.get("version"):  # an earlier champion, as it is
                 console.print(f"  candidate '{c['name']}': {c['window']}", highlight=False)
                 continue
-            folds = ", ".join(f"fold {f['fold']} {f['rows']} rows" for f in c.get("backtest") or [])
+            folds = ", ".join(
+                f"fold {f['fold']} {f['rows']} rows" if f["rows"] else f"fold {f['fold']} not fitted"
+                for f in c.get("backtest") or []
+            )
             backtest = f" (backtest: {folds})" if folds else ""
             console.print(
                 f"  candidate '{c['name']}': {c['rows']} rows, {c['window']}{backtest}", highlight=False
