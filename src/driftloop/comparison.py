@@ -170,10 +170,9 @@ def compare(
         else None
     )
     # the gate's estimate of the winner, less what choosing it among k flattered it by (the
-    # bootstrap's winner's curse); per-row scores exist for the task's row metric and scorers
-    # is read on the rows the winner's recipe predicted: a fold its window was too small to be
-    # trained for is the champion's prediction, which judges the recipe but says nothing of the
-    # model deployed
+    # bootstrap's winner's curse), read on the rows the winner's recipe predicted: on a fold its
+    # window could not be trained for, the champion's prediction judges the recipe but says
+    # nothing of the model deployed; per-row scores exist for the task's row metric and scorers
     if len(versions) and (primary in base["scorers"] or primary == task.slice_metric):
         own = np.column_stack([sign * per_row[i][judged] for i in columns])
         covered = np.zeros(len(judged), dtype=bool)
