@@ -177,7 +177,9 @@ def compare(
         own = np.column_stack([sign * per_row[i][judged] for i in columns])
         covered = np.zeros(len(judged), dtype=bool)
         covered[held_out[best][ROW].to_numpy()] = True
-        report = covered[judged] if covered[judged].any() else np.ones(len(df), dtype=bool)
+        report = covered[judged]
+        if not report.any():  # no row of the winner's own among the judged: read them all
+            report = np.ones(len(df), dtype=bool)
         bias = selection_bias(own, report=report) if len(own) else 0.0
         raw_value = float(subset(project, y, won, report)["metrics"][primary])
         out["estimate"] = {
