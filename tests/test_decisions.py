@@ -838,3 +838,58 @@ def test_runs_says_where_the_champion_stood_in_for_a_window_too_small_to_train()
     options["training"]["candidates"][1]["backtest"][0]["why"] = why  # type: ignore[index]
     assert fold_predictor(options, {"fold": 0}) == f"; the champion stood in: 'since-alert' {why}"
     assert fold_predictor({"folds": []}, {"fold": 0}) == ""  # a run that chose nothing
+
+
+def test_a_new_champions_feature_reference_is_the_traffic_of_its_evaluation_period(tmp_path: Path) -> None:
+    """After a retrain across a change, the winner's feature reference is every request served
+    over its evaluation rows' span, labelled or not: the new concept's traffic is not drift
+    against it, while against the winner's own training rows (the old concept's replayed and
+    production rows beside the new) most features would stay drifted after every retrain."""
+    from driftloop.drift import compare
+    from driftloop.profiles import Profile
+    from driftloop.training import reference_profiles
+
+    project = trained_with(
+        tmp_path / "p", retrain='candidates = [{ name = "all" }]\nfolds = 1\nprevious_champions = 0\n'
+    )
+    row = _retrained_after_a_change(project, (61, 62))
+    decision, evaluation, frame = _promoted_evaluation(project, row)
+    period = evaluation["manifest"]["period"]
+    seq = {f"pred:{r['prediction_id']}": r["seq"] for r in project.store.labelled(project.name)}
+    judged = [seq[k] for k in frame["__key__"] if k.startswith("pred:")]
+    assert (period["first_seq"], period["last_seq"]) == (min(judged), max(judged))
+    served = project.store.served_inputs(project.name, period["first_seq"], period["last_seq"], 10**6)
+    assert period["rows"] == len(served) == period["last_seq"] - period["first_seq"] + 1 > len(judged)
+    reference = Monitor(project).reference()
+    assert reference.version == decision["challenger_version"] == project.champion()
+    assert reference.features.n == period["rows"]  # the unlabelled requests of the period too
+    said = row["options"]["training"]["reference"]
+    assert said == (
+        f"the {period['rows']} requests served over seq {period['first_seq']}-{period['last_seq']}, "
+        "labelled or not"
+    )
+    # the new concept's next requests, against this reference and against the training rows
+    from driftloop.demo.data import applicants
+
+    later = project.schema.profile_frame(
+        project.schema.frame(applicants(1000, "B", seed=63).drop(columns="approved"))
+    )
+    settings = project.settings.monitor
+    limits = {"fdr": settings.fdr, "min_ks": settings.min_ks, "min_linf": settings.min_linf}
+    now = compare(reference.features, Profile.from_frame(reference.features.spec, later), **limits)
+    assert now.drifted == [], now.columns
+    tags = project.registry.tags(project.name, project.champion() or "")
+    trained_on = pd.read_parquet(project.store.dataset(tags["driftloop.dataset"])["path"])  # type: ignore[index]
+    model = project.registry.load(project.name, project.champion() or "")
+    old = Profile.from_dict(reference_profiles(project, trained_on, model)["features"])
+    before = compare(old, Profile.from_frame(old.spec, later), **limits)
+    assert len(before.drifted) >= 3, before.columns
+    from typer.testing import CliRunner
+
+    from driftloop.cli import app
+
+    config = str(project.settings.root / "driftloop.toml")
+    listed = CliRunner().invoke(app, ["runs", row["id"], "-c", config], env={"COLUMNS": "400"})
+    assert listed.exit_code == 0, listed.output
+    assert f"a new champion's feature reference: {said}" in " ".join(listed.output.split()), listed.output
+    project.close()

@@ -169,9 +169,10 @@ def test_killed_mid_step_resumes_without_duplicates(tmp_path: Path, point: str) 
     )
     assert shown.returncode == 0 and "steps of" in shown.stdout and "evaluate" in shown.stdout, shown.stdout
     kinds = sorted(d["kind"] for d in project.store.datasets(project.name))
-    # the first model's training set, the run's training and evaluation sets, and the winner's
-    # held-out predictions (its monitoring reference), each once
-    assert kinds == ["eval", "heldout", "train", "train"], f"no duplicate snapshot: {kinds}"
+    # the first model's training set, the run's training and evaluation sets, the requests served
+    # over the evaluation period and the winner's held-out predictions (its monitoring
+    # reference), each once
+    assert kinds == ["eval", "heldout", "period", "train", "train"], f"no duplicate snapshot: {kinds}"
     promotions = [p for p in project.store.promotions(project.name) if p["action"] == "promote"]
     assert len(promotions) == (1 if row["status"] == "promoted" else 0)
     champion = project.registry.alias(project.name, "champion")
@@ -279,7 +280,8 @@ def test_datasets_commands_list_show_and_diff(fresh: Project) -> None:
     listed = runner.invoke(app, ["datasets", "list", "-c", config], terminal_width=200)
     assert listed.exit_code == 0, listed.output
     ids = [d["id"] for d in fresh.store.datasets(fresh.name)]
-    assert len(ids) == 4 and all(i[:12] in listed.output for i in ids)
+    # the first training set; the run's training, evaluation, period and held-out sets
+    assert len(ids) == 5 and all(i[:12] in listed.output for i in ids)
     train_id = next(
         d["id"]
         for d in fresh.store.datasets(fresh.name)

@@ -152,6 +152,8 @@ def print_run(project: Any, row: dict[str, Any]) -> None:
         )
         if training.get("evaluation"):
             console.print(f"  evaluated on {training['evaluation']}", highlight=False)
+        if training.get("reference"):
+            console.print(f"  a new champion's feature reference: {training['reference']}", highlight=False)
         for c in training.get("candidates", []):
             if c.get("version"):  # an earlier champion, as it is
                 console.print(f"  candidate '{c['name']}': {c['window']}", highlight=False)

@@ -290,14 +290,19 @@ def reference_profiles(
     model: Any,
     held_out: pd.DataFrame | None = None,
     made: Predictions | None = None,
+    population: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The reference as stored: the feature profile of all rows; the output profile (prediction,
-    confidence) of the validation rows, the CBPE calibration of confidence against correctness
-    and the model's scores on those rows; and, with custom metrics configured, their profile.
-    ``made``: predictions of ``held_out`` already made by models that never saw those rows (a
-    backtest's), used instead of ``model``'s."""
+    """The reference as stored: the feature profile (and text terms) of ``population``, else of
+    all rows of ``df``; the output profile (prediction, confidence) of the validation rows, the
+    CBPE calibration of confidence against correctness and the model's scores on those rows;
+    and, with custom metrics configured, their profile. ``made``: predictions of ``held_out``
+    already made by models that never saw those rows (a backtest's), used instead of
+    ``model``'s. ``population``: the requests served over the evaluation rows' period
+    (:func:`period_snapshot`), labelled or not."""
     settings = project.settings.monitor
-    features = project.schema.profile_frame(project.schema.frame(df))
+    # logged requests may lack a pii field that was dropped from the log
+    served, strict = (population, False) if population is not None and len(population) else (df, True)
+    features = project.schema.profile_frame(project.schema.frame(served, strict=strict))
     spec = ProfileSpec.fit(
         features,
         numeric=[c for c in features if features[c].dtype.kind == "f"],
@@ -306,7 +311,7 @@ def reference_profiles(
         sample_size=settings.sample_size,
     )
     feature_profile = Profile.from_frame(spec, features)
-    texts = project.schema.frame(df, decode=False)
+    texts = project.schema.frame(served, strict=strict, decode=False)
     terms = {
         name: TermCounts.fit(texts[name].tolist()).to_dict()
         for name in project.schema.text
@@ -353,6 +358,23 @@ def output_frame(project: Project, model: Any, df: pd.DataFrame) -> pd.DataFrame
     return project.task.output_frame(out.labels, out.confidence, out.probabilities)
 
 
+def period_snapshot(project: Project, split: dict[str, Any], common: dict[str, Any]) -> dict[str, Any] | None:
+    """Every request served over the out-of-time evaluation rows' span, labelled or not (the
+    newest ``retrain.lookback`` of them): the population the winner is judged on, which its
+    monitoring reference profiles (:func:`build_reference`). None for a
+    random split or without production rows."""
+    folds = split.get("folds") or []
+    if not folds:
+        return None
+    first, last = int(folds[0]["first_seq"]), int(folds[-1]["last_seq"])
+    served = project.store.served_inputs(project.name, first, last, project.settings.retrain.lookback)
+    if not served:
+        return None
+    frame = pd.DataFrame([{**r["inputs"], "__key__": f"pred:{r['prediction_id']}"} for r in served])
+    ds = record_snapshot(project, frame, {**common, "kind": "period", "first_seq": first, "last_seq": last})
+    return {"id": ds.id, "rows": len(frame), "first_seq": first, "last_seq": last}
+
+
 def build_reference(project: Project, version: str) -> dict[str, Any]:
     """The monitoring reference for a version: built once from its training snapshot.
 
@@ -362,7 +384,13 @@ def build_reference(project: Project, version: str) -> dict[str, Any]:
     ``driftloop.heldout``), which a refit of it shares. Otherwise the run's newest evaluation
     fold predicted by the version (a refit: by the version evaluated, which did not learn from
     them), else its training snapshot's validation split. A held-out score from rows a model
-    learned from would be a training score, and alerts relative to it would fire on noise."""
+    learned from would be a training score, and alerts relative to it would fire on noise.
+
+    Its feature profile is of the same period: every request served over the evaluation rows'
+    span, labelled or not (the run's ``period`` snapshot), else the training snapshot. A winner
+    trained on months of history with replayed rows is judged on, and will serve, the newest
+    population; profiled against its mixed training rows, that population stays "drifted"
+    after every retrain."""
     existing = project.store.reference(project.name, version)
     if existing is not None:
         return existing
@@ -386,5 +414,8 @@ def build_reference(project: Project, version: str) -> dict[str, Any]:
         held_out = held_out[held_out[FOLD] == held_out[FOLD].max()]
     judged_by = tags.get("driftloop.refit_of") if held_out is not None and made is None else None
     model = project.registry.load(project.name, judged_by or version)
-    profile = reference_profiles(project, df, model, held_out, made)
+    period = ((held_out_row or {}).get("manifest") or {}).get("period") or {}
+    served = project.store.dataset(period.get("id", "")) if held_out is not None else None
+    population = pd.read_parquet(served["path"]) if served is not None else None
+    profile = reference_profiles(project, df, model, held_out, made, population)
     return project.store.add_reference(project.name, version, dataset_id, profile)

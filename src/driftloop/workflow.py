@@ -46,6 +46,7 @@ from driftloop.training import (
     golden_frame,
     label_counts,
     labelled_frame,
+    period_snapshot,
     record_dataset,
     record_snapshot,
     split_validation,
@@ -805,6 +806,12 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         ],
         "left_out": left_out,
     }
+    period = period_snapshot(project, split, common) if candidates else None
+    if period:
+        composition["reference"] = (
+            f"the {period['rows']} requests served over seq {period['first_seq']}-{period['last_seq']}, "
+            "labelled or not"
+        )
     store.update_run(run_id, options={**plan, "cutoff_seq": cutoff_seq, "training": composition})
     if plan.get("candidate") is None and not candidates:
         reasons = "; ".join(f"'{c['name']}': {c['reason']}" for c in left_out)
@@ -819,6 +826,7 @@ def snapshot_step(run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
             "kind": "eval",
             "split": split["sentence"],
             "out_of_time": split,
+            **({"period": period} if period else {}),
             "golden": {
                 "path": settings.data.golden,
                 "sha256": file_sha256(settings.path(settings.data.golden)),

@@ -285,6 +285,18 @@ class Store:
         query = query.order_by(t.predictions.c.seq).limit(limit)
         return self._all(query)
 
+    def served_inputs(self, model: str, first_seq: int, last_seq: int, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` requests served with ``first_seq <= seq <= last_seq``, labelled or
+        not, oldest first: ``seq``, ``prediction_id`` and ``inputs`` (a period's population)."""
+        p = t.predictions
+        newest = (
+            select(p.c.seq, p.c.prediction_id, p.c.inputs)
+            .where(p.c.model == model, p.c.seq >= first_seq, p.c.seq <= last_seq)
+            .order_by(p.c.seq.desc())
+            .limit(limit)
+        )
+        return self._all(newest)[::-1]
+
     # -- shadow predictions and canary rollouts ---------------------------------------------
     def insert_shadow(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
