@@ -844,13 +844,16 @@ def test_a_new_champions_feature_reference_is_the_traffic_of_its_evaluation_peri
     """After a retrain across a change, the winner's feature reference is every request served
     over its evaluation rows' span, labelled or not: the new concept's traffic is not drift
     against it, while against the winner's own training rows (the old concept's replayed and
-    production rows beside the new) most features would stay drifted after every retrain."""
+    production rows beside the new) most features would stay drifted after every retrain. Its
+    output reference is the evaluated model's own outputs on the requests of that span it did
+    not learn from, not the backtest's refits'."""
+    from driftloop.candidates import FOLD
     from driftloop.drift import compare
     from driftloop.profiles import Profile
-    from driftloop.training import reference_profiles
+    from driftloop.training import output_frame, reference_profiles
 
     project = trained_with(
-        tmp_path / "p", retrain='candidates = [{ name = "all" }]\nfolds = 1\nprevious_champions = 0\n'
+        tmp_path / "p", retrain='candidates = [{ name = "all" }]\nfolds = 2\nprevious_champions = 0\n'
     )
     row = _retrained_after_a_change(project, (61, 62))
     decision, evaluation, frame = _promoted_evaluation(project, row)
@@ -884,6 +887,17 @@ def test_a_new_champions_feature_reference_is_the_traffic_of_its_evaluation_peri
     old = Profile.from_dict(reference_profiles(project, trained_on, model)["features"])
     before = compare(old, Profile.from_frame(old.spec, later), **limits)
     assert len(before.drifted) >= 3, before.columns
+    # the outputs: the evaluated model's on the period's requests outside its training rows
+    evaluated = tags.get("driftloop.refit_of") or project.champion() or ""
+    learned = project.store.dataset(project.registry.tags(project.name, evaluated)["driftloop.dataset"])
+    keys = set(pd.read_parquet(learned["path"])["__key__"])  # type: ignore[index]
+    requests = pd.read_parquet(project.store.dataset(period["id"])["path"])  # type: ignore[index]
+    unseen = ~requests["__key__"].isin(keys)
+    assert reference.outputs.n == unseen.sum() < len(requests), (reference.outputs.n, len(requests))
+    assert unseen.sum() > (frame[FOLD] == frame[FOLD].max()).sum()  # the newest fold and unlabelled rows
+    served = output_frame(project, model, applicants(1000, "B", seed=63).drop(columns="approved"))
+    outputs = compare(reference.outputs, Profile.from_frame(reference.outputs.spec, served), **limits)
+    assert outputs.drifted == [], outputs.columns
     from typer.testing import CliRunner
 
     from driftloop.cli import app

@@ -291,6 +291,7 @@ def reference_profiles(
     held_out: pd.DataFrame | None = None,
     made: Predictions | None = None,
     population: pd.DataFrame | None = None,
+    own: Predictions | None = None,
 ) -> dict[str, Any]:
     """The reference as stored: the feature profile (and text terms) of ``population``, else of
     all rows of ``df``; the output profile (prediction, confidence) of the validation rows, the
@@ -298,7 +299,9 @@ def reference_profiles(
     and, with custom metrics configured, their profile. ``made``: predictions of ``held_out``
     already made by models that never saw those rows (a backtest's), used instead of
     ``model``'s. ``population``: the requests served over the evaluation rows' period
-    (:func:`period_snapshot`), labelled or not."""
+    (:func:`period_snapshot`), labelled or not. ``own``: the evaluated model's outputs on the
+    requests of that period it did not learn from, which the output profile is of instead: the
+    held-out predictions of a backtest are partly its refits', on fewer rows and less sure."""
     settings = project.settings.monitor
     # logged requests may lack a pii field that was dropped from the log
     served, strict = (population, False) if population is not None and len(population) else (df, True)
@@ -335,13 +338,16 @@ def reference_profiles(
         else project.task.predict(model, project.schema.frame(valid))
     )
     outputs = project.task.output_frame(predictions.labels, predictions.confidence, predictions.probabilities)
-    out_spec = task.output_spec(outputs, settings.bins)
+    served_outputs = (
+        outputs if own is None else project.task.output_frame(own.labels, own.confidence, own.probabilities)
+    )
+    out_spec = task.output_spec(served_outputs, settings.bins)
     y_valid = task.targets(valid[target], "held-out rows").to_numpy()
     valid_features = project.schema.profile_frame(project.schema.frame(valid))
     scores = task.metrics(y_valid, predictions.labels, predictions.probabilities)
     reference: dict[str, Any] = {
         "features": feature_profile.to_dict(),
-        "outputs": Profile.from_frame(out_spec, outputs).to_dict(),
+        "outputs": Profile.from_frame(out_spec, served_outputs).to_dict(),
         # the label-free estimator (CBPE, DLE), fitted on rows the model did not learn from
         "estimator": task.fit_estimator(valid_features, outputs, y_valid),
         "scores": {k: round(v, 6) for k, v in scores.items() if v == v},
@@ -373,6 +379,27 @@ def period_snapshot(project: Project, split: dict[str, Any], common: dict[str, A
     frame = pd.DataFrame([{**r["inputs"], "__key__": f"pred:{r['prediction_id']}"} for r in served])
     ds = record_snapshot(project, frame, {**common, "kind": "period", "first_seq": first, "last_seq": last})
     return {"id": ds.id, "rows": len(frame), "first_seq": first, "last_seq": last}
+
+
+def _unseen_outputs(
+    project: Project, version: str, tags: dict[str, str], df: pd.DataFrame, population: pd.DataFrame
+) -> Predictions | None:
+    """The outputs of the model evaluated for ``version`` (itself, or the one it is a refit of)
+    on the period's requests it did not learn from; None if it learned from them all."""
+    evaluated = tags.get("driftloop.refit_of") or version
+    if evaluated != version:
+        row = project.store.dataset(
+            project.registry.tags(project.name, evaluated).get("driftloop.dataset", "")
+        )
+        if row is None:
+            return None
+        df = pd.read_parquet(row["path"], columns=["__key__"])
+    learned = set(df["__key__"].astype(str)) if "__key__" in df else set()
+    unseen = population[~population["__key__"].astype(str).isin(learned)]
+    if not len(unseen):
+        return None
+    model = project.registry.load(project.name, evaluated)
+    return project.task.predict(model, project.schema.frame(unseen, strict=False))
 
 
 def build_reference(project: Project, version: str) -> dict[str, Any]:
@@ -417,5 +444,6 @@ def build_reference(project: Project, version: str) -> dict[str, Any]:
     period = ((held_out_row or {}).get("manifest") or {}).get("period") or {}
     served = project.store.dataset(period.get("id", "")) if held_out is not None else None
     population = pd.read_parquet(served["path"]) if served is not None else None
-    profile = reference_profiles(project, df, model, held_out, made, population)
+    own = _unseen_outputs(project, version, tags, df, population) if population is not None else None
+    profile = reference_profiles(project, df, model, held_out, made, population, own)
     return project.store.add_reference(project.name, version, dataset_id, profile)
