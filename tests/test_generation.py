@@ -273,6 +273,15 @@ def test_the_blog_demo_goes_stale_is_retrained_refuses_a_word_salad_and_serves_i
         assert hygiene["accepted_outputs"] > 0 and hygiene["bad_outputs"] > 0, hygiene
         assert hygiene["bad_outputs_use"] == "given to the trainer as negatives"
         assert all(m["sampling"]["negatives"] == hygiene["bad_outputs"] for m in manifests)
+        # the new champion's scorer reference is its own posts on the prompts of its evaluation
+        # period, not the backtest refits' (older rows, staler posts): what it went on to score
+        reference = Monitor(project).reference()
+        assert reference.version == promoted["challenger_version"] and reference.custom is not None
+        assert reference.custom.n == reference.outputs.n > promoted["options"]["training"]["eval_rows"]
+        assert abs(reference.custom.numeric["metric.freshness"].mean - fresh) < 0.06, (
+            reference.custom,
+            fresh,
+        )
     finally:
         project.close()
     assert (tmp_path / "run" / "summary.txt").read_text().startswith("freshness before shift")

@@ -291,7 +291,7 @@ def reference_profiles(
     held_out: pd.DataFrame | None = None,
     made: Predictions | None = None,
     population: pd.DataFrame | None = None,
-    own: Predictions | None = None,
+    own: tuple[pd.DataFrame, Predictions] | None = None,
 ) -> dict[str, Any]:
     """The reference as stored: the feature profile (and text terms) of ``population``, else of
     all rows of ``df``; the output profile (prediction, confidence) of the validation rows, the
@@ -299,13 +299,14 @@ def reference_profiles(
     and, with custom metrics configured, their profile. ``made``: predictions of ``held_out``
     already made by models that never saw those rows (a backtest's), used instead of
     ``model``'s. ``population``: the requests served over the evaluation rows' period
-    (:func:`period_snapshot`), labelled or not. ``own``: the evaluated model's outputs on the
-    requests of that period it did not learn from, which the output profile is of instead: the
-    held-out predictions of a backtest are partly its refits', on fewer rows and less sure."""
+    (:func:`period_snapshot`), labelled or not. ``own``: the requests of that period the
+    evaluated model did not learn from and its outputs on them, which the output and custom
+    metric profiles are of instead: the held-out predictions of a backtest are partly its
+    refits', on fewer rows and less sure."""
     settings = project.settings.monitor
     # logged requests may lack a pii field that was dropped from the log
-    served, strict = (population, False) if population is not None and len(population) else (df, True)
-    features = project.schema.profile_frame(project.schema.frame(served, strict=strict))
+    requests, strict = (population, False) if population is not None and len(population) else (df, True)
+    features = project.schema.profile_frame(project.schema.frame(requests, strict=strict))
     spec = ProfileSpec.fit(
         features,
         numeric=[c for c in features if features[c].dtype.kind == "f"],
@@ -314,7 +315,7 @@ def reference_profiles(
         sample_size=settings.sample_size,
     )
     feature_profile = Profile.from_frame(spec, features)
-    texts = project.schema.frame(served, strict=strict, decode=False)
+    texts = project.schema.frame(requests, strict=strict, decode=False)
     terms = {
         name: TermCounts.fit(texts[name].tolist()).to_dict()
         for name in project.schema.text
@@ -338,23 +339,29 @@ def reference_profiles(
         else project.task.predict(model, project.schema.frame(valid))
     )
     outputs = project.task.output_frame(predictions.labels, predictions.confidence, predictions.probabilities)
-    served_outputs = (
-        outputs if own is None else project.task.output_frame(own.labels, own.confidence, own.probabilities)
+    shown, shown_outputs = (
+        (valid, outputs)
+        if own is None
+        else (own[0], task.output_frame(own[1].labels, own[1].confidence, own[1].probabilities))
     )
-    out_spec = task.output_spec(served_outputs, settings.bins)
+    out_spec = task.output_spec(shown_outputs, settings.bins)
     y_valid = task.targets(valid[target], "held-out rows").to_numpy()
     valid_features = project.schema.profile_frame(project.schema.frame(valid))
     scores = task.metrics(y_valid, predictions.labels, predictions.probabilities)
     reference: dict[str, Any] = {
         "features": feature_profile.to_dict(),
-        "outputs": Profile.from_frame(out_spec, served_outputs).to_dict(),
+        "outputs": Profile.from_frame(out_spec, shown_outputs).to_dict(),
         # the label-free estimator (CBPE, DLE), fitted on rows the model did not learn from
         "estimator": task.fit_estimator(valid_features, outputs, y_valid),
         "scores": {k: round(v, 6) for k, v in scores.items() if v == v},
         **({"terms": terms} if terms else {}),
     }
     if project.settings.metrics:
-        values = metric_frame(project.settings, project.schema.frame(valid).reset_index(drop=True), outputs)
+        values = metric_frame(
+            project.settings,
+            project.schema.frame(shown, strict=own is None).reset_index(drop=True),
+            shown_outputs.reset_index(drop=True),
+        )
         reference["custom"] = Profile.from_frame(metric_spec(project.settings, values), values).to_dict()
     return reference
 
@@ -383,9 +390,9 @@ def period_snapshot(project: Project, split: dict[str, Any], common: dict[str, A
 
 def _unseen_outputs(
     project: Project, version: str, tags: dict[str, str], df: pd.DataFrame, population: pd.DataFrame
-) -> Predictions | None:
-    """The outputs of the model evaluated for ``version`` (itself, or the one it is a refit of)
-    on the period's requests it did not learn from; None if it learned from them all."""
+) -> tuple[pd.DataFrame, Predictions] | None:
+    """The period's requests that the model evaluated for ``version`` (itself, or the one it is a
+    refit of) did not learn from, and its outputs on them; None if it learned from them all."""
     evaluated = tags.get("driftloop.refit_of") or version
     if evaluated != version:
         row = project.store.dataset(
@@ -399,7 +406,7 @@ def _unseen_outputs(
     if not len(unseen):
         return None
     model = project.registry.load(project.name, evaluated)
-    return project.task.predict(model, project.schema.frame(unseen, strict=False))
+    return unseen, project.task.predict(model, project.schema.frame(unseen, strict=False))
 
 
 def build_reference(project: Project, version: str) -> dict[str, Any]:
