@@ -840,13 +840,14 @@ def test_runs_says_where_the_champion_stood_in_for_a_window_too_small_to_train()
     assert fold_predictor({"folds": []}, {"fold": 0}) == ""  # a run that chose nothing
 
 
-def test_a_new_champions_feature_reference_is_the_traffic_of_its_evaluation_period(tmp_path: Path) -> None:
+def test_a_new_champions_reference_is_its_evaluation_periods_traffic_and_own_outputs(tmp_path: Path) -> None:
     """After a retrain across a change, the winner's feature reference is every request served
     over its evaluation rows' span, labelled or not: the new concept's traffic is not drift
     against it, while against the winner's own training rows (the old concept's replayed and
     production rows beside the new) most features would stay drifted after every retrain. Its
     output reference is the evaluated model's own outputs on the requests of that span it did
-    not learn from, not the backtest's refits'."""
+    not learn from, and its label-free estimator calibrates the model's own predictions (the
+    newest fold), not the backtest's refits'."""
     from driftloop.candidates import FOLD
     from driftloop.drift import compare
     from driftloop.profiles import Profile
@@ -898,6 +899,16 @@ def test_a_new_champions_feature_reference_is_the_traffic_of_its_evaluation_peri
     served = output_frame(project, model, applicants(1000, "B", seed=63).drop(columns="approved"))
     outputs = compare(reference.outputs, Profile.from_frame(reference.outputs.spec, served), **limits)
     assert outputs.drifted == [], outputs.columns
+    # the label-free estimator calibrates the evaluated model's own predictions: the newest fold's
+    newest = frame[frame[FOLD] == frame[FOLD].max()]
+    assert 0 < len(newest) < len(frame)
+    judge = project.registry.load(project.name, evaluated)
+    expected = project.task.fit_estimator(
+        project.schema.profile_frame(project.schema.frame(newest)),
+        output_frame(project, judge, newest),
+        newest[project.settings.project.target].astype(str).to_numpy(),
+    )
+    assert reference.estimator == expected
     from typer.testing import CliRunner
 
     from driftloop.cli import app

@@ -44,11 +44,15 @@ def test_alert_triggers_retrain_that_is_promoted(fresh: Project) -> None:
     assert [p["action"] for p in fresh.store.promotions(fresh.name)] == ["initial", "promote"]
     reference = fresh.store.reference(fresh.name, "2")
     assert reference is not None, "monitoring reference resets on promotion"
-    # the new reference's outputs and calibration come from the held-out rows, not training rows
-    assert reference["profile"]["outputs"]["n"] == decision["eval_rows"]
-    assert min(reference["profile"]["estimator"]["y"]) < 1.0  # CBPE, calibrated on held-out rows
     manifest = fresh.store.dataset(decision["eval_dataset"])["manifest"]
     assert manifest["kind"] == "eval" and manifest["rows"] == decision["eval_rows"]
+    # the new reference is of the evaluation period, not the training rows: its features are every
+    # request served over it; its outputs the new model's on those it did not learn from (the
+    # newest fold's and the unlabelled ones); its calibration (CBPE) is on held-out rows
+    period, newest = manifest["period"], manifest["out_of_time"]["folds"][-1]["rows"]
+    assert reference["profile"]["features"]["n"] == period["rows"]
+    assert newest < reference["profile"]["outputs"]["n"] < period["rows"]
+    assert min(reference["profile"]["estimator"]["y"]) < 1.0
     alerts = [a["rule"] for a in fresh.store.alerts(fresh.name)]
     assert "promoted" in alerts and alerts.count("accuracy-drop") == 1
     # the decision is logged to MLflow on the challenger's run, and served by the API

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from driftloop.candidates import FOLD
@@ -295,8 +296,8 @@ def reference_profiles(
 ) -> dict[str, Any]:
     """The reference as stored: the feature profile (and text terms) of ``population``, else of
     all rows of ``df``; the output profile (prediction, confidence) of the validation rows, the
-    CBPE calibration of confidence against correctness and the model's scores on those rows;
-    and, with custom metrics configured, their profile. ``made``: predictions of ``held_out``
+    label-free estimator's calibration (of a backtest's newest fold only) and the model's scores
+    on those rows; and, with custom metrics configured, their profile. ``made``: predictions of ``held_out``
     already made by models that never saw those rows (a backtest's), used instead of
     ``model``'s. ``population``: the requests served over the evaluation rows' period
     (:func:`period_snapshot`), labelled or not. ``own``: the requests of that period the
@@ -347,12 +348,20 @@ def reference_profiles(
     out_spec = task.output_spec(shown_outputs, settings.bins)
     y_valid = task.targets(valid[target], "held-out rows").to_numpy()
     valid_features = project.schema.profile_frame(project.schema.frame(valid))
+    # the estimator calibrates this model's confidence (its errors, for DLE): a backtest's
+    # earlier folds were predicted by its window's refits on older rows, which a change of
+    # concept can leave sure and wrong; its own predictions are the newest fold's
+    own_fold = np.ones(len(valid), dtype=bool)
+    if made is not None and held_out is not None and valid is held_out and FOLD in held_out:
+        own_fold = (held_out[FOLD] == held_out[FOLD].max()).to_numpy()
     scores = task.metrics(y_valid, predictions.labels, predictions.probabilities)
     reference: dict[str, Any] = {
         "features": feature_profile.to_dict(),
         "outputs": Profile.from_frame(out_spec, shown_outputs).to_dict(),
         # the label-free estimator (CBPE, DLE), fitted on rows the model did not learn from
-        "estimator": task.fit_estimator(valid_features, outputs, y_valid),
+        "estimator": task.fit_estimator(
+            valid_features[own_fold], outputs[own_fold].reset_index(drop=True), y_valid[own_fold]
+        ),
         "scores": {k: round(v, 6) for k, v in scores.items() if v == v},
         **({"terms": terms} if terms else {}),
     }
