@@ -917,4 +917,14 @@ def test_a_new_champions_reference_is_its_evaluation_periods_traffic_and_own_out
     listed = CliRunner().invoke(app, ["runs", row["id"], "-c", config], env={"COLUMNS": "400"})
     assert listed.exit_code == 0, listed.output
     assert f"a new champion's feature reference: {said}" in " ".join(listed.output.split()), listed.output
+    # `driftloop reference` says which rows each part rests on
+    shown = CliRunner().invoke(app, ["reference", "-c", config], env={"COLUMNS": "400"})
+    assert shown.exit_code == 0, shown.output
+    for part, rows in [
+        ("features", f"the {period['rows']} requests served over its evaluation period, labelled or not"),
+        ("outputs", f"its outputs on the {unseen.sum()} of those requests it did not learn from"),
+        ("scores", f"the {len(frame)} held-out rows"),
+        ("calibration", f"the {len(newest)} rows of the newest fold, which it predicted itself"),
+    ]:
+        assert f"{part}: {rows}" in shown.output, shown.output
     project.close()

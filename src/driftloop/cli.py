@@ -483,6 +483,8 @@ def reference(
         ),
         highlight=False,
     )
+    for part, rows in (monitor.reference().row["profile"].get("sources") or {}).items():
+        console.print(f"  {part}: {rows}", highlight=False)  # none in a reference built before they were kept
 
 
 @app.command()

@@ -295,15 +295,17 @@ def reference_profiles(
     own: tuple[pd.DataFrame, Predictions] | None = None,
 ) -> dict[str, Any]:
     """The reference as stored: the feature profile (and text terms) of ``population``, else of
-    all rows of ``df``; the output profile (prediction, confidence) of the validation rows, the
-    label-free estimator's calibration (of a backtest's newest fold only) and the model's scores
-    on those rows; and, with custom metrics configured, their profile. ``made``: predictions of ``held_out``
-    already made by models that never saw those rows (a backtest's), used instead of
-    ``model``'s. ``population``: the requests served over the evaluation rows' period
-    (:func:`period_snapshot`), labelled or not. ``own``: the requests of that period the
-    evaluated model did not learn from and its outputs on them, which the output and custom
-    metric profiles are of instead: the held-out predictions of a backtest are partly its
-    refits', on fewer rows and less sure."""
+    all rows of ``df``; the output profile (prediction, confidence) of the validation rows; the
+    model's scores on them and the label-free estimator's calibration (on a backtest's newest
+    fold only); with custom metrics configured, their profile; and ``sources``, a sentence per
+    part saying which rows it rests on.
+
+    ``made``: predictions of ``held_out`` already made by models that never saw those rows (a
+    backtest's), used instead of ``model``'s. ``population``: the requests served over the
+    evaluation rows' period (:func:`period_snapshot`), labelled or not. ``own``: the requests of
+    that period the evaluated model did not learn from and its outputs on them, which the output
+    and custom metric profiles are of instead: the held-out predictions of a backtest are
+    partly its refits', on fewer rows and less sure."""
     settings = project.settings.monitor
     # logged requests may lack a pii field that was dropped from the log
     requests, strict = (population, False) if population is not None and len(population) else (df, True)
@@ -364,6 +366,18 @@ def reference_profiles(
         ),
         "scores": {k: round(v, 6) for k, v in scores.items() if v == v},
         **({"terms": terms} if terms else {}),
+        "sources": {
+            "features": f"the {len(features)} requests served over its evaluation period, labelled or not"
+            if requests is population
+            else f"the {len(features)} rows of its training snapshot",
+            "outputs": f"its outputs on the {len(shown)} of those requests it did not learn from"
+            if own is not None
+            else f"the {len(valid)} held-out rows",
+            "scores": f"the {len(valid)} held-out rows",
+            "calibration": f"the {int(own_fold.sum())} rows of the newest fold, which it predicted itself"
+            if not own_fold.all()
+            else f"the {len(valid)} held-out rows",
+        },
     }
     if project.settings.metrics:
         values = metric_frame(
