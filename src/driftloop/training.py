@@ -396,9 +396,9 @@ def output_frame(project: Project, model: Any, df: pd.DataFrame) -> pd.DataFrame
 
 def period_snapshot(project: Project, split: dict[str, Any], common: dict[str, Any]) -> dict[str, Any] | None:
     """Every request served over the out-of-time evaluation rows' span, labelled or not (the
-    newest ``retrain.lookback`` of them): the population the winner is judged on, which its
-    monitoring reference profiles (:func:`build_reference`). None for a
-    random split or without production rows."""
+    newest ``retrain.lookback`` of them), recorded as a ``period`` snapshot: the population the
+    winner is judged on, which its monitoring reference profiles (:func:`build_reference`).
+    None for a random split or without production rows."""
     folds = split.get("folds") or []
     if not folds:
         return None
