@@ -91,6 +91,21 @@ def test_closed_windows_move_to_parquet_and_label_queries_read_them_there(logged
     assert all(f["path"].startswith(f"predictions/model={project.name}/day=") for f in files)
 
 
+def test_a_periods_requests_are_read_from_the_archive_as_from_the_store(logged: Any) -> None:
+    """A retrain's ``period`` snapshot (a new champion's feature reference) reads every request
+    served over the evaluation span, labelled or not: those already archived as well."""
+    project, ids = logged
+    store, name = project.store, project.name
+    before = store.served_inputs(name, 1, 1000, 10**6)
+    assert [r["prediction_id"] for r in before] == ids
+    archive_logs(project, older_than=0)
+    assert store.count_predictions(name) == 100
+    assert store.served_inputs(name, 1, 1000, 10**6) == before
+    assert store.served_inputs(name, 1, 1000, 150) == before[-150:]  # the newest, across both
+    assert store.served_inputs(name, 850, 950, 10**6) == before[849:950]
+    assert store.served_inputs(name, 200, 300, 40) == before[260:300]  # seq 261-300
+
+
 def test_a_rescan_of_the_archive_gives_the_merged_windows_verdict(logged: Any) -> None:
     project, _ = logged
     n, merged = Monitor(project).rollup(since=0)

@@ -287,7 +287,8 @@ class Store:
 
     def served_inputs(self, model: str, first_seq: int, last_seq: int, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` requests served with ``first_seq <= seq <= last_seq``, labelled or
-        not, oldest first: ``seq``, ``prediction_id`` and ``inputs`` (a period's population)."""
+        not, oldest first: ``seq``, ``prediction_id`` and ``inputs`` (a period's population),
+        from the store and, for the part already moved there, the archive."""
         p = t.predictions
         newest = (
             select(p.c.seq, p.c.prediction_id, p.c.inputs)
@@ -295,7 +296,25 @@ class Store:
             .order_by(p.c.seq.desc())
             .limit(limit)
         )
-        return self._all(newest)[::-1]
+        stored = self._all(newest)[::-1]  # the store before the archive: see _archived
+        if len(stored) >= limit or self.archive is None:
+            return stored
+        batches = self.archive.manifests(model)
+        through = int(batches[-1]["last_seq"]) if batches else 0
+        if first_seq > through:
+            return stored
+        from driftloop.archive import from_table
+
+        end = min(last_seq, through)
+        files = self.archive.files(model, "predictions", start_seq=first_seq, end_seq=end, batches=batches)
+        archived = [
+            {"seq": r["seq"], "prediction_id": r["prediction_id"], "inputs": r["inputs"]}
+            for entry in files
+            for r in from_table(self.archive.read(entry))
+            if first_seq <= r["seq"] <= end
+        ]
+        archived.sort(key=lambda r: r["seq"])
+        return (archived + [r for r in stored if r["seq"] > through])[-limit:]
 
     # -- shadow predictions and canary rollouts ---------------------------------------------
     def insert_shadow(self, rows: Sequence[dict[str, Any]]) -> None:
