@@ -252,6 +252,7 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
     assert verdict is not None and verdict["action"] == "watch-kept", verdict
     assert verdict["rows"] >= 100 and verdict["p_value"] is not None and verdict["p_value"] >= 0.05
     assert "on the same" in verdict["reason"] and "kept" in verdict["reason"]
+    assert verdict["anchor"] is None and "raised" not in verdict["reason"]  # the same world: nothing proved
     assert project.champion() == new
     summary = optimism_summary(project)
     assert summary is not None and summary["n"] == 1 and abs(summary["mean"]) < 0.1
@@ -927,4 +928,98 @@ def test_a_new_champions_reference_is_its_evaluation_periods_traffic_and_own_out
         ("calibration", f"the {len(newest)} rows of the newest fold, which it predicted itself"),
     ]:
         assert f"{part}: {rows}" in shown.output, shown.output
+    project.close()
+
+
+def _served_with_accuracy(project: Project, n: int, seed: int, accuracy: float) -> None:
+    """``n`` applicants through the API, every one labelled so that exactly ``accuracy`` of the
+    served predictions are right (the rest get the other class): a live score set by the test."""
+    import httpx
+
+    from driftloop.demo.data import applicants
+    from driftloop.demo.scenario import serve_in_thread
+    from driftloop.serving import create_app
+
+    records = applicants(n, "A", seed=seed).drop(columns="approved").to_dict(orient="records")
+    wrong = set(range(n - round(n * (1 - accuracy)), n))
+    classes = project.task.classes
+    with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as client:
+        r = client.post("/predict", json={"records": records})
+        assert r.status_code == 200, r.text
+        served = r.json()["predictions"]
+        labels = [
+            {
+                "prediction_id": p["prediction_id"],
+                "label": next(c for c in classes if c != p["label"]) if i in wrong else p["label"],
+            }
+            for i, p in enumerate(served)
+        ]
+        assert client.post("/feedback", json={"feedback": labels}).status_code == 200
+
+
+def _alerts(project: Project, rule: str) -> list[dict[str, Any]]:
+    return project.store.alerts(project.name, limit=50, rule=rule)
+
+
+def test_a_watch_that_sees_the_model_do_better_live_raises_its_reference(tmp_path: Path) -> None:
+    """The gate scored the winner on held-out rows; live it does clearly better. The watch raises
+    the reference to the bound of the live score, so a rule 1 point below the reference fires on
+    a window at the held-out score, which it would have let through; the watch's own windows are
+    not judged again, and ``driftloop reference`` says what was raised."""
+    project = trained_with(
+        tmp_path / "p",
+        retrain='candidates = [{ name = "all" }]\n',
+        watch="windows = 2\nmin_labels = 100\n",
+    )
+    config = project.settings.root / "driftloop.toml"
+    config.write_text(
+        config.read_text().replace("min_improvement = 0.01", "min_improvement = -1.0")
+        + '\n[[alerts]]\nname = "below-reference"\nmetric = "accuracy"\nop = "<"\nthreshold = -0.01\n'
+        'relative_to = "reference"\nmin_samples = 30\n'
+    )
+    project.close()
+    project = Project.load(config)
+    try:
+        send(project, 900, "A", seed=47, label_share=0.6)
+        row = workflow.wait(workflow.start_retrain(project, "manual"))
+        assert row["status"] == "promoted", row
+        new = project.champion()
+        assert new is not None
+        monitor = Monitor(project)
+        monitor.run()
+        held_out = monitor.reference().scores["accuracy"]
+        assert held_out < 0.97, held_out  # room above it for the live score to prove
+        _served_with_accuracy(project, 300, seed=48, accuracy=1.0)
+        _served_with_accuracy(project, 300, seed=49, accuracy=round(held_out, 2))
+        monitor.run()
+        assert _alerts(project, "below-reference") == []  # at the held-out score: no breach
+        verdict = workflow.post_deploy_watch(project, monitor)
+        assert verdict is not None and verdict["action"] == "watch-kept", verdict
+        anchor = verdict["anchor"]
+        assert anchor is not None and "95 % lower bound" in verdict["reason"], verdict
+        raised = anchor["metrics"]["accuracy"]
+        live = (1.0 + round(held_out, 2)) / 2
+        assert raised["held_out"] == pytest.approx(held_out, abs=1e-6)
+        assert held_out + 0.01 < raised["bound"] < live, (raised, live)  # below the live mean: a bound
+        kept = project.store.promotions(project.name)[-1]
+        assert kept["action"] == "watch-kept" and kept["detail"]["anchor"]["metrics"] == anchor["metrics"]
+        monitor.run()  # the watch's second window is below the raised threshold, but judged already
+        assert _alerts(project, "below-reference") == []
+        _served_with_accuracy(project, 300, seed=50, accuracy=round(held_out, 2))
+        monitor.run()
+        fired = _alerts(project, "below-reference")
+        assert len(fired) == 1, fired
+        assert f"< {raised['bound'] - 0.01:g}" in fired[0]["message"], fired[0]["message"]
+    finally:
+        workflow.shutdown()
+    shown = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", "reference", "-c", str(config)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    printed = " ".join(shown.stdout.split())
+    said = f"raised by its post-deploy watch: accuracy {held_out:.4f} → {raised['bound']:.4f}"
+    assert said in printed, printed
     project.close()

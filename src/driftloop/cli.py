@@ -459,7 +459,7 @@ def reference(
 ) -> None:
     """What the champion's monitoring reference covers; with --rebuild, build it again from its
     training data for the current settings (an embedding added after training, new bins)."""
-    from driftloop.monitor import Monitor
+    from driftloop.monitor import Monitor, watch_anchor
     from driftloop.training import build_reference
 
     project = _project(config)
@@ -485,6 +485,16 @@ def reference(
     )
     for part, rows in (monitor.reference().row["profile"].get("sources") or {}).items():
         console.print(f"  {part}: {rows}", highlight=False)  # none in a reference built before they were kept
+    anchor = watch_anchor(project.store, project.name, version)
+    if anchor:
+        shown = [f"{m} {v['held_out']:.4f} → {v['bound']:.4f}" for m, v in anchor["metrics"].items()]
+        raised = ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
+        console.print(
+            f"  raised by its post-deploy watch: {raised} (the {anchor['level'] * 100:g} % bounds of its "
+            f"scores on {anchor['n']} labelled live rows; relative alerts use them for the windows after seq "
+            f"{anchor['end_seq']})",
+            highlight=False,
+        )
 
 
 @app.command()

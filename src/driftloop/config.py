@@ -859,6 +859,16 @@ class WatchSettings(_Model):
     ``min_labels`` labelled rows (served rows, for a scorer); with fewer, the label-free
     estimates of both may raise the question (an alert), never decide it, and after
     ``max_windows`` windows the model is kept. ``windows = 0`` turns the watch off.
+
+    A kept model whose live score proved better than its held-out score has its reference
+    raised: when the one-sided bootstrap bound of the live score at ``anchor_confidence``
+    (below it for a score, above it for an error) is better than the held-out score, alert
+    rules ``relative_to = "reference"`` on that metric judge the windows after the watch
+    against the bound. A gate that judged a young concept on few of its rows scores the winner
+    below what it serves at, and a rule five points below that score would stay silent through
+    a real fall. The reference is never lowered this way: a concept change right after a
+    promotion lowers the live score too, and is what the rule is there to catch. ``anchor_confidence
+    = 0`` turns it off.
     """
 
     windows: int = Field(default=3, ge=0)
@@ -868,6 +878,7 @@ class WatchSettings(_Model):
     tolerance: float = Field(default=0.0, ge=0)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     metric: str = "accuracy"
+    anchor_confidence: float = Field(default=0.95, ge=0, lt=1)
 
 
 class ArchiveSettings(_Model):

@@ -26,13 +26,13 @@ winner is not the luckiest candidate's draw.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["bootstrap_diff", "max_t", "mcnemar", "selection_bias", "wilcoxon"]
+__all__ = ["bootstrap_bounds", "bootstrap_diff", "max_t", "mcnemar", "selection_bias", "wilcoxon"]
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
@@ -70,6 +70,39 @@ def bootstrap_diff(
         diffs[i] = metric(y_true[idx], pred_b[idx]) - metric(y_true[idx], pred_a[idx])
     lo, hi = np.quantile(diffs, [0.025, 0.975])
     return float(lo), float(hi)
+
+
+def bootstrap_bounds(
+    n: int,
+    score: Callable[[np.ndarray], dict[str, float]],
+    level: float,
+    *,
+    errors: Container[str] = (),
+    n_boot: int = 500,
+    seed: int = 0,
+) -> dict[str, float]:
+    """One-sided percentile-bootstrap bounds of the scores of ``n`` rows: for each name
+    ``score`` returns, the value it is above with confidence ``level`` (below, for a name in
+    ``errors``, where lower is better). ``score`` takes the row numbers of a resample, so every
+    metric a task computes from the same rows is bounded by the same resamples.
+
+    >>> right = np.r_[np.ones(90), np.zeros(10)]  # 90 of 100 rows right
+    >>> bounds = bootstrap_bounds(100, lambda rows: {"accuracy": float(right[rows].mean()),
+    ...                                              "error": 1 - float(right[rows].mean())},
+    ...                           0.95, errors={"error"})
+    >>> 0.83 < bounds["accuracy"] < 0.88 and 0.12 < bounds["error"] < 0.17
+    True
+    """
+    if n == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    draws = [score(rng.integers(0, n, n)) for _ in range(n_boot)]
+    out: dict[str, float] = {}
+    for name in draws[0]:
+        values = np.array([d.get(name, np.nan) for d in draws], dtype="float64")
+        if np.isfinite(values).any():
+            out[name] = float(np.nanquantile(values, level if name in errors else 1 - level))
+    return out
 
 
 def max_t(gains: np.ndarray, chosen: int, n_perm: int = 4999, seed: int = 0) -> float:

@@ -25,6 +25,7 @@ from driftloop.identity import principal
 from driftloop.profiles import Profile
 from driftloop.profiles.terms import TermCounts, vocabulary_change
 from driftloop.project import Project
+from driftloop.store import Store
 from driftloop.training import build_reference
 
 __all__ = ["Monitor", "MonitorRun"]
@@ -74,13 +75,32 @@ def _metric(
     }
 
 
-def _reference_value(ref: Reference, metric: str) -> float | None:
-    """The champion's own value of ``metric``: its held-out score, or a custom metric's mean on
-    the reference rows."""
+def _reference_value(ref: Reference, metric: str, anchor: dict[str, Any] | None = None) -> float | None:
+    """The champion's own value of ``metric``: its held-out score, raised to what its
+    post-deploy watch proved live where the watch raised it (``anchor``), or a custom metric's
+    mean on the reference rows."""
     if metric.startswith("metric.") and ref.custom is not None and metric in ref.custom.numeric:
         summary = ref.custom.numeric[metric]
         return float(summary.mean) if summary.count else None
-    return ref.scores.get(metric.removeprefix("estimated_"))
+    raised = _raised(anchor, metric)
+    return float(raised["bound"]) if raised else ref.scores.get(metric.removeprefix("estimated_"))
+
+
+def _raised(anchor: dict[str, Any] | None, metric: str) -> dict[str, float] | None:
+    """What the watch raised ``metric`` (or the metric it estimates) to, if it did."""
+    raised: dict[str, float] | None = (anchor or {}).get("metrics", {}).get(metric.removeprefix("estimated_"))
+    return raised
+
+
+def watch_anchor(store: Store, model: str, version: str) -> dict[str, Any] | None:
+    """The scores the post-deploy watch of ``version``'s newest promotion raised its reference
+    to (:func:`driftloop.watch.post_deploy_watch`), or None. A later move to the version (a
+    rollback to it) starts it again from its held-out scores."""
+    anchor = None
+    for row in store.promotions(model):
+        if row["to_version"] == version:
+            anchor = (row.get("detail") or {}).get("anchor") if row["action"] == "watch-kept" else None
+    return anchor
 
 
 def _over(
@@ -618,14 +638,19 @@ class Monitor:
         store, name = self.project.store, self.project.name
         ref = self.reference()
         # a rule judges the current champion only: a streak or a detector restarts at promotion
-        history = [w for w in store.windows(name, limit=200) if w["reference_id"] == ref.row["id"]]
+        champion = [w for w in store.windows(name, limit=200) if w["reference_id"] == ref.row["id"]]
+        anchor = watch_anchor(store, name, ref.version)
         fired: list[dict[str, Any]] = []
         retrain: list[dict[str, Any]] = []
         for rule in rules:
+            history = champion
             if rule.relative_to == "reference":
-                base = _reference_value(ref, rule.metric)
+                base = _reference_value(ref, rule.metric, anchor)
                 if base is None:
                     continue
+                if anchor is not None and _raised(anchor, rule.metric):
+                    # raised by the watch: the rule starts again after it, as at a promotion
+                    history = [w for w in champion if w["start_seq"] > anchor["end_seq"]]
                 limit = base * (1 + rule.threshold) if rule.change == "fraction" else base + rule.threshold
                 rule = rule.model_copy(update={"threshold": limit, "relative_to": None})
             series = [

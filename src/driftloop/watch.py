@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.monitor import Monitor
+from driftloop.evaluation import bootstrap_bounds
+from driftloop.monitor import Monitor, watch_anchor
 from driftloop.project import Project
 from driftloop.scoring import is_scorer, paired_scores, scorer_values, with_scorers
 
@@ -52,12 +53,19 @@ def _estimated(windows: list[dict[str, Any]], metric: str) -> float | None:
 
 
 def _paired_on_live_rows(
-    project: Project, rows: list[dict[str, Any]], new: str, old: str, metric: str | None = None
+    project: Project,
+    rows: list[dict[str, Any]],
+    new: str,
+    old: str,
+    metric: str | None = None,
+    level: float = 0.0,
 ) -> dict[str, Any]:
     """Both versions on the same logged, labelled rows: ``metric`` (the watch's by default) and
     the paired test. A scorer (``metric.<name>``) scores both models' outputs, as the gate did,
-    and is paired by Wilcoxon."""
+    and is paired by Wilcoxon. With a ``level``, ``bounds`` holds the one-sided bootstrap bound
+    of each of ``new``'s label metrics on these rows (see :func:`_anchor`)."""
     task, metric = project.task, metric or project.settings.watch.metric
+    bounds: dict[str, float] = {}
     inputs = [r["inputs"] for r in rows]
     X = project.schema.frame(inputs, strict=False)
     made = {v: task.predict(project.registry.load(project.name, v), X) for v in (old, new)}
@@ -74,6 +82,14 @@ def _paired_on_live_rows(
             y, made[old].labels, made[new].labels, metric, made[old].probabilities, made[new].probabilities
         )
         test = task.paired_test
+        if level:
+            labels, probabilities = made[new].labels, made[new].probabilities
+
+            def score(rows: np.ndarray) -> dict[str, float]:
+                chosen = None if probabilities is None else probabilities[rows]
+                return task.metrics(y[rows], labels[rows], chosen)
+
+            bounds = bootstrap_bounds(len(y), score, level, errors=project.lower_is_better)
     return {
         "new": values[new],
         "old": values[old],
@@ -81,6 +97,7 @@ def _paired_on_live_rows(
         "ci": ci,
         "n": len(rows),
         "test": test,
+        "bounds": bounds,
     }
 
 
@@ -219,7 +236,7 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         }
         compared: dict[str, Any] = {"new": None, "old": None, "p_value": None, "n": len(rows)}
     else:
-        compared = _paired_on_live_rows(project, rows, new, old)
+        compared = _paired_on_live_rows(project, rows, new, old, level=ws.anchor_confidence)
         lower = metric in project.lower_is_better
         worse_by = compared["new"] - compared["old"] if lower else compared["old"] - compared["new"]
         p = compared["p_value"]
@@ -249,6 +266,11 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
                 first = _paired_on_live_rows(project, live[:n], new, old, primary)
                 gate_optimism(project, last["run_id"], first["new"], n, live_old=first["old"])
     key = f"watch-{last['run_id'] or last['id']}"[:64]
+    anchor = None
+    if verdict["action"] == "watch-kept" and compared.get("bounds"):
+        anchor = _anchor(project, new, compared["bounds"], len(rows), after[-1]["end_seq"])
+        if anchor is not None:
+            verdict["reason"] += f"; {_anchor_said(project, anchor)}"
     if verdict["action"] == "watch-rollback":
         from driftloop.workflow import rollback
 
@@ -264,10 +286,12 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
             to_version=new,
             run_id=key,
             reason=verdict["reason"],
+            detail={"anchor": anchor} if anchor else None,
         )
     log.info("%s", verdict["reason"])
     return {
         **verdict,
+        "anchor": anchor,
         "new": new,
         "old": old,
         "source": "served" if is_scorer(metric) else "feedback",
@@ -276,6 +300,55 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         "p_value": compared["p_value"],
         "rows": compared["n"],
     }
+
+
+def _anchor(
+    project: Project, version: str, bounds: dict[str, float], n: int, end_seq: int
+) -> dict[str, Any] | None:
+    """The reference scores a kept model's live rows raise: each held-out score of ``version``
+    that the bound of its live score beats (``watch.anchor_confidence``), with what it was; of
+    the metrics alert rules judge relative to the reference, and the watch's own. Bounding every
+    per-class metric as well would raise a few of them by chance in an unchanged world.
+
+    Only ever up: a live score below the held-out one may be a concept change that met both
+    models after the promotion, which relative alerts are there to catch, not to absorb. Rules
+    judge the windows after ``end_seq`` (the watch's last) against the raised scores."""
+    settings = project.settings
+    wanted = {settings.watch.metric} | {
+        rule.metric.removeprefix("estimated_") for rule in settings.alerts if rule.relative_to == "reference"
+    }
+    reference = project.store.reference(project.name, version)
+    held_out = ((reference or {}).get("profile") or {}).get("scores", {})
+    raised: dict[str, dict[str, float]] = {}
+    for metric, bound in bounds.items():
+        before = held_out.get(metric) if metric in wanted else None
+        if before is None or not np.isfinite(bound) or not np.isfinite(before):
+            continue
+        if (bound < before) if metric in project.lower_is_better else (bound > before):
+            raised[metric] = {"held_out": round(float(before), 6), "bound": round(bound, 6)}
+    if not raised:
+        return None
+    return {
+        "metrics": raised,
+        "level": project.settings.watch.anchor_confidence,
+        "n": n,
+        "end_seq": int(end_seq),
+    }
+
+
+def _anchor_said(project: Project, anchor: dict[str, Any]) -> str:
+    """The verdict's clause on what the watch raised: the watched metric's scores, and how many more."""
+    raised, metric = anchor["metrics"], project.settings.watch.metric
+    shown = metric if metric in raised else next(iter(raised))
+    side = "upper" if shown in project.lower_is_better else "lower"
+    others = len(raised) - 1
+    return (
+        f"its reference {shown} is raised from {raised[shown]['held_out']:.4f} (held out) to "
+        f"{raised[shown]['bound']:.4f}, the {anchor['level'] * 100:g} % {side} bound of its score on "
+        "these rows"
+        + (f" ({others} more metric{'s' if others > 1 else ''} likewise)" if others else "")
+        + ", so alerts relative to it judge the windows after the watch by what it showed live"
+    )
 
 
 def _kind_of_rows(metric: str) -> str:
@@ -319,6 +392,10 @@ def _question(
     estimate = _estimated(after, metric)
     reference = project.store.reference(project.name, old)
     before = ((reference or {}).get("profile") or {}).get("scores", {}).get(metric)
+    raised = ((watch_anchor(project.store, project.name, old) or {}).get("metrics") or {}).get(metric)
+    where = "on its held-out rows"
+    if raised:  # what its own watch proved live
+        before, where = raised["bound"], "(the bound its own post-deploy watch proved live)"
     if estimate is None or before is None:
         return
     lower = metric in project.lower_is_better
@@ -331,7 +408,7 @@ def _question(
     (monitor or Monitor(project)).system_alert(
         rule,
         f"The label-free estimate of {metric} for {new} is {estimate:.3f} over {len(after)} windows against "
-        f"{old}'s {before:.3f} on its held-out rows, but only {labelled} rows have labels "
+        f"{old}'s {before:.3f} {where}, but only {labelled} rows have labels "
         f"(watch.min_labels {ws.min_labels}): label some of its recent predictions to decide.",
         run_id=run_id,
     )

@@ -240,6 +240,7 @@ promotions = Table(
     Column("to_version", String(32), nullable=False),
     Column("run_id", String(64), nullable=True),
     Column("reason", Text, nullable=False),
+    Column("detail", JSON, nullable=True),  # what the verdict measured (a watch's live score)
     Column("ts", Float, nullable=False),
     UniqueConstraint("run_id", "action", name="uq_promotions_run_action"),
 )
