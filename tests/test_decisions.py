@@ -46,6 +46,29 @@ def _promoted_evaluation(
     return decision, evaluation, pd.read_parquet(evaluation["path"])
 
 
+def _promoted_by_hand(project: Project, seed: int) -> tuple[dict[str, Any], str]:
+    """900 rows of concept A (60 % labelled), then a run by hand that promotes: (run, new champion)."""
+    send(project, 900, "A", seed=seed, label_share=0.6)
+    row = workflow.wait(workflow.start_retrain(project, "manual"))
+    assert row["status"] == "promoted", row
+    new = project.champion()
+    assert new is not None
+    return row, new
+
+
+def _printed(command: str, config: Path) -> str:
+    """What ``driftloop COMMAND -c CONFIG`` prints, in one line (as wrapped to the terminal's width)."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", command, "-c", str(config)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    return " ".join(shown.stdout.split())
+
+
 @pytest.fixture
 def backtest_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str | None, Any]]:
     """Every fit of a backtest fold, as (rows, trainer, params), in order."""
@@ -238,10 +261,7 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
     project.close()
     project = Project.load(config)
     try:
-        send(project, 900, "A", seed=45, label_share=0.6)
-        row = workflow.wait(workflow.start_retrain(project, "manual"))
-        assert row["status"] == "promoted", row
-        new = project.champion()
+        row, new = _promoted_by_hand(project, seed=45)
         monitor = Monitor(project)
         monitor.run()
         send(project, 600, "A", seed=46, label_share=0.8)  # the same world: any gap is noise
@@ -292,15 +312,8 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
     assert f"{record['champion_gate']:.4f}, {record['champion_live']:.4f}" in page
     assert f"{record['gain_optimism']:+.4f}" in page
     assert html_problems(page) == []
-    shown = subprocess.run(
-        [sys.executable, "-m", "driftloop.cli", "status", "-c", str(config)],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    printed = " ".join(shown.stdout.split())  # as wrapped to the terminal's width
-    assert "gate optimism:" in printed and "paired with the previous champion" in printed, shown.stdout
+    printed = _printed("status", config)
+    assert "gate optimism:" in printed and "paired with the previous champion" in printed, printed
     import httpx
 
     from driftloop.demo.scenario import serve_in_thread
@@ -334,16 +347,8 @@ def test_the_gate_calibration_gives_the_standard_error_of_its_mean(tmp_path: Pat
     assert summary["se"] == pytest.approx(np.std(optimism, ddof=1) / np.sqrt(3), abs=1e-6)
     gains = [0.02 - 0.01 * i for i in range(3)]
     assert summary["se_gain"] == pytest.approx(np.std(gains, ddof=1) / np.sqrt(3), abs=1e-6)
-    config = str(project.settings.root / "driftloop.toml")
-    shown = subprocess.run(
-        [sys.executable, "-m", "driftloop.cli", "status", "-c", config],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    printed = " ".join(shown.stdout.split())
-    assert f"over 3 promotion(s), standard error {summary['se']:.4f}" in printed, shown.stdout
+    printed = _printed("status", project.settings.root / "driftloop.toml")
+    assert f"over 3 promotion(s), standard error {summary['se']:.4f}" in printed, printed
     assert f"{summary['mean_gain']:+.4f}, standard error {summary['se_gain']:.4f}" in printed
     from driftloop.ui import render_report
 
@@ -980,11 +985,7 @@ def test_a_watch_that_sees_the_model_do_better_live_raises_its_reference(tmp_pat
     project.close()
     project = Project.load(config)
     try:
-        send(project, 900, "A", seed=47, label_share=0.6)
-        row = workflow.wait(workflow.start_retrain(project, "manual"))
-        assert row["status"] == "promoted", row
-        new = project.champion()
-        assert new is not None
+        _promoted_by_hand(project, seed=47)
         monitor = Monitor(project)
         monitor.run()
         held_out = monitor.reference().scores["accuracy"]
@@ -1012,14 +1013,6 @@ def test_a_watch_that_sees_the_model_do_better_live_raises_its_reference(tmp_pat
         assert f"< {raised['bound'] - 0.01:g}" in fired[0]["message"], fired[0]["message"]
     finally:
         workflow.shutdown()
-    shown = subprocess.run(
-        [sys.executable, "-m", "driftloop.cli", "reference", "-c", str(config)],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    printed = " ".join(shown.stdout.split())
     said = f"raised by its post-deploy watch: accuracy {held_out:.4f} → {raised['bound']:.4f}"
-    assert said in printed, printed
+    assert said in _printed("reference", config)
     project.close()
