@@ -272,7 +272,7 @@ def test_the_paired_watch_keeps_an_equal_model_and_records_the_gate_optimism(tmp
     assert verdict is not None and verdict["action"] == "watch-kept", verdict
     assert verdict["rows"] >= 100 and verdict["p_value"] is not None and verdict["p_value"] >= 0.05
     assert "on the same" in verdict["reason"] and "kept" in verdict["reason"]
-    assert verdict["anchor"] is None and "raised" not in verdict["reason"]  # the same world: nothing proved
+    assert verdict["anchor"] is None and "reference" not in verdict["reason"]  # nothing proved
     assert project.champion() == new
     summary = optimism_summary(project)
     assert summary is not None and summary["n"] == 1 and abs(summary["mean"]) < 0.1
@@ -1013,6 +1013,6 @@ def test_a_watch_that_sees_the_model_do_better_live_raises_its_reference(tmp_pat
         assert f"< {raised['bound'] - 0.01:g}" in fired[0]["message"], fired[0]["message"]
     finally:
         workflow.shutdown()
-    said = f"raised by its post-deploy watch: accuracy {held_out:.4f} → {raised['bound']:.4f}"
+    said = f"set by its post-deploy watch: accuracy {held_out:.4f} → {raised['bound']:.4f}"
     assert said in _printed("reference", config)
     project.close()

@@ -490,7 +490,7 @@ def reference(
         shown = [f"{m} {v['held_out']:.4f} → {v['bound']:.4f}" for m, v in anchor["metrics"].items()]
         raised = ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
         console.print(
-            f"  raised by its post-deploy watch: {raised} (the {anchor['level'] * 100:g} % bounds of its "
+            f"  set by its post-deploy watch: {raised} (the {anchor['level'] * 100:g} % bounds of its "
             f"scores on {anchor['n']} labelled live rows; relative alerts use them for the windows after seq "
             f"{anchor['end_seq']})",
             highlight=False,

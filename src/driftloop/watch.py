@@ -342,10 +342,10 @@ def _anchor_said(project: Project, anchor: dict[str, Any]) -> str:
     shown = metric if metric in raised else next(iter(raised))
     side = "upper" if shown in project.lower_is_better else "lower"
     others = len(raised) - 1
+    value = raised[shown]
     return (
-        f"its reference {shown} is raised from {raised[shown]['held_out']:.4f} (held out) to "
-        f"{raised[shown]['bound']:.4f}, the {anchor['level'] * 100:g} % {side} bound of its score on "
-        "these rows"
+        f"its reference {shown} becomes {value['bound']:.4f} (held out: {value['held_out']:.4f}), "
+        f"the {anchor['level'] * 100:g} % {side} bound of its {shown} on these rows"
         + (f" ({others} more metric{'s' if others > 1 else ''} likewise)" if others else "")
         + ", so alerts relative to it judge the windows after the watch by what it showed live"
     )
