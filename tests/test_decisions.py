@@ -18,7 +18,7 @@ from driftloop.gate import rows_needed
 from driftloop.monitor import Monitor
 from driftloop.project import Project
 from driftloop.views import status_view
-from driftloop.watch import harmful, optimism_summary
+from driftloop.watch import _anchor, harmful, optimism_summary
 
 from .conftest import cli_env, trained_with
 from .helpers import html_problems, send
@@ -985,11 +985,16 @@ def test_a_watch_that_sees_the_model_do_better_live_raises_its_reference(tmp_pat
     project.close()
     project = Project.load(config)
     try:
-        _promoted_by_hand(project, seed=47)
+        _, new = _promoted_by_hand(project, seed=47)
         monitor = Monitor(project)
         monitor.run()
         held_out = monitor.reference().scores["accuracy"]
         assert held_out < 0.97, held_out  # room above it for the live score to prove
+        # live rows replace held-out ones only where there are at least as many of them
+        scored = monitor.reference().row["profile"]["scored_rows"]
+        assert 100 < scored < 600, scored
+        assert _anchor(project, new, {"accuracy": 0.999}, scored - 1, 0) is None
+        assert _anchor(project, new, {"accuracy": 0.999}, scored, 0) is not None
         _served_with_accuracy(project, 300, seed=48, accuracy=1.0)
         _served_with_accuracy(project, 300, seed=49, accuracy=round(held_out, 2))
         monitor.run()

@@ -365,6 +365,7 @@ def reference_profiles(
             valid_features[own_fold], outputs[own_fold].reset_index(drop=True), y_valid[own_fold]
         ),
         "scores": {k: round(v, 6) for k, v in scores.items() if v == v},
+        "scored_rows": len(valid),  # what a watch needs as many of to replace them
         **({"terms": terms} if terms else {}),
         "sources": {
             "features": f"the {len(features)} requests served over its evaluation period, labelled or not"

@@ -308,7 +308,9 @@ def _anchor(
     """The reference scores a kept model's live rows raise: each held-out score of ``version``
     that the bound of its live score beats (``watch.anchor_confidence``), with what it was; of
     the metrics alert rules judge relative to the reference, and the watch's own. Bounding every
-    per-class metric as well would raise a few of them by chance in an unchanged world.
+    per-class metric as well would raise a few of them by chance in an unchanged world. None
+    when the live rows are fewer than the held-out rows: a bar set by forty labels is met by
+    windows of forty labels, which then fire on noise.
 
     Only ever up: a live score below the held-out one may be a concept change that met both
     models after the promotion, which relative alerts are there to catch, not to absorb. Rules
@@ -317,8 +319,10 @@ def _anchor(
     wanted = {settings.watch.metric} | {
         rule.metric.removeprefix("estimated_") for rule in settings.alerts if rule.relative_to == "reference"
     }
-    reference = project.store.reference(project.name, version)
-    held_out = ((reference or {}).get("profile") or {}).get("scores", {})
+    profile = (project.store.reference(project.name, version) or {}).get("profile") or {}
+    if n < int(profile.get("scored_rows", 0)):
+        return None
+    held_out = profile.get("scores", {})
     raised: dict[str, dict[str, float]] = {}
     for metric, bound in bounds.items():
         before = held_out.get(metric) if metric in wanted else None
