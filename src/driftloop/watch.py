@@ -23,6 +23,14 @@ made on the same live rows. A concept change right after a promotion takes the l
 the new model and the old alike: it counts against the absolute figure, which measures what a
 user was promised, but cancels in the paired one, which measures the gate's judgement.
 ``driftloop status`` and ``/metrics`` show the means, so a gate that flatters is seen.
+
+**What the watch proves sets the reference.** A kept model whose live score's one-sided
+bootstrap bound (``watch.anchor_confidence``) beats its held-out score, measured on at least as
+many rows, has that bound as the reference of alert rules ``relative_to = "reference"`` for
+the windows after the watch: a gate that judged a young concept on refits of few of its rows
+scores the winner far below what it serves at, and a rule relative to that score stays silent
+through a real fall. It is recorded on the ``watch-kept`` promotion (``detail``) and read back
+by :func:`driftloop.monitor.watch_anchor`; it only ever raises the bar.
 """
 
 from __future__ import annotations
@@ -236,7 +244,10 @@ def post_deploy_watch(project: Project, monitor: Monitor | None = None) -> dict[
         }
         compared: dict[str, Any] = {"new": None, "old": None, "p_value": None, "n": len(rows)}
     else:
-        compared = _paired_on_live_rows(project, rows, new, old, level=ws.anchor_confidence)
+        # bounds for the reference only where the live rows could set it (see _anchor)
+        enough = len(rows) >= int(_reference_profile(project, new).get("scored_rows", 0))
+        level = ws.anchor_confidence if enough else 0.0
+        compared = _paired_on_live_rows(project, rows, new, old, level=level)
         lower = metric in project.lower_is_better
         worse_by = compared["new"] - compared["old"] if lower else compared["old"] - compared["new"]
         p = compared["p_value"]
@@ -319,7 +330,7 @@ def _anchor(
     wanted = {settings.watch.metric} | {
         rule.metric.removeprefix("estimated_") for rule in settings.alerts if rule.relative_to == "reference"
     }
-    profile = (project.store.reference(project.name, version) or {}).get("profile") or {}
+    profile = _reference_profile(project, version)
     if n < int(profile.get("scored_rows", 0)):
         return None
     held_out = profile.get("scores", {})
@@ -338,6 +349,10 @@ def _anchor(
         "n": n,
         "end_seq": int(end_seq),
     }
+
+
+def _reference_profile(project: Project, version: str) -> dict[str, Any]:
+    return (project.store.reference(project.name, version) or {}).get("profile") or {}
 
 
 def _anchor_said(project: Project, anchor: dict[str, Any]) -> str:
