@@ -28,7 +28,7 @@ from driftloop.project import Project
 from driftloop.store import Store
 from driftloop.training import build_reference
 
-__all__ = ["Monitor", "MonitorRun"]
+__all__ = ["Monitor", "MonitorRun", "watch_anchor"]
 
 log = logging.getLogger("driftloop.monitor")
 PAGE = 20_000
