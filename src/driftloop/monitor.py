@@ -639,7 +639,8 @@ class Monitor:
         ref = self.reference()
         # a rule judges the current champion only: a streak or a detector restarts at promotion
         champion = [w for w in store.windows(name, limit=200) if w["reference_id"] == ref.row["id"]]
-        anchor = watch_anchor(store, name, ref.version)
+        relative = any(rule.relative_to == "reference" for rule in rules)
+        anchor = watch_anchor(store, name, ref.version) if relative else None
         fired: list[dict[str, Any]] = []
         retrain: list[dict[str, Any]] = []
         for rule in rules:
