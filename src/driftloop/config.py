@@ -861,14 +861,15 @@ class WatchSettings(_Model):
     ``max_windows`` windows the model is kept. ``windows = 0`` turns the watch off.
 
     A kept model whose live score proved better than its held-out score has its reference
-    raised: when the one-sided bootstrap bound of the live score at ``anchor_confidence``
-    (below it for a score, above it for an error) is better than the held-out score, alert
-    rules ``relative_to = "reference"`` on that metric judge the windows after the watch
-    against the bound. A gate that judged a young concept on few of its rows scores the winner
-    below what it serves at, and a rule five points below that score would stay silent through
-    a real fall. The reference is never lowered this way: a concept change right after a
-    promotion lowers the live score too, and is what the rule is there to catch. ``anchor_confidence
-    = 0`` turns it off.
+    raised: when, on at least as many labelled rows as the held-out score had, the one-sided
+    bootstrap bound of the live score at ``anchor_confidence`` (below it for a score, above it
+    for an error) is better than the held-out score, alert rules ``relative_to = "reference"``
+    on that metric (and on the watch's) judge the windows after the watch against the bound.
+    A gate that judged a young concept on few of its rows scores the winner below what it
+    serves at, and a rule five points below that score would stay silent through a real fall.
+    The reference is never lowered this way: a concept change right after a promotion lowers
+    the live score too, and is what the rule is there to catch. ``anchor_confidence = 0``
+    turns it off.
     """
 
     windows: int = Field(default=3, ge=0)
