@@ -303,14 +303,11 @@ class Store:
         through = int(batches[-1]["last_seq"]) if batches else 0
         if first_seq > through:
             return stored
-        from driftloop.archive import from_table
-
         end = min(last_seq, through)
-        files = self.archive.files(model, "predictions", start_seq=first_seq, end_seq=end, batches=batches)
+        span = {"start_seq": first_seq, "end_seq": end, "batches": batches}
         archived = [
             {"seq": r["seq"], "prediction_id": r["prediction_id"], "inputs": r["inputs"]}
-            for entry in files
-            for r in from_table(self.archive.read(entry))
+            for r in self.archive.rows(model, "predictions", **span)
             if first_seq <= r["seq"] <= end
         ]
         archived.sort(key=lambda r: r["seq"])
