@@ -104,6 +104,10 @@ def test_a_periods_requests_are_read_from_the_archive_as_from_the_store(logged: 
     assert store.served_inputs(name, 1, 1000, 150) == before[-150:]  # the newest, across both
     assert store.served_inputs(name, 850, 950, 10**6) == before[849:950]
     assert store.served_inputs(name, 200, 300, 40) == before[260:300]  # seq 261-300
+    # the first rows of a span, as a post-deploy watch on a scorer reads them
+    assert store.served_inputs(name, 1, 1000, 150, oldest=True) == before[:150]
+    assert store.served_inputs(name, 850, 950, 120, oldest=True) == before[849:950]
+    assert store.served_inputs(name, 880, 1000, 50, oldest=True) == before[879:929]  # across both
 
 
 def test_a_rescan_of_the_archive_gives_the_merged_windows_verdict(logged: Any) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from driftloop import workflow
+from driftloop.archive import archive_logs
 from driftloop.cli import app
 from driftloop.config import GateSettings
 from driftloop.demo.blog import posts, terms_csv
@@ -365,7 +366,7 @@ def test_generated_posts_are_queued_by_a_scorer_and_reviewed_in_a_real_browser(
     project.close()
 
 
-@pytest.mark.parametrize("told", [None, "metric.repetition", "token_f1"])
+@pytest.mark.parametrize("told", [None, "metric.repetition", "token_f1", "archived"])
 def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(
     blog: Project, told: str | None
 ) -> None:
@@ -373,7 +374,10 @@ def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(
     outputs for the same live rows with it, not their word overlap with the reviewers' rewrites,
     and needs no labels to do so. Told to watch another scorer (repetition, where lower is
     better), it judges that one, the right way up; told to watch word overlap, which needs the
-    reviewers' rewrites, it waits for them."""
+    reviewers' rewrites, it waits for them. Rows already moved to the archive are watched as
+    those still in the store ("archived")."""
+    archived = told == "archived"
+    told = None if archived else told
     config = blog.settings.root / "driftloop.toml"
     config.write_text(  # a gate that lets the retrained generator through
         config.read_text()
@@ -407,6 +411,10 @@ def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(
         monitor.run()
         serve(posts(200, "B", seed=12), 0.1)  # few rewrites now: fewer than min_labels
         monitor.run()
+        served = project.store.predictions_after(project.name, 0, 10_000)
+        if archived:  # every closed window's rows leave the store
+            archive_logs(project, older_than=0)
+            assert project.store.count_predictions(project.name) < len(served) - 100
         verdict = workflow.post_deploy_watch(project, monitor)
     finally:
         workflow.shutdown()
@@ -421,7 +429,6 @@ def test_a_promoted_generator_is_watched_on_the_scorer_it_was_promoted_for(
     # one served in its windows, labelled or not
     new, old = verdict["new"], verdict["old"]
     end = max(w["end_seq"] for w in project.store.windows(project.name) if w["model_versions"] == [new])
-    served = project.store.predictions_after(project.name, 0, 10_000)
     served = [r for r in served if r["model_version"] == new and r["seq"] <= end]
     labelled = [r for r in project.store.labelled(project.name) if r["model_version"] == new]
     assert verdict["rows"] == len(served) >= 100 and len(labelled) < 40, (len(served), len(labelled))

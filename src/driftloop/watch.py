@@ -384,14 +384,8 @@ def _watched_rows(
     store, name = project.store, project.name
     start, end = after[0]["start_seq"], after[-1]["end_seq"]
     if is_scorer(metric):
-        cap, rows = project.settings.watch.max_rows, list[dict[str, Any]]()
-        while len(rows) < cap:
-            page = store.predictions_after(name, start - 1, min(cap, 5000))
-            rows += [r for r in page if r["seq"] <= end and r["model_version"] == new]
-            if not page or page[-1]["seq"] >= end:
-                break
-            start = page[-1]["seq"] + 1
-        return rows[:cap]
+        served = store.served_inputs(name, start, end, project.settings.watch.max_rows, oldest=True)
+        return [r for r in served if r["model_version"] == new]
     labelled = store.labelled(name, start_seq=start, end_seq=end, policy=project.settings.feedback)
     return [r for r in labelled if r["model_version"] == new]
 

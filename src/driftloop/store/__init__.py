@@ -285,33 +285,42 @@ class Store:
         query = query.order_by(t.predictions.c.seq).limit(limit)
         return self._all(query)
 
-    def served_inputs(self, model: str, first_seq: int, last_seq: int, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` requests served with ``first_seq <= seq <= last_seq``, labelled or
-        not, oldest first: ``seq``, ``prediction_id`` and ``inputs`` (a period's population),
-        from the store and, for the part already moved there, the archive."""
+    def served_inputs(
+        self, model: str, first_seq: int, last_seq: int, limit: int, *, oldest: bool = False
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` requests served with ``first_seq <= seq <= last_seq`` (``oldest``:
+        the first ``limit``), labelled or not, oldest first: ``seq``, ``prediction_id``,
+        ``model_version`` and ``inputs`` (a period's population, a watch's rows), from the store
+        and, for the part already moved there, the archive."""
         p = t.predictions
-        newest = (
-            select(p.c.seq, p.c.prediction_id, p.c.inputs)
+        order = p.c.seq.asc() if oldest else p.c.seq.desc()
+        query = (
+            select(p.c.seq, p.c.prediction_id, p.c.model_version, p.c.inputs)
             .where(p.c.model == model, p.c.seq >= first_seq, p.c.seq <= last_seq)
-            .order_by(p.c.seq.desc())
+            .order_by(order)
             .limit(limit)
         )
-        stored = self._all(newest)[::-1]  # the store before the archive: see _archived
-        if len(stored) >= limit or self.archive is None:
-            return stored
+        stored = sorted(self._all(query), key=lambda r: r["seq"])  # the store before the archive
+        if self.archive is None or (len(stored) >= limit and not oldest):
+            return stored  # archived rows are older than the newest ``limit`` the store holds
         batches = self.archive.manifests(model)
         through = int(batches[-1]["last_seq"]) if batches else 0
         if first_seq > through:
             return stored
         end = min(last_seq, through)
         span = {"start_seq": first_seq, "end_seq": end, "batches": batches}
+        keys = ("seq", "prediction_id", "model_version", "inputs")
         archived = [
-            {"seq": r["seq"], "prediction_id": r["prediction_id"], "inputs": r["inputs"]}
+            {k: r[k] for k in keys}
             for r in self.archive.rows(model, "predictions", **span)
             if first_seq <= r["seq"] <= end
         ]
         archived.sort(key=lambda r: r["seq"])
-        return (archived + [r for r in stored if r["seq"] > through])[-limit:]
+        # a row both archived and not yet deleted is read once, from the archive; the store's
+        # rows past the archive continue it (with ``oldest``, a prefix of them is enough: the
+        # archive holds every row before the first)
+        both = archived + [r for r in stored if r["seq"] > through]
+        return both[:limit] if oldest else both[-limit:]
 
     # -- shadow predictions and canary rollouts ---------------------------------------------
     def insert_shadow(self, rows: Sequence[dict[str, Any]]) -> None:
