@@ -91,12 +91,7 @@ def _paired_on_live_rows(
         )
         test = task.paired_test
         if level:
-            labels, probabilities = made[new].labels, made[new].probabilities
-
-            def score(rows: np.ndarray) -> dict[str, float]:
-                chosen = None if probabilities is None else probabilities[rows]
-                return task.metrics(y[rows], labels[rows], chosen)
-
+            score = task.subset_metrics(y, made[new].labels, made[new].probabilities)
             bounds = bootstrap_bounds(len(y), score, level, errors=project.lower_is_better)
     return {
         "new": values[new],

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from driftloop.profiles import ProfileSpec
 
 __all__ = ["ROW", "Predictions", "Task", "predictions_frame", "read_predictions"]
@@ -80,6 +82,12 @@ class Task(Protocol):
     def metrics(self, y_true: Any, y_pred: Any, probabilities: Any = None) -> dict[str, float]:
         """Every metric the rows allow; ``probabilities`` (a matrix, or logged ``{class: p}``
         rows) adds those that rank (ROC AUC, top-k accuracy)."""
+
+    def subset_metrics(
+        self, y_true: Any, y_pred: Any, probabilities: Any = None
+    ) -> Callable[[np.ndarray], dict[str, float]]:
+        """A function of row numbers (a resample: repeats allowed) that returns :meth:`metrics` of
+        those rows: what a bootstrap calls hundreds of times, so per-row work is done once."""
 
     def row_scores(self, y_true: Any, y_pred: Any) -> np.ndarray:
         """Per-row contribution to :attr:`slice_metric` (1/0 correct; absolute error)."""

@@ -32,6 +32,8 @@ from driftloop.exceptions import SchemaError, TrainerError
 from driftloop.tasks._base import Predictions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from driftloop.config import Settings
     from driftloop.profiles import ProfileSpec
 
@@ -154,6 +156,13 @@ class Classification:
                 f"f1.{c}": float(f1[j]),
             }
         return out
+
+    def subset_metrics(
+        self, y_true: Any, y_pred: Any, probabilities: Any = None
+    ) -> Callable[[np.ndarray], dict[str, float]]:
+        y, made = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
+        probs = self.probability_matrix(probabilities)
+        return lambda rows: self.metrics(y[rows], made[rows], None if probs is None else probs[rows])
 
     def row_scores(self, y_true: Any, y_pred: Any) -> np.ndarray:
         return np.asarray(np.asarray(y_true).astype(str) == np.asarray(y_pred).astype(str), dtype="float64")

@@ -41,6 +41,8 @@ from driftloop.exceptions import SchemaError, TrainerError
 from driftloop.tasks._base import Predictions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from driftloop.config import Settings
     from driftloop.profiles import ProfileSpec
 
@@ -257,33 +259,40 @@ class Extraction:
         return right, predicted, actual, raw
 
     def metrics(self, y_true: Any, y_pred: Any, probabilities: Any = None) -> dict[str, float]:
-        right, predicted, actual, raw = self._counts(y_true, y_pred)
+        return self._from_counts(*self._counts(y_true, y_pred))
+
+    def subset_metrics(
+        self, y_true: Any, y_pred: Any, probabilities: Any = None
+    ) -> Callable[[np.ndarray], dict[str, float]]:
+        """Field matching is done once per document; a subset only sums its counts."""
+        counts = self._counts(y_true, y_pred)
+        return lambda rows: self._from_counts(*(c[rows] for c in counts))
+
+    def _from_counts(
+        self, right: np.ndarray, predicted: np.ndarray, actual: np.ndarray, raw: np.ndarray
+    ) -> dict[str, float]:
+        """Every metric from the documents' :meth:`_counts`."""
         if not len(right):
             return dict.fromkeys(self.metric_names, float("nan"))
         out: dict[str, float] = {}
         f1s = []
+        judged = np.isfinite(right)
+        sums = [np.nansum(x, axis=0) for x in (right, predicted, actual, raw)]
         for j, f in enumerate(self.fields):
-            seen = np.isfinite(right[:, j])
-            if not seen.any():
+            if not judged[:, j].any():
                 continue
-            r, p, a = (float(np.nansum(x[:, j])) for x in (right, predicted, actual))
+            r, p, a, exact_right = (float(x[j]) for x in sums)
             precision, recall, f1 = _f1(r, p, a)
-            exact = _f1(float(np.nansum(raw[:, j])), p, a)[2]
+            exact = _f1(exact_right, p, a)[2]
             out |= {f"precision.{f}": precision, f"recall.{f}": recall, f"f1.{f}": f1, f"exact_f1.{f}": exact}
             f1s.append(f1)
-        out["f1_micro"] = _f1(*(float(np.nansum(x)) for x in (right, predicted, actual)))[2]
+        out["f1_micro"] = _f1(*(float(x.sum()) for x in sums[:3]))[2]
         out["f1_macro"] = float(np.mean(f1s)) if f1s else float("nan")
-        judged = np.isfinite(right)
-        exact_docs = [
-            bool(judged[i].any())
-            and bool(np.all((right[i] == 1.0) | ((predicted[i] == 0) & (actual[i] == 0)) | ~judged[i]))
-            for i in range(len(right))
-        ]
-        out["doc_exact_match"] = (
-            float(np.mean([e for e, j in zip(exact_docs, judged.any(axis=1), strict=True) if j]))
-            if judged.any()
-            else float("nan")
-        )
+        # a document matches exactly when every field its label judges is right (or rightly empty)
+        fine = (right == 1.0) | ((predicted == 0) & (actual == 0)) | ~judged
+        documents = judged.any(axis=1)
+        exact_docs = fine.all(axis=1)[documents]
+        out["doc_exact_match"] = float(exact_docs.mean()) if documents.any() else float("nan")
         return out
 
     def row_scores(self, y_true: Any, y_pred: Any) -> np.ndarray:
@@ -311,7 +320,14 @@ class Extraction:
             return None, None
         a, b = np.asarray(pred_a, dtype=object), np.asarray(pred_b, dtype=object)
         p = wilcoxon(1 - self.row_scores(y, a), 1 - self.row_scores(y, b))
-        return p, bootstrap_diff(y, a, b, lambda t, q: self.metrics(t, q).get(metric, float("nan")))
+        # each model's field matches once, both stacked; a resample picks row numbers of each
+        counts = [np.concatenate(pair) for pair in zip(self._counts(y, a), self._counts(y, b), strict=True)]
+        rows = np.arange(len(y))
+
+        def score(_: np.ndarray, q: np.ndarray) -> float:
+            return self._from_counts(*(c[q] for c in counts)).get(metric, float("nan"))
+
+        return p, bootstrap_diff(rows, rows, rows + len(y), score)
 
     def corrected(self, y_true: Any, y_pred: Any) -> np.ndarray:
         right, predicted, actual, _ = self._counts(y_true, y_pred)

@@ -36,6 +36,8 @@ from driftloop.scorers import words
 from driftloop.tasks._base import Predictions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from driftloop.config import Settings
     from driftloop.profiles import ProfileSpec
 
@@ -79,6 +81,9 @@ def rouge_l(reference: str, output: str) -> float:
         previous = current
     lcs = previous[-1]
     return 2 * lcs / (len(a) + len(b))
+
+
+_SCORES = {"token_f1": token_f1, "rouge_l": rouge_l}  # each row's, averaged by metrics
 
 
 def _texts(values: Any) -> list[str]:
@@ -144,9 +149,17 @@ class Generation:
         truth, made = _texts(y_true), _texts(y_pred)
         if not truth:
             return dict.fromkeys(METRICS, float("nan"))
-        return {
-            "token_f1": float(np.mean([token_f1(t, p) for t, p in zip(truth, made, strict=True)])),
-            "rouge_l": float(np.mean([rouge_l(t, p) for t, p in zip(truth, made, strict=True)])),
+        pairs = list(zip(truth, made, strict=True))
+        return {name: float(np.mean([f(t, p) for t, p in pairs])) for name, f in _SCORES.items()}
+
+    def subset_metrics(
+        self, y_true: Any, y_pred: Any, probabilities: Any = None
+    ) -> Callable[[np.ndarray], dict[str, float]]:
+        """Each row's overlaps once (ROUGE-L is quadratic in a text's words); a subset averages them."""
+        pairs = list(zip(_texts(y_true), _texts(y_pred), strict=True))
+        scores = {name: np.array([f(t, p) for t, p in pairs], dtype="float64") for name, f in _SCORES.items()}
+        return lambda rows: {
+            name: float(values[rows].mean()) if len(rows) else float("nan") for name, values in scores.items()
         }
 
     def row_scores(self, y_true: Any, y_pred: Any) -> np.ndarray:

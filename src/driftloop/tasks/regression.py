@@ -29,6 +29,8 @@ from driftloop.exceptions import SchemaError, TrainerError
 from driftloop.tasks._base import Predictions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from driftloop.config import Settings
     from driftloop.profiles import ProfileSpec
 
@@ -109,6 +111,12 @@ class Regression:
             "abs_error_p50": float(np.quantile(absolute, 0.5)),
             "abs_error_p90": float(np.quantile(absolute, 0.9)),
         }
+
+    def subset_metrics(
+        self, y_true: Any, y_pred: Any, probabilities: Any = None
+    ) -> Callable[[np.ndarray], dict[str, float]]:
+        y, made = _floats(y_true), _floats(y_pred)
+        return lambda rows: self.metrics(y[rows], made[rows])
 
     def row_scores(self, y_true: Any, y_pred: Any) -> np.ndarray:
         return np.asarray(np.abs(_floats(y_pred) - _floats(y_true)), dtype="float64")
