@@ -98,3 +98,21 @@ def test_an_extractors_paired_interval_is_that_of_its_metric_on_each_resample() 
         _, ci = task.paired(truth, made, other, metric)
         diffs = [b[metric] - a[metric] for a, b in slow]
         assert ci == pytest.approx(tuple(np.quantile(diffs, [0.025, 0.975])), abs=1e-12), metric
+
+
+def test_roc_auc_is_sklearns_per_class_with_ties() -> None:
+    """The classifier's ROC AUC (ranks, every class against the rest) is scikit-learn's."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    task = Classification(["a", "b", "c"])
+    probs = np.round(rng.dirichlet(np.ones(3), 300), 1)  # rounded: many ties
+    truth = rng.choice(["a", "b", "c"], 300, p=[0.5, 0.3, 0.2]).astype(object)
+    expected = np.mean([roc_auc_score(truth == c, probs[:, j]) for j, c in enumerate(task.classes)])
+    assert task.metrics(truth, truth, probs)["roc_auc"] == pytest.approx(expected, abs=1e-12)
+    two = Classification(["no", "yes"])
+    p = np.c_[1 - probs[:, 0], probs[:, 0]]
+    y = np.where(truth == "a", "yes", "no").astype(object)
+    assert two.metrics(y, y, p)["roc_auc"] == pytest.approx(roc_auc_score(y == "yes", p[:, 1]), abs=1e-12)
+    only = np.full(300, "a", dtype=object)  # one class alone: no AUC to take
+    assert np.isnan(task.metrics(only, only, probs)["roc_auc"])

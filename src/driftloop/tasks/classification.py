@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 from driftloop.config import classification_metrics
 from driftloop.evaluation import bootstrap_diff, mcnemar
@@ -42,13 +42,25 @@ __all__ = ["Classification"]
 
 def _roc_auc(true: np.ndarray, probs: np.ndarray) -> float:
     """ROC AUC: of the positive class's probability for two classes, else the mean over classes
-    of each against the rest (classes absent from the rows, or alone in them, are left out)."""
+    of each against the rest (classes absent from the rows, or alone in them, are left out).
+
+    Each is the Mann-Whitney statistic: the chance that a row of the class has a higher
+    probability of it than a row of another (ties count half), from the probabilities' ranks.
+
+    >>> _roc_auc(np.array([0, 0, 1, 1]), np.array([[0.9, 0.1], [0.6, 0.4], [0.6, 0.4], [0.2, 0.8]]))
+    0.875
+    """
     k = probs.shape[1]
+    columns = [1] if k == 2 else list(range(k))
+    ranks = rankdata(probs[:, columns], axis=0)  # ties share their mean rank
     scores = []
-    for c in [1] if k == 2 else range(k):
+    for j, c in enumerate(columns):
         hit = true == c
-        if hit.any() and not hit.all():
-            scores.append(float(roc_auc_score(hit, probs[:, c])))
+        positive = int(hit.sum())
+        negative = len(hit) - positive
+        if positive and negative:
+            above = float(ranks[hit, j].sum()) - positive * (positive + 1) / 2
+            scores.append(above / (positive * negative))
     return float(np.mean(scores)) if scores else float("nan")
 
 
