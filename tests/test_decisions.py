@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop import workflow
+from driftloop import snapshots, workflow
 from driftloop.gate import rows_needed
 from driftloop.monitor import Monitor
 from driftloop.project import Project
@@ -227,7 +227,7 @@ def test_min_effect_sizes_the_evaluation_by_the_gates_power(tmp_path: Path) -> N
         reference = project.store.reference(project.name, champion)  # type: ignore[arg-type]
         score = reference["profile"]["scores"]["accuracy"]  # type: ignore[index]
         need = rows_needed(project.settings.gate, score)
-        assert workflow.evidence(project) == (0, need) and 180 < need < 700, (score, need)
+        assert snapshots.evidence(project) == (0, need) and 180 < need < 700, (score, need)
         send(project, 600, "B", seed=45, label_share=0.3)  # about 180 labels: above the floor of 100
         run_id = workflow.start_or_wait(project, "alert:accuracy-drop", since_seq=1)
         row = workflow.wait(run_id)
@@ -809,7 +809,7 @@ def test_an_earlier_champion_competes_again_and_comes_back_as_it_was(tmp_path: P
     assert "deployed_version" not in row["options"], "an earlier champion is not refitted"
     trained = len(project.registry.versions(project.name)) - before
     assert trained == len(names) - 1, "the candidate windows were trained, the earlier champion not"
-    assert workflow.champion_cutoff(project, "1") == 0, "it learned from nothing after its own data"
+    assert snapshots.champion_cutoff(project, "1") == 0, "it learned from nothing after its own data"
     assert project.registry.tags(project.name, "1").get("driftloop.status") == status_of_1
     assert "champion-1" in row["options"]["chosen"], row["options"]["chosen"]
     project.close()
