@@ -21,17 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from driftloop.demo.forms import TokenTagger, forms
+from driftloop.demo.forms import FIELDS, TokenTagger, forms
 from driftloop.evaluation import bootstrap_bounds, bootstrap_diff
 from driftloop.tasks import Classification, Extraction, Task
-
-FIELDS = {
-    "patient_name": "text",
-    "dob": "date",
-    "provider": "text",
-    "reference": "identifier",
-    "amount": "amount",
-}
 
 
 def extraction(rows: int) -> tuple[Task, np.ndarray, np.ndarray, np.ndarray, None, str]:

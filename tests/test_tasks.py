@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from driftloop.demo.forms import forms
+from driftloop.demo.forms import FIELDS, forms
 from driftloop.tasks import Classification, Extraction, Generation, Regression, Task
 
 WORDS = ["deploy", "docker", "kubernetes", "today", "the", "cluster", "with", "rust", "async", "model"]
@@ -47,15 +47,7 @@ def _cases(n: int) -> list[tuple[Task, Any, Any, Any]]:
         (Classification(classes, positive_class="c"), truth, made, probs),
         (Regression(), y, y + rng.normal(0, 5, n), None),
         (
-            Extraction(
-                {
-                    "patient_name": "text",
-                    "dob": "date",
-                    "provider": "text",
-                    "reference": "identifier",
-                    "amount": "amount",
-                }
-            ),
+            Extraction(FIELDS),
             np.array([json.dumps(d) for d in judged], dtype=object),
             np.array([json.dumps(d) for d in extracted], dtype=object),
             None,
