@@ -352,7 +352,15 @@ def test_the_gate_calibration_gives_the_standard_error_of_its_mean(tmp_path: Pat
     assert f"{summary['mean_gain']:+.4f}, standard error {summary['se_gain']:.4f}" in printed
     from driftloop.ui import render_report
 
-    assert f"over 3 promotion(s), standard error {summary['se']:.4f}" in render_report(project)
+    report = render_report(project)
+    assert f"over 3 promotion(s), standard error {summary['se']:.4f}" in report
+    # the calibration chart: a point per promotion, each named with its estimate and live score
+    chart = report[report.index('aria-label="gate estimate against the live accuracy"') :]
+    chart = chart[: chart.index("</svg>")]
+    assert chart.count("<circle") == 3, chart
+    for i, live in enumerate(lives):
+        assert f"run-{i}: gate 0.9000, live {live:.4f} over 100 rows" in chart
+    assert "Below the dashed line (shaded), the gate promised more" in report
     import httpx
 
     from driftloop.demo.scenario import serve_in_thread

@@ -343,3 +343,55 @@ def test_a_heat_map_keeps_every_row_name_inside_the_chart_in_a_real_browser() ->
     assert (
         boxes[3][0].startswith("…") and boxes[3][0].endswith("x" * 20) and names[3] in boxes[3][0]
     )  # the title
+
+
+def test_the_gate_calibration_chart_shades_the_side_where_the_gate_promised_too_much() -> None:
+    """In a real browser: a promotion that delivered less than the gate's estimate falls in the
+    shaded half (below the line for a score, above it for an error), one that delivered more
+    outside it; every label stays inside the chart."""
+    from driftloop.ui.charts import calibration_chart
+
+    browser, sync_api = browser_or_skip()
+    points = [("run-over", 0.90, 0.84, 400), ("run-under", 0.80, 0.86, 40), ("run-exact", 0.85, 0.85, 90)]
+    charts = {
+        "score": calibration_chart(points, metric="accuracy"),
+        "error": calibration_chart(points, metric="mae", lower_is_better=True),
+    }
+    found: dict[str, Any] = {}
+    with sync_api.sync_playwright() as pw:
+        chromium = launch_chromium(pw, browser)
+        page = chromium.new_page(viewport={"width": 800, "height": 800})
+        style = (  # the report's fonts
+            "<style>body { font: 14px system-ui, sans-serif } svg .tick { font-size: 10px } "
+            "svg .legend { font-size: 11px }</style>"
+        )
+        for kind, svg in charts.items():
+            page.set_content(f"{style}<body>{svg}</body>")
+            found[kind] = page.evaluate(
+                """() => {
+                  const svg = document.querySelector('svg'), shade = svg.querySelector('polygon');
+                  const inside = [...svg.querySelectorAll('circle')].map(c => {
+                    const p = svg.createSVGPoint(); p.x = c.cx.baseVal.value; p.y = c.cy.baseVal.value;
+                    return [c.querySelector('title').textContent.split(':')[0], shade.isPointInFill(p)];
+                  });
+                  const width = svg.viewBox.baseVal.width;
+                  const out = [...svg.querySelectorAll('text')].filter(t => {
+                    const b = t.getBBox(); return b.x < 0 || b.x + b.width > width;
+                  }).map(t => t.textContent);
+                  return {inside, out};
+                }"""
+            )
+        chromium.close()
+    # run-exact sits on the line, the polygon's edge: which side it counts on is not asserted
+    assert dict(found["score"]["inside"]) | {"run-exact": None} == {
+        "run-over": True,
+        "run-under": False,
+        "run-exact": None,
+    }
+    # for an error the same numbers mean the opposite: 0.84 against a promised 0.90 is better
+    assert dict(found["error"]["inside"]) | {"run-exact": None} == {
+        "run-over": False,
+        "run-under": True,
+        "run-exact": None,
+    }
+    assert found["score"]["out"] == [] and found["error"]["out"] == [], found

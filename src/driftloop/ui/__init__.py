@@ -16,7 +16,7 @@ from typing import Any
 from driftloop.exceptions import ConfigError
 from driftloop.project import Project
 from driftloop.scoring import is_scorer
-from driftloop.ui.charts import Series, heatmap, line_chart
+from driftloop.ui.charts import Series, calibration_chart, heatmap, line_chart
 from driftloop.views import jsonable, shadow_view, status_view, windows_view
 
 __all__ = ["environment", "render_report", "report_context"]
@@ -133,6 +133,20 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
         if fields and rows
         else None
     )
+    optimism = status.get("gate_optimism") or {}
+    calibration = (
+        calibration_chart(
+            [
+                (o["run_id"], o["gate"], o["live"], o["n"])
+                for o in optimism["records"]
+                if o["metric"] == optimism["metric"]  # one scale: the newest promotions' metric
+            ],
+            metric=optimism["metric"],
+            lower_is_better=optimism["metric"] in project.lower_is_better,
+        )
+        if optimism.get("records")
+        else None
+    )
     shadow = shadow_view(project)
     return {
         "generated": _when(time.time()),
@@ -142,6 +156,7 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
         "source": source,
         "estimated": any(v is not None for v in estimated),
         "lower_is_better": lower,
+        "lower_is_better_metrics": sorted(project.lower_is_better),
         "status": status,
         "windows": rows,
         "latest": rows[-1] if rows else None,
@@ -154,6 +169,7 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
             else None,
             "others": others,
             "fields": field_map,
+            "calibration": calibration,
         },
         "fields": field_rows,
         "extra": extra,

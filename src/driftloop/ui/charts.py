@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
 
-__all__ = ["Series", "heatmap", "line_chart", "nice_ticks"]
+__all__ = ["Series", "calibration_chart", "heatmap", "line_chart", "nice_ticks"]
 
 PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7480")
 TICK_CHAR = 6.2  # px a character of a 10 px tick label may take (a wide sans-serif's average)
@@ -227,6 +227,73 @@ def heatmap(
         out.append(
             f'<text x="{left + (i + 0.5) * cell_w:.1f}" y="{height - 6}" text-anchor="middle" class="tick">'
             f"{escape(labels[i])}</text>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def calibration_chart(
+    points: Sequence[tuple[str, float, float, int]],
+    *,
+    metric: str,
+    lower_is_better: bool = False,
+    size: int = 320,
+) -> str:
+    """Each promotion's gate estimate (x) against the live score it reached (y), on the same
+    scale, with the line where the two agree. The side where the gate promised more than the
+    model delivered (below the line for a score, above it for an error) is shaded; a point's
+    area grows with the live rows it was met on. ``points``: (run, estimate, live, rows).
+
+    >>> svg = calibration_chart([("r1", 0.90, 0.85, 200), ("r2", 0.80, 0.82, 50)], metric="accuracy")
+    >>> svg.count("<circle"), "r1: gate 0.9000, live 0.8500 over 200 rows" in svg
+    (2, True)
+    """
+    left, right, top, bottom = 48, 12, 28, 34
+    plot = size - left - right
+    height = top + plot + bottom
+    every = [v for _, gate, live, _ in points for v in (gate, live) if math.isfinite(v)]
+    lo, hi = (min(every), max(every)) if every else (0.0, 1.0)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.05, hi + 0.05
+    pad = (hi - lo) * 0.08
+    lo, hi = lo - pad, hi + pad
+
+    def x(v: float) -> float:
+        return left + plot * (v - lo) / (hi - lo)
+
+    def y(v: float) -> float:
+        return top + plot * (1 - (v - lo) / (hi - lo))
+
+    # the corner where the live score fell short of the estimate: below the diagonal for a score
+    corner = (x(hi), y(lo)) if not lower_is_better else (x(lo), y(hi))
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {height}" role="img" class="chart" '
+        f'style="max-width:{size}px" aria-label="gate estimate against the live {escape(metric)}">',
+        f'<rect x="{left}" y="{top}" width="{plot}" height="{plot}" fill="#fff" stroke="#d0d7de"/>',
+        f'<polygon points="{_fmt(x(lo))},{_fmt(y(lo))} {_fmt(x(hi))},{_fmt(y(hi))} {_fmt(corner[0])},'
+        f'{_fmt(corner[1])}" fill="#d1242f" fill-opacity="0.07"/>',
+    ]
+    for v in nice_ticks(lo, hi, 4):
+        out.append(
+            f'<line x1="{left}" x2="{left + plot}" y1="{_fmt(y(v))}" y2="{_fmt(y(v))}" stroke="#eaeef2"/>'
+            f'<line x1="{_fmt(x(v))}" x2="{_fmt(x(v))}" y1="{top}" y2="{top + plot}" stroke="#eaeef2"/>'
+            f'<text x="{left - 4}" y="{_fmt(y(v) + 3)}" text-anchor="end" class="tick">{v:g}</text>'
+            f'<text x="{_fmt(x(v))}" y="{top + plot + 13}" text-anchor="middle" class="tick">{v:g}</text>'
+        )
+    out.append(
+        f'<line x1="{_fmt(x(lo))}" y1="{_fmt(y(lo))}" x2="{_fmt(x(hi))}" y2="{_fmt(y(hi))}" '
+        f'stroke="#8c959f" stroke-dasharray="4 3"/>'
+        f'<text x="{left + plot / 2}" y="{height - 4}" text-anchor="middle" class="tick">gate estimate</text>'
+        f'<text x="{left}" y="{top - 6}" class="legend">live {escape(metric)}</text>'
+    )
+    for run, gate, live, rows in points:
+        if not (math.isfinite(gate) and math.isfinite(live)):
+            continue
+        radius = 2.5 + min(3.5, math.sqrt(max(rows, 0)) / 8)
+        out.append(
+            f'<circle cx="{_fmt(x(gate))}" cy="{_fmt(y(live))}" r="{radius:.1f}" fill="{PALETTE[0]}" '
+            f'fill-opacity="0.65"><title>{escape(run)}: gate {gate:.4f}, live {live:.4f} over {rows} rows'
+            "</title></circle>"
         )
     out.append("</svg>")
     return "".join(out)
