@@ -134,6 +134,7 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
         else None
     )
     optimism = status.get("gate_optimism") or {}
+    error = optimism.get("metric") in project.lower_is_better  # over-promised: live above the estimate
     calibration = (
         calibration_chart(
             [
@@ -142,7 +143,7 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
                 if o["metric"] == optimism["metric"]  # one scale: the newest promotions' metric
             ],
             metric=optimism["metric"],
-            lower_is_better=optimism["metric"] in project.lower_is_better,
+            lower_is_better=error,
         )
         if optimism.get("records")
         else None
@@ -156,7 +157,7 @@ def report_context(project: Project, *, windows: int = 1000) -> dict[str, Any]:
         "source": source,
         "estimated": any(v is not None for v in estimated),
         "lower_is_better": lower,
-        "lower_is_better_metrics": sorted(project.lower_is_better),
+        "calibration_side": "Above" if error else "Below",
         "status": status,
         "windows": rows,
         "latest": rows[-1] if rows else None,
