@@ -45,9 +45,17 @@ from driftloop.datasets import stable_fraction
 from driftloop.exceptions import ConfigError
 from driftloop.identity import ApiKey, parse_api_keys, stored_source
 from driftloop.ids import new_ids
-from driftloop.locks import Lock, monitor_lock
+from driftloop.locks import monitor_lock
 from driftloop.project import Project
+from driftloop.serving.background import monitor_when_holding
 from driftloop.serving.batcher import Batcher
+from driftloop.serving.bodies import (
+    MAX_META_CHARS,
+    MAX_META_KEYS,
+    BadRequest,
+    feedback_problems,
+    request_metadata,
+)
 from driftloop.serving.http import Guard
 from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.metrics import Metrics, prometheus_text
@@ -62,82 +70,6 @@ __all__ = ["Scope", "app_from_environment", "create_app", "parse_api_keys"]
 log = logging.getLogger("driftloop.serving")
 Scope = str
 JSON_TYPES = ("application/json", "application/")  # application/json, application/*+json
-
-
-_MAX_META_KEYS = 16
-_MAX_META_CHARS = 256
-
-
-def _is_text(value: str) -> bool:
-    """Whether ``value`` can be written as UTF-8 (JSON lets a client send lone surrogates)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _metadata(sent: Any, request: Request) -> tuple[dict[str, str], list[str]]:
-    """Request metadata from the body's ``"metadata"`` and the X-Tenant / X-Client-Id headers."""
-    found = {
-        key: request.headers[header]
-        for key, header in (("tenant", "x-tenant"), ("client_id", "x-client-id"))
-        if header in request.headers
-    }
-    if sent is None:
-        return found, []
-    if not isinstance(sent, dict):
-        return found, [f"'metadata' must be an object of strings. Got {type(sent).__name__} instead."]
-    if len(sent) > _MAX_META_KEYS:
-        return found, [f"'metadata' may hold at most {_MAX_META_KEYS} keys. Got {len(sent)}."]
-    problems = []
-    for key, value in sent.items():
-        if not _is_text(key) or (isinstance(value, str) and not _is_text(value)):
-            problems.append(  # a lone surrogate ("\\ud800") cannot be stored as UTF-8
-                f"'metadata' keys and values must be valid Unicode text. "
-                f"Got {key[:64]!a}: {ascii(value)[:80]} instead."
-            )
-        elif key == "metrics":
-            problems.append("'metadata' must not use the reserved key 'metrics'.")
-        elif not isinstance(value, str) or len(value) > _MAX_META_CHARS or len(key) > 64:
-            problems.append(
-                f"'metadata.{key[:64]}' must be a string of at most {_MAX_META_CHARS} characters "
-                f"(keys at most 64). Got {value!r:.80} instead."
-            )
-        else:
-            found[key] = value
-    return found, problems
-
-
-def _feedback_problems(item: Any, i: int) -> list[dict[str, Any]]:
-    """What is wrong with one feedback item's id and source (FastAPI's error shape, one per
-    problem); :func:`driftloop.annotations.parse_item` checks what it says."""
-    if not isinstance(item, dict):
-        return [{"loc": ["feedback", i], "type": "model_type", "msg": f"Item {i} must be an object."}]
-    problems: list[dict[str, Any]] = []
-    pid, source = item.get("prediction_id"), item.get("source")
-    if not isinstance(pid, str) or not pid:
-        problems.append(
-            {
-                "loc": ["feedback", i, "prediction_id"],
-                "type": "missing",
-                "msg": f"Item {i}: 'prediction_id' is required (the id /predict returned).",
-            }
-        )
-    elif (
-        len(pid) > 64
-        or not _is_text(pid)
-        or (source is not None and not (isinstance(source, str) and _is_text(source)))
-    ):
-        problems.append(
-            {
-                "loc": ["feedback", i],
-                "type": "string_unicode",
-                "msg": f"Item {i}: 'prediction_id' (at most 64 characters) and 'source' must be valid "
-                f"Unicode text. Got {ascii(pid)[:80]} and {ascii(source)[:80]} instead.",
-            }
-        )
-    return problems
 
 
 def _shadow_score(
@@ -173,15 +105,6 @@ def _shadow_score(
         with stats.lock:
             stats.shadow_errors += 1
         log.error("Shadow scoring with version %s failed: %s", model.version, exc)
-
-
-class _BadRequest(Exception):
-    """A body that cannot be read: counted and stored like every invalid request."""
-
-    def __init__(self, status: int, message: str, loc: tuple[str, ...] = ("body",), kind: str = "") -> None:
-        super().__init__(message)
-        self.status, self.message, self.loc = status, message, list(loc)
-        self.kind = kind or ("too_large" if status == 413 else "json_invalid")
 
 
 # the API docs page: its own files and Swagger UI's inline start-up script only; never framed
@@ -263,7 +186,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         lock = monitor_lock(project.settings.store.url, project.settings.state_dir, project.name)
         if monitor:
             monitor_thread = threading.Thread(
-                target=_monitor_when_holding,
+                target=monitor_when_holding,
                 args=(project, lock, stop),
                 daemon=True,
                 name="driftloop-monitor",
@@ -381,7 +304,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if not (kind == JSON_TYPES[0] or (kind.startswith(JSON_TYPES[1]) and kind.endswith("+json"))):
             # a cross-site form or text/plain POST cannot send application/json without a preflight
-            raise _BadRequest(
+            raise BadRequest(
                 415,
                 "The body must be sent as 'Content-Type: application/json'. "
                 f"Got {kind[:80] or 'none'!r} instead.",
@@ -391,16 +314,16 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         limit = settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise _BadRequest(413, f"The request body is {declared} bytes; the limit is {limit} bytes.")
+            raise BadRequest(413, f"The request body is {declared} bytes; the limit is {limit} bytes.")
         body = bytearray()
         try:
             async with asyncio.timeout(settings.body_timeout):
                 async for chunk in request.stream():
                     body += chunk
                     if len(body) > limit:
-                        raise _BadRequest(413, f"The request body exceeds the limit of {limit} bytes.")
+                        raise BadRequest(413, f"The request body exceeds the limit of {limit} bytes.")
         except TimeoutError:
-            raise _BadRequest(
+            raise BadRequest(
                 408,
                 f"The request body did not arrive within serving.body_timeout ({settings.body_timeout:g}s).",
                 kind="timeout",
@@ -408,9 +331,9 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         try:
             return json.loads(body)
         except RecursionError:
-            raise _BadRequest(422, "The body is JSON nested too deeply to read.") from None
+            raise BadRequest(422, "The body is JSON nested too deeply to read.") from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise _BadRequest(422, f"The body must be valid JSON: {exc}.") from None
+            raise BadRequest(422, f"The body must be valid JSON: {exc}.") from None
 
     async def invalid(path: str, status: int, errors: list[Any]) -> JSONResponse:
         with stats.lock:
@@ -429,8 +352,8 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         )
         return JSONResponse({"detail": errors}, status_code=status)
 
-    @app.exception_handler(_BadRequest)
-    async def bad_request(request: Request, exc: _BadRequest) -> JSONResponse:
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
         return await invalid(
             request.url.path, exc.status, [{"loc": exc.loc, "msg": exc.message, "type": exc.kind}]
         )
@@ -471,10 +394,10 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                                         "description": "Request metadata logged with every record, "
                                         "such as tenant and client_id.",
                                         "type": "object",
-                                        "maxProperties": _MAX_META_KEYS,
+                                        "maxProperties": MAX_META_KEYS,
                                         "additionalProperties": {
                                             "type": "string",
-                                            "maxLength": _MAX_META_CHARS,
+                                            "maxLength": MAX_META_CHARS,
                                         },
                                     },
                                 },
@@ -498,13 +421,13 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         rows = body["records"] if batch else body
         rows = [rows] if isinstance(rows, dict) else rows
         if not isinstance(rows, list) or not rows:
-            raise _BadRequest(
+            raise BadRequest(
                 422,
                 'The body must be a record object or {"records": [...]} with at least one record.',
                 kind="value_error",
             )
         if len(rows) > settings.max_batch:
-            raise _BadRequest(
+            raise BadRequest(
                 413,
                 f"A batch may hold at most {settings.max_batch} records. Got {len(rows)}.",
                 ("body", "records"),
@@ -515,7 +438,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             project.settings, body.get("metrics") if batch else None, len(rows)
         )
         errors += [{"loc": ["body", "metrics"], "msg": m, "type": "value_error"} for m in problems]
-        metadata, problems = _metadata(body.get("metadata") if batch else None, request)
+        metadata, problems = request_metadata(body.get("metadata") if batch else None, request)
         errors += [{"loc": ["body", "metadata"], "msg": m, "type": "value_error"} for m in problems]
         if errors:
             return await invalid("/predict", 422, errors)
@@ -645,14 +568,14 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             or not isinstance(outputs, list)
             or len(outputs) != len(rows)
         ):
-            raise _BadRequest(
+            raise BadRequest(
                 422,
                 'The body must be {"records": [...], "outputs": [...]} with one output per record '
                 "and at least one record.",
                 kind="value_error",
             )
         if len(rows) > settings.max_batch:
-            raise _BadRequest(
+            raise BadRequest(
                 413,
                 f"A batch may hold at most {settings.max_batch} records. Got {len(rows)}.",
                 ("body", "records"),
@@ -676,7 +599,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             for i, value in enumerate(outputs)
             if (wrong := project.task.label_error(value)) is not None
         ]
-        metadata, problems = _metadata(body.get("metadata"), request)
+        metadata, problems = request_metadata(body.get("metadata"), request)
         errors += [{"loc": ["body", "metadata"], "msg": m, "type": "value_error"} for m in problems]
         if errors:
             return await invalid("/log", 422, errors)
@@ -756,7 +679,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         single = not (isinstance(body, dict) and "feedback" in body)
         items = [body] if single else body["feedback"]
         if not isinstance(items, list) or not items or len(items) > settings.max_batch:
-            raise _BadRequest(
+            raise BadRequest(
                 422,
                 f'The body must be one feedback object or {{"feedback": [...]}} with 1 to '
                 f"{settings.max_batch} items.",
@@ -765,7 +688,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         errors: list[dict[str, Any]] = []
         clean: list[tuple[int, dict[str, Any]]] = []
         for i, item in enumerate(items):
-            problems = _feedback_problems(item, i)
+            problems = feedback_problems(item, i)
             said, more = parse_item(item, i, project.settings, project.task) if not problems else (None, [])
             if problems or more or said is None:
                 errors += problems + more
@@ -786,7 +709,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             else ""
         )
         if single and unknown:
-            raise _BadRequest(
+            raise BadRequest(
                 404,
                 f"Unknown prediction id: {unknown[0][1][:64]!r}.{archived}",
                 ("feedback", "prediction_id"),
@@ -976,74 +899,3 @@ def app_from_environment() -> FastAPI:
     project = Project.load(path)
     wants_monitor = os.environ.get("DRIFTLOOP_SERVE_MONITOR", "1") == "1"
     return create_app(project, monitor=wants_monitor)  # the worker that gets the lock monitors
-
-
-def _monitor_when_holding(project: Project, lock: Lock, stop: threading.Event) -> None:
-    """Monitor while holding the project's monitoring lock; without it, try again every tick and
-    take over when the holder stops (or its host does); step down if the lock is lost."""
-    waited, watching = False, False
-    try:
-        while not stop.is_set():
-            if lock.acquire():
-                if waited:
-                    log.warning("Took over monitoring of '%s': the previous holder stopped.", project.name)
-                if not watching and project.settings.monitor.stale_after is not None:
-                    watching = True
-                    threading.Thread(
-                        target=_watchdog_loop, args=(project, stop), daemon=True, name="driftloop-watchdog"
-                    ).start()
-                _monitor_loop(project, stop, lock)
-                if stop.is_set():
-                    break
-                log.error("Lost the monitoring lock of '%s'; stepping down, trying again.", project.name)
-            elif not waited:
-                log.info(
-                    "Another process is monitoring '%s' (%s); this one serves and takes over if it stops.",
-                    project.name,
-                    lock.holder() or "the lock's holder",
-                )
-            waited = True
-            stop.wait(project.settings.monitor.schedule)
-    finally:
-        lock.release()
-
-
-def _monitor_loop(project: Project, stop: threading.Event, lock: Lock | None = None) -> None:
-    """Monitoring passes on the schedule until ``stop``, or until ``lock`` is no longer held."""
-    from driftloop import workflow
-    from driftloop.agreement import enforce as enforce_agreement
-    from driftloop.monitor import Monitor
-
-    monitor = Monitor(project)
-    needs_workflow = (
-        any(rule.retrain for rule in project.settings.alerts) or project.settings.retrain.schedule
-    )
-    if needs_workflow:
-        workflow.launch(project)
-    while not stop.wait(project.settings.monitor.schedule):
-        if lock is not None and not lock.held:
-            return
-        try:
-            if needs_workflow:
-                workflow.monitor_and_trigger(project, monitor)
-            else:
-                monitor.run()
-                workflow.post_deploy_watch(project, monitor)
-                enforce_agreement(project)
-        except Exception as exc:
-            log.error("Scheduled monitoring failed: %s", exc)
-
-
-def _watchdog_loop(project: Project, stop: threading.Event) -> None:
-    """Alert when monitoring has not succeeded for ``monitor.stale_after`` (its own thread, so a
-    hung or crashed monitoring loop is noticed too)."""
-    from driftloop.monitor import Monitor
-
-    limit = project.settings.monitor.stale_after
-    assert limit is not None
-    monitor = Monitor(project)
-    while not stop.wait(min(max(limit / 4, 0.05), 60.0)):
-        try:
-            monitor.check_stale()
-        except Exception as exc:
-            log.error("The monitoring watchdog failed: %s", exc)
