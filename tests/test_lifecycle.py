@@ -18,7 +18,7 @@ from driftloop.monitor import Monitor
 from driftloop.project import Project
 from driftloop.sampling import WEIGHT, training_set
 from driftloop.serving import create_app
-from driftloop.training import train
+from driftloop.training import fit_model, split_validation, train
 
 from .conftest import make_project, trained_with
 from .helpers import send
@@ -259,3 +259,61 @@ def test_labels_in_proportion_to_the_champions_data_trigger_a_retrain(tmp_path: 
     finally:
         workflow.shutdown()
     project.close()
+
+
+MEMORISING_TRAINER = '''
+
+def memorise(X, y, **params):
+    """A tree grown until it is right on every row it learned from."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    numeric = [c for c in X.columns if is_numeric_dtype(X[c])]
+    features = ColumnTransformer([
+        ("num", "passthrough", numeric),
+        ("cat", OneHotEncoder(handle_unknown="ignore"), [c for c in X.columns if c not in numeric]),
+    ])
+    return make_pipeline(features, DecisionTreeClassifier(random_state=0)).fit(X, y)
+'''
+
+
+@pytest.mark.parametrize("refit", [True, False], ids=["refit", "validation-rows-held-out"])
+def test_a_refitted_first_champion_learns_every_row_and_is_judged_on_rows_it_did_not(
+    tmp_path: Path, refit: bool
+) -> None:
+    make_project(tmp_path)
+    (tmp_path / "trainer.py").write_text((tmp_path / "trainer.py").read_text() + MEMORISING_TRAINER)
+    config = tmp_path / "driftloop.toml"
+    text = config.read_text().replace('entrypoint = "trainer:train"', 'entrypoint = "trainer:memorise"')
+    config.write_text(text.replace("[trainer]\n", f"[trainer]\nrefit = {str(refit).lower()}\n"))
+    project = Project.load(config)
+    try:
+        result = train(project)
+        fit_rows, valid = split_validation(result.dataset.load(), "approved")
+        truth = valid["approved"].astype(str).to_numpy()
+
+        def accuracy(model: object) -> float:
+            return float(np.mean(project.task.predict(model, project.schema.frame(valid)).labels == truth))
+
+        held_out = accuracy(fit_model(project, fit_rows))  # the same tree without the validation rows
+        deployed = accuracy(project.registry.load(project.name, result.version))
+        stored = project.store.reference(project.name, result.version)
+        assert stored is not None
+        reference = stored["profile"]
+        # the validation score and the reference alerts compare against: the fit without those rows
+        assert result.metrics["validation_accuracy"] == pytest.approx(held_out)
+        assert reference["scores"]["accuracy"] == pytest.approx(held_out) and held_out < 0.95
+        assert reference["scored_rows"] == len(valid)
+        (logged,) = [v for v in project.registry.versions(project.name) if v["version"] == result.version]
+        params = project.registry.client.get_run(logged["run_id"]).data.params  # as MLflow shows them
+        rows = len(fit_rows) + len(valid) if refit else len(fit_rows)
+        assert (params["train_rows"], params["validation_rows"]) == (str(rows), str(len(valid)))
+        if refit:  # the version deployed learned the validation rows too: the tree is right on all
+            assert deployed == 1.0
+            tags = project.registry.tags(project.name, result.version)
+            assert tags["driftloop.validated_by"] == (
+                f"a fit on the {len(fit_rows)} rows without the {len(valid)} validation rows"
+            )
+        else:
+            assert deployed == pytest.approx(held_out)
+    finally:
+        project.close()

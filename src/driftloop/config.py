@@ -330,8 +330,17 @@ class DataSettings(_Model):
 
 
 class TrainerSettings(_Model):
+    """The function that fits a model (``entrypoint``, ``module:function``) and its keyword
+    arguments (``params``).
+
+    ``refit``: ``driftloop train`` scores a fit without the validation rows on them, as always,
+    then fits again on every row and registers that: the first champion learns from all of its
+    data, as a retrain's winner does with ``retrain.refit``. Its validation scores and its
+    monitoring reference stay those of the first fit, on rows it did not learn from."""
+
     entrypoint: str = Field(pattern=ENTRYPOINT)
     params: dict[str, Any] = Field(default_factory=dict)
+    refit: bool = False
 
 
 class StoreSettings(_Model):

@@ -28,7 +28,7 @@ from driftloop.profiles import Profile, ProfileSpec
 from driftloop.profiles.terms import TermCounts
 from driftloop.project import Project
 from driftloop.sampling import WEIGHT, resample_by_weight
-from driftloop.tasks import ROW, Predictions, read_predictions
+from driftloop.tasks import ROW, Predictions, predictions_frame, read_predictions
 
 __all__ = [
     "TrainResult",
@@ -229,9 +229,11 @@ def fit_and_register(
     run_key: str,
     trainer: str | None = None,
     params: dict[str, Any] | None = None,
+    validated: tuple[dict[str, float], int] | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Fit the trainer (``trainer`` and ``params`` as :func:`fit_model` takes them) and register
-    a version, once per ``run_key`` (a replay finds it)."""
+    a version, once per ``run_key`` (a replay finds it). ``validated``: the validation scores and
+    row count already measured by a fit without those rows, for a refit on all of them."""
     registry, name = project.registry, project.name
     existing = registry.find(name, "driftloop.run_key", run_key)
     if existing is not None:
@@ -240,7 +242,9 @@ def fit_and_register(
     target = project.settings.project.target
     model = fit_model(project, train_df, trainer, params)
     scores: dict[str, float] = {}
-    if len(valid_df):
+    if validated is not None:
+        scores = {f"validation_{k}": v for k, v in validated[0].items()}
+    elif len(valid_df):
         out = project.task.predict(model, project.schema.frame(valid_df))
         metrics = project.task.metrics(valid_df[target].to_numpy(), out.labels, out.probabilities)
         scores = {f"validation_{k}": v for k, v in metrics.items()}
@@ -255,7 +259,7 @@ def fit_and_register(
         **(project.settings.trainer.params if params is None else params),
         "train_rows": len(train_df)
         - (int(train_df[NEGATIVE].fillna(False).astype(bool).sum()) if NEGATIVE in train_df else 0),
-        "validation_rows": len(valid_df),
+        "validation_rows": validated[1] if validated is not None else len(valid_df),
     }
     version = registry.register(name, model, params=logged, metrics=scores, tags=tags)
     return version, scores
@@ -266,9 +270,13 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
     dataset = snapshot_training_data(project)
     df = dataset.load()
     train_df, valid_df = split_validation(df, class_column(project))
-    version, scores = fit_and_register(
-        project, train_df, valid_df, dataset_id=dataset.id, run_key=f"train-{uuid.uuid4().hex[:12]}"
-    )
+    run_key = f"train-{uuid.uuid4().hex[:12]}"
+    if project.settings.trainer.refit and len(valid_df) and len(train_df):
+        version, scores = _validate_then_refit(project, dataset, df, train_df, valid_df, run_key)
+    else:
+        version, scores = fit_and_register(
+            project, train_df, valid_df, dataset_id=dataset.id, run_key=run_key
+        )
     champion = force_champion or project.champion() is None
     if champion:
         previous = project.champion()
@@ -283,6 +291,43 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
         )
         build_reference(project, version)
     return TrainResult(version, dataset, scores, champion)
+
+
+def _validate_then_refit(
+    project: Project,
+    dataset: Dataset,
+    df: pd.DataFrame,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame,
+    run_key: str,
+) -> tuple[str, dict[str, float]]:
+    """``trainer.refit``: score a fit without the validation rows on them, then fit again on
+    every row and register that. The validation scores, and the held-out predictions its
+    monitoring reference is built from, are the first fit's: a score of the refit on rows it
+    learned from would be a training score (see :func:`build_reference`)."""
+    target = project.settings.project.target
+    made = project.task.predict(fit_model(project, train_df), project.schema.frame(valid_df))
+    scores = project.task.metrics(valid_df[target].to_numpy(), made.labels, made.probabilities)
+    common = {"model": project.name, "train": dataset.id, "validated_by": f"a fit on {len(train_df)} rows"}
+    held_out = record_snapshot(project, valid_df.reset_index(drop=True), {**common, "kind": "validation"})
+    predicted = record_snapshot(
+        project,
+        predictions_frame(np.arange(len(valid_df)), made),
+        {**common, "kind": "heldout", "eval": held_out.id},
+    )
+    version, logged = fit_and_register(
+        project, df, df.iloc[:0], dataset_id=dataset.id, run_key=run_key, validated=(scores, len(valid_df))
+    )
+    for key, value in (
+        ("driftloop.eval_dataset", held_out.id),
+        ("driftloop.heldout", predicted.id),
+        (
+            "driftloop.validated_by",
+            f"a fit on the {len(train_df)} rows without the {len(valid_df)} validation rows",
+        ),
+    ):
+        project.registry.set_tag(project.name, version, key, value)
+    return version, logged
 
 
 def reference_profiles(
