@@ -113,7 +113,8 @@ def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
     scores = ", ".join(f"{k.removeprefix('validation_')} {v:.4f}" for k, v in overall.items())
     console.print(
         f"Registered [bold]{project.name}[/] version [bold]{result.version}[/] "
-        f"(dataset {result.dataset.id[:12]}, {result.dataset.rows} rows; validation {scores})"
+        f"(dataset {result.dataset.id[:12]}, {result.dataset.rows} rows; validation {scores}"
+        + (f", of {result.validated_by}; refitted on every row)" if result.validated_by else ")")
         + (" — now the [green]champion[/]." if result.champion else "."),
         highlight=False,
     )

@@ -54,6 +54,7 @@ class TrainResult:
     dataset: Dataset
     metrics: dict[str, float]
     champion: bool
+    validated_by: str | None = None  # trainer.refit: the fit the validation scores are of
 
 
 def load_trainer(entrypoint: str, project: Project) -> Callable[..., Any]:
@@ -271,8 +272,10 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
     df = dataset.load()
     train_df, valid_df = split_validation(df, class_column(project))
     run_key = f"train-{uuid.uuid4().hex[:12]}"
+    validated_by = None
     if project.settings.trainer.refit and len(valid_df) and len(train_df):
         version, scores = _validate_then_refit(project, dataset, df, train_df, valid_df, run_key)
+        validated_by = project.registry.tags(project.name, version)["driftloop.validated_by"]
     else:
         version, scores = fit_and_register(
             project, train_df, valid_df, dataset_id=dataset.id, run_key=run_key
@@ -290,7 +293,7 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
             reason="first trained version",
         )
         build_reference(project, version)
-    return TrainResult(version, dataset, scores, champion)
+    return TrainResult(version, dataset, scores, champion, validated_by)
 
 
 def _validate_then_refit(
