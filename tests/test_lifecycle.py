@@ -310,8 +310,10 @@ def test_a_refitted_first_champion_learns_every_row_and_is_judged_on_rows_it_did
         if refit:  # the version deployed learned the validation rows too: the tree is right on all
             assert deployed == 1.0
             tags = project.registry.tags(project.name, result.version)
-            assert tags["driftloop.validated_by"] == result.validated_by == (
-                f"a fit on the {len(fit_rows)} rows without the {len(valid)} validation rows"
+            assert (
+                tags["driftloop.validated_by"]
+                == result.validated_by
+                == (f"a fit on the {len(fit_rows)} rows without the {len(valid)} validation rows")
             )
         else:
             assert deployed == pytest.approx(held_out) and result.validated_by is None
