@@ -231,10 +231,12 @@ def fit_and_register(
     trainer: str | None = None,
     params: dict[str, Any] | None = None,
     validated: tuple[dict[str, float], int] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Fit the trainer (``trainer`` and ``params`` as :func:`fit_model` takes them) and register
-    a version, once per ``run_key`` (a replay finds it). ``validated``: the validation scores and
-    row count already measured by a fit without those rows, for a refit on all of them."""
+    a version with ``tags``, once per ``run_key`` (a replay finds it). ``validated``: the
+    validation scores and row count already measured by a fit without those rows, for a refit on
+    all of them."""
     registry, name = project.registry, project.name
     existing = registry.find(name, "driftloop.run_key", run_key)
     if existing is not None:
@@ -250,6 +252,7 @@ def fit_and_register(
         metrics = project.task.metrics(valid_df[target].to_numpy(), out.labels, out.probabilities)
         scores = {f"validation_{k}": v for k, v in metrics.items()}
     tags = {
+        **(tags or {}),
         "driftloop.run_key": run_key,
         "driftloop.dataset": dataset_id,
         "driftloop.trainer": entrypoint,
@@ -274,8 +277,9 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
     run_key = f"train-{uuid.uuid4().hex[:12]}"
     validated_by = None
     if project.settings.trainer.refit and len(valid_df) and len(train_df):
-        version, scores = _validate_then_refit(project, dataset, df, train_df, valid_df, run_key)
-        validated_by = project.registry.tags(project.name, version)["driftloop.validated_by"]
+        version, scores, validated_by = _validate_then_refit(
+            project, dataset, df, train_df, valid_df, run_key
+        )
     else:
         version, scores = fit_and_register(
             project, train_df, valid_df, dataset_id=dataset.id, run_key=run_key
@@ -303,34 +307,38 @@ def _validate_then_refit(
     train_df: pd.DataFrame,
     valid_df: pd.DataFrame,
     run_key: str,
-) -> tuple[str, dict[str, float]]:
+) -> tuple[str, dict[str, float], str]:
     """``trainer.refit``: score a fit without the validation rows on them, then fit again on
-    every row and register that. The validation scores, and the held-out predictions its
-    monitoring reference is built from, are the first fit's: a score of the refit on rows it
-    learned from would be a training score (see :func:`build_reference`)."""
+    every row and register that (its version, validation scores and which fit they are of). The
+    validation scores, and the held-out predictions its monitoring reference is built from, are
+    the first fit's: a score of the refit on rows it learned from would be a training score (see
+    :func:`build_reference`)."""
     target = project.settings.project.target
     made = project.task.predict(fit_model(project, train_df), project.schema.frame(valid_df))
     scores = project.task.metrics(valid_df[target].to_numpy(), made.labels, made.probabilities)
-    common = {"model": project.name, "train": dataset.id, "validated_by": f"a fit on {len(train_df)} rows"}
+    validated_by = f"a fit on the {len(train_df)} rows without the {len(valid_df)} validation rows"
+    common = {"model": project.name, "train": dataset.id, "validated_by": validated_by}
     held_out = record_snapshot(project, valid_df.reset_index(drop=True), {**common, "kind": "validation"})
     predicted = record_snapshot(
         project,
         predictions_frame(np.arange(len(valid_df)), made),
         {**common, "kind": "heldout", "eval": held_out.id},
     )
+    tags = {  # what build_reference reads, as a retrain's refitted winner carries them
+        "driftloop.eval_dataset": held_out.id,
+        "driftloop.heldout": predicted.id,
+        "driftloop.validated_by": validated_by,
+    }
     version, logged = fit_and_register(
-        project, df, df.iloc[:0], dataset_id=dataset.id, run_key=run_key, validated=(scores, len(valid_df))
+        project,
+        df,
+        df.iloc[:0],
+        dataset_id=dataset.id,
+        run_key=run_key,
+        validated=(scores, len(valid_df)),
+        tags=tags,
     )
-    for key, value in (
-        ("driftloop.eval_dataset", held_out.id),
-        ("driftloop.heldout", predicted.id),
-        (
-            "driftloop.validated_by",
-            f"a fit on the {len(train_df)} rows without the {len(valid_df)} validation rows",
-        ),
-    ):
-        project.registry.set_tag(project.name, version, key, value)
-    return version, logged
+    return version, logged, validated_by
 
 
 def reference_profiles(
