@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 
-from driftloop import workflow
+from driftloop import ConfigError, workflow
 from driftloop.monitor import Monitor
 from driftloop.project import Project
 from driftloop.store import Store
@@ -88,6 +89,45 @@ def test_store_round_trip_on_postgres(pg_url: str) -> None:
         model="m", action="promote", from_version="1", to_version="2", run_id="r1", reason=""
     )
     Store(pg_url).close()  # migrating again is a no-op
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_replayed_record_finds_the_first_and_an_incomplete_one_still_fails(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The store's write-once rows (a replayed step writes them again) skip only the conflict on
+    their unique key; a row missing a required value is an error, never silently dropped."""
+    url = f"sqlite:///{tmp_path}/db.sqlite" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = Store(url)
+    decision = {
+        "run_id": "r1",
+        "model": "m",
+        "champion_version": "1",
+        "challenger_version": "2",
+        "accepted": True,
+        "rules": [],
+        "reasons": ["first"],
+        "eval_rows": 100,
+        "eval_dataset": "d1",
+    }
+    assert store.add_decision(**decision)["reasons"] == ["first"]
+    assert store.add_decision(**{**decision, "reasons": ["second"]})["reasons"] == ["first"]
+    assert store.quarantine("m", "flaky", "disagrees") and not store.quarantine("m", "flaky", "again")
+    assert store.quarantined("m") == {"flaky": "disagrees"}
+    store.record_artifact("m", "1", "a" * 64, None)
+    store.record_artifact("m", "1", "a" * 64, None)  # the same digest again: agreed
+    with pytest.raises(ConfigError, match="another artifact digest"):
+        store.record_artifact("m", "1", "b" * 64, None)
+    with pytest.raises(IntegrityError):
+        store.add_decision(**{**decision, "run_id": "r2", "eval_dataset": None})
+    assert store.decision("r2") is None
+    row = _row(1, 1.0)
+    store.insert_predictions([row])
+    store.insert_predictions([row])  # a frame re-sent to a restarted log writer
+    with pytest.raises(IntegrityError):
+        store.insert_predictions([{**_row(2, 2.0), "model_version": None}])
+    assert store.existing_prediction_ids([row["prediction_id"], f"{2:032x}"]) == {row["prediction_id"]}
     store.close()
 
 

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, Table, and_, create_engine, event, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from driftloop.config import FeedbackSettings
 from driftloop.exceptions import ConfigError
@@ -102,10 +102,11 @@ def _resolve(group: list[dict[str, Any]], policy: FeedbackSettings) -> dict[str,
 
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 # a frame re-sent to a restarted log writer may hold rows its predecessor committed: skip them
+# (ON CONFLICT, not OR IGNORE, which would also drop a row missing a value and ack it as written)
 _SQLITE_INSERT = (
-    "INSERT OR IGNORE INTO predictions (prediction_id, model, model_version, request_id, ts, inputs, "
+    "INSERT INTO predictions (prediction_id, model, model_version, request_id, ts, inputs, "
     "prediction, confidence, probabilities, latency_ms, meta, inserted_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (prediction_id) DO NOTHING"
 )
 
 
@@ -181,6 +182,18 @@ class Store:
         """Every row a query returns, as dicts."""
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    def _insert_once(self, table: Table, **values: Any) -> bool:
+        """Insert a row unless one with the same unique key is there (a replayed step finds the
+        first); True when this call inserted it. Any other integrity error (a missing value)
+        still raises: only the conflict on a unique key is expected."""
+        dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
+        statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
+        with self.begin() as conn:
+            if dialect is sqlite:  # its row count is exact (RETURNING would need SQLite 3.35)
+                return conn.execute(statement).rowcount == 1
+            # PostgreSQL's count is hidden by the key SQLAlchemy returns; a skipped row returns none
+            return conn.execute(statement.returning(*table.primary_key.columns)).first() is not None
 
     # -- predictions -----------------------------------------------------------------------
     def insert_predictions(
@@ -355,21 +368,16 @@ class Store:
     def start_rollout(self, model: str, run_id: str, version: str, share: float) -> None:
         """Begin (or, on a replay, find) the canary rollout of a run."""
         now = time.time()
-        try:
-            with self.begin() as conn:
-                conn.execute(
-                    insert(t.rollouts).values(
-                        model=model,
-                        run_id=run_id,
-                        version=version,
-                        share=share,
-                        status="canary",
-                        started_at=now,
-                        updated_at=now,
-                    )
-                )
-        except IntegrityError:
-            pass
+        self._insert_once(
+            t.rollouts,
+            model=model,
+            run_id=run_id,
+            version=version,
+            share=share,
+            status="canary",
+            started_at=now,
+            updated_at=now,
+        )
 
     def update_rollout(self, run_id: str, **values: Any) -> None:
         with self.begin() as conn:
@@ -694,16 +702,9 @@ class Store:
 
     def quarantine(self, model: str, source: str, reason: str) -> bool:
         """Quarantine ``source``'s labels for ``model``; False if it was already."""
-        try:
-            with self.begin() as conn:
-                conn.execute(
-                    insert(t.quarantined_sources).values(
-                        model=model, source=source, reason=reason, ts=time.time()
-                    )
-                )
-        except IntegrityError:
-            return False
-        return True
+        return self._insert_once(
+            t.quarantined_sources, model=model, source=source, reason=reason, ts=time.time()
+        )
 
     def release(self, model: str, source: str) -> bool:
         """Use ``source``'s labels again; False if it was not quarantined at run time."""
@@ -775,18 +776,14 @@ class Store:
     # -- model artifacts: the digests serving trusts ------------------------------------------
     def record_artifact(self, model: str, version: str, sha256: str, signature: str | None) -> None:
         """Record a registered version's artifact digest once; a second call must agree."""
-        try:
-            with self.begin() as conn:
-                conn.execute(
-                    insert(t.model_artifacts).values(
-                        model=model,
-                        version=version,
-                        sha256=sha256,
-                        signature=signature,
-                        created_at=time.time(),
-                    )
-                )
-        except IntegrityError:
+        if not self._insert_once(
+            t.model_artifacts,
+            model=model,
+            version=version,
+            sha256=sha256,
+            signature=signature,
+            created_at=time.time(),
+        ):
             found = self.artifact(model, version)
             if found is None or found["sha256"] != sha256:
                 raise ConfigError(
@@ -837,19 +834,14 @@ class Store:
         self, model: str, model_version: str, dataset_id: str, profile: dict[str, Any]
     ) -> dict[str, Any]:
         """Insert once per (model, version); a second call returns the first row."""
-        try:
-            with self.begin() as conn:
-                conn.execute(
-                    insert(t.references).values(
-                        model=model,
-                        model_version=model_version,
-                        dataset_id=dataset_id,
-                        profile=profile,
-                        created_at=time.time(),
-                    )
-                )
-        except IntegrityError:
-            pass
+        self._insert_once(
+            t.references,
+            model=model,
+            model_version=model_version,
+            dataset_id=dataset_id,
+            profile=profile,
+            created_at=time.time(),
+        )
         row = self.reference(model, model_version)
         assert row is not None
         return row
@@ -971,11 +963,8 @@ class Store:
 
     # -- datasets --------------------------------------------------------------------------
     def add_dataset(self, **values: Any) -> None:
-        try:
-            with self.begin() as conn:
-                conn.execute(insert(t.datasets).values(created_at=time.time(), **values))
-        except IntegrityError:  # content-addressed: the same content is already recorded
-            pass
+        """Record a snapshot once: content-addressed, the same content is recorded already."""
+        self._insert_once(t.datasets, created_at=time.time(), **values)
 
     def dataset(self, dataset_id: str) -> dict[str, Any] | None:
         return self._first(select(t.datasets).where(t.datasets.c.id == dataset_id))
@@ -1041,11 +1030,7 @@ class Store:
 
     def add_decision(self, **values: Any) -> dict[str, Any]:
         """Insert once per run; a replayed step gets the first decision back."""
-        try:
-            with self.begin() as conn:
-                conn.execute(insert(t.decisions).values(ts=time.time(), **values))
-        except IntegrityError:
-            pass
+        self._insert_once(t.decisions, ts=time.time(), **values)
         decision = self.decision(values["run_id"])
         assert decision is not None
         return decision
@@ -1063,12 +1048,7 @@ class Store:
 
     def add_promotion(self, **values: Any) -> bool:
         """Record an alias move; False when this run's move is already recorded."""
-        try:
-            with self.begin() as conn:
-                conn.execute(insert(t.promotions).values(ts=time.time(), **values))
-        except IntegrityError:
-            return False
-        return True
+        return self._insert_once(t.promotions, ts=time.time(), **values)
 
     def champion(self, model: str) -> str | None:
         """The champion as driftloop's own history records it (every alias move driftloop makes is
