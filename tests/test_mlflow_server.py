@@ -19,6 +19,7 @@ from driftloop.demo.scenario import free_port, serve_in_thread
 from driftloop.exceptions import RegistryError
 from driftloop.project import Project
 from driftloop.serving import create_app
+from driftloop.serving.slots import ModelSlot
 from driftloop.training import train
 
 from .conftest import BIN, cli_env, make_project
@@ -26,11 +27,10 @@ from .conftest import BIN, cli_env, make_project
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def _start_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``mlflow server`` on a free port of 127.0.0.1, storing in ``folder``, once it answers."""
     if importlib.util.find_spec("flask") is None or not (BIN / "mlflow").exists():
         pytest.skip("needs the full mlflow package for 'mlflow server': pip install -e '.[mlflow]'")
-    folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -53,37 +53,52 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited: {(folder / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.3)
+    _stop(proc)
+    pytest.fail("mlflow server did not answer /health within 120 s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(folder / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        else:
-            pytest.fail("mlflow server did not answer /health within 120 s")
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _project_on(url: str, folder: Path) -> Project:
+    config = make_project(folder).settings.root / "driftloop.toml"
+    text = config.read_text().replace('uri = "sqlite:///.driftloop/mlflow.db"', f'uri = "{url}"')
+    assert url in text
+    config.write_text(text)
+    return Project.load(config)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    proc, url = _start_server(folder)
+    try:
         yield url, folder / "artifacts"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
 
 
 def test_register_alias_and_load_through_a_tracking_server(
     tmp_path: Path, mlflow_server: tuple[str, Path]
 ) -> None:
     url, served_artifacts = mlflow_server
-    config = make_project(tmp_path / "p").settings.root / "driftloop.toml"
-    text = config.read_text().replace('uri = "sqlite:///.driftloop/mlflow.db"', f'uri = "{url}"')
-    assert url in text
-    config.write_text(text)
-    project = Project.load(config)
+    project = _project_on(url, tmp_path / "p")
+    config = project.settings.root / "driftloop.toml"
     try:
         assert train(project).version == "1"
         assert project.registry.alias("loan", "champion") == "1"
@@ -124,3 +139,32 @@ def test_register_alias_and_load_through_a_tracking_server(
         workflow.shutdown()
         project.close()
     shutil.rmtree(tmp_path / "p", ignore_errors=True)
+
+
+def test_a_registry_outage_is_not_taken_for_no_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the tracking server down, "which version is champion?" fails with a clear error:
+    the serving slot keeps its model, and nothing reads the outage as "no champion yet"."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # refused at once, not after backoff
+    (tmp_path / "server").mkdir()
+    proc, url = _start_server(tmp_path / "server")
+    project = _project_on(url, tmp_path / "p")
+    try:
+        assert train(project).version == "1"
+        slot = ModelSlot(project)
+        assert slot.refresh() and slot.current is not None and slot.current.version == "1"
+        assert project.registry.alias("loan", "challenger") is None  # not set: nothing, no error
+    finally:
+        _stop(proc)
+    try:
+        with pytest.raises(RegistryError, match=f"champion alias of 'loan' from the registry at {url}"):
+            project.champion()
+        with pytest.raises(RegistryError):
+            slot.refresh()  # the poller logs it and keeps serving
+        assert slot.current is not None and slot.current.version == "1"
+        with pytest.raises(RegistryError, match="Searching the versions"):
+            project.registry.find("loan", "driftloop.run_key", "any")
+    finally:
+        workflow.shutdown()
+        project.close()

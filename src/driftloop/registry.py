@@ -163,8 +163,19 @@ class ModelRegistry(Protocol):
     def log_decision(self, name: str, version: str, decision: dict[str, Any]) -> None: ...
 
 
+def _missing(exc: Exception) -> bool:
+    """MLflow's answer for a model, version or alias that does not exist (as opposed to a
+    registry that could not be read: a server down, a store locked)."""
+    return getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 class MlflowRegistry:
-    """MLflow tracking + registry on any tracking URI (a local ``sqlite:///`` file by default)."""
+    """MLflow tracking + registry on any tracking URI (a local ``sqlite:///`` file by default).
+
+    A model, version or alias that does not exist reads as None (or nothing); a registry that
+    cannot be read raises :class:`RegistryError`, so that an outage is never taken for "no
+    champion" (which would unload a serving model, or make a new version champion unjudged).
+    """
 
     def __init__(
         self,
@@ -262,8 +273,12 @@ class MlflowRegistry:
         it can never be loaded, so it is passed over)."""
         try:
             found = self.client.search_model_versions(f"name='{name}' and tag.`{tag}`='{value}'")
-        except Exception:
-            return None
+        except Exception as exc:
+            if _missing(exc):
+                return None
+            raise RegistryError(
+                f"Searching the versions of '{name}' in the registry at {self.uri} failed: {exc}"
+            ) from exc
         versions = sorted(int(v.version) for v in found)
         usable = [v for v in versions if self.ledger.artifact(name, str(v)) is not None]
         return str(usable[0]) if usable else None
@@ -271,8 +286,12 @@ class MlflowRegistry:
     def alias(self, name: str, alias: str) -> str | None:
         try:
             return str(self.client.get_model_version_by_alias(name, alias).version)
-        except Exception:
-            return None
+        except Exception as exc:
+            if _missing(exc):
+                return None
+            raise RegistryError(
+                f"Reading the {alias} alias of '{name}' from the registry at {self.uri} failed: {exc}"
+            ) from exc
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(name, alias, version)
@@ -280,7 +299,11 @@ class MlflowRegistry:
     def delete_alias(self, name: str, alias: str) -> None:
         try:
             self.client.delete_registered_model_alias(name, alias)
-        except Exception:
+        except Exception as exc:
+            if not _missing(exc):
+                raise RegistryError(
+                    f"Removing the {alias} alias of '{name}' from the registry at {self.uri} failed: {exc}"
+                ) from exc
             log.debug("alias %s of %s was not set", alias, name)
 
     def set_tag(self, name: str, version: str, key: str, value: str) -> None:
@@ -304,8 +327,10 @@ class MlflowRegistry:
         client = self.client
         try:
             aliases = client.get_registered_model(name).aliases
-        except Exception:
-            return []
+        except Exception as exc:
+            if _missing(exc):
+                return []
+            raise RegistryError(f"Reading '{name}' from the registry at {self.uri} failed: {exc}") from exc
         by_version: dict[str, list[str]] = {}
         for alias, version in aliases.items():
             by_version.setdefault(str(version), []).append(alias)
