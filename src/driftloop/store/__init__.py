@@ -963,7 +963,7 @@ class Store:
 
     # -- datasets --------------------------------------------------------------------------
     def add_dataset(self, **values: Any) -> None:
-        """Record a snapshot once: content-addressed, the same content is recorded already."""
+        """Record a snapshot's manifest once (content-addressed: the same id again is a no-op)."""
         self._insert_once(t.datasets, created_at=time.time(), **values)
 
     def dataset(self, dataset_id: str) -> dict[str, Any] | None:
