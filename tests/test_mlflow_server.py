@@ -4,6 +4,7 @@ versions registered, aliased and loaded through it, artifacts uploaded to the se
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import time
@@ -149,8 +150,8 @@ def test_a_registry_outage_is_not_taken_for_no_champion(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # refused at once, not after backoff
     (tmp_path / "server").mkdir()
     proc, url = _start_server(tmp_path / "server")
-    project = _project_on(url, tmp_path / "p")
     try:
+        project = _project_on(url, tmp_path / "p")
         assert train(project).version == "1"
         slot = ModelSlot(project)
         assert slot.refresh() and slot.current is not None and slot.current.version == "1"
@@ -158,7 +159,8 @@ def test_a_registry_outage_is_not_taken_for_no_champion(
     finally:
         _stop(proc)
     try:
-        with pytest.raises(RegistryError, match=f"champion alias of 'loan' from the registry at {url}"):
+        said = re.escape(f"champion alias of 'loan' from the registry at {url}")
+        with pytest.raises(RegistryError, match=said):
             project.champion()
         with pytest.raises(RegistryError):
             slot.refresh()  # the poller logs it and keeps serving
