@@ -284,9 +284,9 @@ def train(project: Project, *, force_champion: bool = False) -> TrainResult:
         version, scores = fit_and_register(
             project, train_df, valid_df, dataset_id=dataset.id, run_key=run_key
         )
-    champion = force_champion or project.champion() is None
+    previous = project.champion()
+    champion = force_champion or previous is None
     if champion:
-        previous = project.champion()
         project.registry.set_alias(project.name, "champion", version)
         project.store.add_promotion(
             model=project.name,
