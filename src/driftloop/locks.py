@@ -158,13 +158,18 @@ class AdvisoryLock:
         return True
 
     def holder(self) -> str:
-        """The holding session's application name (host and pid) and address, or ''."""
+        """The holding session's application name (host and pid) and address, or ''.
+
+        Advisory locks belong to a database, and ``pg_locks`` lists those of every database on
+        the server: only this database's holder is named, not that of a project of the same
+        name whose store is another database on the same server."""
         try:
             with self._connect() as conn:
                 row = conn.execute(
                     "SELECT a.application_name, a.client_addr FROM pg_locks l "
                     "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-                    "AND l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = %s",
+                    "AND l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = %s "
+                    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                     (self.key,),
                 ).fetchone()
         except Exception:
