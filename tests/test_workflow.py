@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -268,6 +269,49 @@ def test_serve_monitors_on_its_schedule(tmp_path: Path) -> None:
     finally:
         workflow.shutdown()
     assert [w["n"] for w in project.store.windows(project.name)] == [300, 300]
+    project.close()
+
+
+def test_monitoring_that_cannot_start_steps_down_and_starts_when_it_can(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The workflow database cannot be opened when the server starts (here a folder stands where
+    its file goes): the monitor says so, steps down and tries again on its schedule, and starts
+    when it can, instead of ending its thread and leaving the server unmonitored until a restart."""
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(config.read_text().replace('schedule = "30s"', 'schedule = "200ms"'))
+    project = Project.load(config)
+    train(project)
+    blocker = Path(project.settings.workflow_db_url.removeprefix("sqlite:///"))
+    blocker.mkdir(parents=True)
+    records = applicants(600, "A", seed=4).drop(columns="approved").to_dict(orient="records")
+    caplog.set_level(logging.WARNING, logger="driftloop.serving")
+    try:
+        with (
+            serve_in_thread(create_app(project, background=True, monitor=True)) as url,
+            httpx.Client(base_url=url) as client,
+        ):
+            assert client.post("/predict", json={"records": records}).status_code == 200
+
+            def failed() -> list[str]:
+                return [r.getMessage() for r in caplog.records if "could not start" in r.getMessage()]
+
+            deadline = time.time() + 30
+            while time.time() < deadline and len(failed()) < 2:
+                time.sleep(0.1)
+            assert len(failed()) >= 2, "the monitor did not try again"
+            assert "Monitoring of 'loan' could not start" in failed()[0]
+            assert project.store.windows(project.name) == []
+            blocker.rmdir()
+            deadline = time.time() + 30
+            while len(project.store.windows(project.name)) < 2 and time.time() < deadline:
+                time.sleep(0.1)
+    finally:
+        workflow.shutdown()
+    assert [w["n"] for w in project.store.windows(project.name)] == [300, 300]
+    assert not any("Took over" in r.getMessage() for r in caplog.records)  # nobody else held it
     project.close()
 
 

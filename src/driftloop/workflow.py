@@ -14,6 +14,7 @@ concurrency of one: one retrain per model at a time, later ones wait their turn.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -65,7 +66,11 @@ _state: dict[str, Any] = {"project": None, "launched": False}
 
 # -- lifecycle ---------------------------------------------------------------------------------
 def launch(project: Project, *, schedules: bool = True) -> None:
-    """Start DBOS for this project (recovering interrupted runs) and register its schedule."""
+    """Start DBOS for this project (recovering interrupted runs) and register its schedule.
+
+    All or nothing: if any part fails (the workflow database cannot be reached, say), what was
+    started is stopped again and the error raised, so a later call starts afresh. DBOS counts
+    itself launched even when its launch failed, and would refuse a second attempt."""
     if _state["launched"]:
         if _state["project"] is not project:
             raise WorkflowError(
@@ -73,6 +78,19 @@ def launch(project: Project, *, schedules: bool = True) -> None:
             )
         return
     _state["project"] = project
+    try:
+        _launch(project, schedules)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            DBOS.destroy(destroy_registry=False)
+        lease = _state.pop("lease", None)
+        if lease is not None:
+            lease.release()
+        _state.update(project=None, launched=False)
+        raise
+
+
+def _launch(project: Project, schedules: bool) -> None:
     project.settings.state_dir.mkdir(parents=True, exist_ok=True)
     executor = _take_lease(project)
     config: DBOSConfig = {
@@ -89,7 +107,6 @@ def launch(project: Project, *, schedules: bool = True) -> None:
     DBOS(config=config)
     DBOS.launch()
     DBOS.register_queue(QUEUE, global_concurrency=1, polling_interval_sec=0.2, on_conflict="always_update")
-    _state["launched"] = True
     recover_orphans(project)
     reconcile(project)
     cron = project.settings.retrain.schedule
@@ -103,6 +120,7 @@ def launch(project: Project, *, schedules: bool = True) -> None:
         )
     elif schedule_name in existing:
         DBOS.delete_schedule(schedule_name)
+    _state["launched"] = True
 
 
 def reconcile(project: Project) -> list[str]:

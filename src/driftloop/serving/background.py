@@ -29,7 +29,17 @@ def monitor_when_holding(project: Project, lock: Lock, stop: threading.Event) ->
                     threading.Thread(
                         target=watchdog_loop, args=(project, stop), daemon=True, name="driftloop-watchdog"
                     ).start()
-                monitor_loop(project, stop, lock)
+                try:
+                    monitor_loop(project, stop, lock)
+                except Exception as exc:  # it could not start (the workflow database is down, say)
+                    log.error(
+                        "Monitoring of '%s' could not start: %s; stepping down, trying again.",
+                        project.name,
+                        exc,
+                    )
+                    lock.release()  # another worker may start where this one cannot
+                    stop.wait(project.settings.monitor.schedule)
+                    continue
                 if stop.is_set():
                     break
                 log.error("Lost the monitoring lock of '%s'; stepping down, trying again.", project.name)
