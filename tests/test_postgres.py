@@ -141,6 +141,114 @@ def test_a_replayed_record_finds_the_first_and_an_incomplete_one_still_fails(
     store.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_answer_sent_twice_at_once_is_recorded_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A reviewer's answer submitted twice at the same moment (a double click, a retry racing
+    the first try): one is recorded with its label, the other is refused as answered already,
+    its feedback row rolled back. Before, both were recorded on either store, so an overlap
+    item's two answers could come from one reviewer, measuring their agreement with themself."""
+    import threading
+
+    from driftloop import DriftloopError, review
+    from driftloop.store import tables as t
+
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    text_ = config.read_text() + "\n[review]\ndaily_budget = 20\noverlap = 1.0\n"
+    if backend == "postgresql":
+        url = request.getfixturevalue("pg_url")
+        text_ = text_.replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{url}"')
+    config.write_text(text_)
+    project = Project.load(config)
+    train(project)
+    send(project, 200, "A", seed=5)
+    review.fill(project)
+    with project.store.engine.connect() as conn:
+        items = [
+            row[0] for row in conn.execute(t.review_items.select().with_only_columns(t.review_items.c.id))
+        ]
+    assert len(items) == 20
+    refused: list[str] = []
+    for item in items:
+        barrier = threading.Barrier(2)
+
+        def submit(item: int = item, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                review.answer(project, item, "alice", "yes")
+            except DriftloopError as exc:
+                refused.append(str(exc))
+
+        threads = [threading.Thread(target=submit) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(refused) == len(items)
+    assert all("answered review item" in r and "already" in r for r in refused)
+    with project.store.engine.connect() as conn:
+        answers = conn.execute(t.reviews.select()).mappings().all()
+        labels = conn.execute(t.feedback.select().where(t.feedback.c.source == "alice")).mappings().all()
+    assert sorted(a["item_id"] for a in answers) == sorted(items)
+    assert len(labels) == len(items) and {a["feedback_id"] for a in answers} == {f["id"] for f in labels}
+    # an undone answer may be given again: the rule is one standing answer, not one ever
+    assert review.undo(project, "alice") is not None
+    last = max(answers, key=lambda a: a["id"])["item_id"]
+    assert review.answer(project, last, "alice", "no")["label"] == "no"
+    with pytest.raises(DriftloopError, match="already"):
+        review.answer(project, last, "alice", "yes")
+    project.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_answers_a_race_recorded_twice_keep_the_first_when_the_store_migrates(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A store written before the rule (revision 0007) may hold one reviewer's answer to an item
+    twice; migrating keeps the first and undoes the later one as ``undo`` would."""
+    from alembic import command
+    from alembic.config import Config
+
+    from driftloop.store import _MIGRATIONS, HEAD, make_engine
+
+    url = f"sqlite:///{tmp_path}/db.sqlite" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0007")
+    with engine.begin() as conn:
+        for fid in (1, 2, 3):
+            conn.execute(
+                text(
+                    "INSERT INTO feedback (id, prediction_id, label, source, ts) "
+                    "VALUES (:i, 'p', 'yes', 'a', 1)"
+                ),
+                {"i": fid},
+            )
+        for rid, reviewer, fid in ((1, "alice", 1), (2, "bob", 2), (3, "alice", 3)):
+            conn.execute(
+                text(
+                    "INSERT INTO reviews (id, item_id, model, reviewer, action, label, feedback_id, "
+                    "undone, ts) VALUES (:r, 7, 'm', :who, 'label', 'yes', :f, false, 1)"
+                ),
+                {"r": rid, "who": reviewer, "f": fid},
+            )
+    engine.dispose()
+    store = Store(url)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM driftloop_alembic_version")).scalar() == HEAD
+        undone = dict(conn.execute(text("SELECT id, undone FROM reviews ORDER BY id")).all())
+        kept = [row[0] for row in conn.execute(text("SELECT id FROM feedback ORDER BY id"))]
+    assert {k: bool(v) for k, v in undone.items()} == {1: False, 2: False, 3: True}
+    assert kept == [1, 2]
+    store.close()
+
+
 def test_whole_loop_on_postgres(tmp_path: Path, pg_url: str) -> None:
     folder = tmp_path / "p"
     make_project(folder)

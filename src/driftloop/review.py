@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy import delete as sql_delete
+from sqlalchemy.exc import IntegrityError
 
 from driftloop.datasets import stable_fraction
 from driftloop.exceptions import DriftloopError, NotFoundError, SchemaError
@@ -375,10 +376,11 @@ def answer(
         if item["expires_at"] <= now:
             raise DriftloopError(f"Review item {item_id} expired; 'GET /review/next' gives an open one.")
         given = _answers(conn, [item_id])[item_id]
+        answered_already = DriftloopError(
+            f"Reviewer '{reviewer}' answered review item {item_id} already; undo it first to change it."
+        )
         if any(a["reviewer"] == reviewer for a in given):
-            raise DriftloopError(
-                f"Reviewer '{reviewer}' answered review item {item_id} already; undo it first to change it."
-            )
+            raise answered_already
         feedback_id = annotation_id = None
         recorded = None if skip else label
         if not skip and project.task.name == "extraction":
@@ -410,19 +412,22 @@ def answer(
                 )
             ).inserted_primary_key
             feedback_id = int(key[0]) if key else None
-        conn.execute(
-            insert(t.reviews).values(
-                item_id=item_id,
-                model=project.name,
-                reviewer=reviewer,
-                action="skip" if skip else "label",
-                label=None if recorded is None else str(recorded),
-                feedback_id=feedback_id,
-                annotation_id=annotation_id,
-                undone=False,
-                ts=now,
+        try:
+            conn.execute(
+                insert(t.reviews).values(
+                    item_id=item_id,
+                    model=project.name,
+                    reviewer=reviewer,
+                    action="skip" if skip else "label",
+                    label=None if recorded is None else str(recorded),
+                    feedback_id=feedback_id,
+                    annotation_id=annotation_id,
+                    undone=False,
+                    ts=now,
+                )
             )
-        )
+        except IntegrityError:  # the same answer, sent twice at once: the other was recorded first
+            raise answered_already from None  # and this one's feedback rolls back with it
     others = [{"reviewer": a["reviewer"], "label": a["label"]} for a in given if a["action"] == "label"]
     return {"item_id": item_id, "action": "skip" if skip else "label", "label": recorded, "others": others}
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -286,6 +287,16 @@ reviews = Table(
     Column("undone", Boolean, nullable=False, default=False),
     Column("ts", Float, nullable=False),
     Index("ix_reviews_model_reviewer", "model", "reviewer"),
+    # one standing answer per reviewer and item (an undone one may be answered again), so that
+    # two submissions of the same answer racing each other cannot both be recorded
+    Index(
+        "uq_reviews_item_reviewer_standing",
+        "item_id",
+        "reviewer",
+        unique=True,
+        sqlite_where=text("NOT undone"),
+        postgresql_where=text("NOT undone"),
+    ),
 )
 
 quarantined_sources = Table(
