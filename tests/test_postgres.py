@@ -141,6 +141,67 @@ def test_a_replayed_record_finds_the_first_and_an_incomplete_one_still_fails(
     store.close()
 
 
+def _review_project(tmp_path: Path, backend: str, request: pytest.FixtureRequest, review: str) -> Project:
+    """A trained example project with a ``[review]`` table, on SQLite or on its own PostgreSQL
+    database."""
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    text_ = config.read_text() + f"\n[review]\n{review}\n"
+    if backend == "postgresql":
+        url = request.getfixturevalue("pg_url")
+        text_ = text_.replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{url}"')
+    config.write_text(text_)
+    project = Project.load(config)
+    train(project)
+    return project
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_reviewers_asking_at_once_for_an_empty_queue_both_get_items(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two reviewers ask for their next item at the same moment and the queue is empty, so both
+    requests fill it with the same choice of items: each is queued once and both get one. Before,
+    the second insert broke the unique key and that reviewer got a server error."""
+    import threading
+
+    import httpx
+    from sqlalchemy import select
+
+    from driftloop.demo.scenario import serve_in_thread
+    from driftloop.serving import create_app
+    from driftloop.store import tables as t
+
+    project = _review_project(tmp_path, backend, request, "daily_budget = 1000")
+    send(project, 100, "A", seed=60)
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:ka=review;ben:kb=review")
+    got: list[tuple[int, object]] = []
+    with serve_in_thread(create_app(project, background=False, monitor=False)) as url:
+        for _ in range(4):
+            with project.store.begin() as conn:  # the queue is empty: the next request fills it
+                conn.execute(t.review_items.delete())
+            barrier = threading.Barrier(2)
+
+            def ask(key: str, barrier: threading.Barrier = barrier) -> None:
+                with httpx.Client(base_url=url, timeout=30) as client:
+                    barrier.wait()
+                    answer = client.get("/review/next", headers={"x-api-key": key})
+                    got.append((answer.status_code, answer.json().get("item")))
+
+            threads = [threading.Thread(target=ask, args=(key,)) for key in ("ka", "kb")]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            with project.store.engine.connect() as conn:
+                queued = [r[0] for r in conn.execute(select(t.review_items.c.prediction_id))]
+            assert len(queued) == len(set(queued)) == 100  # every unlabelled prediction, once
+    assert [status for status, _ in got] == [200] * 8
+    assert all(item is not None for _, item in got), "a reviewer was told the queue is empty"
+    project.close()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_an_answer_sent_twice_at_once_is_recorded_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -154,16 +215,7 @@ def test_an_answer_sent_twice_at_once_is_recorded_once(
     from driftloop import DriftloopError, review
     from driftloop.store import tables as t
 
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    text_ = config.read_text() + "\n[review]\ndaily_budget = 20\noverlap = 1.0\n"
-    if backend == "postgresql":
-        url = request.getfixturevalue("pg_url")
-        text_ = text_.replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{url}"')
-    config.write_text(text_)
-    project = Project.load(config)
-    train(project)
+    project = _review_project(tmp_path, backend, request, "daily_budget = 20\noverlap = 1.0")
     send(project, 200, "A", seed=5)
     review.fill(project)
     with project.store.engine.connect() as conn:

@@ -137,14 +137,12 @@ def fill(project: Project, now: float | None = None) -> dict[str, int]:
     quota["audit" if shares.get("audit", 0) > 0 else "uncertain"] += remaining - sum(quota.values())
     taken: set[str] = set()
     items: list[dict[str, Any]] = []
-    added: dict[str, int] = {}
     carry = 0  # what a strategy could not fill passes to the next (no shadow: no disagreement)
     for strategy in ORDER:
         want = quota[strategy] + carry if shares.get(strategy, 0) > 0 or carry else 0
         chosen = [pid for pid in ranked[strategy] if pid not in taken][: max(want, 0)]
         carry = want - len(chosen)
         taken |= set(chosen)
-        added[strategy] = len(chosen)
         for rank, pid in enumerate(chosen):  # 1 for the first of each strategy: their queues interleave
             items.append(
                 {
@@ -157,10 +155,13 @@ def fill(project: Project, now: float | None = None) -> dict[str, int]:
                     "expires_at": now + rs.expire_after,
                 }
             )
-    if items:
-        with store.begin() as conn:
-            conn.execute(insert(t.review_items), items)
-    return {k: v for k, v in added.items() if v}
+    # another reviewer's request may be filling the queue at this moment, with the same items:
+    # theirs stand, and what this call reports is what it queued itself
+    added: dict[str, int] = {}
+    for item, new in zip(items, store.insert_new(t.review_items, items), strict=True):
+        if new:
+            added[item["strategy"]] = added.get(item["strategy"], 0) + 1
+    return added
 
 
 def _rarest(project: Project, ids: list[str]) -> list[str]:

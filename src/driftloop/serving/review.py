@@ -48,7 +48,8 @@ def add_review_routes(
 
         def pick() -> dict[str, Any]:
             item = review.next_item(project, who(key))
-            if item is None and review.fill(project):
+            if item is None:  # top the queue up; another reviewer's request may be doing so too
+                review.fill(project)
                 item = review.next_item(project, who(key))
             return {
                 "reviewer": who(key),

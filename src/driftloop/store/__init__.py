@@ -187,13 +187,23 @@ class Store:
         """Insert a row unless one with the same unique key is there (a replayed step finds the
         first); True when this call inserted it. Any other integrity error (a missing value)
         still raises: only the conflict on a unique key is expected."""
+        return self.insert_new(table, [values])[0]
+
+    def insert_new(self, table: Table, rows: Sequence[dict[str, Any]]) -> list[bool]:
+        """Insert each row unless one with the same unique key is there (written meanwhile by
+        another process), in one transaction; for each row, True when this call inserted it.
+        Only the conflict on a unique key is skipped; any other integrity error raises."""
         dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
-        statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
+        inserted: list[bool] = []
         with self.begin() as conn:
-            if dialect is sqlite:  # its row count is exact (RETURNING would need SQLite 3.35)
-                return conn.execute(statement).rowcount == 1
-            # PostgreSQL's count is hidden by the key SQLAlchemy returns; a skipped row returns none
-            return conn.execute(statement.returning(*table.primary_key.columns)).first() is not None
+            for values in rows:
+                statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
+                if dialect is sqlite:  # its row count is exact (RETURNING would need SQLite 3.35)
+                    inserted.append(conn.execute(statement).rowcount == 1)
+                else:  # PostgreSQL's count is hidden by the key SQLAlchemy returns; a skip returns none
+                    key = conn.execute(statement.returning(*table.primary_key.columns)).first()
+                    inserted.append(key is not None)
+        return inserted
 
     # -- predictions -----------------------------------------------------------------------
     def insert_predictions(
