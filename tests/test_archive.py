@@ -12,12 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from driftloop import workflow
 from driftloop.archive import LogArchive, archive_logs, profile_archive
 from driftloop.exceptions import ConfigError
 from driftloop.monitor import Monitor
 from driftloop.project import Project
+from driftloop.store import tables as t
 from driftloop.training import train
 
 from .conftest import cli_env, make_project
@@ -129,7 +131,7 @@ def test_a_crash_before_the_delete_is_finished_by_the_next_run(logged: Any, monk
     before = _labels(project)
     real = type(store).delete_archived
 
-    def crash(self: Any, model: str, manifest: dict[str, Any]) -> int:
+    def crash(self: Any, model: str, manifest: dict[str, Any], **ids: Any) -> int:
         raise OSError("power lost")
 
     monkeypatch.setattr(type(store), "delete_archived", crash)
@@ -143,6 +145,18 @@ def test_a_crash_before_the_delete_is_finished_by_the_next_run(logged: Any, monk
     assert (result.recovered, result.predictions) == (900, 0)
     assert store.count_predictions(project.name) == 100
     assert _labels(project) == before
+    with store.engine.connect() as conn:  # the archived labels and annotations left the store too
+        for table in (t.feedback, t.notes):
+            stray = (
+                select(func.count())
+                .select_from(table)
+                .where(
+                    ~select(t.predictions.c.seq)
+                    .where(t.predictions.c.prediction_id == table.c.prediction_id)
+                    .exists()
+                )
+            )
+            assert conn.execute(stray).scalar_one() == 0
 
 
 def test_a_crash_while_writing_leaves_nothing_a_reader_sees(logged: Any, monkeypatch: Any) -> None:

@@ -301,6 +301,53 @@ def test_answers_a_race_recorded_twice_keep_the_first_when_the_store_migrates(
     store.close()
 
 
+def test_a_label_that_commits_while_its_prediction_is_archived_is_kept(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL draws a label's id when it is inserted, not when it commits: a label still in
+    flight as an archiving pass reads its batch has an id below one already committed. It
+    commits after the read and before the delete; the delete must not take it, since the
+    archive does not hold it."""
+    from sqlalchemy import insert
+
+    from driftloop.archive import LogArchive, archive_logs
+    from driftloop.store import tables as t
+
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(
+        config.read_text()
+        .replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{pg_url}"')
+        .replace('schedule = "30s"', 'schedule = "30s"\ncommit_lag = "1ms"')
+    )
+    project = Project.load(config)
+    train(project)
+    ids = send(project, 700, "A", seed=9)
+    Monitor(project).run()  # two closed windows of 300: 600 rows to archive
+    slow = create_engine("postgresql+psycopg://" + pg_url.split("://", 1)[1]).connect()
+    in_flight = slow.begin()
+    slow.execute(insert(t.feedback).values(prediction_id=ids[0], label="yes", source="slow", ts=time.time()))
+    project.store.add_feedback([{"prediction_id": ids[1], "label": "no", "source": "fast"}])
+    real = LogArchive.write_batch
+
+    def written_then_committed(self: LogArchive, *args: object, **kwargs: object) -> dict[str, object]:
+        manifest = real(self, *args, **kwargs)  # type: ignore[arg-type]
+        if in_flight.is_active:
+            in_flight.commit()  # after the pass read the batch's labels, before it deletes them
+        return manifest
+
+    monkeypatch.setattr(LogArchive, "write_batch", written_then_committed)
+    try:
+        result = archive_logs(project, older_than=0)
+    finally:
+        slow.close()
+    assert result.predictions == 600 and result.feedback == 1
+    labels = {r["prediction_id"]: r["label"] for r in project.store.labelled(project.name)}
+    assert labels == {ids[0]: "yes", ids[1]: "no"}
+    project.close()
+
+
 def test_whole_loop_on_postgres(tmp_path: Path, pg_url: str) -> None:
     folder = tmp_path / "p"
     make_project(folder)

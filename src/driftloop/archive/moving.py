@@ -87,7 +87,7 @@ def _archive_logs(
     batches = archive.manifests(name)
     through = int(batches[-1]["last_seq"]) if batches else 0
     if batches and batches[-1].get("source") == "store":  # a crash may have left its rows behind
-        result.recovered = store.delete_archived(name, batches[-1])
+        result.recovered = store.delete_archived(name, batches[-1], **_held(archive, name, batches[-1]))
     last = store.last_window(name)
     closed = int(last["end_seq"]) if last else 0
     if age is not None and closed > through:
@@ -165,8 +165,26 @@ def _archive_batch(project: Project, rows: list[dict[str, Any]]) -> dict[str, An
         max_annotation_id=max_annotation,
         counts={"predictions": len(rows), "feedback": len(labels), "annotations": len(notes)},
     )
-    store.delete_archived(name, manifest)
+    store.delete_archived(
+        name,
+        manifest,
+        feedback_ids=[int(r["id"]) for r in labels],
+        annotation_ids=[int(r["id"]) for r in notes],
+    )
     return manifest
+
+
+def _held(archive: LogArchive, name: str, manifest: dict[str, Any]) -> dict[str, list[int]]:
+    """The ids of the labels and annotations a written batch holds, read from its files."""
+    span: dict[str, Any] = {
+        "start_seq": int(manifest["first_seq"]),
+        "end_seq": int(manifest["last_seq"]),
+        "batches": [manifest],
+    }
+    return {
+        "feedback_ids": [int(r["id"]) for r in archive.rows(name, "feedback", **span)],
+        "annotation_ids": [int(r["id"]) for r in archive.rows(name, "annotations", **span)],
+    }
 
 
 # -- joined reads: what the store's label queries add from the archive --------------------------

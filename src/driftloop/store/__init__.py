@@ -672,25 +672,33 @@ class Store:
                 out += [dict(r) for r in conn.execute(query).mappings()]
         return out
 
-    def delete_archived(self, model: str, manifest: dict[str, Any]) -> int:
+    def delete_archived(
+        self,
+        model: str,
+        manifest: dict[str, Any],
+        *,
+        feedback_ids: Sequence[int],
+        annotation_ids: Sequence[int],
+    ) -> int:
         """Delete the store's rows of one archived batch: ``model``'s predictions in the
-        manifest's sequence range and their labels and annotations up to the ids it holds, in one
-        transaction; called only once the archive has them durably (the manifest is written).
-        Returns the predictions deleted (0 when an earlier call already did)."""
+        manifest's sequence range and the labels and annotations the batch holds (their ids), in
+        one transaction; called only once the archive has them durably (the manifest is written).
+        Returns the predictions deleted (0 when an earlier call already did).
+
+        Labels go by their ids, not by "every id up to the batch's highest": PostgreSQL draws an
+        id when a row is inserted, not when it commits, so a label still in flight while the
+        batch was read has a lower id than one already committed, and is not in the archive.
+        Left in the store, it is read as a label whose prediction was archived."""
         p = t.predictions
         span = (
             p.c.model == model,
             p.c.seq >= int(manifest["first_seq"]),
             p.c.seq <= int(manifest["last_seq"]),
         )
-        archived = select(p.c.prediction_id).where(*span)
         with self.begin() as conn:
-            for table, key in ((t.feedback, "max_feedback_id"), (t.notes, "max_annotation_id")):
-                conn.execute(
-                    table.delete().where(
-                        table.c.prediction_id.in_(archived), table.c.id <= int(manifest[key])
-                    )
-                )
+            for table, ids in ((t.feedback, feedback_ids), (t.notes, annotation_ids)):
+                for start in range(0, len(ids), 1000):
+                    conn.execute(table.delete().where(table.c.id.in_(list(ids[start : start + 1000]))))
             done = conn.execute(p.delete().where(*span))
         return int(done.rowcount or 0)
 
