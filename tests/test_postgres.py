@@ -202,6 +202,53 @@ def test_reviewers_asking_at_once_for_an_empty_queue_both_get_items(
     project.close()
 
 
+def test_two_inserts_of_the_same_new_rows_in_different_orders_do_not_deadlock(pg_url: str) -> None:
+    """Two reviewers' requests queue the same items in different orders (the ranking moved as a
+    prediction came in): each would insert its first row and wait for the other's, a deadlock
+    PostgreSQL ends by failing one. ``insert_new`` takes the table's turn first. Each insert
+    pauses after its first row until the other has inserted one too (or 3 s have passed)."""
+    import threading
+
+    from sqlalchemy import event
+
+    from driftloop.store import tables as t
+
+    store = Store(pg_url)
+    item = {
+        "model": "m",
+        "strategy": "audit",
+        "score": 1.0,
+        "wanted": 1,
+        "created_at": 1.0,
+        "expires_at": 9e9,
+    }
+    a, b = {**item, "prediction_id": "a" * 32}, {**item, "prediction_id": "b" * 32}
+    barrier, local = threading.Barrier(2), threading.local()
+
+    @event.listens_for(store.engine, "after_cursor_execute")
+    def pause(*args: object) -> None:
+        if str(args[2]).startswith("INSERT INTO review_items") and not getattr(local, "paused", False):
+            local.paused = True
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=3)
+
+    results: list[object] = []
+
+    def insert(rows: list[dict[str, object]]) -> None:
+        try:
+            results.append(store.insert_new(t.review_items, rows))
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=insert, args=(rows,)) for rows in ([a, b], [b, a])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(map(str, results)) == ["[False, False]", "[True, True]"], results
+    store.close()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_an_answer_sent_twice_at_once_is_recorded_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest

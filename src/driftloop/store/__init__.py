@@ -16,12 +16,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Table, and_, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from driftloop.config import FeedbackSettings
 from driftloop.exceptions import ConfigError
 from driftloop.identity import principal
+from driftloop.locks import advisory_key
 from driftloop.store import tables as t
 
 if TYPE_CHECKING:
@@ -192,10 +205,18 @@ class Store:
     def insert_new(self, table: Table, rows: Sequence[dict[str, Any]]) -> list[bool]:
         """Insert each row unless one with the same unique key is there (written meanwhile by
         another process), in one transaction; for each row, True when this call inserted it.
-        Only the conflict on a unique key is skipped; any other integrity error raises."""
+        Only the conflict on a unique key is skipped; any other integrity error raises. On
+        PostgreSQL such inserts of several rows into one table take turns (a transaction-level
+        advisory lock), so two inserting the same keys in different orders cannot deadlock."""
         dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
         inserted: list[bool] = []
         with self.begin() as conn:
+            if dialect is postgresql and len(rows) > 1:
+                # two such inserts of the same keys in different orders would each wait for the
+                # other's row: one at a time per table (SQLite has one writer at a time anyway)
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(table.name, "insert")}
+                )
             for values in rows:
                 statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
                 if dialect is sqlite:  # its row count is exact (RETURNING would need SQLite 3.35)
