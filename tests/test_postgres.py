@@ -372,7 +372,8 @@ def test_a_label_that_commits_while_its_prediction_is_archived_is_kept(
     train(project)
     ids = send(project, 700, "A", seed=9)
     Monitor(project).run()  # two closed windows of 300: 600 rows to archive
-    slow = create_engine("postgresql+psycopg://" + pg_url.split("://", 1)[1]).connect()
+    engine = create_engine("postgresql+psycopg://" + pg_url.split("://", 1)[1])
+    slow = engine.connect()
     in_flight = slow.begin()
     slow.execute(insert(t.feedback).values(prediction_id=ids[0], label="yes", source="slow", ts=time.time()))
     project.store.add_feedback([{"prediction_id": ids[1], "label": "no", "source": "fast"}])
@@ -389,6 +390,7 @@ def test_a_label_that_commits_while_its_prediction_is_archived_is_kept(
         result = archive_logs(project, older_than=0)
     finally:
         slow.close()
+        engine.dispose()
     assert result.predictions == 600 and result.feedback == 1
     labels = {r["prediction_id"]: r["label"] for r in project.store.labelled(project.name)}
     assert labels == {ids[0]: "yes", ids[1]: "no"}
