@@ -141,20 +141,27 @@ def test_a_replayed_record_finds_the_first_and_an_incomplete_one_still_fails(
     store.close()
 
 
-def _review_project(tmp_path: Path, backend: str, request: pytest.FixtureRequest, review: str) -> Project:
-    """A trained example project with a ``[review]`` table, on SQLite or on its own PostgreSQL
-    database."""
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    text_ = config.read_text() + f"\n[review]\n{review}\n"
-    if backend == "postgresql":
-        url = request.getfixturevalue("pg_url")
-        text_ = text_.replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{url}"')
-    config.write_text(text_)
+def _trained(tmp_path: Path, store_url: str | None, *edits: tuple[str, str], extra: str = "") -> Project:
+    """A trained example project in ``tmp_path / "p"``: its store at ``store_url`` (None: SQLite
+    beside it), each ``(old, new)`` of ``edits`` made to its config, ``extra`` appended."""
+    config = tmp_path / "p" / "driftloop.toml"
+    make_project(config.parent)
+    text_ = config.read_text()
+    if store_url is not None:
+        text_ = text_.replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{store_url}"')
+    for old, new in edits:
+        text_ = text_.replace(old, new)
+    config.write_text(text_ + extra)
     project = Project.load(config)
     train(project)
     return project
+
+
+def _review_project(tmp_path: Path, backend: str, request: pytest.FixtureRequest, review: str) -> Project:
+    """A trained example project with a ``[review]`` table, on SQLite or on its own PostgreSQL
+    database."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    return _trained(tmp_path, url, extra=f"\n[review]\n{review}\n")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -360,16 +367,7 @@ def test_a_label_that_commits_while_its_prediction_is_archived_is_kept(
     from driftloop.archive import LogArchive, archive_logs
     from driftloop.store import tables as t
 
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    config.write_text(
-        config.read_text()
-        .replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{pg_url}"')
-        .replace('schedule = "30s"', 'schedule = "30s"\ncommit_lag = "1ms"')
-    )
-    project = Project.load(config)
-    train(project)
+    project = _trained(tmp_path, pg_url, ('schedule = "30s"', 'schedule = "30s"\ncommit_lag = "1ms"'))
     ids = send(project, 700, "A", seed=9)
     Monitor(project).run()  # two closed windows of 300: 600 rows to archive
     engine = create_engine("postgresql+psycopg://" + pg_url.split("://", 1)[1])
@@ -398,17 +396,8 @@ def test_a_label_that_commits_while_its_prediction_is_archived_is_kept(
 
 
 def test_whole_loop_on_postgres(tmp_path: Path, pg_url: str) -> None:
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    config.write_text(
-        config.read_text()
-        .replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{pg_url}"')
-        .replace("[monitor]\n", '[monitor]\ncommit_lag = "200ms"\n')
-    )
-    project = Project.load(config)
+    project = _trained(tmp_path, pg_url, ("[monitor]\n", '[monitor]\ncommit_lag = "200ms"\n'))
     assert project.settings.workflow_db_url == pg_url
-    train(project)
     send(project, 1200, "B", seed=31, label_share=0.6)
     time.sleep(0.3)  # past the commit-lag guard
     try:
@@ -426,17 +415,12 @@ def test_whole_loop_on_postgres(tmp_path: Path, pg_url: str) -> None:
 def test_several_workers_share_one_postgres_store(tmp_path: Path, pg_url: str) -> None:
     from .helpers import multi_worker_round
 
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    config.write_text(
-        config.read_text()
-        .replace('url = "sqlite:///.driftloop/driftloop.db"', f'url = "{pg_url}"')
-        .replace('schedule = "30s"', 'schedule = "500ms"\ncommit_lag = "300ms"')
-        .replace('window = "300 rows"', 'window = "500 rows"')
+    project = _trained(
+        tmp_path,
+        pg_url,
+        ('schedule = "30s"', 'schedule = "500ms"\ncommit_lag = "300ms"'),
+        ('window = "300 rows"', 'window = "500 rows"'),
     )
-    project = Project.load(config)
-    train(project)
     multi_worker_round(project)
     project.close()
 

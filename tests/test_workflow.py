@@ -249,13 +249,18 @@ def test_wait_outlasts_the_gap_between_the_store_row_and_the_enqueue(fresh: Proj
         workflow.wait("retrain-loan-nosuchrun")
 
 
-def test_serve_monitors_on_its_schedule(tmp_path: Path) -> None:
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
+def _monitored_every_200ms(tmp_path: Path) -> Project:
+    """A trained example project whose server monitors every 200 ms."""
+    config = tmp_path / "p" / "driftloop.toml"
+    make_project(config.parent)
     config.write_text(config.read_text().replace('schedule = "30s"', 'schedule = "200ms"'))
     project = Project.load(config)
     train(project)
+    return project
+
+
+def test_serve_monitors_on_its_schedule(tmp_path: Path) -> None:
+    project = _monitored_every_200ms(tmp_path)
     records = applicants(600, "A", seed=4).drop(columns="approved").to_dict(orient="records")
     try:
         with (
@@ -278,12 +283,7 @@ def test_monitoring_that_cannot_start_steps_down_and_starts_when_it_can(
     """The workflow database cannot be opened when the server starts (here a folder stands where
     its file goes): the monitor says so, steps down and tries again on its schedule, and starts
     when it can, instead of ending its thread and leaving the server unmonitored until a restart."""
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    config.write_text(config.read_text().replace('schedule = "30s"', 'schedule = "200ms"'))
-    project = Project.load(config)
-    train(project)
+    project = _monitored_every_200ms(tmp_path)
     blocker = Path(project.settings.workflow_db_url.removeprefix("sqlite:///"))
     blocker.mkdir(parents=True)
     records = applicants(600, "A", seed=4).drop(columns="approved").to_dict(orient="records")
