@@ -81,12 +81,9 @@ def launch(project: Project, *, schedules: bool = True) -> None:
     try:
         _launch(project, schedules)
     except BaseException:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # half launched: shutdown() stops only a launched DBOS
             DBOS.destroy(destroy_registry=False)
-        lease = _state.pop("lease", None)
-        if lease is not None:
-            lease.release()
-        _state.update(project=None, launched=False)
+        shutdown()
         raise
 
 
