@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import IntegrityError
 
 from driftloop import ConfigError, workflow
@@ -440,6 +440,61 @@ def test_commit_lag_guard_waits_for_a_transaction_still_in_flight(pg_url: str) -
     slow.close()
     settled = store.predictions_after("m", 0, 100, settled_before=time.time() + 1)
     assert [r["prediction_id"] for r in settled] == [f"{1:032x}", f"{2:032x}"]
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["feedback", "annotations"])
+def test_a_cutoff_waits_for_a_lower_id_still_in_flight(pg_url: str, kind: str) -> None:
+    """A retrain's plan fixes the newest label (and annotation) id it will read. A label whose
+    transaction drew a lower id but commits after a higher one would fall under that cutoff
+    after the snapshot read it: a replayed snapshot step would build other sets. The cutoff is
+    read only once the lower id has settled, and then covers it."""
+    import threading
+
+    from driftloop.store import tables as t
+
+    store = Store(pg_url)
+    table, cutoff = (
+        (t.feedback, store.max_feedback_id) if kind == "feedback" else (t.notes, store.max_annotation_id)
+    )
+    extra = {"label": "x"} if kind == "feedback" else {"rating": 1.0}
+    got: list[int] = []
+    reader = threading.Thread(target=lambda: got.append(cutoff()))
+    with store.engine.connect() as slow:
+        slow_txn = slow.begin()
+        slow.execute(table.insert().values(prediction_id="a" * 32, source="s", ts=1.0, **extra))
+        with store.begin() as conn:  # a second writer draws the next id and commits it first
+            conn.execute(table.insert().values(prediction_id="b" * 32, source="s", ts=2.0, **extra))
+        reader.start()
+        reader.join(1.0)
+        in_flight = reader.is_alive()
+        slow_txn.commit()
+    reader.join(10)
+    assert in_flight, f"the cutoff {got} was read while id 1 was in flight"
+    assert got == [2]
+    with store.engine.connect() as conn:
+        ids = conn.scalars(select(table.c.id).where(table.c.id <= got[0])).all()
+    assert sorted(ids) == [1, 2]
+    store.close()
+
+
+def test_a_cutoff_that_cannot_settle_says_which_table_waits(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction left open after writing a label (a psql session, a stuck client) would
+    hold a run's plan forever; after ``SETTLE_TIMEOUT`` it fails, naming the table."""
+    from driftloop import DriftloopError
+    from driftloop import store as store_module
+    from driftloop.store import tables as t
+
+    monkeypatch.setattr(store_module, "SETTLE_TIMEOUT", 0.3)
+    store = Store(pg_url)
+    with store.engine.connect() as slow, slow.begin():
+        slow.execute(t.feedback.insert().values(prediction_id="a" * 32, label="x", source="s", ts=1.0))
+        waited = r"Waited 0\.3 s for the writes in flight to table 'feedback'"
+        with pytest.raises(DriftloopError, match=waited):
+            store.max_feedback_id()
+    assert store.max_feedback_id() == 1
     store.close()
 
 

@@ -30,9 +30,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 
 from driftloop.config import FeedbackSettings
-from driftloop.exceptions import ConfigError
+from driftloop.exceptions import ConfigError, DriftloopError
 from driftloop.identity import principal
 from driftloop.locks import advisory_key
 from driftloop.store import tables as t
@@ -78,6 +79,7 @@ def make_engine(url: str, synchronous: str = "full") -> Engine:
 
 
 HEAD = "0008"  # the newest revision in store/migrations/versions (a test checks they agree)
+SETTLE_TIMEOUT = 60.0  # seconds a cutoff waits for writes in flight (see Store._settled_max)
 
 
 def migrate(engine: Engine) -> None:
@@ -756,12 +758,34 @@ class Store:
         return bool(done.rowcount)
 
     def max_feedback_id(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.scalar(select(func.max(t.feedback.c.id))) or 0)
+        """The highest label id, every lower one settled: a cutoff a run reads the same again."""
+        return self._settled_max(t.feedback)
 
     def max_annotation_id(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.scalar(select(func.max(t.notes.c.id))) or 0)
+        """The highest annotation id, every lower one settled (as :meth:`max_feedback_id`)."""
+        return self._settled_max(t.notes)
+
+    def _settled_max(self, table: Table) -> int:
+        """``max(id)`` of ``table`` once no lower id can still commit. PostgreSQL draws an id when
+        a row is inserted, not when it commits: read while a transaction holding a lower id is in
+        flight, the maximum is a cutoff whose rows change when it commits: a retrain step
+        replayed after a crash would build other sets than its first attempt, and an archive
+        batch would leave the row behind. A SHARE lock waits for the table's writers in flight (and holds new
+        ones for the one read), for at most ``SETTLE_TIMEOUT`` seconds; SQLite has one writer at
+        a time and nothing to wait for."""
+        with self.begin() as conn:
+            if conn.dialect.name != "sqlite":
+                name = conn.dialect.identifier_preparer.quote(table.name)
+                conn.execute(text(f"SET LOCAL lock_timeout = '{int(SETTLE_TIMEOUT * 1000)}ms'"))
+                try:
+                    conn.execute(text(f"LOCK TABLE {name} IN SHARE MODE"))
+                except OperationalError as exc:
+                    raise DriftloopError(
+                        f"Waited {SETTLE_TIMEOUT:g} s for the writes in flight to table "
+                        f"'{table.name}' to commit; a transaction that wrote to it is still open "
+                        f"(see pg_stat_activity). ({str(exc.orig).strip()[:200]})"
+                    ) from None
+            return int(conn.scalar(select(func.max(table.c.id))) or 0)
 
     def judged_outputs(
         self,
