@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from driftloop import ConfigError, workflow
@@ -355,43 +355,45 @@ def test_answers_a_race_recorded_twice_keep_the_first_when_the_store_migrates(
     store.close()
 
 
-def test_a_label_that_commits_while_its_prediction_is_archived_is_kept(
-    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_archiving_pass_waits_for_a_label_in_flight_and_keeps_it(tmp_path: Path, pg_url: str) -> None:
     """PostgreSQL draws a label's id when it is inserted, not when it commits: a label still in
-    flight as an archiving pass reads its batch has an id below one already committed. It
-    commits after the read and before the delete; the delete must not take it, since the
-    archive does not hold it."""
+    flight as an archiving pass starts has an id below one already committed. Read then, the
+    pass would archive the later label without it and leave it behind in the store, a label
+    whose prediction has moved. The pass waits until it has committed and archives both."""
+    import threading
+
     from sqlalchemy import insert
 
-    from driftloop.archive import LogArchive, archive_logs
+    from driftloop.archive import archive_logs
     from driftloop.store import tables as t
 
     project = _trained(tmp_path, pg_url, ('schedule = "30s"', 'schedule = "30s"\ncommit_lag = "1ms"'))
     ids = send(project, 700, "A", seed=9)
     Monitor(project).run()  # two closed windows of 300: 600 rows to archive
     engine = create_engine("postgresql+psycopg://" + pg_url.split("://", 1)[1])
-    slow = engine.connect()
-    in_flight = slow.begin()
-    slow.execute(insert(t.feedback).values(prediction_id=ids[0], label="yes", source="slow", ts=time.time()))
-    project.store.add_feedback([{"prediction_id": ids[1], "label": "no", "source": "fast"}])
-    real = LogArchive.write_batch
-
-    def written_then_committed(self: LogArchive, *args: object, **kwargs: object) -> dict[str, object]:
-        manifest = real(self, *args, **kwargs)  # type: ignore[arg-type]
-        if in_flight.is_active:
-            in_flight.commit()  # after the pass read the batch's labels, before it deletes them
-        return manifest
-
-    monkeypatch.setattr(LogArchive, "write_batch", written_then_committed)
+    results: list[object] = []
+    archiving = threading.Thread(target=lambda: results.append(archive_logs(project, older_than=0)))
     try:
-        result = archive_logs(project, older_than=0)
+        with engine.connect() as slow:
+            in_flight = slow.begin()
+            slow.execute(
+                insert(t.feedback).values(prediction_id=ids[0], label="yes", source="slow", ts=time.time())
+            )
+            project.store.add_feedback([{"prediction_id": ids[1], "label": "no", "source": "fast"}])
+            archiving.start()
+            archiving.join(1.0)
+            waited = archiving.is_alive()
+            in_flight.commit()
+        archiving.join(60)
     finally:
-        slow.close()
         engine.dispose()
-    assert result.predictions == 600 and result.feedback == 1
+    assert waited, f"the pass archived {results} with a label in flight"
+    result = results[0]
+    assert result.predictions == 600 and result.feedback == 2  # type: ignore[attr-defined]
     labels = {r["prediction_id"]: r["label"] for r in project.store.labelled(project.name)}
     assert labels == {ids[0]: "yes", ids[1]: "no"}
+    with project.store.engine.connect() as conn:  # both moved: none left behind in the store
+        assert conn.scalar(select(func.count()).select_from(t.feedback)) == 0
     project.close()
 
 
