@@ -220,7 +220,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         redoc_url=None,
         openapi_url=None,
     )
-    app.add_middleware(Guard, settings, keys=bool(keys), counts=stats.guard)
+    app.add_middleware(Guard, settings=settings, keys=bool(keys), counts=stats.guard)
     app.state.project, app.state.slot, app.state.writer, app.state.stats = project, slot, writer, stats
     classes, name = project.task.classes, project.name
     keys_of_probabilities = probability_keys(project.task)  # classes, or an extractor's fields
