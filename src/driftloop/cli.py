@@ -22,7 +22,6 @@ from driftloop.exceptions import ConfigError, DriftloopError
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Keep a deployed model accurate while the world drifts.",
 )
@@ -65,13 +64,25 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+def _help_without_command(ctx: typer.Context) -> None:
+    """A group called without a command shows its help as a usage error (exit 2), as Click 8.2's
+    ``no_args_is_help`` does; before 8.2 that exited 0, which a script would take for success."""
+    if ctx.invoked_subcommand is None:
+        shown = ctx.get_help()  # Typer's rich help prints itself and returns ""
+        if shown:
+            typer.echo(shown)
+        raise typer.Exit(2)
+
+
+@app.callback(invoke_without_command=True)
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Keep a deployed model accurate while the world drifts."""
+    _help_without_command(ctx)
 
 
 @app.command()
@@ -196,6 +207,9 @@ def serve(
         highlight=False,
     )
     if count > 1:
+        import inspect
+
+        import uvicorn
         from uvicorn.supervisors import Multiprocess
 
         os.environ["DRIFTLOOP_CONFIG"] = str(config.resolve())
@@ -209,7 +223,12 @@ def serve(
             factory=True,
             workers=count,
         )
-        Multiprocess(cfg, sockets=[cfg.bind_socket()]).run()
+        sockets = [cfg.bind_socket()]
+        supervisor: Any = Multiprocess
+        if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn before 0.51
+            supervisor(cfg, target=uvicorn.Server(cfg).run, sockets=sockets).run()
+        else:
+            supervisor(cfg, sockets=sockets).run()
         return
     from driftloop.serving import create_app
 
@@ -671,8 +690,13 @@ def reviewers(
     console.print(table)
 
 
-datasets_app = typer.Typer(help="Versioned training and evaluation snapshots.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Versioned training and evaluation snapshots.")
 app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.callback(invoke_without_command=True)
+def _datasets(ctx: typer.Context) -> None:
+    _help_without_command(ctx)
 
 
 @datasets_app.command("list")
