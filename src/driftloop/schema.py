@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -101,8 +102,11 @@ class FeatureSchema:
             elif feature.type == "image":
                 from driftloop import images
 
-                limits = {"max_bytes": feature.max_bytes, "max_pixels": feature.max_pixels}
-                annotation = Annotated[str, AfterValidator(lambda v, k=limits: images.check(v, **k))]
+                # one parameter: pydantic before 2.7 passes a validator with two its ValidationInfo
+                checked = functools.partial(
+                    images.check, max_bytes=feature.max_bytes, max_pixels=feature.max_pixels
+                )
+                annotation = Annotated[str, AfterValidator(checked)]
                 constraint = Field()
             elif feature.type == "categorical":
                 # a category is text: 1, 1.0 and "1" are the same category "1" everywhere
