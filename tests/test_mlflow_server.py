@@ -3,9 +3,12 @@ versions registered, aliased and loaded through it, artifacts uploaded to the se
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -69,11 +72,16 @@ def _start_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
+    """Stop the server and its workers: MLflow before 3 serves through gunicorn, whose workers
+    outlive a terminated ``mlflow`` process and keep answering on the port."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _project_on(url: str, folder: Path) -> Project:

@@ -246,7 +246,7 @@ class MlflowRegistry:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "model.pkl"
                 path.write_bytes(blob)
-                client.log_artifact(run_id, str(path), "model")
+                self._artifacts(run.info.artifact_uri).log_artifact(str(path), "model")
             client.set_terminated(run_id)
         except Exception as exc:
             client.set_terminated(run_id, status="FAILED")
@@ -266,6 +266,19 @@ class MlflowRegistry:
         signature = sign(self.key, name, version, digest) if self.key else None
         self.ledger.record_artifact(name, version, digest, signature)
         return version
+
+    def _artifacts(self, artifact_uri: str) -> Any:
+        """The artifact repository of a run, reached through this registry's tracking URI.
+        A tracking server's proxied artifacts (``mlflow-artifacts:``) are resolved against
+        ``self.uri`` here: MLflow clients before 3.7 resolved them against the process-wide
+        tracking URI, which driftloop never sets (a file store there fails every upload)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+        if artifact_uri.startswith("mlflow-artifacts:"):
+            resolve: Any = MlflowArtifactsRepository.resolve_uri  # untyped in MLflow
+            artifact_uri = resolve(artifact_uri, self.uri)
+        return get_artifact_repository(artifact_uri)
 
     def find(self, name: str, tag: str, value: str) -> str | None:
         """The first version of ``name`` whose tag ``tag`` equals ``value`` and whose artifact
@@ -392,7 +405,8 @@ class MlflowRegistry:
             ) from exc
         expected = self.verified_digest(name, version)
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(client.download_artifacts(mv.run_id, "model/model.pkl", tmp))
+            artifacts = self._artifacts(client.get_run(mv.run_id).info.artifact_uri)
+            path = Path(artifacts.download_artifacts("model/model.pkl", tmp))
             blob = path.read_bytes()
         if hashlib.sha256(blob).hexdigest() != expected:
             raise RegistryError(
