@@ -983,10 +983,13 @@ def test_a_watch_that_sees_the_model_do_better_live_raises_its_reference(tmp_pat
         tmp_path / "p",
         retrain='candidates = [{ name = "all" }]\n',
         watch="windows = 2\nmin_labels = 100\n",
+        gate="max_newest_fold_regression = 1.0",
     )
     config = project.settings.root / "driftloop.toml"
-    config.write_text(
-        config.read_text().replace("min_improvement = 0.01", "min_improvement = -1.0")
+    config.write_text(  # a gate that lets any challenger through: the watch is what is tested
+        config.read_text()
+        .replace("min_improvement = 0.01", "min_improvement = -1.0")
+        .replace("max_regression = { f1_macro = 0.02 }", "max_regression = { f1_macro = 1.0 }")
         + '\n[[alerts]]\nname = "below-reference"\nmetric = "accuracy"\nop = "<"\nthreshold = -0.01\n'
         'relative_to = "reference"\nmin_samples = 30\n'
     )
