@@ -102,7 +102,7 @@ class FeatureSchema:
             elif feature.type == "image":
                 from driftloop import images
 
-                # one parameter: pydantic before 2.7 passes a validator with two its ValidationInfo
+                # one parameter: pydantic before 2.7 hands a validator of two its ValidationInfo
                 checked = functools.partial(
                     images.check, max_bytes=feature.max_bytes, max_pixels=feature.max_pixels
                 )

@@ -766,13 +766,14 @@ class Store:
         return self._settled_max(t.notes)
 
     def _settled_max(self, table: Table) -> int:
-        """``max(id)`` of ``table`` once no lower id can still commit. PostgreSQL draws an id when
-        a row is inserted, not when it commits: read while a transaction holding a lower id is in
-        flight, the maximum is a cutoff whose rows change when it commits: a retrain step
-        replayed after a crash would build other sets than its first attempt, and an archive
-        batch would leave the row behind. A SHARE lock waits for the table's writers in flight (and holds new
-        ones for the one read), for at most ``SETTLE_TIMEOUT`` seconds; SQLite has one writer at
-        a time and nothing to wait for."""
+        """``max(id)`` of ``table`` once no lower id can still commit.
+
+        PostgreSQL draws an id when a row is inserted, not when it commits. Read while a
+        transaction holding a lower id is in flight, the maximum is a cutoff whose rows change
+        when it commits: a retrain step replayed after a crash would build other sets than its
+        first attempt, and an archive batch would leave the row behind. A SHARE lock waits for
+        the table's writers in flight (and holds new ones for the one read), for at most
+        ``SETTLE_TIMEOUT`` seconds. SQLite has one writer at a time and nothing to wait for."""
         with self.begin() as conn:
             if conn.dialect.name != "sqlite":
                 name = conn.dialect.identifier_preparer.quote(table.name)
