@@ -708,10 +708,9 @@ class Store:
         one transaction; called only once the archive has them durably (the manifest is written).
         Returns the predictions deleted (0 when an earlier call already did).
 
-        Labels go by their ids, not by "every id up to the batch's highest": PostgreSQL draws an
-        id when a row is inserted, not when it commits, so a label still in flight while the
-        batch was read has a lower id than one already committed, and is not in the archive.
-        Left in the store, it is read as a label whose prediction was archived."""
+        Labels go by their ids, exactly those the archive holds: a label written after the batch
+        was read stays in the store, read as a label whose prediction was archived (the batch's
+        cutoff waited for the labels in flight, :meth:`max_feedback_id`)."""
         p = t.predictions
         span = (
             p.c.model == model,
