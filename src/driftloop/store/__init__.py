@@ -780,6 +780,8 @@ class Store:
                 try:
                     conn.execute(text(f"LOCK TABLE {name} IN SHARE MODE"))
                 except OperationalError as exc:
+                    if getattr(exc.orig, "sqlstate", None) != "55P03":  # not lock_not_available
+                        raise
                     raise DriftloopError(
                         f"Waited {SETTLE_TIMEOUT:g} s for the writes in flight to table "
                         f"'{table.name}' to commit; a transaction that wrote to it is still open "
