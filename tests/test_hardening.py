@@ -285,6 +285,13 @@ def test_item4_keys_lift_the_host_check_and_public_binds_need_keys(
     config = str(fresh.settings.root / "driftloop.toml")
     refused = _driftloop("serve", "-c", config, "--host", "0.0.0.0", "--port", str(free_port()))
     assert refused.returncode == 1 and "--allow-open" in refused.stdout and "Traceback" not in refused.stderr
+    # keys a guesser could find are refused beyond loopback (the key is never shown, its name is)
+    weak = "svc:k1=predict;ops:k-ops-0123456789abcdef=admin"
+    args = ("serve", "-c", config, "--host", "0.0.0.0", "--port", str(free_port()))
+    refused = _driftloop(*args, DRIFTLOOP_API_KEYS=weak)
+    shown = refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "at least 16 characters" in shown and "['svc']" in shown, shown
+    assert "k1" not in shown.replace("token_urlsafe", "") and "Traceback" not in shown
 
 
 # -- 5: secrets never reach the logs --------------------------------------------------------------

@@ -174,7 +174,7 @@ def serve(
     import uvicorn
 
     from driftloop.config import LOOPBACK_HOSTS
-    from driftloop.identity import parse_api_keys
+    from driftloop.identity import MIN_PUBLIC_KEY, parse_api_keys
     from driftloop.serving.http import uvicorn_config
 
     project = _project(config)
@@ -189,6 +189,13 @@ def serve(
         raise DriftloopError(
             f"Serving on {bind!r} without API keys would let anyone who can reach it predict and label; "
             "set DRIFTLOOP_API_KEYS, or pass --allow-open to serve it open anyway."
+        )
+    short = sorted(k.name for key, k in keys.items() if len(key) < MIN_PUBLIC_KEY)
+    if bind not in LOOPBACK_HOSTS and short:
+        raise DriftloopError(
+            f"Serving on {bind!r} needs API keys of at least {MIN_PUBLIC_KEY} characters, and the keys "
+            f"named {short} are shorter; make each a random string, such as the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(24))'."
         )
     try:  # a busy port is one sentence, not uvicorn's traceback
         family = socket.AF_INET6 if ":" in bind else socket.AF_INET

@@ -375,6 +375,11 @@ class ServingSettings(_Model):
 
     ``allowed_hosts`` is the Host-header allow-list (DNS rebinding): loopback names by default
     when the API is open, any host when API keys are set (a page cannot forge a key).
+
+    Limits per caller: ``rate_limit`` requests per period for each key (each client address
+    when the API is open), ``rate_limits`` for named keys, 429 with ``Retry-After`` past it;
+    ``auth_failures`` wrong keys from one address within ``auth_lockout`` lock that address
+    out of every key check for the rest of the period.
     """
 
     host: str = "127.0.0.1"
@@ -401,6 +406,10 @@ class ServingSettings(_Model):
     dynamic_batching: bool = True
     dynamic_batch_rows: int = Field(default=1000, ge=1)  # the most rows one merged call holds
     dynamic_batch_wait: float = 0.0  # hold the first request this long for others (0: never)
+    rate_limit: str = "unlimited"  # per key, e.g. "100/s"; per client address when the API is open
+    rate_limits: dict[str, str] = Field(default_factory=dict)  # key name -> its own rate
+    auth_failures: int = Field(default=20, ge=1)
+    auth_lockout: float = 60.0
 
     @field_validator(
         "reload_interval",
@@ -408,11 +417,32 @@ class ServingSettings(_Model):
         "body_timeout",
         "keep_alive_timeout",
         "invalid_retention",
+        "auth_lockout",
         mode="before",
     )
     @classmethod
     def _dur(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from driftloop.serving.limits import parse_rate
+
+        parse_rate(value)
+        return value.strip()
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rates(cls, value: dict[str, str]) -> dict[str, str]:
+        from driftloop.serving.limits import parse_rate
+
+        for name, rate in value.items():
+            try:
+                parse_rate(rate)
+            except ValueError as exc:
+                raise ValueError(f"the rate of key {name!r} {exc}") from None
+        return {name.strip().casefold(): rate.strip() for name, rate in value.items()}
 
     def hosts(self, keys: bool) -> list[str] | None:
         """The Host names accepted (``None``: any), as ``allowed_hosts`` or its default."""

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "MIN_PUBLIC_KEY",
     "SCOPES",
     "ApiKey",
     "normalise_source",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 SCOPES = ("predict", "feedback", "review", "read", "admin")
+MIN_PUBLIC_KEY = 16  # characters a key needs on a server that listens beyond loopback
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
 MAX_SOURCE = 64
 

@@ -57,6 +57,7 @@ from driftloop.serving.bodies import (
     request_metadata,
 )
 from driftloop.serving.http import Guard
+from driftloop.serving.limits import KeyGuesses, RateLimiter, parse_rate, retry_after
 from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.metrics import Metrics, prometheus_text
 from driftloop.serving.pages import SESSION_COOKIE, session_identity
@@ -127,6 +128,16 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         raise ConfigError(
             'Features marked pii = "hash" need a secret key: set the environment variable DRIFTLOOP_PII_KEY.'
         )
+    unknown = sorted(set(settings.rate_limits) - {k.name for k in keys.values()})
+    if keys and unknown:
+        raise ConfigError(
+            f"serving.rate_limits names {unknown}, which no key in DRIFTLOOP_API_KEYS has; the "
+            f"keys are {sorted(k.name for k in keys.values())}."
+        )
+    limiter = RateLimiter(
+        parse_rate(settings.rate_limit), {n: parse_rate(r) for n, r in settings.rate_limits.items()}
+    )
+    guesses = KeyGuesses(settings.auth_failures, settings.auth_lockout)
     slot = ModelSlot(project)
     challenger = ModelSlot(project, alias="challenger")  # shadow scoring and canary traffic
     routing: dict[str, Any] = {"canary": None}  # (version, share) of an active canary rollout
@@ -226,12 +237,41 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     keys_of_probabilities = probability_keys(project.task)  # classes, or an extractor's fields
     redact = project.schema.redact if project.schema.pii else None  # skipped when nothing is pii
 
+    def throttle(who: str, shown: str) -> None:
+        """429 when ``who`` is past its rate (serving.rate_limit, serving.rate_limits)."""
+        waited = limiter.wait(who)
+        if waited > 0:
+            with stats.lock:
+                stats.guard["rate"] += 1
+            named = "serving.rate_limits" if who in settings.rate_limits else "serving.rate_limit"
+            raise HTTPException(
+                429,
+                f"{shown} is past its rate of {limiter.rate_of(who)} ({named}); retry in {waited:.1f} s.",
+                headers={"Retry-After": retry_after(waited)},
+            )
+
+    def locked_out(address: str) -> None:
+        """429 while ``address`` is locked out for sending wrong keys (serving.auth_failures)."""
+        remaining = guesses.locked(address)
+        if remaining > 0:
+            with stats.lock:
+                stats.guard["lockout"] += 1
+            raise HTTPException(
+                429,
+                f"The client {address} sent {guesses.limit} wrong API keys within "
+                f"{guesses.period:g} s (serving.auth_failures, serving.auth_lockout), so no key from "
+                f"it is checked for {remaining:.0f} s more.",
+                headers={"Retry-After": retry_after(remaining)},
+            )
+
     def require(scope: Scope | None) -> Callable[[Request], Awaitable[ApiKey | None]]:
         """A dependency: the calling key (``None`` when the API is open), or 401/403.
         ``scope=None`` accepts any valid key."""
 
         async def check(request: Request) -> ApiKey | None:
+            address = request.client.host if request.client else "unknown"
             if not keys:
+                throttle(address, f"The client {address}")
                 return None
             header = request.headers.get("authorization", "")
             scheme, _, token = header.strip().partition(" ")
@@ -246,11 +286,15 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                         "'X-API-Key: <key>'.",
                         headers={"WWW-Authenticate": "Bearer"},
                     )
+                locked_out(address)
                 for key, identity in keys.items():
                     if hmac.compare_digest(key.encode(), given.encode()):
                         granted = identity
+                if granted is None:
+                    guesses.failed(address)
             if granted is None:
                 raise HTTPException(401, "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
+            throttle(granted.name, f"The key '{granted.name}'")
             if scope is not None and not granted.allows(scope):
                 raise HTTPException(
                     403,
@@ -869,7 +913,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     try:
         from driftloop.serving.pages import add_pages
 
-        add_pages(app, project, keys)
+        add_pages(app, project, keys, throttle=throttle, locked_out=locked_out, guesses=guesses)
     except ConfigError as exc:  # no ui extra: the API serves, the page says what to install
         missing = str(exc)
 

@@ -35,7 +35,7 @@ class Metrics:
         self.latency_sum: dict[str, float] = {}
         self.shadow = 0
         self.shadow_errors = 0
-        self.guard: Counter[str] = Counter()  # requests the Guard answered: "overload", "host"
+        self.guard: Counter[str] = Counter()  # refused: "overload", "host" (the Guard), "rate", "lockout"
         self.model_errors = 0
 
     def observe(self, version: str, seconds: float, rows: int) -> None:
@@ -101,6 +101,8 @@ def prometheus_text(
         "# TYPE driftloop_rejected_requests_total counter",
         f'driftloop_rejected_requests_total{{model="{name}",reason="overload"}} {stats.guard["overload"]}',
         f'driftloop_rejected_requests_total{{model="{name}",reason="host"}} {stats.guard["host"]}',
+        f'driftloop_rejected_requests_total{{model="{name}",reason="rate"}} {stats.guard["rate"]}',
+        f'driftloop_rejected_requests_total{{model="{name}",reason="lockout"}} {stats.guard["lockout"]}',
         "# TYPE driftloop_model_errors_total counter",
         f'driftloop_model_errors_total{{model="{name}"}} {stats.model_errors}',
         "# TYPE driftloop_champion_info gauge",

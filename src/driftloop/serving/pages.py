@@ -8,7 +8,9 @@ the form (``POST /login``, never in a URL); the server answers with a session co
 names the key and its expiry, signed with HMAC-SHA256 under a secret derived from the configured
 keys (``HttpOnly``, ``SameSite=Strict``, ``Secure`` over HTTPS). The cookie holds no key, every
 worker process can check it without shared state, and changing the keys signs everyone out.
-Without keys (a laptop) the pages are open, on a loopback host only, like the API.
+Without keys (a laptop) the pages are open, on a loopback host only, like the API. A wrong key
+on the form counts toward its address's lock-out (``serving.auth_failures``) like one in a
+header, and a page draws on its key's rate (``serving.rate_limit``) like the API.
 
 **What a page may do.** Every page is sent with a Content-Security-Policy that allows only its
 own inline styles, ``data:`` pictures, requests back to this server and, on the review page, the
@@ -23,15 +25,17 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from driftloop.identity import ApiKey
 from driftloop.project import Project
+from driftloop.serving.limits import KeyGuesses
 
 __all__ = ["SESSION_COOKIE", "add_pages", "page_headers", "session_identity", "session_token"]
 
@@ -94,8 +98,18 @@ def session_identity(keys: dict[str, ApiKey], token: str | None, now: float | No
     return next((k for k in keys.values() if k.name == name), None)
 
 
-def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
-    """Mount the dashboard and the sign-in pages on ``app``."""
+def add_pages(
+    app: FastAPI,
+    project: Project,
+    keys: dict[str, ApiKey],
+    *,
+    throttle: Callable[[str, str], None],
+    locked_out: Callable[[str], None],
+    guesses: KeyGuesses,
+) -> None:
+    """Mount the dashboard and the sign-in pages on ``app``. ``throttle`` and ``locked_out``
+    raise the API's 429s (a caller past its rate; an address that sent too many wrong keys),
+    and a wrong key on the form counts in ``guesses``."""
     from driftloop.ui import environment, report_context
 
     env = environment()
@@ -103,18 +117,32 @@ def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
     def signed_in(request: Request) -> ApiKey | None:
         return session_identity(keys, request.cookies.get(SESSION_COOKIE))
 
-    def login_page(message: str | None = None, status: int = 200) -> HTMLResponse:
+    def login_page(
+        message: str | None = None, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> HTMLResponse:
         html = env.get_template("login.html.j2").render(model=project.name, message=message)
-        return HTMLResponse(html, status_code=status, headers=page_headers())
+        return HTMLResponse(html, status_code=status, headers={**page_headers(), **(headers or {})})
+
+    def address(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
 
     def refused(request: Request, scope: str, what: str) -> tuple[ApiKey | None, Response | None]:
-        """(who is signed in, None), or the sign-in redirect or the page that says which scope."""
+        """(who is signed in, None), or the sign-in redirect, the page that says which scope,
+        or the one that says the caller is past its rate."""
         who = signed_in(request) if keys else None
         if keys and who is None:
             return None, RedirectResponse("/login", status_code=303)
         if who is not None and not who.allows(scope):
             message = f"The key '{who.name}' has the scopes {sorted(who.scopes)}; {what} needs '{scope}'."
             return who, login_page(message, 403)
+        try:
+            if who is None:
+                throttle(address(request), f"The client {address(request)}")
+            else:
+                throttle(who.name, f"The key '{who.name}'")
+        except HTTPException as exc:
+            headers = {**page_headers(), **(exc.headers or {})}
+            return who, PlainTextResponse(str(exc.detail), status_code=exc.status_code, headers=headers)
         return who, None
 
     @app.get("/", include_in_schema=False)
@@ -158,9 +186,16 @@ def add_pages(app: FastAPI, project: Project, keys: dict[str, ApiKey]) -> None:
             if len(body) > MAX_FORM_BYTES:
                 return login_page(f"The form is larger than {MAX_FORM_BYTES} bytes.", 413)
         given = (parse_qs(body.decode("utf-8", "replace")).get("key") or [""])[0].strip()
+        if not given:
+            return login_page("Type your API key to sign in.", 401)
+        try:
+            locked_out(address(request))
+        except HTTPException as exc:
+            return login_page(str(exc.detail), exc.status_code, exc.headers)
         granted = next((v for k, v in keys.items() if hmac.compare_digest(k.encode(), given.encode())), None)
         if granted is None:
-            return login_page("That key is not valid." if given else "Type your API key to sign in.", 401)
+            guesses.failed(address(request))
+            return login_page("That key is not valid.", 401)
         home = "/" if granted.allows("read") or not granted.allows("review") else "/review"
         response = RedirectResponse(home, status_code=303)
         response.set_cookie(
