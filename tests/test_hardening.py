@@ -645,6 +645,22 @@ def test_item17_version() -> None:
     assert done.returncode == 0 and done.stdout.strip() == f"driftloop {__version__}"
 
 
+def test_every_command_has_a_one_line_summary() -> None:
+    """The command list shows each command's first paragraph as written: a summary that runs
+    over a line breaks mid-sentence there."""
+    import inspect
+
+    from driftloop.cli import app, datasets_app
+
+    long = {
+        c.name or c.callback.__name__: first
+        for typer_app in (app, datasets_app)
+        for c in typer_app.registered_commands
+        if c.callback is not None and "\n" in (first := (inspect.getdoc(c.callback) or "").split("\n\n")[0])
+    }
+    assert not long, long
+
+
 # -- 18: a feedback batch is answered item by item ----------------------------------------------------
 def test_item18_feedback_batch_answers_per_item_and_keeps_the_valid(served: tuple[Project, str]) -> None:
     project, url = served

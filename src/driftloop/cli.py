@@ -484,8 +484,10 @@ def reference(
         bool, typer.Option(help="Rebuild the champion's reference for the current settings.")
     ] = False,
 ) -> None:
-    """What the champion's monitoring reference covers; with --rebuild, build it again from its
-    training data for the current settings (an embedding added after training, new bins)."""
+    """What the champion's monitoring reference covers; --rebuild builds it again.
+
+    A rebuild reads the champion's training data for the current settings (an embedding added
+    after training, new bins)."""
     from driftloop.monitor import Monitor, watch_anchor
     from driftloop.training import build_reference
 
@@ -541,8 +543,10 @@ def promote(
     force: Annotated[bool, typer.Option(help="Skip the gate (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the champion history.")] = None,
 ) -> None:
-    """Make VERSION the champion: through the gate (evaluated against the champion on the newest
-    held-out labelled rows, like a challenger), or at once with --force and a --reason."""
+    """Make VERSION the champion, through the gate or at once with --force and a --reason.
+
+    Through the gate, VERSION is evaluated against the champion on the newest held-out
+    labelled rows, like a challenger."""
     from driftloop import workflow
 
     project = _project(config)
@@ -567,8 +571,9 @@ def promote(
 
 @app.command()
 def sign(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Sign every artifact digest in the store with DRIFTLOOP_MODEL_KEY (after turning signing on:
-    you vouch that the digests recorded so far are your own)."""
+    """Sign every artifact digest in the store with DRIFTLOOP_MODEL_KEY.
+
+    Run it after turning signing on: you vouch that the digests recorded so far are your own."""
     from driftloop.registry import model_key
     from driftloop.registry import sign as signature
 
@@ -642,8 +647,10 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
     windows: Annotated[int, typer.Option(min=1, max=100_000, help="How many of the newest windows.")] = 1000,
 ) -> None:
-    """Write one self-contained HTML file (no network needed to open it) of the champion, windows,
-    drift, alerts, runs and gate decisions, from stored aggregates only (never logged rows)."""
+    """Write one self-contained HTML report that opens without a network.
+
+    It shows the champion, windows, drift, alerts, runs and gate decisions, from stored
+    aggregates only (never logged rows)."""
     from driftloop.ui import render_report
 
     project = _project(config)
@@ -661,8 +668,10 @@ def reviewers(
     release: Annotated[str | None, typer.Option(help="Use this reviewer's labels again.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Each reviewer's labels, Cohen's kappa with the others on shared items, agreement with the
-    trusted sources' labels, and whether they are flagged or quarantined."""
+    """Each reviewer's labels, agreement with the others and the trusted sources, and flags.
+
+    Agreement with the others is Cohen's kappa on shared items; a reviewer below
+    review.min_agreement is flagged, and one whose key is quarantined says so."""
     from driftloop.agreement import agreement
 
     project = _project(config)
