@@ -124,7 +124,7 @@ def test_api_keys_and_scopes(fresh: Project, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "pk-123=predict;fb-456=feedback;ad-789=admin")
     app = create_app(fresh, background=False)
     # the docs and the OpenAPI schema need a key too; the pages answer with the sign-in form
-    open_routes = {"/health", "/", "/review", "/login", "/logout"}
+    open_routes = {"/health", "/ready", "/", "/review", "/login", "/logout"}
     with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
         for route in app.routes:
             path, methods = getattr(route, "path", ""), getattr(route, "methods", set()) or set()

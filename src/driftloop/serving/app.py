@@ -810,6 +810,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        """Liveness: the process answers (always 200). What it could not do is in the body."""
         loaded = slot.current
         return {
             "status": "ok" if loaded else "no-model",
@@ -817,8 +818,20 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             "champion": loaded.version if loaded else None,
             "log_mode": settings.log_mode,
             "log_queue_depth": writer.depth,
+            "log": writer.problem or "ok",
             "worker": os.getpid(),
         }
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Readiness, for a load balancer: 200 when this worker can predict and log, else 503
+        with the reasons (no champion loaded; the log writer down or the store failing)."""
+        unloaded = "no champion is loaded" if slot.current is None else None
+        problems = [p for p in (unloaded, writer.problem) if p]
+        body = {"ready": not problems, "problems": problems, "model": project.name, "worker": os.getpid()}
+        if problems:
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse(body)
 
     @app.get("/models", dependencies=[Depends(require("predict"))])
     async def models() -> dict[str, Any]:

@@ -34,6 +34,13 @@ What each mode promises when a process dies:
   and requests that arrive meanwhile are held in the same bounded queue. Rows are lost only if
   the server itself dies, or stops while no child can be started; ``/metrics`` counts them
   (``driftloop_log_rows_lost_total``).
+
+When the store itself cannot be written (a full disk, a database that is down), ``durable``
+requests get 503 after five tries (about 1.5 s), and ``fast`` frames wait for it, retried in
+order as long as the server runs: past ``serving.log_queue_size`` requests get 503 (a server
+stopped meanwhile waits up to a minute for the store, then counts what it could not write as
+lost). Either way
+``GET /ready`` answers 503 while commits fail, so a load balancer sends the traffic elsewhere.
 """
 
 from __future__ import annotations
@@ -54,13 +61,26 @@ from typing import Any
 
 from driftloop.serving.writer import LogBatch, QueueFull
 
-__all__ = ["LogUnavailable", "ProcessLogWriter"]
+__all__ = ["FAILING_FOR", "LogUnavailable", "ProcessLogWriter", "failing"]
 
 log = logging.getLogger("driftloop.serving")
 
 _FRAME = struct.Struct("!QI")  # server -> child: sequence number, payload length
-_REPLY = struct.Struct("!cQI")  # child -> server: kind (R ready, A committed, E failed), sequence, text size
+# child -> server: kind (R ready, A committed, F failed and retried, E given up), sequence, text size
+_REPLY = struct.Struct("!cQI")
+FAILING_FOR = 10.0  # seconds a failed commit keeps GET /ready at 503 (then traffic may try again)
 _MAX_COMMIT_ROWS = 20_000
+
+
+def failing(error: str | None, at: float) -> str | None:
+    """What ``GET /ready`` says about a commit that failed at ``at`` (monotonic seconds): for
+    ``FAILING_FOR`` seconds after the newest failure, unless a commit has succeeded since
+    (``error`` is then ``None``). After that traffic may try again, so a store that came back
+    while no request was sent does not keep the server out of a load balancer for good. The
+    route is open, so the database's own words (hosts, paths) stay in the server's log."""
+    if error is None or time.monotonic() - at > FAILING_FOR:
+        return None
+    return "the store cannot be written (the server's log says why)"
 
 
 class LogUnavailable(Exception):
@@ -89,11 +109,20 @@ class ProcessLogWriter:
         self._stopping = False
         self._live = False  # a child is ready and has every kept frame: new frames go straight out
         self._restarting: asyncio.Task[None] | None = None
+        self.failing: str | None = None  # the newest commit failure, until a commit succeeds
+        self._failed_at = 0.0
 
     @property
     def depth(self) -> int:
         """Rows sent to the child and not yet committed."""
         return self._pending_rows
+
+    @property
+    def problem(self) -> str | None:
+        """Why rows cannot be logged now (``None``: they can), for ``GET /ready``."""
+        if self._stopping or not self._live or self._transport is None or self._transport.is_closing():
+            return "the log writer process is not running"
+        return failing(self.failing, self._failed_at)
 
     async def start(self, timeout: float = 120.0) -> None:
         self._stopping = False
@@ -110,6 +139,7 @@ class ProcessLogWriter:
                 self.url,
                 self.synchronous,
                 str(theirs.fileno()),
+                self.mode,
             ],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
@@ -215,6 +245,14 @@ class ProcessLogWriter:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
             return
+        if kind == b"F":  # a commit failed and is being retried
+            if self.failing is None:
+                log.error("The log writer cannot write to the store (retrying): %s", text)
+            self.failing, self._failed_at = text, time.monotonic()
+            return
+        if kind == b"A" and self.failing is not None:
+            log.warning("The log writer is writing to the store again.")
+            self.failing = None
         while self._inflight and self._inflight[0][0] <= seq:
             _, count, future, payload = self._inflight.popleft()
             self._pending_rows -= count
@@ -300,8 +338,12 @@ def _frames(buffer: bytearray) -> tuple[list[tuple[int, bytes]], int]:
     return frames, offset
 
 
-def serve(url: str, sock: socket.socket, synchronous: str = "full") -> None:
-    """Commit frames from ``sock`` into the store at ``url`` until the server's end closes."""
+def serve(url: str, sock: socket.socket, synchronous: str = "full", mode: str = "durable") -> None:
+    """Commit frames from ``sock`` into the store at ``url`` until the server's end closes.
+
+    A commit that fails is retried: in ``durable`` mode five times (the requests waiting on it
+    then get 503), in ``fast`` mode for as long as the server is there, because the server has
+    answered for those rows already (frames queue behind it, bounded by the server's queue)."""
     from driftloop.store import Store
 
     store = Store(url, create=False, synchronous=synchronous)  # the server migrated it already
@@ -337,26 +379,50 @@ def serve(url: str, sock: socket.socket, synchronous: str = "full") -> None:
         for i, (seq, payload) in enumerate(frames):
             rows.extend(LogBatch(*marshal.loads(payload)).rows())
             if len(rows) >= _MAX_COMMIT_ROWS or i == len(frames) - 1:
-                _commit(insert, rows, seq, reply)
+                _commit(insert, rows, seq, reply, keep_trying=mode == "fast", server_open=lambda: _open(sock))
                 rows = []
     store.close()
 
 
-def _commit(insert: Any, rows: list[dict[str, Any]], seq: int, reply: Any) -> None:
-    error: Exception | None = None
-    for attempt in range(5):
+def _open(sock: socket.socket) -> bool:
+    """Whether the server's end of ``sock`` is still open (a peek that takes nothing)."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return True  # open, nothing waiting
+    except OSError:
+        return False
+
+
+def _commit(
+    insert: Any,
+    rows: list[dict[str, Any]],
+    seq: int,
+    reply: Any,
+    *,
+    keep_trying: bool = False,
+    server_open: Any = lambda: True,
+) -> None:
+    """Insert ``rows`` and acknowledge frame ``seq``. A failure is reported at once (``F``: the
+    server's ``/ready`` says so) and retried, backing off to 5 s; ``E`` gives up: after five
+    tries, or with ``keep_trying`` only once the server has gone (no one is left to tell)."""
+    attempt, delay = 0, 0.05
+    while True:
         try:
             insert(rows)
             reply(b"A", seq)
             return
-        except Exception as exc:  # database busy or gone: retry, then fail the waiting requests
-            error = exc
-            print(
-                f"driftloop log writer: writing {len(rows)} rows failed (attempt {attempt + 1}): {exc}",
-                file=sys.stderr,
-            )
-            time.sleep(0.05 * 2**attempt)
-    reply(b"E", seq, f"writing {len(rows)} log rows failed: {error}")
+        except Exception as exc:  # database busy, full or gone: retry, then fail the waiting requests
+            attempt += 1
+            text = f"writing {len(rows)} log rows failed: {exc}"
+            reply(b"F", seq, text)
+            if attempt <= 5 or attempt % 60 == 0:  # then about every 5 minutes, not every 5 s
+                print(f"driftloop log writer: {text} (attempt {attempt})", file=sys.stderr)
+            if attempt >= 5 and (not keep_trying or not server_open()):
+                reply(b"E", seq, text)
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def main(argv: list[str]) -> None:
@@ -366,9 +432,10 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     url, synchronous, fd = argv[0], argv[1], int(argv[2])
+    mode = argv[3] if len(argv) > 3 else "durable"
     sock = socket.socket(fileno=fd)
     os.set_inheritable(fd, False)
-    serve(url, sock, synchronous)
+    serve(url, sock, synchronous, mode)
 
 
 if __name__ == "__main__":

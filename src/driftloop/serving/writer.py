@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, NamedTuple
 
@@ -21,6 +22,7 @@ from driftloop.store import Store
 __all__ = ["LogBatch", "LogWriter", "QueueFull"]
 
 log = logging.getLogger("driftloop.serving")
+STOP_WAIT = 60.0  # seconds a stopping writer keeps trying a store that cannot be written
 
 
 class QueueFull(Exception):
@@ -118,10 +120,22 @@ class LogWriter:
         self.rows_written = 0
         self.batches_written = 0
         self.rows_lost = 0  # fast-mode rows dropped after every retry failed
+        self.failing: str | None = None  # the newest commit failure, until a commit succeeds
+        self._failed_at = 0.0
+        self._stop_at = 0.0
 
     @property
     def depth(self) -> int:
         return self._pending_rows
+
+    @property
+    def problem(self) -> str | None:
+        """Why rows cannot be logged now (``None``: they can), for ``GET /ready``."""
+        from driftloop.serving.logproc import failing
+
+        if self._thread is None or self._stop.is_set():
+            return "the log writer thread is not running"
+        return failing(self.failing, self._failed_at)
 
     def start(self) -> None:
         if self._thread is None:
@@ -129,10 +143,12 @@ class LogWriter:
             self._thread.start()
 
     def stop(self) -> None:
-        """Flush everything queued, then stop."""
+        """Flush everything queued, then stop (waiting up to ``STOP_WAIT`` seconds for a store
+        that cannot be written)."""
+        self._stop_at = time.monotonic()
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=60)
+            self._thread.join(timeout=STOP_WAIT + 10)
             self._thread = None
 
     def submit(self, rows: Rows) -> Future[None] | None:
@@ -183,15 +199,33 @@ class LogWriter:
     def _flush(self, batch: list[tuple[Rows, _Waiter]], count: int) -> None:
         rows = [row for item, _ in batch for row in (item.rows() if isinstance(item, LogBatch) else item)]
         error: Exception | None = None
-        for attempt in range(5):
+        # fast mode: these rows were answered for already, so keep trying until the writer stops
+        keep_trying = all(waiter is None for _, waiter in batch)
+        attempt, delay = 0, 0.05
+        while True:
             try:
                 self.store.insert_predictions(rows)
                 error = None
+                if self.failing is not None:
+                    log.warning("The log writer is writing to the store again.")
+                    self.failing = None
                 break
-            except Exception as exc:  # database busy or gone: retry, then fail the waiting requests
-                error = exc
-                log.warning("Writing %d log rows failed (attempt %d): %s", len(rows), attempt + 1, exc)
-                self._stop.wait(0.05 * 2**attempt)
+            except Exception as exc:  # database busy, full or gone: retry, then fail the waiting requests
+                error, attempt = exc, attempt + 1
+                if self.failing is None:
+                    log.error("The log writer cannot write to the store (retrying): %s", exc)
+                self.failing = f"writing {len(rows)} log rows failed: {exc}"
+                self._failed_at = time.monotonic()
+                if attempt <= 5 or attempt % 60 == 0:
+                    log.warning("Writing %d log rows failed (attempt %d): %s", len(rows), attempt, exc)
+                if self._stop.is_set():  # stopping: up to a minute more for the store to come back
+                    time.sleep(delay)
+                else:
+                    self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                stopped_long = self._stop.is_set() and time.monotonic() - self._stop_at > STOP_WAIT
+                if attempt >= 5 and (not keep_trying or stopped_long):
+                    break
         with self._lock:
             self._pending_rows -= count
         if error is None:
