@@ -237,10 +237,12 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     keys_of_probabilities = probability_keys(project.task)  # classes, or an extractor's fields
     redact = project.schema.redact if project.schema.pii else None  # skipped when nothing is pii
 
-    def throttle(who: str, shown: str) -> None:
-        """429 when ``who`` is past its rate (serving.rate_limit, serving.rate_limits)."""
+    def throttle(who: str, key: bool) -> None:
+        """429 when ``who`` (a key's name, or a client address) is past its rate
+        (serving.rate_limit, serving.rate_limits)."""
         waited = limiter.wait(who)
         if waited > 0:
+            shown = f"The key '{who}'" if key else f"The client {who}"
             with stats.lock:
                 stats.guard["rate"] += 1
             named = "serving.rate_limits" if who in settings.rate_limits else "serving.rate_limit"
@@ -271,7 +273,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         async def check(request: Request) -> ApiKey | None:
             address = request.client.host if request.client else "unknown"
             if not keys:
-                throttle(address, f"The client {address}")
+                throttle(address, key=False)
                 return None
             header = request.headers.get("authorization", "")
             scheme, _, token = header.strip().partition(" ")
@@ -294,7 +296,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
                     guesses.failed(address)
             if granted is None:
                 raise HTTPException(401, "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
-            throttle(granted.name, f"The key '{granted.name}'")
+            throttle(granted.name, key=True)
             if scope is not None and not granted.allows(scope):
                 raise HTTPException(
                     403,

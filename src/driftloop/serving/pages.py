@@ -103,7 +103,7 @@ def add_pages(
     project: Project,
     keys: dict[str, ApiKey],
     *,
-    throttle: Callable[[str, str], None],
+    throttle: Callable[[str, bool], None],
     locked_out: Callable[[str], None],
     guesses: KeyGuesses,
 ) -> None:
@@ -137,9 +137,9 @@ def add_pages(
             return who, login_page(message, 403)
         try:
             if who is None:
-                throttle(address(request), f"The client {address(request)}")
+                throttle(address(request), False)
             else:
-                throttle(who.name, f"The key '{who.name}'")
+                throttle(who.name, True)
         except HTTPException as exc:
             headers = {**page_headers(), **(exc.headers or {})}
             return who, PlainTextResponse(str(exc.detail), status_code=exc.status_code, headers=headers)
