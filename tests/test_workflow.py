@@ -185,6 +185,57 @@ def test_killed_mid_step_resumes_without_duplicates(tmp_path: Path, point: str) 
     project.close()
 
 
+class _Evil:
+    """A pickle that runs code when loaded: it creates the folder named by ``marker``."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.makedirs, (self.marker,))
+
+
+def test_a_pickle_planted_in_the_workflow_database_is_refused_not_loaded(tmp_path: Path) -> None:
+    """Whoever can write the workflow database must not get code run by a process that resumes
+    a run: checkpoints are JSON, and a row that says it holds a pickle is refused."""
+    import base64
+    import pickle
+    import sqlite3
+
+    project = make_project(tmp_path / "p")
+    train(project)
+    send(project, 900, "B", seed=24, label_share=0.6)
+    marker = tmp_path / "crashed"
+    env = cli_env(DRIFTLOOP_CRASH_AT="snapshot:end", DRIFTLOOP_CRASH_MARKER=str(marker))
+    config = str(project.settings.root / "driftloop.toml")
+    retrain = [sys.executable, "-m", "driftloop.cli", "retrain", "-c", config]
+    crashed = subprocess.run(retrain, env=env, capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr
+    run_id = project.store.runs(project.name)[0]["id"]
+    path = project.settings.workflow_db_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        written = {k for (k,) in db.execute("SELECT DISTINCT serialization FROM operation_outputs")}
+        written |= {k for (k,) in db.execute("SELECT DISTINCT serialization FROM workflow_status")}
+        assert written == {"driftloop_json"}, written
+        step = "WHERE workflow_uuid = ? AND function_name LIKE '%plan_step'"
+        planned = db.execute(f"SELECT output FROM operation_outputs {step}", (run_id,)).fetchone()
+        assert planned is not None and json.loads(planned[0])["champion"] == "1"
+        # the attacker's row: the plan step's checkpoint replaced by a pickle that runs code
+        pwned = tmp_path / "pwned"
+        evil = base64.b64encode(pickle.dumps(_Evil(str(pwned)))).decode()
+        db.execute(
+            f"UPDATE operation_outputs SET output = ?, serialization = 'py_pickle' {step}", (evil, run_id)
+        )
+    db.close()
+    resumed = subprocess.run(retrain, env=env, capture_output=True, text=True, timeout=300)
+    assert not pwned.exists(), "the planted pickle was loaded"
+    row = project.store.run(run_id)
+    assert row is not None and row["status"] == "failed", row
+    assert "never unpickles" in row["error"], row["error"]
+    assert "Traceback" not in resumed.stdout
+    project.close()
+
+
 def test_rollback_restores_previous(fresh: Project) -> None:
     send(fresh, 1000, "B", seed=25, label_share=0.6)
     row = workflow.wait(workflow.start_retrain(fresh, "manual"))

@@ -31,6 +31,7 @@ from driftloop import __version__
 from driftloop.agreement import enforce as enforce_agreement
 from driftloop.backtest import fit_folds
 from driftloop.candidates import FOLD
+from driftloop.checkpoints import JsonCheckpoints, refuse_pickles
 from driftloop.comparison import compare
 from driftloop.exceptions import NotFoundError, WorkflowError
 from driftloop.gate import decide
@@ -98,7 +99,9 @@ def _launch(project: Project, schedules: bool) -> None:
         # we poll run status; DBOS's LISTEN connection on PostgreSQL races its own shutdown
         "use_listen_notify": False,
         "log_level": os.environ.get("DRIFTLOOP_DBOS_LOG_LEVEL", "WARNING"),
+        "serializer": JsonCheckpoints(),  # checkpoints as JSON: nothing read back is unpickled
     }
+    refuse_pickles()
     if executor is not None:
         config["executor_id"] = executor
     DBOS(config=config)
