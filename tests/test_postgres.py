@@ -698,3 +698,27 @@ def test_a_run_interrupted_on_one_host_resumes_on_the_other(tmp_path: Path, pg_u
     kept = {Path(d["path"]).parent for d in project.store.datasets("loan")}
     assert kept == {tmp_path / "shared" / "datasets"}, kept  # both hosts wrote to the shared folder
     project.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_concurrent_merges_into_a_runs_options_lose_no_key(backend: str, tmp_path: Path) -> None:
+    """Steps and the post-deploy watch add keys to a run's options from several threads or
+    processes; each merge reads and writes the row, so one must wait for the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(_database()) if backend == "postgres" else f"sqlite:///{tmp_path}/s.db"
+        stores = [Store(url) for _ in range(4)]  # one engine each, as separate processes would have
+        for store in stores:
+            stack.callback(store.close)
+        stores[0].add_run("r1", "m", "manual", {"first": 0})
+
+        def merge(i: int) -> None:
+            stores[i % 4].merge_run_options("r1", **{f"k{i}": i})
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(merge, range(80)))
+        row = stores[0].run("r1")
+        assert row is not None
+        missing = {f"k{i}" for i in range(80)} - set(row["options"])
+        assert not missing and row["options"]["first"] == 0, f"lost {len(missing)} of 80 merges"

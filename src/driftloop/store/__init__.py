@@ -1069,8 +1069,12 @@ class Store:
             conn.execute(update(t.retrain_runs).where(t.retrain_runs.c.id == run_id).values(**values))
 
     def merge_run_options(self, run_id: str, **values: Any) -> None:
-        """Add keys to a run's ``options`` (read and written in one transaction)."""
+        """Add keys to a run's ``options``, read and written in one transaction that holds the
+        row: a write to it first takes the row's lock on PostgreSQL and the write lock on
+        SQLite, so two merges take turns instead of each writing over the other's key."""
         with self.begin() as conn:
+            runs = t.retrain_runs
+            conn.execute(update(runs).where(runs.c.id == run_id).values(options=runs.c.options))
             row = conn.execute(select(t.retrain_runs.c.options).where(t.retrain_runs.c.id == run_id)).first()
             if row is not None:
                 conn.execute(
