@@ -57,7 +57,7 @@ from driftloop.serving.bodies import (
     request_metadata,
 )
 from driftloop.serving.http import Guard
-from driftloop.serving.limits import KeyGuesses, RateLimiter, parse_rate, retry_after
+from driftloop.serving.limits import KeyGuesses, RateLimiter, client, parse_rate, retry_after
 from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.metrics import Metrics, prometheus_text
 from driftloop.serving.pages import SESSION_COOKIE, session_identity
@@ -271,7 +271,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         ``scope=None`` accepts any valid key."""
 
         async def check(request: Request) -> ApiKey | None:
-            address = request.client.host if request.client else "unknown"
+            address = client(request.client.host) if request.client else "unknown"
             if not keys:
                 throttle(address, key=False)
                 return None

@@ -3,10 +3,13 @@
 - :class:`RateLimiter`: a token bucket per caller (a key's name; a client address when the API
   is open) that refills at ``serving.rate_limit`` and holds at most that many requests, with
   per-key rates from ``serving.rate_limits``. Past it the API answers 429 with ``Retry-After``.
-- :class:`KeyGuesses`: failed key checks per client address (a wrong API key, a wrong key on
-  the sign-in form). Past ``serving.auth_failures`` within ``serving.auth_lockout`` the address
+- :class:`KeyGuesses`: failed key checks (a wrong API key, a wrong key on the sign-in form) per
+  client address. Past ``serving.auth_failures`` within ``serving.auth_lockout`` the address
   gets 429 on every key check, right keys included, until its oldest counted failure is that
   old: a guesser learns nothing more, whatever it sends.
+
+A client address is an IPv4 address or an IPv6 /64 (:func:`client`), since one host usually
+has a whole /64 to take a fresh address from.
 
 Both live in the worker process that counts (no shared state, like the session cookie): with
 ``serving.workers = N`` a caller whose connections reach every worker can go N times past a
@@ -24,6 +27,7 @@ forgetting the least recently seen first, so many addresses cannot grow a server
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import time
@@ -31,7 +35,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["KeyGuesses", "Rate", "RateLimiter", "parse_rate"]
+__all__ = ["KeyGuesses", "Rate", "RateLimiter", "client", "parse_rate", "retry_after"]
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -160,6 +164,21 @@ class KeyGuesses:
         self.failures[address] = times
         while len(self.failures) > self.max_tracked:
             self.failures.popitem(last=False)
+
+
+def client(address: str) -> str:
+    """Whom a client address counts as: itself for IPv4, its /64 for IPv6 (one host is usually
+    given a whole /64, and could otherwise take a fresh address for every guess).
+
+    >>> client("10.0.0.5"), client("2001:db8::1:2:3:4"), client("unknown")
+    ('10.0.0.5', '2001:db8::/64', 'unknown')
+    """
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    except ValueError:
+        return address
 
 
 def retry_after(seconds: float) -> str:

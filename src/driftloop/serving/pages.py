@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from driftloop.identity import ApiKey
 from driftloop.project import Project
-from driftloop.serving.limits import KeyGuesses
+from driftloop.serving.limits import KeyGuesses, client
 
 __all__ = ["SESSION_COOKIE", "add_pages", "page_headers", "session_identity", "session_token"]
 
@@ -124,7 +124,7 @@ def add_pages(
         return HTMLResponse(html, status_code=status, headers={**page_headers(), **(headers or {})})
 
     def address(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
+        return client(request.client.host) if request.client else "unknown"
 
     def refused(request: Request, scope: str, what: str) -> tuple[ApiKey | None, Response | None]:
         """(who is signed in, None), or the sign-in redirect, the page that says which scope,
