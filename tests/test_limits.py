@@ -121,3 +121,21 @@ def test_a_rate_for_a_key_that_does_not_exist_is_refused(
     monkeypatch.setenv("DRIFTLOOP_API_KEYS", "anna:k-anna-0123456789=predict")
     with pytest.raises(ConfigError, match=r"serving\.rate_limits names \['ops'\].*\['anna'\]"):
         create_app(limited, background=False)
+
+
+def test_another_site_cannot_sign_a_reviewer_in_or_out(
+    limited: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Login CSRF: a page elsewhere that posts the form would sign the reviewer in as the
+    attacker's key, and their labels would count as the attacker's."""
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", KEYS)
+    with serve_in_thread(create_app(limited, background=False)) as url, _client(url) as client:
+        form = {"key": "k-anna-0123456789"}
+        forged = client.post("/login", data=form, headers={"origin": "https://evil.example"})
+        assert forged.status_code == 403 and "driftloop_session" not in forged.cookies
+        assert "https://evil.example" in forged.text and "own page" in forged.text
+        assert client.post("/logout", headers={"origin": "null"}).status_code == 403
+        own = client.post("/login", data=form, headers={"origin": url}, follow_redirects=False)
+        assert own.status_code == 303 and "driftloop_session" in own.cookies
+        # a client that names no origin (curl, a script) is not a browser posting across sites
+        assert client.post("/login", data=form, follow_redirects=False).status_code == 303

@@ -10,7 +10,9 @@ keys (``HttpOnly``, ``SameSite=Strict``, ``Secure`` over HTTPS). The cookie hold
 worker process can check it without shared state, and changing the keys signs everyone out.
 Without keys (a laptop) the pages are open, on a loopback host only, like the API. A wrong key
 on the form counts toward its address's lock-out (``serving.auth_failures``) like one in a
-header, and a page draws on its key's rate (``serving.rate_limit``) like the API.
+header, and a page draws on its key's rate (``serving.rate_limit``) like the API. A sign-in or
+sign-out form whose ``Origin`` is another site is refused (login CSRF: a reviewer signed in
+as the attacker's key would give the attacker their labels).
 
 **What a page may do.** Every page is sent with a Content-Security-Policy that allows only its
 own inline styles, ``data:`` pictures, requests back to this server and, on the review page, the
@@ -27,7 +29,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -176,10 +178,21 @@ def add_pages(
     async def login_form() -> Response:
         return login_page() if keys else RedirectResponse("/", status_code=303)
 
+    def cross_site(request: Request) -> Response | None:
+        """403 for a form another site posted (login CSRF: signing a reviewer in as the
+        attacker's key, so the labels they give count as the attacker's)."""
+        origin = request.headers.get("origin")
+        if origin is None or urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower():
+            return None  # a browser names the origin of every cross-site POST
+        shown = origin[:100]
+        return login_page(f"This form must be sent from this server's own page, not from {shown!r}.", 403)
+
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         if not keys:
             return RedirectResponse("/", status_code=303)
+        if (refusal := cross_site(request)) is not None:
+            return refusal
         body = b""
         async for chunk in request.stream():
             body += chunk
@@ -209,7 +222,9 @@ def add_pages(
         return response
 
     @app.post("/logout", include_in_schema=False)
-    async def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        if keys and (refusal := cross_site(request)) is not None:
+            return refusal
         response = RedirectResponse("/login" if keys else "/", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response
