@@ -119,6 +119,15 @@ def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert s.sink_url(s.sinks[0]) is None
     monkeypatch.setenv("SLACK_HOOK_FOR_TEST", "http://127.0.0.1:9/hook")
     assert s.sink_url(s.sinks[0]) == "http://127.0.0.1:9/hook"
+    # a secret written in the file is refused, and the error does not repeat it
+    for sink in (
+        {"type": "slack", "url": "https://hooks.slack.com/services/T0/B0/SECRET-1"},
+        {"type": "webhook", "url": "https://ops:SECRET-2@hooks.example/alerts"},
+    ):
+        with pytest.raises(ConfigError) as info:
+            Settings.from_dict(with_("sinks", [sink]))
+        assert "url_env" in str(info.value) and "SECRET" not in str(info.value), str(info.value)
+    assert Settings.from_dict(with_("sinks", [{"type": "webhook", "url": "https://hooks.example/a"}]))
 
 
 def test_sqlite_synchronous_reaches_every_connection(tmp_path: Path) -> None:

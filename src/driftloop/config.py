@@ -20,6 +20,7 @@ import tomllib
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -659,8 +660,20 @@ class SinkSettings(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> SinkSettings:
+        """Secrets come from the environment: a Slack webhook's URL is its secret, and a URL
+        with a password in it holds one, so neither may be written in the config file."""
         if self.type != "log" and not (self.url or self.url_env):
             raise ValueError(f"a {self.type} sink needs 'url' or 'url_env' (the environment variable)")
+        if self.url and self.type == "slack":
+            raise ValueError(
+                "a slack sink's URL is its secret, so it comes from the environment: set url_env "
+                "to the name of the variable that holds it, not url"
+            )
+        if self.url and urlsplit(self.url).password:
+            raise ValueError(
+                f"a {self.type} sink's url must not hold a password (it would sit in the config "
+                "file): put the URL in an environment variable and name it with url_env"
+            )
         return self
 
 
