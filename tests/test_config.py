@@ -128,6 +128,15 @@ def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
             Settings.from_dict(with_("sinks", [sink]))
         assert "url_env" in str(info.value) and "SECRET" not in str(info.value), str(info.value)
     assert Settings.from_dict(with_("sinks", [{"type": "webhook", "url": "https://hooks.example/a"}]))
+    for table, key, url, fix in (
+        ("store", "url", "postgresql://dl:SECRET-3@db/dl", "PGPASSWORD"),
+        ("registry", "uri", "http://ops:SECRET-4@mlflow:5000", "MLFLOW_TRACKING_PASSWORD"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            Settings.from_dict(with_(table, {key: url}))
+        shown = str(info.value)
+        assert f"'{table}.{key}'" in shown and fix in shown and "SECRET" not in shown, shown
+    assert Settings.from_dict(with_("store", {"url": "postgresql://dl@db/dl"})).store.url.endswith("/dl")
 
 
 def test_sqlite_synchronous_reaches_every_connection(tmp_path: Path) -> None:

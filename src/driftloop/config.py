@@ -353,11 +353,31 @@ class StoreSettings(_Model):
     # servers on several hosts may resume each other's retrain runs
     snapshots: str = ".driftloop/datasets"
 
+    @model_validator(mode="after")
+    def _no_password(self) -> StoreSettings:
+        if urlsplit(self.url).password:
+            raise ValueError(
+                "The 'store.url' setting must not hold a password (it would sit in the config file "
+                "and show in process lists): take it out and set PGPASSWORD, or use a ~/.pgpass "
+                "file, in the environment of every driftloop process."
+            )
+        return self
+
 
 class RegistrySettings(_Model):
     uri: str = "sqlite:///.driftloop/mlflow.db"
     artifacts: str = ".driftloop/artifacts"
     experiment: str | None = None
+
+    @model_validator(mode="after")
+    def _no_password(self) -> RegistrySettings:
+        if urlsplit(self.uri).password:
+            raise ValueError(
+                "The 'registry.uri' setting must not hold a password (it would sit in the config "
+                "file): take it out and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                "in the environment."
+            )
+        return self
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
