@@ -4,6 +4,7 @@ address is 127.0.0.2, which Linux routes to the same loopback interface."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -139,3 +140,35 @@ def test_another_site_cannot_sign_a_reviewer_in_or_out(
         assert own.status_code == 303 and "driftloop_session" in own.cookies
         # a client that names no origin (curl, a script) is not a browser posting across sites
         assert client.post("/login", data=form, follow_redirects=False).status_code == 303
+
+
+def test_a_signed_out_session_is_refused_by_every_worker(
+    limited: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing out revokes the session, not only the browser's cookie: a copy of the cookie
+    (taken from the machine, say) is refused by this worker at once and by the others within
+    a second. Two apps on one store stand for two workers."""
+    monkeypatch.setenv("DRIFTLOOP_API_KEYS", KEYS)
+    with (
+        serve_in_thread(create_app(limited, background=False)) as first,
+        serve_in_thread(create_app(limited, background=False)) as second,
+        _client(first) as browser,
+    ):
+        browser.post("/login", data={"key": "k-anna-0123456789"}, follow_redirects=False)
+        copied = {"driftloop_session": browser.cookies["driftloop_session"]}
+
+        def status(url: str) -> int:
+            return httpx.get(f"{url}/review/next", cookies=copied, timeout=30).status_code
+
+        assert status(first) != 401 and status(second) != 401
+        assert browser.post("/logout", headers={"origin": first}, follow_redirects=False).status_code == 303
+        assert status(first) == 401
+        deadline = time.monotonic() + 10
+        while status(second) != 401:
+            assert time.monotonic() < deadline, "the other worker still takes the signed-out session"
+            time.sleep(0.2)
+        page = httpx.get(f"{second}/", cookies=copied, follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"] == "/login"
+        # signing in again opens a new session
+        browser.post("/login", data={"key": "k-anna-0123456789"}, follow_redirects=False)
+        assert browser.get("/review/next").status_code != 401

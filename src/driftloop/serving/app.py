@@ -60,7 +60,7 @@ from driftloop.serving.http import Guard
 from driftloop.serving.limits import KeyGuesses, RateLimiter, client, parse_rate, retry_after
 from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
 from driftloop.serving.metrics import Metrics, prometheus_text
-from driftloop.serving.pages import SESSION_COOKIE, session_identity
+from driftloop.serving.pages import SESSION_COOKIE, Revoked, session_identity
 from driftloop.serving.slots import LoadedModel, ModelSlot
 from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
 from driftloop.tasks import probability_keys
@@ -138,6 +138,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         parse_rate(settings.rate_limit), {n: parse_rate(r) for n, r in settings.rate_limits.items()}
     )
     guesses = KeyGuesses(settings.auth_failures, settings.auth_lockout)
+    revoked = Revoked(project.store)  # sessions signed out, on any worker
     slot = ModelSlot(project)
     challenger = ModelSlot(project, alias="challenger")  # shadow scoring and canary traffic
     routing: dict[str, Any] = {"canary": None}  # (version, share) of an active canary rollout
@@ -279,7 +280,8 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
             scheme, _, token = header.strip().partition(" ")
             given = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
             # a person signed in on a page (SameSite=Strict; the routes take JSON bodies only)
-            granted = None if given else session_identity(keys, request.cookies.get(SESSION_COOKIE))
+            cookie = None if given else request.cookies.get(SESSION_COOKIE)
+            granted = session_identity(keys, cookie, revoked=revoked) if cookie else None
             if granted is None:
                 if not given:
                     raise HTTPException(
@@ -928,7 +930,9 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
     try:
         from driftloop.serving.pages import add_pages
 
-        add_pages(app, project, keys, throttle=throttle, locked_out=locked_out, guesses=guesses)
+        add_pages(
+            app, project, keys, throttle=throttle, locked_out=locked_out, guesses=guesses, revoked=revoked
+        )
     except ConfigError as exc:  # no ui extra: the API serves, the page says what to install
         missing = str(exc)
 

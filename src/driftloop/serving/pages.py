@@ -7,7 +7,11 @@ site cannot make a browser send them).
 the form (``POST /login``, never in a URL); the server answers with a session cookie that
 names the key and its expiry, signed with HMAC-SHA256 under a secret derived from the configured
 keys (``HttpOnly``, ``SameSite=Strict``, ``Secure`` over HTTPS). The cookie holds no key, every
-worker process can check it without shared state, and changing the keys signs everyone out.
+worker process can check it, and changing the keys signs everyone out. It also holds a random
+nonce: signing out records it in the store (``revoked_sessions``, until the cookie would have
+expired), so a copy of the cookie is refused at once by the worker that signed it out and within
+a second by every other (:class:`Revoked` reads the store at most once a second, and only for
+requests that carry a cookie).
 Without keys (a laptop) the pages are open, on a loopback host only, like the API. A wrong key
 on the form counts toward its address's lock-out (``serving.auth_failures``) like one in a
 header, and a page draws on its key's rate (``serving.rate_limit``) like the API. A sign-in or
@@ -27,7 +31,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,8 +42,17 @@ from starlette.concurrency import run_in_threadpool
 from driftloop.identity import ApiKey
 from driftloop.project import Project
 from driftloop.serving.limits import KeyGuesses, client
+from driftloop.store import Store
 
-__all__ = ["SESSION_COOKIE", "add_pages", "page_headers", "session_identity", "session_token"]
+__all__ = [
+    "SESSION_COOKIE",
+    "Revoked",
+    "add_pages",
+    "page_headers",
+    "session_identity",
+    "session_parts",
+    "session_token",
+]
 
 SESSION_COOKIE = "driftloop_session"
 SESSION_SECONDS = 12 * 3600
@@ -72,7 +85,8 @@ def _secret(keys: dict[str, ApiKey]) -> bytes:
 
 
 def session_token(keys: dict[str, ApiKey], name: str, now: float | None = None) -> str:
-    """A signed cookie value naming key ``name`` until ``SESSION_SECONDS`` from now.
+    """A signed cookie value naming key ``name`` until ``SESSION_SECONDS`` from now, with a
+    random nonce by which signing out revokes it.
 
     >>> keys = {"sk-1": ApiKey("anna", frozenset({"read"}))}
     >>> token = session_token(keys, "anna", now=0.0)
@@ -80,24 +94,65 @@ def session_token(keys: dict[str, ApiKey], name: str, now: float | None = None) 
     (ApiKey(name='anna', scopes=frozenset({'read'})), None)
     >>> session_identity(keys, token.replace("anna", "ops"), now=60.0) is None
     True
+    >>> session_identity(keys, token, now=60.0, revoked={session_parts(token)[2]}) is None
+    True
     """
     expiry = int((time.time() if now is None else now) + SESSION_SECONDS)
-    message = f"{name}|{expiry}"
+    message = f"{name}|{expiry}|{secrets.token_hex(16)}"
     signature = hmac.new(_secret(keys), message.encode(), hashlib.sha256).hexdigest()
     return f"{message}|{signature}"
 
 
-def session_identity(keys: dict[str, ApiKey], token: str | None, now: float | None = None) -> ApiKey | None:
-    """The key a session cookie names, if its signature holds and it has not expired."""
-    if not token or token.count("|") != 2:
+def session_parts(token: str | None) -> tuple[str, int, str] | None:
+    """(key name, expiry, nonce) of a well-formed cookie value; its signature is not checked."""
+    parts = (token or "").split("|")
+    if len(parts) != 4 or not parts[1].isdigit():
         return None
-    name, expiry, signature = token.split("|")
-    expected = hmac.new(_secret(keys), f"{name}|{expiry}".encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature) or not expiry.isdigit():
+    return parts[0], int(parts[1]), parts[2]
+
+
+def session_identity(
+    keys: dict[str, ApiKey],
+    token: str | None,
+    now: float | None = None,
+    revoked: Container[str] = (),
+) -> ApiKey | None:
+    """The key a session cookie names, if its signature holds, it has not expired and it was
+    not signed out (its nonce is not in ``revoked``)."""
+    parts = session_parts(token)
+    if parts is None or token is None:
         return None
-    if int(expiry) < (time.time() if now is None else now):
+    message, _, signature = token.rpartition("|")
+    expected = hmac.new(_secret(keys), message.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        return None
+    name, expiry, nonce = parts
+    if expiry < (time.time() if now is None else now) or nonce in revoked:
         return None
     return next((k for k in keys.values() if k.name == name), None)
+
+
+class Revoked:
+    """The nonces of signed-out sessions, read from the store at most every ``ttl`` seconds:
+    a session signed out on one worker is refused by every other within ``ttl``, and by the
+    one that signed it out at once."""
+
+    def __init__(self, store: Store, ttl: float = 1.0) -> None:
+        self.store, self.ttl = store, ttl
+        self.nonces: set[str] = set()
+        self.read_at = -float("inf")
+
+    def __contains__(self, nonce: object) -> bool:
+        if time.monotonic() - self.read_at > self.ttl:
+            self.nonces, self.read_at = self.store.revoked_sessions(), time.monotonic()
+        return nonce in self.nonces
+
+    def revoke(self, token: str | None) -> None:
+        """Sign out the session of ``token`` everywhere (a cookie that does not parse: nothing)."""
+        parts = session_parts(token)
+        if parts is not None:
+            self.store.revoke_session(parts[2], float(parts[1]))
+            self.nonces.add(parts[2])
 
 
 def add_pages(
@@ -108,6 +163,7 @@ def add_pages(
     throttle: Callable[[str, bool], None],
     locked_out: Callable[[str], None],
     guesses: KeyGuesses,
+    revoked: Revoked,
 ) -> None:
     """Mount the dashboard and the sign-in pages on ``app``. ``throttle`` and ``locked_out``
     raise the API's 429s (a caller past its rate; an address that sent too many wrong keys),
@@ -117,7 +173,7 @@ def add_pages(
     env = environment()
 
     def signed_in(request: Request) -> ApiKey | None:
-        return session_identity(keys, request.cookies.get(SESSION_COOKIE))
+        return session_identity(keys, request.cookies.get(SESSION_COOKIE), revoked=revoked)
 
     def login_page(
         message: str | None = None, status: int = 200, headers: Mapping[str, str] | None = None
@@ -225,6 +281,8 @@ def add_pages(
     async def logout(request: Request) -> Response:
         if keys and (refusal := cross_site(request)) is not None:
             return refusal
+        if keys and signed_in(request) is not None:  # a copy of the cookie must not outlive this
+            await run_in_threadpool(revoked.revoke, request.cookies.get(SESSION_COOKIE))
         response = RedirectResponse("/login" if keys else "/", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response

@@ -78,7 +78,7 @@ def make_engine(url: str, synchronous: str = "full") -> Engine:
     )
 
 
-HEAD = "0008"  # the newest revision in store/migrations/versions (a test checks they agree)
+HEAD = "0009"  # the newest revision in store/migrations/versions (a test checks they agree)
 SETTLE_TIMEOUT = 60.0  # seconds a cutoff waits for writes in flight (see Store._settled_max)
 
 
@@ -1067,6 +1067,20 @@ class Store:
     def update_run(self, run_id: str, **values: Any) -> None:
         with self.begin() as conn:
             conn.execute(update(t.retrain_runs).where(t.retrain_runs.c.id == run_id).values(**values))
+
+    # -- sign-in sessions ------------------------------------------------------------------
+    def revoke_session(self, nonce: str, expires: float) -> None:
+        """Sign one session out everywhere until its cookie would have expired (``expires``);
+        the rows of sessions that have expired since are dropped."""
+        with self.begin() as conn:
+            conn.execute(t.revoked_sessions.delete().where(t.revoked_sessions.c.expires < time.time()))
+        self.insert_new(t.revoked_sessions, [{"nonce": nonce, "expires": expires}])
+
+    def revoked_sessions(self) -> set[str]:
+        """The nonces of the sessions signed out that have not expired yet."""
+        query = select(t.revoked_sessions.c.nonce).where(t.revoked_sessions.c.expires >= time.time())
+        with self.engine.connect() as conn:
+            return set(conn.scalars(query))
 
     def merge_run_options(self, run_id: str, **values: Any) -> None:
         """Add keys to a run's ``options``, read and written in one transaction that holds the

@@ -309,3 +309,10 @@ quarantined_sources = Table(
     Column("ts", Float, nullable=False),
     UniqueConstraint("model", "source", name="uq_quarantined_sources"),
 )
+
+revoked_sessions = Table(  # sign-in sessions signed out before their cookie expires
+    "revoked_sessions",
+    metadata,
+    Column("nonce", String(32), primary_key=True),
+    Column("expires", Float, nullable=False),
+)
