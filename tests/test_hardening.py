@@ -800,6 +800,17 @@ def test_item23_no_mlflow_info_lines_and_docs_stand_on_their_own(tmp_path: Path)
     out = trained.stdout + trained.stderr
     assert trained.returncode == 0 and "now the champion" in out
     assert not re.search(r"\bINFO\b", out), out
+    # the read-only status stays off the heavy path (it took 3 s when it imported the watch)
+    config = str(tmp_path / "p" / "driftloop.toml")
+    probe = (
+        "import sys\nfrom driftloop.cli import app\ntry:\n    app(['status', '-c', sys.argv[1]])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(sorted(m for m in ('pandas', 'scipy', 'sklearn', 'mlflow', 'dbos') if m in sys.modules))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe, config], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0 and shown.stdout.strip().endswith("[]"), shown.stdout + shown.stderr
     for doc in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
         assert "DESIGN.md" not in doc.read_text(), f"{doc.name} cites a file outside the repository"
 

@@ -202,7 +202,7 @@ def print_run(project: Any, row: dict[str, Any]) -> None:
 def print_status(project: Any, view: dict[str, Any]) -> None:
     """``driftloop status``: the versions, windows, alerts, champion history, runs, the gate's
     calibration, the archive and monitoring health of ``view`` (:func:`driftloop.views.status_view`)."""
-    from driftloop.scoring import is_scorer
+    from driftloop.config import is_scorer
 
     table = Table(title=f"model {project.name}")
     for column in ("version", "role", "gate", "registered", "run"):

@@ -101,6 +101,16 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 PROPORTIONS = frozenset({"accuracy", "top_k_accuracy", "doc_exact_match"})
 
 
+def is_scorer(metric: str) -> bool:
+    """Whether ``metric`` names a scorer (``metric.<name>``), which reads only inputs and outputs
+    and so needs no label, rather than a metric of the task.
+
+    >>> is_scorer("metric.freshness"), is_scorer("accuracy")
+    (True, False)
+    """
+    return metric.startswith("metric.")
+
+
 def is_proportion(metric: str) -> bool:
     """Whether a window metric is a share of the window's rows (a Wilson interval applies).
 

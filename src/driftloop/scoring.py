@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from driftloop.config import is_scorer
 from driftloop.custom import metric_frame
 from driftloop.evaluation import bootstrap_diff, wilcoxon
 from driftloop.exceptions import WorkflowError
@@ -62,16 +63,6 @@ def scorer_values(project: Project, X: pd.DataFrame, made: Any) -> dict[str, np.
         for name, spec in settings.metrics.items()
         if spec.function and spec.kind == "numeric"
     }
-
-
-def is_scorer(metric: str) -> bool:
-    """Whether ``metric`` names a scorer (``metric.<name>``), which reads only inputs and outputs
-    and so needs no label, rather than a metric of the task.
-
-    >>> is_scorer("metric.freshness"), is_scorer("accuracy")
-    (True, False)
-    """
-    return metric.startswith("metric.")
 
 
 def logged_scorer_values(project: Project, inputs: list[Any], outputs: list[Any], metric: str) -> np.ndarray:

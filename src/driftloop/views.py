@@ -137,7 +137,7 @@ def datasets_view(project: Project) -> list[dict[str, Any]]:
 def status_view(project: Project, *, windows: int = 10, alerts: int = 10) -> dict[str, Any]:
     """The champion, the newest versions with their role and gate verdict, recent windows and
     alerts, the champion history, runs, the gate's calibration and the monitor's health."""
-    from driftloop.watch import optimism_summary
+    from driftloop.optimism import optimism_summary
 
     store, name = project.store, project.name
     champion = store.champion(name)

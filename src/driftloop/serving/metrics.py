@@ -63,7 +63,7 @@ def prometheus_text(
     routing: dict[str, Any],
     batcher: Batcher,
 ) -> str:
-    from driftloop.watch import optimism_summary
+    from driftloop.optimism import optimism_summary
 
     name = project.name
     other, canary = challenger.current, routing["canary"]
