@@ -210,7 +210,7 @@ def serve(
     champion = project.store.champion(project.name) or "none yet"
     console.print(
         f"Serving [bold]{project.name}[/] (champion {champion}) at [cyan]http://{shown}:{at}[/] "
-        f"with {count} worker(s); API docs at /docs, health at /health. Ctrl-C stops it.",
+        f"with {count} worker(s); API docs at /docs, health at /health and /ready. Ctrl-C stops it.",
         highlight=False,
     )
     if count > 1:
