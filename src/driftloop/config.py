@@ -354,6 +354,23 @@ class TrainerSettings(_Model):
     refit: bool = False
 
 
+def no_password(url: str, setting: str, instead: str) -> None:
+    """Refuse a URL with a password in it: secrets come from the environment, never the config
+    file (the message names the setting and ``instead``, never the URL).
+
+    >>> no_password("postgresql://dl@db/dl", "store.url", "PGPASSWORD")
+    >>> no_password("postgresql://dl:pw@db/dl", "store.url", "set PGPASSWORD")
+    Traceback (most recent call last):
+    ...
+    ValueError: The 'store.url' setting must not hold a password (...): take it out and set PGPASSWORD.
+    """
+    if urlsplit(url).password:
+        raise ValueError(
+            f"The '{setting}' setting must not hold a password (it would sit in the config file): "
+            f"take it out and {instead}."
+        )
+
+
 class StoreSettings(_Model):
     url: str = "sqlite:///.driftloop/driftloop.db"
     # "full": a commit is on disk when it returns (survives power loss); "normal": it survives a
@@ -365,12 +382,9 @@ class StoreSettings(_Model):
 
     @model_validator(mode="after")
     def _no_password(self) -> StoreSettings:
-        if urlsplit(self.url).password:
-            raise ValueError(
-                "The 'store.url' setting must not hold a password (it would sit in the config file "
-                "and show in process lists): take it out and set PGPASSWORD, or use a ~/.pgpass "
-                "file, in the environment of every driftloop process."
-            )
+        no_password(
+            self.url, "store.url", "set PGPASSWORD, or use a ~/.pgpass file, for every driftloop process"
+        )
         return self
 
 
@@ -381,12 +395,7 @@ class RegistrySettings(_Model):
 
     @model_validator(mode="after")
     def _no_password(self) -> RegistrySettings:
-        if urlsplit(self.uri).password:
-            raise ValueError(
-                "The 'registry.uri' setting must not hold a password (it would sit in the config "
-                "file): take it out and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-                "in the environment."
-            )
+        no_password(self.uri, "registry.uri", "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
         return self
 
 
@@ -699,11 +708,8 @@ class SinkSettings(_Model):
                 "a slack sink's URL is its secret, so it comes from the environment: set url_env "
                 "to the name of the variable that holds it, not url"
             )
-        if self.url and urlsplit(self.url).password:
-            raise ValueError(
-                f"a {self.type} sink's url must not hold a password (it would sit in the config "
-                "file): put the URL in an environment variable and name it with url_env"
-            )
+        if self.url:
+            no_password(self.url, "sinks[].url", "put the URL in an environment variable named by url_env")
         return self
 
 
