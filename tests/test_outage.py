@@ -15,7 +15,8 @@ import pytest
 
 from driftloop.demo.scenario import serve_in_thread
 from driftloop.project import Project
-from driftloop.serving import create_app, logproc
+from driftloop.serving import create_app
+from driftloop.serving import writer as log_writer
 
 from .conftest import trained_with
 from .test_serving import GOOD
@@ -100,7 +101,7 @@ def test_fast_mode_keeps_the_rows_it_answered_for_until_the_store_is_back(
 def test_durable_mode_answers_503_and_ready_lets_traffic_try_again(
     load: Callable[..., Project], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(logproc, "FAILING_FOR", 1.0)
+    monkeypatch.setattr(log_writer, "FAILING_FOR", 1.0)
     project = load(log_mode="durable")
     with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as client:
         outage(project, on=True)

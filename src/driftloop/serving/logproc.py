@@ -39,8 +39,8 @@ When the store itself cannot be written (a full disk, a database that is down), 
 requests get 503 after five tries (about 1.5 s), and ``fast`` frames wait for it, retried in
 order as long as the server runs: past ``serving.log_queue_size`` requests get 503 (a server
 stopped meanwhile waits up to a minute for the store, then counts what it could not write as
-lost). Either way
-``GET /ready`` answers 503 while commits fail, so a load balancer sends the traffic elsewhere.
+lost). Either way ``GET /ready`` answers 503 while commits fail, so a load balancer sends the
+traffic elsewhere.
 """
 
 from __future__ import annotations
@@ -59,28 +59,16 @@ import time
 from collections import deque
 from typing import Any
 
-from driftloop.serving.writer import LogBatch, QueueFull
+from driftloop.serving.writer import LogBatch, QueueFull, failing
 
-__all__ = ["FAILING_FOR", "LogUnavailable", "ProcessLogWriter", "failing"]
+__all__ = ["LogUnavailable", "ProcessLogWriter"]
 
 log = logging.getLogger("driftloop.serving")
 
 _FRAME = struct.Struct("!QI")  # server -> child: sequence number, payload length
 # child -> server: kind (R ready, A committed, F failed and retried, E given up), sequence, text size
 _REPLY = struct.Struct("!cQI")
-FAILING_FOR = 10.0  # seconds a failed commit keeps GET /ready at 503 (then traffic may try again)
 _MAX_COMMIT_ROWS = 20_000
-
-
-def failing(error: str | None, at: float) -> str | None:
-    """What ``GET /ready`` says about a commit that failed at ``at`` (monotonic seconds): for
-    ``FAILING_FOR`` seconds after the newest failure, unless a commit has succeeded since
-    (``error`` is then ``None``). After that traffic may try again, so a store that came back
-    while no request was sent does not keep the server out of a load balancer for good. The
-    route is open, so the database's own words (hosts, paths) stay in the server's log."""
-    if error is None or time.monotonic() - at > FAILING_FOR:
-        return None
-    return "the store cannot be written (the server's log says why)"
 
 
 class LogUnavailable(Exception):

@@ -19,10 +19,22 @@ from typing import Any, NamedTuple
 
 from driftloop.store import Store
 
-__all__ = ["LogBatch", "LogWriter", "QueueFull"]
+__all__ = ["FAILING_FOR", "LogBatch", "LogWriter", "QueueFull", "failing"]
 
 log = logging.getLogger("driftloop.serving")
 STOP_WAIT = 60.0  # seconds a stopping writer keeps trying a store that cannot be written
+FAILING_FOR = 10.0  # seconds a failed commit keeps GET /ready at 503 (then traffic may try again)
+
+
+def failing(error: str | None, at: float) -> str | None:
+    """What ``GET /ready`` says about a commit that failed at ``at`` (monotonic seconds): for
+    ``FAILING_FOR`` seconds after the newest failure, unless a commit has succeeded since
+    (``error`` is then ``None``). After that traffic may try again, so a store that came back
+    while no request was sent does not keep the server out of a load balancer for good. The
+    route is open, so the database's own words (hosts, paths) stay in the server's log."""
+    if error is None or time.monotonic() - at > FAILING_FOR:
+        return None
+    return "the store cannot be written (the server's log says why)"
 
 
 class QueueFull(Exception):
@@ -131,8 +143,6 @@ class LogWriter:
     @property
     def problem(self) -> str | None:
         """Why rows cannot be logged now (``None``: they can), for ``GET /ready``."""
-        from driftloop.serving.logproc import failing
-
         if self._thread is None or self._stop.is_set():
             return "the log writer thread is not running"
         return failing(self.failing, self._failed_at)
