@@ -1086,16 +1086,13 @@ class Store:
         """Add keys to a run's ``options``, read and written in one transaction that holds the
         row: a write to it first takes the row's lock on PostgreSQL and the write lock on
         SQLite, so two merges take turns instead of each writing over the other's key."""
+        runs = t.retrain_runs
         with self.begin() as conn:
-            runs = t.retrain_runs
             conn.execute(update(runs).where(runs.c.id == run_id).values(options=runs.c.options))
-            row = conn.execute(select(t.retrain_runs.c.options).where(t.retrain_runs.c.id == run_id)).first()
+            row = conn.execute(select(runs.c.options).where(runs.c.id == run_id)).first()
             if row is not None:
-                conn.execute(
-                    update(t.retrain_runs)
-                    .where(t.retrain_runs.c.id == run_id)
-                    .values(options={**(row[0] or {}), **values})
-                )
+                merged = {**(row[0] or {}), **values}
+                conn.execute(update(runs).where(runs.c.id == run_id).values(options=merged))
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         return self._first(select(t.retrain_runs).where(t.retrain_runs.c.id == run_id))
