@@ -11,7 +11,7 @@
 A client address is an IPv4 address or an IPv6 /64 (:func:`client`), since one host usually
 has a whole /64 to take a fresh address from.
 
-Both live in the worker process that counts (no shared state, like the session cookie): with
+Both live in the worker process that counts, with no shared state: with
 ``serving.workers = N`` a caller whose connections reach every worker can go N times past a
 rate, and a guesser N times past the failures. Each keeps at most ``max_tracked`` callers,
 forgetting the least recently seen first, so many addresses cannot grow a server's memory.
