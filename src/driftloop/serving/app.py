@@ -272,7 +272,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         ``scope=None`` accepts any valid key."""
 
         async def check(request: Request) -> ApiKey | None:
-            address = client(request.client.host) if request.client else "unknown"
+            address = client(request)
             if not keys:
                 throttle(address, key=False)
                 return None

@@ -34,6 +34,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["KeyGuesses", "Rate", "RateLimiter", "client", "parse_rate", "retry_after"]
 
@@ -166,19 +167,23 @@ class KeyGuesses:
             self.failures.popitem(last=False)
 
 
-def client(address: str) -> str:
-    """Whom a client address counts as: itself for IPv4, its /64 for IPv6 (one host is usually
-    given a whole /64, and could otherwise take a fresh address for every guess).
+def client(request: Any) -> str:
+    """Whom a request's client address counts as: itself for IPv4, its /64 for IPv6 (one host
+    is usually given a whole /64, and could otherwise take a fresh address for every guess).
 
-    >>> client("10.0.0.5"), client("2001:db8::1:2:3:4"), client("unknown")
-    ('10.0.0.5', '2001:db8::/64', 'unknown')
+    >>> from types import SimpleNamespace as Req, SimpleNamespace as Addr
+    >>> [client(Req(client=Addr(host=h))) for h in ("10.0.0.5", "2001:db8::1:2:3:4")]
+    ['10.0.0.5', '2001:db8::/64']
+    >>> client(Req(client=None))
+    'unknown'
     """
+    address = request.client.host if request.client else "unknown"
     if ":" not in address:
-        return address
+        return str(address)
     try:
         return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
     except ValueError:
-        return address
+        return str(address)
 
 
 def retry_after(seconds: float) -> str:

@@ -181,9 +181,6 @@ def add_pages(
         html = env.get_template("login.html.j2").render(model=project.name, message=message)
         return HTMLResponse(html, status_code=status, headers={**page_headers(), **(headers or {})})
 
-    def address(request: Request) -> str:
-        return client(request.client.host) if request.client else "unknown"
-
     def refused(request: Request, scope: str, what: str) -> tuple[ApiKey | None, Response | None]:
         """(who is signed in, None), or the sign-in redirect, the page that says which scope,
         or the one that says the caller is past its rate."""
@@ -195,7 +192,7 @@ def add_pages(
             return who, login_page(message, 403)
         try:
             if who is None:
-                throttle(address(request), False)
+                throttle(client(request), False)
             else:
                 throttle(who.name, True)
         except HTTPException as exc:
@@ -258,12 +255,12 @@ def add_pages(
         if not given:
             return login_page("Type your API key to sign in.", 401)
         try:
-            locked_out(address(request))
+            locked_out(client(request))
         except HTTPException as exc:
             return login_page(str(exc.detail), exc.status_code, exc.headers)
         granted = next((v for k, v in keys.items() if hmac.compare_digest(k.encode(), given.encode())), None)
         if granted is None:
-            guesses.failed(address(request))
+            guesses.failed(client(request))
             return login_page("That key is not valid.", 401)
         home = "/" if granted.allows("read") or not granted.allows("review") else "/review"
         response = RedirectResponse(home, status_code=303)
