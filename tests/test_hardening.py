@@ -686,6 +686,12 @@ def test_item18_feedback_batch_answers_per_item_and_keeps_the_valid(served: tupl
     ]
     assert "0" * 32 in body["items"][1]["msg"] and "'maybe'" in body["items"][2]["msg"]
     assert [x["label"] for x in project.store.labelled(project.name)] == ["yes"]
+    with httpx.Client(base_url=url) as client:  # a bare list is a batch, as /predict takes one
+        listed = client.post("/feedback", json=[{"prediction_id": pid, "label": "no"}, {"label": "no"}])
+        empty = client.post("/feedback", json=[])
+    assert listed.status_code == 200 and listed.json()["accepted"] == 1, listed.text
+    assert "'prediction_id' is required" in listed.json()["items"][1]["msg"]
+    assert empty.status_code == 422 and "a list with 1 to" in empty.text, empty.text
 
 
 # -- 19: promote a version by hand ---------------------------------------------------------------------

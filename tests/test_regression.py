@@ -65,6 +65,7 @@ def send(project: Project, n: int, concept: str, seed: int, label_share: float) 
             assert r.status_code == 200 and r.json()["invalid"] == 0, r.text
         bad = client.post("/feedback", json={"prediction_id": ids[0], "label": "expensive"})
         assert bad.status_code == 422 and "finite number" in bad.text
+        assert bad.json()["detail"][0]["type"] == "value_error", bad.text  # a number, not one of a set
     return served
 
 

@@ -66,7 +66,9 @@ def parse_item(
     if label is not None or (not generation and "metrics" not in item):
         wrong = task.label_error(label)
         if wrong is not None:
-            problems.append(_problem(i, label_key, "enum", wrong))
+            problems.append(
+                _problem(i, label_key, "enum" if task.name == "classification" else "value_error", wrong)
+            )
     rating, tags = item.get("rating"), item.get("tags")
     policy = settings.generation
     if rating is not None and (

@@ -718,18 +718,19 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
 
     @app.post("/feedback", openapi_extra=feedback_body)
     async def feedback_route(request: Request, key: ApiKey | None = Depends(require("feedback"))) -> Any:
-        """Attach labels to logged predictions: one ``{prediction_id, label}`` or ``{"feedback": [...]}``.
+        """Attach labels to logged predictions: one ``{prediction_id, label}``, or a batch as
+        ``{"feedback": [...]}`` or a bare list (as ``/predict`` takes ``[...]``).
 
         A batch is answered item by item: valid labels for known predictions are stored, the rest
         come back with their index and why (``invalid`` or ``unknown``). With API keys the stored
         source is the key's name (plus the client's ``source`` as a sub-label)."""
         body = await read_json(request)
-        single = not (isinstance(body, dict) and "feedback" in body)
-        items = [body] if single else body["feedback"]
+        single = isinstance(body, dict) and "feedback" not in body
+        items = [body] if single else body["feedback"] if isinstance(body, dict) else body
         if not isinstance(items, list) or not items or len(items) > settings.max_batch:
             raise BadRequest(
                 422,
-                f'The body must be one feedback object or {{"feedback": [...]}} with 1 to '
+                f'The body must be one feedback object, or {{"feedback": [...]}} or a list with 1 to '
                 f"{settings.max_batch} items.",
                 kind="value_error",
             )
