@@ -161,6 +161,8 @@ def test_candidates_are_judged_out_of_time_and_the_best_is_gated_with_a_correcti
     corrected = any("corrected for choosing among 2 candidates)" in r for r in decision["reasons"])
     assert corrected is not halves, decision["reasons"]
     assert ("the other 152 judged it" in row["options"]["chosen"]) is halves, row["options"]["chosen"]
+    split = "too few to split: " if choose_on == "half" else ""
+    assert (f"on all 304 evaluation rows ({split}the gate's" in row["options"]["chosen"]) is not halves
     loser = "3" if decision["challenger_version"] == "2" else "2"
     assert project.registry.tags(project.name, loser)["driftloop.status"].startswith("not chosen")
     shown_versions = {v["version"]: v for v in status_view(project)["versions"]}  # dashboard, status

@@ -711,8 +711,9 @@ def gate_step(run_id: str, scores: dict[str, Any], challenger: str, champion: st
             f"on {rows} of the evaluation rows (every other one in time; the other {scores['n']} judged "
             "it against the champion, so choosing did not flatter it)"
             if scores.get("compared", 1) == 1
-            else "on the evaluation rows (too few to split: the gate's one-sided p-value is corrected "
-            f"for choosing among {len(candidates)})"
+            else f"on all {scores['n']} evaluation rows ("
+            + ("too few to split: " if project.settings.gate.choose_on == "half" else "")
+            + f"the gate's one-sided p-value is corrected for choosing among {len(candidates)})"
         )
         estimate = scores.get("estimate") or {}
         own = int(estimate.get("rows", scores["n"])) < scores["n"]  # the champion stood in on a fold
