@@ -98,17 +98,27 @@ def test_fast_mode_keeps_the_rows_it_answered_for_until_the_store_is_back(
         assert 'driftloop_log_rows_lost_total{model="loan"} 0' in metrics
 
 
+@pytest.mark.parametrize("writer", ["process", "thread"])
 def test_durable_mode_answers_503_and_ready_lets_traffic_try_again(
-    load: Callable[..., Project], monkeypatch: pytest.MonkeyPatch
+    load: Callable[..., Project],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    writer: str,
 ) -> None:
-    monkeypatch.setattr(log_writer, "FAILING_FOR", 1.0)
-    project = load(log_mode="durable")
+    monkeypatch.setattr(log_writer, "FAILING_FOR", 1.0)  # the thread's, and /ready's
+    project = load(log_mode="durable", log_writer=writer)
     with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as client:
         outage(project, on=True)
         try:
             refused = client.post("/predict", json=GOOD)
             assert refused.status_code == 503 and refused.headers["retry-after"], refused.text
             assert "could not be logged" in refused.json()["detail"]
+            assert "outage" not in refused.text  # the database's words, maybe other requests' rows
+            # the store is known to be down: the next commit is tried once, not five times
+            assert client.post("/predict", json=GOOD).status_code == 503
+            said = capfd.readouterr().err + caplog.text  # the child's stderr, or the thread's log
+            assert [said.count(f"(attempt {n})") for n in (1, 2, 5)] == [2, 1, 1], said
             assert client.get("/ready").status_code == 503
             # no traffic for FAILING_FOR seconds: ready again, so a store that came back is found
             time.sleep(1.2)

@@ -58,11 +58,11 @@ from driftloop.serving.bodies import (
 )
 from driftloop.serving.http import Guard
 from driftloop.serving.limits import KeyGuesses, RateLimiter, client, parse_rate, retry_after
-from driftloop.serving.logproc import LogUnavailable, ProcessLogWriter
+from driftloop.serving.logproc import ProcessLogWriter
 from driftloop.serving.metrics import Metrics, prometheus_text
 from driftloop.serving.pages import SESSION_COOKIE, Revoked, session_identity
 from driftloop.serving.slots import LoadedModel, ModelSlot
-from driftloop.serving.writer import LogBatch, LogWriter, QueueFull
+from driftloop.serving.writer import LogBatch, LogUnavailable, LogWriter, QueueFull
 from driftloop.tasks import probability_keys
 from driftloop.views import jsonable
 

@@ -59,7 +59,7 @@ import time
 from collections import deque
 from typing import Any
 
-from driftloop.serving.writer import LogBatch, QueueFull, failing
+from driftloop.serving.writer import STORE_REFUSES, TRIES, LogBatch, LogUnavailable, QueueFull, failing, tries
 
 __all__ = ["LogUnavailable", "ProcessLogWriter"]
 
@@ -69,10 +69,6 @@ _FRAME = struct.Struct("!QI")  # server -> child: sequence number, payload lengt
 # child -> server: kind (R ready, A committed, F failed and retried, E given up), sequence, text size
 _REPLY = struct.Struct("!cQI")
 _MAX_COMMIT_ROWS = 20_000
-
-
-class LogUnavailable(Exception):
-    """The log writer process is not running, so nothing can be logged durably."""
 
 
 class ProcessLogWriter:
@@ -251,8 +247,8 @@ class ProcessLogWriter:
             if future is not None and not future.done():
                 if kind == b"A":
                     future.set_result(None)
-                else:
-                    future.set_exception(LogUnavailable(text))
+                else:  # the database's words (logged below) are not the client's to read
+                    future.set_exception(LogUnavailable(STORE_REFUSES))
         if kind == b"A":
             self.batches_written += 1
         else:
@@ -330,8 +326,10 @@ def serve(url: str, sock: socket.socket, synchronous: str = "full", mode: str = 
     """Commit frames from ``sock`` into the store at ``url`` until the server's end closes.
 
     A commit that fails is retried: in ``durable`` mode five times (the requests waiting on it
-    then get 503), in ``fast`` mode for as long as the server is there, because the server has
-    answered for those rows already (frames queue behind it, bounded by the server's queue)."""
+    then get 503; once a commit has given up, the next get one try each until one succeeds or
+    ``FAILING_FOR`` seconds pass, see :func:`driftloop.serving.writer.tries`), in ``fast`` mode
+    for as long as the server is there, because the server has answered for those rows already
+    (frames queue behind it, bounded by the server's queue)."""
     from driftloop.store import Store
 
     store = Store(url, create=False, synchronous=synchronous)  # the server migrated it already
@@ -344,6 +342,7 @@ def serve(url: str, sock: socket.socket, synchronous: str = "full", mode: str = 
 
     reply(b"R", 0)
     buffer = bytearray()
+    gave_up_at = 0.0  # when a commit last gave up (0.0: the newest commit succeeded)
     closed = False
     while not closed:
         try:
@@ -367,7 +366,16 @@ def serve(url: str, sock: socket.socket, synchronous: str = "full", mode: str = 
         for i, (seq, payload) in enumerate(frames):
             rows.extend(LogBatch(*marshal.loads(payload)).rows())
             if len(rows) >= _MAX_COMMIT_ROWS or i == len(frames) - 1:
-                _commit(insert, rows, seq, reply, keep_trying=mode == "fast", server_open=lambda: _open(sock))
+                done = _commit(
+                    insert,
+                    rows,
+                    seq,
+                    reply,
+                    keep_trying=mode == "fast",
+                    server_open=lambda: _open(sock),
+                    tries=tries(gave_up_at),
+                )
+                gave_up_at = 0.0 if done else time.monotonic()
                 rows = []
     store.close()
 
@@ -390,25 +398,27 @@ def _commit(
     *,
     keep_trying: bool = False,
     server_open: Any = lambda: True,
-) -> None:
-    """Insert ``rows`` and acknowledge frame ``seq``. A failure is reported at once (``F``: the
-    server's ``/ready`` says so) and retried, backing off to 5 s; ``E`` gives up: after five
-    tries, or with ``keep_trying`` only once the server has gone (no one is left to tell)."""
+    tries: int = TRIES,
+) -> bool:
+    """Insert ``rows`` and acknowledge frame ``seq`` (True). A failure is reported at once (``F``:
+    the server's ``/ready`` says so) and retried, backing off to 5 s; ``E`` gives up (False):
+    after ``tries`` tries, or with ``keep_trying`` only once the server has gone (no one is left
+    to tell)."""
     attempt, delay = 0, 0.05
     while True:
         try:
             insert(rows)
             reply(b"A", seq)
-            return
+            return True
         except Exception as exc:  # database busy, full or gone: retry, then fail the waiting requests
             attempt += 1
             text = f"writing {len(rows)} log rows failed: {exc}"
             reply(b"F", seq, text)
             if attempt <= 5 or attempt % 60 == 0:  # then about every 5 minutes, not every 5 s
                 print(f"driftloop log writer: {text} (attempt {attempt})", file=sys.stderr)
-            if attempt >= 5 and (not keep_trying or not server_open()):
+            if attempt >= tries and (not keep_trying or not server_open()):
                 reply(b"E", seq, text)
-                return
+                return False
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 

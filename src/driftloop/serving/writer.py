@@ -19,11 +19,38 @@ from typing import Any, NamedTuple
 
 from driftloop.store import Store
 
-__all__ = ["FAILING_FOR", "LogBatch", "LogWriter", "QueueFull", "failing"]
+__all__ = [
+    "FAILING_FOR",
+    "STORE_REFUSES",
+    "TRIES",
+    "LogBatch",
+    "LogUnavailable",
+    "LogWriter",
+    "QueueFull",
+    "failing",
+    "tries",
+]
 
 log = logging.getLogger("driftloop.serving")
 STOP_WAIT = 60.0  # seconds a stopping writer keeps trying a store that cannot be written
 FAILING_FOR = 10.0  # seconds a failed commit keeps GET /ready at 503 (then traffic may try again)
+STORE_REFUSES = "the store cannot be written (the server's log says why)"
+
+
+TRIES = 5  # tries of a durable commit (about 1.5 s) before its requests get 503
+
+
+def tries(gave_up_at: float) -> int:
+    """How many tries a durable commit gets: :data:`TRIES`, or one while the store is known to
+    refuse writes (a commit gave up less than ``FAILING_FOR`` seconds ago, none has succeeded
+    since), so requests get their 503 at once instead of after the same 1.5 s each, and a store
+    that is down is not sent five times the traffic. Every commit still tries, so the first one
+    after the store is back succeeds.
+
+    >>> tries(0.0), tries(time.monotonic())
+    (5, 1)
+    """
+    return 1 if gave_up_at and time.monotonic() - gave_up_at < FAILING_FOR else TRIES
 
 
 def failing(error: str | None, at: float) -> str | None:
@@ -34,11 +61,18 @@ def failing(error: str | None, at: float) -> str | None:
     route is open, so the database's own words (hosts, paths) stay in the server's log."""
     if error is None or time.monotonic() - at > FAILING_FOR:
         return None
-    return "the store cannot be written (the server's log says why)"
+    return STORE_REFUSES
 
 
 class QueueFull(Exception):
     """The fast-mode log queue is full."""
+
+
+class LogUnavailable(Exception):
+    """Rows cannot be logged durably now: the store refuses them, or the log writer is not running.
+
+    Its message goes to the client, so it never carries the database's own words: those can
+    name hosts and paths, and quote rows of other requests that shared the commit."""
 
 
 class LogBatch(NamedTuple):
@@ -134,6 +168,7 @@ class LogWriter:
         self.rows_lost = 0  # fast-mode rows dropped after every retry failed
         self.failing: str | None = None  # the newest commit failure, until a commit succeeds
         self._failed_at = 0.0
+        self._gave_up_at = 0.0  # when a commit last gave up (0.0: the newest one succeeded)
         self._stop_at = 0.0
 
     @property
@@ -211,7 +246,7 @@ class LogWriter:
         error: Exception | None = None
         # fast mode: these rows were answered for already, so keep trying until the writer stops
         keep_trying = all(waiter is None for _, waiter in batch)
-        attempt, delay = 0, 0.05
+        attempt, delay, limit = 0, 0.05, tries(self._gave_up_at)
         while True:
             try:
                 self.store.insert_predictions(rows)
@@ -234,8 +269,9 @@ class LogWriter:
                     self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 stopped_long = self._stop.is_set() and time.monotonic() - self._stop_at > STOP_WAIT
-                if attempt >= 5 and (not keep_trying or stopped_long):
+                if attempt >= limit and (not keep_trying or stopped_long):
                     break
+        self._gave_up_at = 0.0 if error is None else time.monotonic()
         with self._lock:
             self._pending_rows -= count
         if error is None:
@@ -243,17 +279,18 @@ class LogWriter:
             self.batches_written += 1
         # one wake-up per event loop for the whole batch, not one per request
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        refused = None if error is None else LogUnavailable(STORE_REFUSES)  # the words stay in the log
         for _, waiter in batch:
             if isinstance(waiter, asyncio.Future):
                 by_loop.setdefault(waiter.get_loop(), []).append(waiter)
             elif waiter is not None:
-                if error is None:
+                if refused is None:
                     waiter.set_result(None)
                 else:
-                    waiter.set_exception(error)
+                    waiter.set_exception(refused)
         for loop, waiters in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-                loop.call_soon_threadsafe(_settle, waiters, error)
+                loop.call_soon_threadsafe(_settle, waiters, refused)
         if error is not None and all(f is None for _, f in batch):
             self.rows_lost += len(rows)
             log.error("Dropped %d fast-mode log rows after retries: %s", len(rows), error)
