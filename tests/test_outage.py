@@ -137,3 +137,18 @@ def test_durable_mode_answers_503_and_ready_lets_traffic_try_again(
             "model": "loan",
             "worker": client.get("/health").json()["worker"],
         }
+
+
+def test_a_store_error_never_quotes_the_rows_it_was_writing(load: Callable[..., Project]) -> None:
+    """What a failed write says goes to the server's log and to alerts: never the rows' values."""
+    project = load()
+    row = {"prediction_id": "p" * 32, "model": "loan", "model_version": "1", "request_id": "r", "ts": 1.0}
+    row |= {"inputs": {"income": "a-secret-income"}, "prediction": "yes", "confidence": 0.9}
+    row |= {"probabilities": None, "latency_ms": 1.0, "meta": None}
+    outage(project, on=True)
+    try:
+        with pytest.raises(Exception, match="a test outage") as raised:
+            project.store.insert_predictions([row])
+    finally:
+        outage(project, on=False)
+    assert "a-secret-income" not in str(raised.value), raised.value

@@ -49,7 +49,10 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 
 def make_engine(url: str, synchronous: str = "full") -> Engine:
     """An engine with the pragmas driftloop needs: WAL, a busy timeout, and on SQLite
-    ``synchronous`` (``full``: fsync on every commit; ``normal``: at checkpoints only)."""
+    ``synchronous`` (``full``: fsync on every commit; ``normal``: at checkpoints only).
+
+    Its errors never quote a statement's parameters (``hide_parameters``): those are logged
+    inputs, labels and notes, and an error's text goes to the server's log and to alerts."""
     if synchronous not in ("full", "normal"):
         raise ConfigError(
             f"The 'store.sqlite_synchronous' setting must be 'full' or 'normal'. Got {synchronous!r} instead."
@@ -58,7 +61,9 @@ def make_engine(url: str, synchronous: str = "full") -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -72,7 +77,7 @@ def make_engine(url: str, synchronous: str = "full") -> Engine:
     if url.startswith(("postgresql", "postgres")):
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
     raise ConfigError(
         f"The 'store.url' setting must be a sqlite:/// or postgresql:// URL. Got {url!r} instead."
     )
