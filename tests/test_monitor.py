@@ -88,6 +88,30 @@ def test_partial_window_waits_unless_flushed(tmp_path: Path) -> None:
     project.close()
 
 
+def test_a_backlog_of_windows_is_scored_under_a_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rich.progress
+
+    advanced: list[tuple[Any, Any]] = []  # (rows advanced, the bar's total) per update
+
+    class Recorded(rich.progress.Progress):
+        def update(self, task_id: rich.progress.TaskID, **kwargs: Any) -> None:
+            super().update(task_id, **kwargs)
+            advanced.append((kwargs.get("advance"), self.tasks[0].total))
+
+    monkeypatch.setattr(rich.progress, "Progress", Recorded)
+    project = make_project(tmp_path / "p")
+    train(project)
+    send(project, 650, "A", seed=2)
+    assert len(Monitor(project, progress=True).run().windows) == 2  # 300 + 300; 50 wait
+    assert advanced == [(300, 650), (300, 650)]
+    send(project, 300, "A", seed=3)
+    assert len(Monitor(project, progress=True).run().windows) == 1  # one window is quick: no bar
+    assert len(advanced) == 2
+    project.close()
+
+
 def test_time_windows_close_on_their_boundaries(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p", window="1h")
     train(project)

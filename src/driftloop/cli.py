@@ -264,13 +264,13 @@ def monitor_command(
     try:
         if needs_workflow:
             workflow.launch(project, schedules=False)
-            result = workflow.monitor_and_trigger(project, flush=flush)
+            result = workflow.monitor_and_trigger(project, Monitor(project, progress=True), flush=flush)
             for run in project.store.runs(project.name, active_only=True):
                 console.print(f"Retrain {run['id']} queued by {run['trigger']}; waiting for it…")
                 outcome = workflow.wait(run["id"])
                 console.print(f"Retrain {run['id']}: [bold]{outcome['status']}[/]")
         else:
-            monitor = Monitor(project)
+            monitor = Monitor(project, progress=True)
             result = monitor.run(flush=flush)
             workflow.post_deploy_watch(project, monitor)
     finally:

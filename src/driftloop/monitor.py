@@ -7,9 +7,11 @@ keep arriving, for the last ``monitor.relabel_windows`` windows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,8 +126,9 @@ def _over(
 class Monitor:
     """``Monitor(project).run()`` closes new windows, scores them and raises alerts."""
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, *, progress: bool = False) -> None:
         self.project = project
+        self.progress = progress  # a bar over the rows a pass profiles (driftloop monitor)
         self.sinks = make_sinks(project.settings)
         self._reference: Reference | None = None
         self._warned_gaps = False
@@ -283,22 +286,38 @@ class Monitor:
         if lag is None:  # SQLite commits in sequence order (one writer at a time); others may not
             lag = 0.0 if self.project.settings.store.url.startswith("sqlite") else 5.0
         settled = time.time() - lag if lag else None
-        while True:
-            page = store.predictions_after(name, after, PAGE, settled_before=settled)
-            if not page:
-                break
-            after = page[-1]["seq"]
-            pending.extend(page)
-            for rows in self._close_windows(pending, flush=False, now=now):
-                result.windows.append(self._score(rows, reference))
-        if flush and pending:
-            result.windows.append(self._score(pending, reference))
-            pending.clear()
+        with self._bar(after) as advance:
+            while True:
+                page = store.predictions_after(name, after, PAGE, settled_before=settled)
+                if not page:
+                    break
+                after = page[-1]["seq"]
+                pending.extend(page)
+                for rows in self._close_windows(pending, flush=False, now=now):
+                    result.windows.append(self._score(rows, reference))
+                    advance(len(rows))
+            if flush and pending:
+                result.windows.append(self._score(pending, reference))
+                pending.clear()
         self._refresh_performance(len(result.windows))
         result.alerts, result.retrain_requests = self._evaluate_rules(now)
         if self.project.settings.archive.after is not None:
             self._archive(now)
         return result
+
+    @contextlib.contextmanager
+    def _bar(self, after: int) -> Iterator[Callable[[int], None]]:
+        """A progress bar over the log rows after sequence number ``after`` while their windows
+        are scored (none unless ``progress``, nor for under two windows' worth: that is quick)."""
+        rows = self.project.store.max_seq(self.project.name) - after if self.progress else 0
+        if rows < 2 * (self.project.settings.monitor.window.rows or 1000):
+            yield lambda _: None
+            return
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"monitoring {self.project.name}", total=rows)
+            yield lambda n: bar.update(task, advance=n)
 
     def _archive(self, now: float) -> None:
         """Move closed windows' old rows to the archive; a failure alerts once per run of
