@@ -152,3 +152,32 @@ def test_a_store_error_never_quotes_the_rows_it_was_writing(load: Callable[..., 
     finally:
         outage(project, on=False)
     assert "a-secret-income" not in str(raised.value), raised.value
+
+
+def test_labels_and_reads_get_503_while_the_store_refuses_them(load: Callable[..., Project]) -> None:
+    """Not only the log: a label, a read and an invalid request each get an answer a client
+    knows to retry (503 + Retry-After) or to fix (422), never a 500 or the database's words."""
+    project = load()
+    path = project.store.url.removeprefix("sqlite:///")
+    with serve_in_thread(create_app(project, background=False)) as url, httpx.Client(base_url=url) as client:
+        pid = client.post("/predict", json=GOOD).json()["predictions"][0]["prediction_id"]
+        with sqlite3.connect(path, timeout=30) as con:
+            for table in ("feedback", "invalid_requests"):
+                con.execute(
+                    f"CREATE TRIGGER outage_{table} BEFORE INSERT ON {table} "
+                    "BEGIN SELECT RAISE(ABORT, 'disk I/O error (a test outage)'); END"
+                )
+        con.close()
+        try:
+            label = client.post("/feedback", json={"prediction_id": pid, "label": "yes"})
+            wrong = client.post("/feedback", json={"prediction_id": pid, "label": "maybe"})
+        finally:
+            with sqlite3.connect(path, timeout=30) as con:
+                con.execute("DROP TRIGGER outage_feedback")
+                con.execute("DROP TRIGGER outage_invalid_requests")
+            con.close()
+        assert label.status_code == 503 and label.headers["retry-after"] == "1", label.text
+        assert "the store cannot be written" in label.text.lower() and "outage" not in label.text
+        assert wrong.status_code == 422 and "'maybe'" in wrong.text, wrong.text
+        assert client.post("/feedback", json={"prediction_id": pid, "label": "yes"}).status_code == 200
+        assert 'route="/feedback",status="503"' in client.get("/metrics").text

@@ -35,6 +35,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -62,7 +64,7 @@ from driftloop.serving.logproc import ProcessLogWriter
 from driftloop.serving.metrics import Metrics, prometheus_text
 from driftloop.serving.pages import SESSION_COOKIE, Revoked, session_identity
 from driftloop.serving.slots import LoadedModel, ModelSlot
-from driftloop.serving.writer import LogBatch, LogUnavailable, LogWriter, QueueFull
+from driftloop.serving.writer import STORE_REFUSES, LogBatch, LogUnavailable, LogWriter, QueueFull
 from driftloop.tasks import probability_keys
 from driftloop.views import jsonable
 
@@ -387,23 +389,41 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         with stats.lock:
             stats.invalid += 1
             stats.requests[(path, status)] += 1
-        await run_in_threadpool(
-            functools.partial(
-                project.store.record_invalid,
-                project.name,
-                path,
-                status,
-                errors,
-                keep_rows=settings.invalid_retention_rows,
-                keep_seconds=settings.invalid_retention,
+        try:
+            await run_in_threadpool(
+                functools.partial(
+                    project.store.record_invalid,
+                    project.name,
+                    path,
+                    status,
+                    errors,
+                    keep_rows=settings.invalid_retention_rows,
+                    keep_seconds=settings.invalid_retention,
+                )
             )
-        )
+        except (DBAPIError, PoolTimeout) as exc:  # the record is for diagnosis: the client still hears why
+            log.warning("An invalid request to %s could not be recorded: %s", path, exc)
         return JSONResponse({"detail": errors}, status_code=status)
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
         return await invalid(
             request.url.path, exc.status, [{"loc": exc.loc, "msg": exc.message, "type": exc.kind}]
+        )
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def store_down(request: Request, exc: Exception) -> JSONResponse:
+        """The store refused a read or write (down, full, out of connections): 503 and retry, as
+        for the log; the database's words go to the log only (they can name hosts and rows)."""
+        log.error("%s %s: the store failed: %s", request.method, request.url.path, exc)
+        route = request.scope.get("route")  # its template (/runs/{run_id}), not every id seen
+        with stats.lock:
+            stats.requests[(getattr(route, "path", "other"), 503)] += 1
+        return JSONResponse(
+            {"detail": f"{STORE_REFUSES[0].upper()}{STORE_REFUSES[1:]}; retry shortly."},
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     record_schema = project.schema.record_model.model_json_schema()
