@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 from driftloop import ConfigError, RegistryError, Settings, TrainerError, workflow
-from driftloop.alerts import SlackSink, WebhookSink, dispatch
+from driftloop.alerts import SlackSink, WebhookSink, notify
 from driftloop.config import GateSettings
 from driftloop.demo.data import applicants
 from driftloop.demo.scenario import free_port, serve_in_thread
@@ -36,6 +36,7 @@ from driftloop.project import Project
 from driftloop.serving import create_app
 from driftloop.serving.logproc import _FRAME
 from driftloop.serving.writer import LogBatch
+from driftloop.store import Store
 from driftloop.training import train
 
 from .conftest import ROOT, cli_env, make_project
@@ -305,22 +306,30 @@ class _Failing(BaseHTTPRequestHandler):
         pass
 
 
-def test_item5_a_failed_delivery_never_shows_the_secret_url(caplog: pytest.LogCaptureFixture) -> None:
+def test_item5_a_failed_delivery_never_shows_the_secret_url(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     server = HTTPServer(("127.0.0.1", 0), _Failing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     secret = "T0000/B0000/SECRET-TOKEN-123"
     caplog.set_level(logging.DEBUG)
+    store = Store(f"sqlite:///{tmp_path}/db.sqlite")
     try:
-        failures = dispatch(
+        notify(
+            store,
             [
                 SlackSink(f"http://127.0.0.1:{server.server_address[1]}/services/{secret}", tries=2),
                 WebhookSink(f"http://127.0.0.1:9/hooks/{secret}", tries=1),
             ],
-            {"rule": "r", "model": "m", "message": "x"},
+            model="m",
+            rule="r",
+            metric="pipeline",
+            message="x",
         )
     finally:
         server.shutdown()
         server.server_close()
+    failures = [f"{d['sink']}: {d['error']}" for d in store.undelivered("m")]  # kept, and shown by status
     assert len(failures) == 2 and all("HTTP 500" in f or "ConnectError" in f for f in failures), failures
     shown = "\n".join([*failures, *(r.getMessage() for r in caplog.records)])
     assert "SECRET-TOKEN" not in shown and "127.0.0.1" in shown

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -12,12 +13,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from driftloop.alerts import SlackSink, WebhookSink, dispatch
+from driftloop import alerts
+from driftloop.alerts import SlackSink, WebhookSink, deliver, notify, sink_key
 from driftloop.drift import compare
 from driftloop.monitor import Monitor
 from driftloop.profiles import Profile
 from driftloop.project import Project
+from driftloop.store import Store
 from driftloop.training import train
+from driftloop.views import status_view
 
 from .conftest import make_project
 from .helpers import send
@@ -125,11 +129,14 @@ def test_time_windows_close_on_their_boundaries(tmp_path: Path) -> None:
 
 class _Receiver(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
+    down = False  # answer 500 to everything, as a webhook that is down does
 
     def do_POST(self) -> None:
         length = int(self.headers["content-length"])
-        _Receiver.received.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
-        self.send_response(200)
+        body = json.loads(self.rfile.read(length))
+        if not _Receiver.down:
+            _Receiver.received.append({"path": self.path, "body": body})
+        self.send_response(500 if _Receiver.down else 200)
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
@@ -138,7 +145,7 @@ class _Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver() -> Iterator[str]:
-    _Receiver.received = []
+    _Receiver.received, _Receiver.down = [], False
     server = HTTPServer(("127.0.0.1", 0), _Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -176,10 +183,93 @@ def test_alert_fires_once_per_streak_to_webhook_and_slack(
     project.close()
 
 
-def test_a_failing_sink_does_not_stop_the_others(receiver: str) -> None:
-    failures = dispatch(
-        [WebhookSink("http://127.0.0.1:9/nothing-listens", tries=1), SlackSink(f"{receiver}/slack")],
-        {"rule": "r", "model": "m", "message": "x"},
+def _alert(store: Store, sinks: list[Any], message: str = "x") -> dict[str, Any]:
+    return notify(
+        store, sinks, model="m", rule="r", metric="accuracy", value=0.5, threshold=0.8, message=message
     )
-    assert len(failures) == 1 and "webhook" in failures[0]
-    assert _Receiver.received[-1]["path"] == "/slack"
+
+
+def test_a_failing_sink_does_not_stop_the_others(receiver: str, tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/db.sqlite")
+    sinks = [WebhookSink("http://127.0.0.1:9/nothing-listens", tries=1), SlackSink(f"{receiver}/slack")]
+    alert = _alert(store, sinks)
+    assert [r["path"] for r in _Receiver.received] == ["/slack"]
+    (missed,) = store.undelivered("m")
+    assert (missed["alert_id"], missed["sink"], missed["tries"]) == (alert["id"], sink_key(sinks[0]), 1)
+    assert "ConnectError" in missed["error"] and not missed["given_up"]
+
+
+def test_an_alert_a_sink_missed_is_delivered_once_it_is_back(
+    receiver: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox: an alert is stored with a delivery per sink in one transaction; what a sink
+    did not take is tried again on each monitoring pass after its backoff, and once taken is
+    not sent again; a delivery to a sink no longer configured, or past RETRY_FOR, is given up
+    and shown."""
+    store = Store(f"sqlite:///{tmp_path}/db.sqlite")
+    hook = WebhookSink(f"{receiver}/hook", tries=1)
+    _Receiver.down = True
+    first = _alert(store, [hook], "the webhook is down")
+    assert _Receiver.received == [] and [d["tries"] for d in store.undelivered("m")] == [1]
+    assert deliver(store, [hook], "m") == 0  # not yet due: backing off 30 s
+    _Receiver.down = False
+    later = time.time() + alerts.backoff(1)
+    assert deliver(store, [hook], "m", now=later) == 1
+    assert deliver(store, [hook], "m", now=later + 3600) == 0  # taken: never sent twice
+    (got,) = _Receiver.received
+    assert got["body"]["id"] == first["id"] and got["body"]["message"] == "the webhook is down"
+    assert store.undelivered("m") == []
+    # a process that stored an alert and died before sending it: the next pass sends it
+    pending = store.add_alert(deliver_to=[sink_key(hook)], model="m", rule="r", metric="m", message="y")
+    assert deliver(store, [hook], "m") == 1 and _Receiver.received[-1]["body"]["id"] == pending
+    # two processes that read the due deliveries at once: only one claims each
+    store.add_alert(deliver_to=[sink_key(hook)], model="m", rule="r", metric="m", message="z")
+    now, read, first_read = time.time(), store._all, list[dict[str, Any]]()
+
+    def as_first(query: Any) -> list[dict[str, Any]]:  # the second reads what the first read
+        if not first_read:
+            first_read.extend(read(query))
+        return list(first_read)
+
+    with monkeypatch.context() as both:
+        both.setattr(store, "_all", as_first)
+        assert len(store.claim_deliveries("m", now=now, lease=60)) == 1
+        assert store.claim_deliveries("m", now=now, lease=60) == []
+    # a sink removed from the configuration, and a delivery past RETRY_FOR: given up, and shown
+    assert deliver(store, [], "m", now=now + 61) == 0
+    _Receiver.down = True
+    monkeypatch.setattr(alerts, "RETRY_FOR", 0.0)
+    _alert(store, [hook], "given up")
+    states = [(d["sink"], d["given_up"]) for d in store.undelivered("m")]
+    assert states == [(sink_key(hook), True), (sink_key(hook), True)], states
+    monkeypatch.setattr(alerts, "backoff", lambda tries: 0.0)
+    assert deliver(store, [hook], "m", now=now + 7200) == 0  # given up: not tried again
+    assert len(_Receiver.received) == 2
+
+
+def test_the_monitor_delivers_what_a_sink_missed_and_status_shows_it(
+    tmp_path: Path, receiver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "p"
+    make_project(folder)
+    config = folder / "driftloop.toml"
+    config.write_text(
+        config.read_text().replace(
+            '[[sinks]]\ntype = "log"', f'[[sinks]]\ntype = "webhook"\nurl = "{receiver}/hook"'
+        )
+    )
+    project = Project.load(config)
+    train(project)
+    monitor = Monitor(project)
+    monkeypatch.setattr(alerts, "backoff", lambda tries: 0.0)  # due again at the next pass
+    _Receiver.down = True
+    send(project, 900, "B", seed=5)
+    fired = monitor.run().alerts
+    assert [a["rule"] for a in fired] == ["feature-drift"] and _Receiver.received == []
+    (shown,) = [a for a in status_view(project)["alerts"] if a["id"] == fired[0]["id"]]
+    assert shown["undelivered"] and "retrying after 1 attempt; " in shown["undelivered"][0], shown
+    _Receiver.down = False
+    assert monitor.run().alerts == []  # no new alert; the pass delivers the one the webhook missed
+    assert [r["body"]["id"] for r in _Receiver.received] == [fired[0]["id"]]
+    assert all(not a["undelivered"] for a in status_view(project)["alerts"])
+    project.close()

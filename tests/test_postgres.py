@@ -722,3 +722,26 @@ def test_concurrent_merges_into_a_runs_options_lose_no_key(backend: str, tmp_pat
         assert row is not None
         missing = {f"k{i}" for i in range(80)} - set(row["options"])
         assert not missing and row["options"]["first"] == 0, f"lost {len(missing)} of 80 merges"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_processes_delivering_alerts_at_once_send_each_once(backend: str, tmp_path: Path) -> None:
+    """The serving worker that monitors, a 'driftloop monitor' and a retrain's process may each
+    deliver the alerts a sink missed; a claim moves a delivery on only if no one else has."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(_database()) if backend == "postgres" else f"sqlite:///{tmp_path}/s.db"
+        stores = [Store(url) for _ in range(4)]  # one engine each, as separate processes would have
+        for store in stores:
+            stack.callback(store.close)
+        for i in range(30):
+            stores[0].add_alert(deliver_to=["a", "b"], model="m", rule="r", metric="x", message=str(i))
+        now = time.time() + 1
+
+        def claim(i: int) -> list[tuple[int, str]]:
+            return [(d["id"], d["sink"]) for d in stores[i % 4].claim_deliveries("m", now=now, lease=60)]
+
+        with ThreadPoolExecutor(8) as pool:
+            claimed = [pair for part in pool.map(claim, range(8)) for pair in part]
+        assert len(claimed) == len(set(claimed)) == 60, f"{len(claimed) - len(set(claimed))} claimed twice"

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -217,7 +218,8 @@ def print_status(project: Any, view: dict[str, Any]) -> None:
     for column in ("when", "rule", "message", "run"):
         alerts.add_column(column)
     for a in view["alerts"]:
-        alerts.add_row(when(a["ts"]), a["rule"], a["message"], a["run_id"] or "-")
+        undelivered = "".join(f"\n[yellow]not delivered[/] to {escape(d)}" for d in a["undelivered"])
+        alerts.add_row(when(a["ts"]), a["rule"], escape(a["message"]) + undelivered, a["run_id"] or "-")
     console.print(alerts)
     history = Table(title="champion history")
     for column in ("when", "action", "from", "to", "reason"):

@@ -18,6 +18,7 @@ window with few labels has to fall further before it counts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -36,12 +37,15 @@ __all__ = [
     "Sink",
     "SlackSink",
     "WebhookSink",
+    "backoff",
     "breaches",
-    "dispatch",
+    "deliver",
     "judged",
     "make_sinks",
+    "notify",
     "redact_url",
     "should_fire",
+    "sink_key",
     "system_alert",
     "wilson",
 ]
@@ -257,16 +261,78 @@ def _make(sink: SinkSettings, settings: Settings) -> Sink:
     return SlackSink(url) if sink.type == "slack" else WebhookSink(url)
 
 
-def dispatch(sinks: list[Sink], alert: dict[str, Any]) -> list[str]:
-    """Send to every sink; a failing sink is logged and never stops the others. Returns failures."""
-    failures = []
-    for sink in sinks:
+RETRY_FOR = 86_400.0  # seconds a delivery is retried after its alert fired; then given up, and shown
+LEASE = 300.0  # seconds a claimed delivery is left to the process sending it
+_SENT = ("id", "ts", "model", "rule", "metric", "value", "threshold", "window_id", "message", "run_id")
+
+
+def backoff(tries: int) -> float:
+    """Seconds before a delivery that failed ``tries`` times is tried again: 30 s, doubling, at
+    most an hour.
+
+    >>> [backoff(n) for n in (1, 2, 3, 9)]
+    [30.0, 60.0, 120.0, 3600.0]
+    """
+    return float(min(30 * 2 ** (tries - 1), 3600))
+
+
+def notify(store: Any, sinks: list[Sink], **values: Any) -> dict[str, Any]:
+    """Store an alert with a pending delivery to each sink, in one transaction, then deliver it.
+
+    A sink that does not take it now (Slack down, a webhook answering 500) is tried again by
+    :func:`deliver` on each monitoring pass, backing off (:func:`backoff`) for up to
+    ``RETRY_FOR``; a process that dies in between loses nothing. Delivery is at least once: a
+    receiver may see an alert twice (by its ``id``) if a process dies between sending it and
+    recording that it was sent."""
+    alert_id = store.add_alert(deliver_to=[sink_key(s) for s in sinks], **values)
+    deliver(store, sinks, values["model"], alert_id=alert_id)
+    return {**values, "id": alert_id}
+
+
+def deliver(
+    store: Any, sinks: list[Sink], model: str, *, alert_id: int | None = None, now: float | None = None
+) -> int:
+    """Send the deliveries that are due (of one alert, or of every alert of ``model``) to the
+    configured sinks; returns how many were made. A delivery to a sink that is no longer
+    configured is given up at once."""
+    now = time.time() if now is None else now
+    by_key = {sink_key(s): s for s in sinks}
+    made = 0
+    for row in store.claim_deliveries(model, now=now, lease=LEASE, alert_id=alert_id):
+        sink, tries = by_key.get(row["sink"]), int(row["tries"]) + 1
         try:
-            sink.send(alert)
+            if sink is None:
+                raise LookupError("the sink is no longer in the configuration")
+            sink.send({k: row[k] for k in _SENT})
         except Exception as exc:
-            log.error("Alert sink %s failed: %s", sink.name, exc)
-            failures.append(f"{sink.name}: {exc}")
-    return failures
+            give_up = sink is None or now + backoff(tries) - float(row["ts"]) > RETRY_FOR
+            log.error(
+                "Alert %d (%s) was not delivered to %s (try %d%s): %s",
+                row["id"],
+                row["rule"],
+                row["sink"],
+                tries,
+                "; given up" if give_up else f"; trying again in {backoff(tries):g} s",
+                exc,
+            )
+            store.delivery_failed(
+                row["id"], row["sink"], error=str(exc), next_at=now + backoff(tries), give_up=give_up
+            )
+        else:
+            store.delivered(row["id"], row["sink"])
+            made += 1
+    return made
+
+
+def sink_key(sink: Sink) -> str:
+    """Which sink a delivery is for, stable across restarts: its kind, and for a URL's a hash
+    of the URL (the URL is a secret, so it is not stored).
+
+    >>> sink_key(LogSink()), sink_key(SlackSink("https://hooks.slack.com/services/T/B/X"))
+    ('log', 'slack:95e173ff3087')
+    """
+    url = getattr(sink, "url", None)
+    return sink.name if url is None else f"{sink.name}:{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
 def system_alert(
@@ -280,7 +346,9 @@ def system_alert(
     run_id: str | None = None,
 ) -> dict[str, Any]:
     """An alert about the pipeline itself (not a window's metric), stored and sent to every sink."""
-    alert: dict[str, Any] = dict(
+    return notify(
+        store,
+        sinks,
         model=model,
         rule=rule,
         metric=metric,
@@ -290,6 +358,3 @@ def system_alert(
         message=message,
         run_id=run_id,
     )
-    alert["id"] = store.add_alert(**alert)
-    dispatch(sinks, alert)
-    return alert

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.alerts import dispatch, judged, make_sinks, should_fire, system_alert
+from driftloop.alerts import deliver, judged, make_sinks, notify, should_fire, system_alert
 from driftloop.custom import metric_frame, metric_spec
 from driftloop.drift import DriftReport, compare
 from driftloop.drift.multivariate import domain_classifier, mmd
@@ -213,6 +213,10 @@ class Monitor:
     def run(self, *, flush: bool = False, now: float | None = None) -> MonitorRun:
         """One monitoring pass, recorded (ok or failed) so a silent monitor can be noticed."""
         started = time.time()
+        try:  # alerts a sink did not take before, first: a failure here must not stop monitoring
+            deliver(self.project.store, self.sinks, self.project.name)
+        except Exception:
+            log.exception("Delivering the pending alerts of '%s' failed.", self.project.name)
         try:
             result = self._run(flush=flush, now=now)
         except Exception as exc:
@@ -704,8 +708,7 @@ class Monitor:
                 window_id=window_id,
                 message=message,
             )
-            alert["id"] = store.add_alert(**alert)
-            dispatch(self.sinks, alert)
+            alert = notify(store, self.sinks, **alert)
             fired.append(alert)
             if rule.retrain:
                 retrain.append(

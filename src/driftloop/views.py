@@ -72,11 +72,30 @@ def windows_view(project: Project, limit: int = 50) -> list[dict[str, Any]]:
 
 
 def alerts_view(project: Project, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest ``limit`` alerts, oldest first."""
+    """The newest ``limit`` alerts, oldest first; ``undelivered`` says which sinks have not
+    taken one yet (empty once every sink has)."""
+    pending: dict[int, list[str]] = {}
+    for d in project.store.undelivered(project.name):
+        state = "given up" if d["given_up"] else "retrying"
+        attempts = f"{d['tries']} attempt{'' if d['tries'] == 1 else 's'}"
+        pending.setdefault(d["alert_id"], []).append(f"{d['sink']}: {state} after {attempts}; {d['error']}")
     return [
         {
-            k: a[k]
-            for k in ("id", "ts", "rule", "metric", "value", "threshold", "window_id", "message", "run_id")
+            **{
+                k: a[k]
+                for k in (
+                    "id",
+                    "ts",
+                    "rule",
+                    "metric",
+                    "value",
+                    "threshold",
+                    "window_id",
+                    "message",
+                    "run_id",
+                )
+            },
+            "undelivered": pending.get(a["id"], []),
         }
         for a in project.store.alerts(project.name, limit=limit)
     ]

@@ -158,6 +158,10 @@ def prometheus_text(
     lines.append("# TYPE driftloop_alerts_total counter")
     for rule, n in project.store.alert_counts(name).items():
         lines.append(f'driftloop_alerts_total{{model="{name}",rule="{_label(rule)}"}} {n}')
+    given_up = [bool(d["given_up"]) for d in project.store.undelivered(name)]
+    lines.append("# TYPE driftloop_alert_deliveries_undelivered gauge")  # retried each pass, or given up
+    for state, n in (("retrying", given_up.count(False)), ("given_up", given_up.count(True))):
+        lines.append(f'driftloop_alert_deliveries_undelivered{{model="{name}",state="{state}"}} {n}')
     latest = views.windows_view(project, limit=1)
     if latest:  # the newest window: every metric, and each feature's drift statistic
         w = latest[0]

@@ -83,7 +83,7 @@ def make_engine(url: str, synchronous: str = "full") -> Engine:
     )
 
 
-HEAD = "0009"  # the newest revision in store/migrations/versions (a test checks they agree)
+HEAD = "0010"  # the newest revision in store/migrations/versions (a test checks they agree)
 SETTLE_TIMEOUT = 60.0  # seconds a cutoff waits for writes in flight (see Store._settled_max)
 
 
@@ -1004,11 +1004,65 @@ class Store:
         return self._all(query.order_by(t.windows.c.end_seq))
 
     # -- alerts ----------------------------------------------------------------------------
-    def add_alert(self, **values: Any) -> int:
+    def add_alert(self, *, deliver_to: Sequence[str] = (), **values: Any) -> int:
+        """Store an alert and, in the same transaction, a pending delivery to each sink key in
+        ``deliver_to``: a process that dies once this returns loses no notification."""
+        now = time.time()
         with self.begin() as conn:
-            key = conn.execute(insert(t.alerts).values(ts=time.time(), **values)).inserted_primary_key
+            key = conn.execute(insert(t.alerts).values(ts=now, **values)).inserted_primary_key
             assert key is not None
-            return int(key[0])
+            alert_id = int(key[0])
+            pending = [
+                {"alert_id": alert_id, "sink": sink, "model": values["model"], "tries": 0, "next_at": now}
+                for sink in dict.fromkeys(deliver_to)  # one delivery per sink, however often listed
+            ]
+            if pending:
+                conn.execute(insert(t.alert_deliveries).values(error=None, given_up=False), pending)
+            return alert_id
+
+    # -- alert deliveries: an outbox, so a sink that is down gets the alert when it is back ----
+    def claim_deliveries(
+        self, model: str, *, now: float, lease: float, alert_id: int | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The deliveries due by ``now`` (of one alert, or of any), each with its alert's
+        columns, claimed for ``lease`` seconds: a claim moves the delivery's ``next_at`` on
+        only if no one else has, so two processes never both send one."""
+        d = t.alert_deliveries
+        query = (
+            select(d.c.sink, d.c.tries, d.c.next_at, *t.alerts.c)
+            .join(t.alerts, t.alerts.c.id == d.c.alert_id)
+            .where(d.c.model == model, d.c.given_up.is_(False), d.c.next_at <= now)
+            .order_by(d.c.alert_id)
+            .limit(limit)
+        )
+        if alert_id is not None:
+            query = query.where(d.c.alert_id == alert_id)
+        claimed = []
+        for row in self._all(query):
+            mine = (d.c.alert_id == row["id"]) & (d.c.sink == row["sink"]) & (d.c.next_at == row["next_at"])
+            with self.begin() as conn:
+                if conn.execute(update(d).where(mine).values(next_at=now + lease)).rowcount:
+                    claimed.append(row)
+        return claimed
+
+    def delivered(self, alert_id: int, sink: str) -> None:
+        d = t.alert_deliveries
+        with self.begin() as conn:
+            conn.execute(d.delete().where(d.c.alert_id == alert_id, d.c.sink == sink))
+
+    def delivery_failed(self, alert_id: int, sink: str, *, error: str, next_at: float, give_up: bool) -> None:
+        d = t.alert_deliveries
+        with self.begin() as conn:
+            conn.execute(
+                update(d)
+                .where(d.c.alert_id == alert_id, d.c.sink == sink)
+                .values(tries=d.c.tries + 1, error=error[:2000], next_at=next_at, given_up=give_up)
+            )
+
+    def undelivered(self, model: str) -> list[dict[str, Any]]:
+        """Every delivery not made yet (pending or given up), oldest alert first."""
+        d = t.alert_deliveries
+        return self._all(select(d).where(d.c.model == model).order_by(d.c.alert_id, d.c.sink))
 
     def alerts(self, model: str, limit: int = 20, rule: str | None = None) -> list[dict[str, Any]]:
         query = select(t.alerts).where(t.alerts.c.model == model)

@@ -316,3 +316,16 @@ revoked_sessions = Table(  # sign-in sessions signed out before their cookie exp
     Column("nonce", String(32), primary_key=True),
     Column("expires", Float, nullable=False),
 )
+
+alert_deliveries = Table(  # the alerts a sink has not taken yet (an outbox): tried again until it does
+    "alert_deliveries",
+    metadata,
+    Column("alert_id", Integer, primary_key=True),
+    Column("sink", String(64), primary_key=True),  # the sink's key: its kind and a hash of its URL
+    Column("model", String(64), nullable=False),
+    Column("tries", Integer, nullable=False),
+    Column("next_at", Float, nullable=False),  # when to try again (claimed by moving it on)
+    Column("error", Text, nullable=True),  # the last failure, redacted: no URL
+    Column("given_up", Boolean, nullable=False),  # past retrying: kept to be seen
+    Index("ix_alert_deliveries_due", "model", "given_up", "next_at"),
+)
