@@ -293,18 +293,23 @@ def deliver(
     store: Any, sinks: list[Sink], model: str, *, alert_id: int | None = None, now: float | None = None
 ) -> int:
     """Send the deliveries that are due (of one alert, or of every alert of ``model``) to the
-    configured sinks; returns how many were made. A delivery to a sink that is no longer
-    configured is given up at once."""
+    configured sinks; returns how many were made. A sink that fails is not tried again in this
+    call (a host that drops packets would otherwise hold the pass for a timeout per alert),
+    and a delivery to a sink that is no longer configured is given up at once."""
     now = time.time() if now is None else now
     by_key = {sink_key(s): s for s in sinks}
+    down: dict[str, Exception] = {}  # sinks that failed in this call, and how
     made = 0
     for row in store.claim_deliveries(model, now=now, lease=LEASE, alert_id=alert_id):
         sink, tries = by_key.get(row["sink"]), int(row["tries"]) + 1
         try:
             if sink is None:
                 raise LookupError("the sink is no longer in the configuration")
+            if row["sink"] in down:
+                raise down[row["sink"]]
             sink.send({k: row[k] for k in _SENT})
         except Exception as exc:
+            down[row["sink"]] = exc
             give_up = sink is None or now + backoff(tries) - float(row["ts"]) > RETRY_FOR
             log.error(
                 "Alert %d (%s) was not delivered to %s (try %d%s): %s",
