@@ -156,18 +156,22 @@ def receiver() -> Iterator[str]:
     server.server_close()
 
 
+def _with_sinks(tmp_path: Path, sinks: str) -> Path:
+    """The example project's config, its log sink replaced by ``sinks`` (TOML)."""
+    make_project(tmp_path / "p")
+    config = tmp_path / "p" / "driftloop.toml"
+    config.write_text(config.read_text().replace('[[sinks]]\ntype = "log"', sinks))
+    return config
+
+
 def test_alert_fires_once_per_streak_to_webhook_and_slack(
     tmp_path: Path, receiver: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    text = config.read_text().replace(
-        '[[sinks]]\ntype = "log"',
+    config = _with_sinks(
+        tmp_path,
         f'[[sinks]]\ntype = "webhook"\nurl = "{receiver}/hook"\n\n'
         '[[sinks]]\ntype = "slack"\nurl_env = "TEST_SLACK_URL"',
     )
-    config.write_text(text)
     monkeypatch.setenv("TEST_SLACK_URL", f"{receiver}/slack")
     project = Project.load(config)
     train(project)
@@ -258,14 +262,7 @@ def test_an_alert_a_sink_missed_is_delivered_once_it_is_back(
 def test_the_monitor_delivers_what_a_sink_missed_and_status_shows_it(
     tmp_path: Path, receiver: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = tmp_path / "p"
-    make_project(folder)
-    config = folder / "driftloop.toml"
-    config.write_text(
-        config.read_text().replace(
-            '[[sinks]]\ntype = "log"', f'[[sinks]]\ntype = "webhook"\nurl = "{receiver}/hook"'
-        )
-    )
+    config = _with_sinks(tmp_path, f'[[sinks]]\ntype = "webhook"\nurl = "{receiver}/hook"')
     project = Project.load(config)
     train(project)
     monitor = Monitor(project)
