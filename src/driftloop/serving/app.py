@@ -421,7 +421,7 @@ def create_app(project: Project, *, background: bool = True, monitor: bool = Fal
         with stats.lock:
             stats.requests[(getattr(route, "path", "other"), 503)] += 1
         return JSONResponse(
-            {"detail": f"{STORE_REFUSES[0].upper()}{STORE_REFUSES[1:]}; retry shortly."},
+            {"detail": f"{STORE_REFUSES.capitalize()}; retry shortly."},
             status_code=503,
             headers={"Retry-After": "1"},
         )

@@ -35,8 +35,6 @@ log = logging.getLogger("driftloop.serving")
 STOP_WAIT = 60.0  # seconds a stopping writer keeps trying a store that cannot be written
 FAILING_FOR = 10.0  # seconds a failed commit keeps GET /ready at 503 (then traffic may try again)
 STORE_REFUSES = "the store cannot be written (the server's log says why)"
-
-
 TRIES = 5  # tries of a durable commit (about 1.5 s) before its requests get 503
 
 
